@@ -1,0 +1,1 @@
+//! DistilBERT sentiment inference shared by the servers and the benchmark.
