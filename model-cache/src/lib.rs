@@ -1,1 +1,116 @@
-//! DistilBERT sentiment inference shared by the servers and the benchmark.
+//! DistilBERT sentiment inference shared by the Kubernetes server, the Lambda function
+//! and the benchmark: checkpoint resolution and cache ([`source`]), tokenizer, the
+//! candle model and [`Classifier`], the HTTP [`wire`] types, and [`fixture`] checkpoints.
+
+pub mod args;
+pub mod checkpoint;
+pub mod classifier;
+pub mod config;
+pub mod fixture;
+mod model;
+pub mod source;
+pub mod threads;
+pub mod tokenizer;
+pub mod wire;
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+pub use checkpoint::{Checkpoint, CheckpointInfo};
+pub use classifier::{BatchStats, Classifier, ClassifierInfo, ClassifierOptions};
+pub use source::{ModelSource, SourceError};
+pub use wire::{ErrorBody, ErrorKind, PredictRequest, PredictResponse, Prediction};
+
+/// Errors loading a checkpoint or running the model.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// The checkpoint path is not a directory.
+    #[error("{0} is not a directory")]
+    NotADirectory(PathBuf),
+    /// A file the checkpoint needs is absent.
+    #[error("{dir} has no {file}")]
+    MissingFile { dir: PathBuf, file: &'static str },
+    /// A file exists but its content is unusable.
+    #[error("{path}: {detail}")]
+    BadFile { path: PathBuf, detail: String },
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The weights file does not hold what the config describes.
+    #[error("loading weights from {path}: {source}")]
+    Weights {
+        path: PathBuf,
+        #[source]
+        source: candle_core::Error,
+    },
+    /// Tokenization failed.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    /// Input the model cannot take (over-long or out-of-vocabulary ids).
+    #[error("invalid model input: {0}")]
+    Input(String),
+    /// The forward pass failed.
+    #[error("inference failed: {0}")]
+    Inference(#[source] candle_core::Error),
+    /// The inference thread pool could not be built.
+    #[error("starting inference threads: {0}")]
+    Threads(String),
+}
+
+impl ModelError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        ModelError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn weights(path: &Path, source: candle_core::Error) -> Self {
+        ModelError::Weights {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// Hex sha256 of a file's content.
+pub fn sha256_file(path: &Path) -> Result<String, ModelError> {
+    use sha2::Digest;
+    let mut file = std::fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(|e| ModelError::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same directory and a
+/// rename, so a reader sees the old file or the new one, never half of one.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| ModelError::io(dir, e))?;
+    tmp.write_all(bytes).map_err(|e| ModelError::io(path, e))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| ModelError::io(path, e))?;
+    // tempfile creates 0600; checkpoints must stay readable by a non-root server user.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .map_err(|e| ModelError::io(path, e))?;
+    }
+    tmp.persist(path)
+        .map_err(|e| ModelError::io(path, e.error))?;
+    Ok(())
+}

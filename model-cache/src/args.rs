@@ -1,0 +1,50 @@
+//! Command-line flags for choosing a model, shared by every binary that loads one.
+
+use std::path::PathBuf;
+
+use crate::source::{DEFAULT_MODEL_ID, DEFAULT_REVISION, ModelSource, default_cache_dir};
+
+/// `--model-dir`, `--model-id`, `--model-revision`, `--model-cache-dir`, `--offline`,
+/// each with an environment fallback.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ModelArgs {
+    /// A checkpoint directory to use as is (config.json, model.safetensors, tokenizer).
+    #[arg(long, env = "MODEL_DIR")]
+    pub model_dir: Option<PathBuf>,
+    /// Hugging Face model id to fetch into the cache when no --model-dir is given.
+    #[arg(long, env = "MODEL_ID", default_value = DEFAULT_MODEL_ID)]
+    pub model_id: String,
+    /// Hub revision (commit) of --model-id.
+    #[arg(long, env = "MODEL_REVISION", default_value = DEFAULT_REVISION)]
+    pub model_revision: String,
+    /// Where fetched checkpoints are cached [default: ~/.cache/sentiment-stack/models].
+    #[arg(long, env = "MODEL_CACHE_DIR")]
+    pub model_cache_dir: Option<PathBuf>,
+    /// Never contact the Hub.
+    #[arg(long, env = "HF_HUB_OFFLINE", value_parser = parse_flag, default_value = "false")]
+    pub offline: bool,
+}
+
+fn parse_flag(value: &str) -> Result<bool, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "" | "0" | "false" | "no" | "off" => Ok(false),
+        other => Err(format!("expected true/false or 1/0, got {other:?}")),
+    }
+}
+
+impl ModelArgs {
+    pub fn source(&self) -> ModelSource {
+        ModelSource {
+            model_dir: self.model_dir.clone(),
+            model_id: self.model_id.clone(),
+            revision: self.model_revision.clone(),
+            cache_dir: self
+                .model_cache_dir
+                .clone()
+                .unwrap_or_else(default_cache_dir),
+            hub_endpoint: std::env::var("HF_ENDPOINT").ok().filter(|v| !v.is_empty()),
+            offline: self.offline,
+        }
+    }
+}
