@@ -63,7 +63,7 @@ impl ModelConfig {
                 self.activation
             )));
         }
-        if self.n_heads == 0 || self.dim % self.n_heads != 0 {
+        if self.n_heads == 0 || !self.dim.is_multiple_of(self.n_heads) {
             return Err(bad(format!(
                 "dim {} is not divisible by n_heads {}",
                 self.dim, self.n_heads

@@ -425,3 +425,71 @@ pub fn generated_vocab() -> Vec<String> {
     vocab.retain(|t| seen.insert(t.clone()));
     vocab
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_size_has_distilbert_base_dimensions_and_parameter_count() {
+        let dims = FixtureSize::Full.dims(generated_vocab().len());
+        let config: crate::config::ModelConfig =
+            serde_json::from_value(config_json(&dims)).unwrap();
+        assert_eq!(config.vocab_size, 30522);
+        assert_eq!((config.dim, config.n_layers, config.n_heads), (768, 6, 12));
+        // DistilBertForSequenceClassification on distilbert-base-uncased, 2 labels.
+        assert_eq!(config.parameter_count(), 66_955_010);
+    }
+
+    #[test]
+    fn fixtures_are_byte_for_byte_reproducible() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let spec = FixtureSpec::new(FixtureSize::Tiny);
+        write(a.path(), &spec).unwrap();
+        write(b.path(), &spec).unwrap();
+        for file in [
+            "config.json",
+            "model.safetensors",
+            "tokenizer.json",
+            "vocab.txt",
+        ] {
+            assert_eq!(
+                sha256_file(&a.path().join(file)).unwrap(),
+                sha256_file(&b.path().join(file)).unwrap(),
+                "{file}"
+            );
+        }
+        let other = tempfile::tempdir().unwrap();
+        write(other.path(), &FixtureSpec { seed: 7, ..spec }).unwrap();
+        assert_ne!(
+            sha256_file(&a.path().join("model.safetensors")).unwrap(),
+            sha256_file(&other.path().join("model.safetensors")).unwrap()
+        );
+    }
+
+    #[test]
+    fn tiny_fixture_is_well_under_a_megabyte() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), &FixtureSpec::new(FixtureSize::Tiny)).unwrap();
+        let total: u64 = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum();
+        assert!(total < 400_000, "{total} bytes");
+    }
+
+    #[test]
+    fn a_vocabulary_that_is_not_bert_base_uncased_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let vocab = dir.path().join("vocab.txt");
+        std::fs::write(&vocab, "[PAD]\n[UNK]\n").unwrap();
+        let spec = FixtureSpec {
+            vocab: Some(vocab),
+            ..FixtureSpec::new(FixtureSize::Tiny)
+        };
+        let err = write(&dir.path().join("out"), &spec)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not bert-base-uncased"), "{err}");
+    }
+}

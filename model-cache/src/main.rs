@@ -119,6 +119,11 @@ fn main() -> Result<()> {
             } else {
                 texts
             };
+            let request = model_cache::PredictRequest::Batch { inputs: texts };
+            model_cache::wire::validate(&request).context("invalid input")?;
+            let model_cache::PredictRequest::Batch { inputs: texts } = request else {
+                unreachable!("built as a batch above")
+            };
             let mut stdout = std::io::stdout().lock();
             for chunk in texts.chunks(32) {
                 let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();

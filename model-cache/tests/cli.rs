@@ -1,0 +1,106 @@
+//! The `model-cache` binary as a new user runs it: fixture, info, predict.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+fn model_cache(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_model-cache"))
+        .args(args)
+        .env("HF_HUB_OFFLINE", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).unwrap();
+    }
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+#[test]
+fn fixture_then_info_then_predict() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("ckpt");
+    let out_dir = out_dir.to_str().unwrap();
+    let summary: serde_json::Value = serde_json::from_str(&stdout(&model_cache(
+        &[
+            "fixture", "--size", "tiny", "--dtype", "f16", "--out", out_dir,
+        ],
+        None,
+    )))
+    .unwrap();
+    assert_eq!(summary["vocab"], "generated");
+
+    let info: serde_json::Value =
+        serde_json::from_str(&stdout(&model_cache(&["info", out_dir], None))).unwrap();
+    assert_eq!(info["dtype"], "F16");
+    assert_eq!(info["labels"], serde_json::json!(["NEGATIVE", "POSITIVE"]));
+    assert_eq!(info["weights_sha256"].as_str().unwrap().len(), 64);
+
+    let args_out = stdout(&model_cache(
+        &["predict", "--model-dir", out_dir, "I loved it", "awful"],
+        None,
+    ));
+    let stdin_out = stdout(&model_cache(
+        &["predict", "--model-dir", out_dir],
+        Some("I loved it\n\nawful\n"),
+    ));
+    assert_eq!(
+        args_out, stdin_out,
+        "stdin lines and arguments give the same answers"
+    );
+    let lines: Vec<serde_json::Value> = args_out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    for line in &lines {
+        assert!(["NEGATIVE", "POSITIVE"].contains(&line["label"].as_str().unwrap()));
+        let score = line["score"].as_f64().unwrap();
+        assert!((0.5..=1.0).contains(&score), "{score}");
+    }
+}
+
+#[test]
+fn predict_refuses_blank_text_and_missing_models_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("ckpt");
+    stdout(&model_cache(
+        &["fixture", "--out", ckpt.to_str().unwrap()],
+        None,
+    ));
+    let out = model_cache(
+        &["predict", "--model-dir", ckpt.to_str().unwrap(), "  "],
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("empty or whitespace-only"));
+
+    let out = model_cache(
+        &[
+            "predict",
+            "--model-cache-dir",
+            dir.path().join("cache").to_str().unwrap(),
+            "hi",
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no checkpoint found") && err.contains("model-cache fixture"),
+        "{err}"
+    );
+}
