@@ -18,13 +18,14 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 # Full-size DistilBERT fixture (random weights, real dimensions) used by benchmarks.
-fixture-full: .cache/fixtures/full-f32/model.safetensors
-.cache/fixtures/full-f32/model.safetensors:
+FULL_FIXTURE ?= $(CURDIR)/.cache/fixtures/full-f32
+fixture-full: $(FULL_FIXTURE)/fixture.json
+$(FULL_FIXTURE)/fixture.json:
 	@scripts/fetch-vocab.sh || true
-	$(CARGO) run --release -p model-cache -- fixture --size full --dtype f32 --out .cache/fixtures/full-f32
+	$(CARGO) run --release -p model-cache -- fixture --size full --dtype f32 --out $(FULL_FIXTURE)
 
 bench: fixture-full
-	MODEL_BENCH_DIR=$(CURDIR)/.cache/fixtures/full-f32 $(CARGO) bench -p model-cache
+	MODEL_BENCH_DIR=$(FULL_FIXTURE) $(CARGO) bench -p model-cache --bench classifier
 
 clean:
 	$(CARGO) clean

@@ -1,0 +1,167 @@
+//! Classifier hot paths on the full-size DistilBERT fixture (66 M parameters):
+//! load time, RSS after load, batch-1 latency at ~16 and ~128 tokens, and
+//! sequences/s at batch 8 and 32.
+//!
+//! `make bench` (or `MODEL_BENCH_DIR=<full fixture> cargo bench -p model-cache`).
+//! `MODEL_BENCH_THREADS` sets the thread count (default 2, the setting).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput};
+use model_cache::fixture::{FixtureSize, FixtureSpec};
+use model_cache::{Checkpoint, Classifier, ClassifierOptions};
+
+fn fixture_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("MODEL_BENCH_DIR") {
+        return dir.into();
+    }
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench-fixtures/full-f32");
+    if !dir.join("fixture.json").is_file() {
+        eprintln!("writing the full-size fixture to {} (once)", dir.display());
+        model_cache::fixture::write(&dir, &FixtureSpec::new(FixtureSize::Full)).unwrap();
+    }
+    dir
+}
+
+fn threads() -> usize {
+    std::env::var("MODEL_BENCH_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2)
+}
+
+fn options() -> ClassifierOptions {
+    ClassifierOptions {
+        threads: Some(threads()),
+        max_length: None,
+    }
+}
+
+/// A text of exactly `tokens` tokens including [CLS] and [SEP].
+fn text_of(classifier: &Classifier, tokens: usize) -> String {
+    let words = [
+        "the", "movie", "was", "great", "and", "the", "acting", "felt", "fresh", "but", "plot",
+        "was", "slow",
+    ];
+    let mut text = String::new();
+    for word in words.iter().cycle() {
+        let candidate = format!("{text} {word}");
+        if classifier.tokenize(&[candidate.trim()]).unwrap()[0].ids.len() > tokens {
+            break;
+        }
+        text = candidate;
+    }
+    text.trim().to_string()
+}
+
+fn rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// Median of `runs` timings of `f`, after one warm-up call.
+fn median_of(runs: usize, mut f: impl FnMut()) -> Duration {
+    f();
+    let mut times: Vec<Duration> = (0..runs)
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed()
+        })
+        .collect();
+    times.sort();
+    times[runs / 2]
+}
+
+fn main() {
+    let dir = fixture_dir();
+    let checkpoint = Checkpoint::open(&dir).unwrap();
+    let weights_mib = std::fs::metadata(checkpoint.weights_path()).unwrap().len() as f64 / 1048576.0;
+    // SAFETY: single-threaded here; candle's GEMM reads this to split work.
+    unsafe { model_cache::threads::export_thread_count(threads()) };
+
+    // Warm the page cache, then measure RSS of a process that has loaded once.
+    let rss_before = rss_mib();
+    let classifier = Classifier::load(&checkpoint, &options()).unwrap();
+    let rss_after = rss_mib();
+    let load = median_of(5, || {
+        Classifier::load(&checkpoint, &options()).unwrap();
+    });
+
+    let short = text_of(&classifier, 16);
+    let long = text_of(&classifier, 128);
+    let mut criterion = Criterion::default()
+        .configure_from_args()
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(2))
+        .measurement_time(Duration::from_secs(6));
+    {
+        let mut group = criterion.benchmark_group("batch1");
+        for (name, text) in [("16_tokens", &short), ("128_tokens", &long)] {
+            group.bench_function(name, |b| b.iter(|| classifier.classify(&[text]).unwrap()));
+        }
+        group.finish();
+    }
+    {
+        let mut group = criterion.benchmark_group("throughput_16_tokens");
+        for batch in [8usize, 32] {
+            let texts: Vec<&str> = std::iter::repeat_n(short.as_str(), batch).collect();
+            group.throughput(Throughput::Elements(batch as u64));
+            group.bench_with_input(BenchmarkId::from_parameter(batch), &texts, |b, texts| {
+                b.iter(|| classifier.classify(texts).unwrap())
+            });
+        }
+        group.finish();
+    }
+    criterion.final_summary();
+
+    // The figures the README's table quotes, measured directly (medians).
+    let p50_short = median_of(31, || {
+        classifier.classify(&[short.as_str()]).unwrap();
+    });
+    let p50_long = median_of(15, || {
+        classifier.classify(&[long.as_str()]).unwrap();
+    });
+    let per_second = |batch: usize| {
+        let texts: Vec<&str> = std::iter::repeat_n(short.as_str(), batch).collect();
+        let t = median_of(7, || {
+            classifier.classify(&texts).unwrap();
+        });
+        batch as f64 / t.as_secs_f64()
+    };
+    let (tp8, tp32) = (per_second(8), per_second(32));
+    println!("\n== model-cache summary: full-size DistilBERT fixture, {} threads ==", threads());
+    println!("load (warm page cache, median of 5) : {:>8.1} ms", load.as_secs_f64() * 1e3);
+    println!(
+        "RSS after load                      : {:>8.1} MiB ({:.2}x the {:.0} MiB f32 weights; {:.0} MiB before load)",
+        rss_after,
+        rss_after / weights_mib,
+        weights_mib,
+        rss_before
+    );
+    println!("batch 1, 16 tokens, p50             : {:>8.2} ms", p50_short.as_secs_f64() * 1e3);
+    println!("batch 1, 128 tokens, p50            : {:>8.2} ms", p50_long.as_secs_f64() * 1e3);
+    println!("batch 8, 16 tokens                  : {tp8:>8.1} seq/s");
+    println!("batch 32, 16 tokens                 : {tp32:>8.1} seq/s");
+
+    if let Some(path) = std::env::var_os("MODEL_BENCH_JSON") {
+        let summary = serde_json::json!({
+            "engine": "candle (model-cache)",
+            "threads": threads(),
+            "load_ms": load.as_secs_f64() * 1e3,
+            "rss_after_load_mib": rss_after,
+            "rss_before_load_mib": rss_before,
+            "weights_mib": weights_mib,
+            "batch1_16_p50_ms": p50_short.as_secs_f64() * 1e3,
+            "batch1_128_p50_ms": p50_long.as_secs_f64() * 1e3,
+            "batch8_seq_per_s": tp8,
+            "batch32_seq_per_s": tp32,
+        });
+        std::fs::write(path, summary.to_string()).unwrap();
+    }
+}
