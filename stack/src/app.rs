@@ -22,11 +22,23 @@ const EKS_NODE: [&str; 3] = [
 pub fn build(cfg: &Config) -> Stack {
     let mut s = Stack::new(&cfg.stack);
     let p = &cfg.prefix;
-    if p.is_empty() || !p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
+    if p.is_empty()
+        || !p
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
         s.invalid(format!("prefix `{p}` must be non-empty [a-z0-9-]"));
     }
-    if cfg.region.is_empty() || !cfg.region.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
-        s.invalid(format!("region `{}` is not a region name like us-east-1", cfg.region));
+    if cfg.region.is_empty()
+        || !cfg
+            .region
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        s.invalid(format!(
+            "region `{}` is not a region name like us-east-1",
+            cfg.region
+        ));
     }
 
     // Container registries.
@@ -34,10 +46,16 @@ pub fn build(cfg: &Config) -> Stack {
     let lambda_repo = s.add("lambda-repo", ecr::Repository::new(format!("{p}/lambda")));
 
     // Lambda: role, logs, function, HTTP API.
-    let lambda_role = s.add("lambda-role", iam::Role::for_service(format!("{p}-lambda-exec"), "lambda.amazonaws.com"));
+    let lambda_role = s.add(
+        "lambda-role",
+        iam::Role::for_service(format!("{p}-lambda-exec"), "lambda.amazonaws.com"),
+    );
     s.add(
         "lambda-role-basic",
-        iam::RolePolicyAttachment { role: lambda_role.output("name").into(), policy_arn: LAMBDA_BASIC.into() },
+        iam::RolePolicyAttachment {
+            role: lambda_role.output("name").into(),
+            policy_arn: LAMBDA_BASIC.into(),
+        },
     );
     let fn_name = format!("{p}-predict");
     let log_group = s.add(
@@ -51,8 +69,13 @@ pub fn build(cfg: &Config) -> Stack {
     let code = match &cfg.lambda.image_uri {
         Some(uri) => lambda::Code::Image { uri: uri.clone() },
         None => lambda::Code::zip(&cfg.lambda.zip_path).unwrap_or_else(|e| {
-            s.invalid(format!("{e} (build it first, or set lambda.zip_path / lambda.image_uri in the config)"));
-            lambda::Code::Zip { path: cfg.lambda.zip_path.clone(), sha256: String::new() }
+            s.invalid(format!(
+                "{e} (build it first, or set lambda.zip_path / lambda.image_uri in the config)"
+            ));
+            lambda::Code::Zip {
+                path: cfg.lambda.zip_path.clone(),
+                sha256: String::new(),
+            }
         }),
     };
     let mut f = lambda::Function::new(fn_name, lambda_role.output::<String>("arn"), code);
@@ -64,7 +87,14 @@ pub fn build(cfg: &Config) -> Stack {
     // The log group must exist first so Lambda does not create it without retention.
     s.depends_on(&function, &log_group);
 
-    let http = s.add("http-api", apigw::Api { name: format!("{p}-http"), protocol_type: "HTTP".into(), tags: Default::default() });
+    let http = s.add(
+        "http-api",
+        apigw::Api {
+            name: format!("{p}-http"),
+            protocol_type: "HTTP".into(),
+            tags: Default::default(),
+        },
+    );
     let integration = s.add(
         "http-integration",
         apigw::Integration {
@@ -85,7 +115,12 @@ pub fn build(cfg: &Config) -> Stack {
     );
     let stage = s.add(
         "http-stage",
-        apigw::Stage { api_id: http.output("id").into(), name: "$default".into(), auto_deploy: true, tags: Default::default() },
+        apigw::Stage {
+            api_id: http.output("id").into(),
+            name: "$default".into(),
+            auto_deploy: true,
+            tags: Default::default(),
+        },
     );
     // Source ARN: any stage, POST /predict (the execution ARN is account-qualified).
     let perm = lambda::Permission {
@@ -106,15 +141,22 @@ pub fn build(cfg: &Config) -> Stack {
             ids.iter().cloned().map(Input::Value).collect()
         }
         None => {
-            let zones = cfg
-                .network
-                .availability_zones
-                .clone()
-                .unwrap_or_else(|| vec![format!("{}a", cfg.region), format!("{}b", cfg.region)]);
+            let zones =
+                cfg.network.availability_zones.clone().unwrap_or_else(|| {
+                    vec![format!("{}a", cfg.region), format!("{}b", cfg.region)]
+                });
             if zones.len() != 2 || cfg.network.subnet_cidrs.len() != 2 || zones[0] == zones[1] {
-                s.invalid("network needs exactly two subnet_cidrs and two distinct availability_zones");
+                s.invalid(
+                    "network needs exactly two subnet_cidrs and two distinct availability_zones",
+                );
             }
-            let vpc = s.add("vpc", ec2::Vpc { cidr_block: cfg.network.vpc_cidr.clone(), tags: Default::default() });
+            let vpc = s.add(
+                "vpc",
+                ec2::Vpc {
+                    cidr_block: cfg.network.vpc_cidr.clone(),
+                    tags: Default::default(),
+                },
+            );
             zones
                 .iter()
                 .zip(&cfg.network.subnet_cidrs)
@@ -136,19 +178,31 @@ pub fn build(cfg: &Config) -> Stack {
     };
 
     // EKS.
-    let cluster_role = s.add("eks-cluster-role", iam::Role::for_service(format!("{p}-eks-cluster"), "eks.amazonaws.com"));
+    let cluster_role = s.add(
+        "eks-cluster-role",
+        iam::Role::for_service(format!("{p}-eks-cluster"), "eks.amazonaws.com"),
+    );
     let cluster_attach = s.add(
         "eks-cluster-role-policy",
-        iam::RolePolicyAttachment { role: cluster_role.output("name").into(), policy_arn: EKS_CLUSTER.into() },
+        iam::RolePolicyAttachment {
+            role: cluster_role.output("name").into(),
+            policy_arn: EKS_CLUSTER.into(),
+        },
     );
-    let node_role = s.add("eks-node-role", iam::Role::for_service(format!("{p}-eks-node"), "ec2.amazonaws.com"));
+    let node_role = s.add(
+        "eks-node-role",
+        iam::Role::for_service(format!("{p}-eks-node"), "ec2.amazonaws.com"),
+    );
     let node_attach: Vec<_> = EKS_NODE
         .iter()
         .enumerate()
         .map(|(i, arn)| {
             s.add(
                 &format!("eks-node-role-policy-{i}"),
-                iam::RolePolicyAttachment { role: node_role.output("name").into(), policy_arn: (*arn).into() },
+                iam::RolePolicyAttachment {
+                    role: node_role.output("name").into(),
+                    policy_arn: (*arn).into(),
+                },
             )
         })
         .collect();
@@ -184,8 +238,14 @@ pub fn build(cfg: &Config) -> Stack {
 
     s.export("api_url", &stage.output::<String>("invoke_url"));
     s.export("function_name", &function.output::<String>("name"));
-    s.export("server_repository_url", &server_repo.output::<String>("url"));
-    s.export("lambda_repository_url", &lambda_repo.output::<String>("url"));
+    s.export(
+        "server_repository_url",
+        &server_repo.output::<String>("url"),
+    );
+    s.export(
+        "lambda_repository_url",
+        &lambda_repo.output::<String>("url"),
+    );
     s.export("cluster_name", &cluster.output::<String>("name"));
     s.export("cluster_endpoint", &cluster.output::<String>("endpoint"));
     s

@@ -27,7 +27,12 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = Target::Local, env = "STACK_TARGET")]
     target: Target,
     /// Endpoint of the local target.
-    #[arg(long, global = true, env = "AWS_ENDPOINT_URL", default_value = "http://127.0.0.1:5000")]
+    #[arg(
+        long,
+        global = true,
+        env = "AWS_ENDPOINT_URL",
+        default_value = "http://127.0.0.1:5000"
+    )]
     endpoint_url: String,
     /// Region (overrides the config file).
     #[arg(long, global = true)]
@@ -124,7 +129,9 @@ fn load(cli: &Cli) -> Result<Ctx> {
 
 async fn registry(cli: &Cli, cfg: &Config) -> Registry {
     let target = match cli.target {
-        Target::Local => AwsTarget::Local { endpoint: cli.endpoint_url.clone() },
+        Target::Local => AwsTarget::Local {
+            endpoint: cli.endpoint_url.clone(),
+        },
         Target::Aws => AwsTarget::Aws,
     };
     let clients = Arc::new(Clients::new(&target, &cfg.region).await);
@@ -137,19 +144,29 @@ fn confirm(what: &str) -> Result<bool> {
     eprint!("{what} Only 'yes' will be accepted: ");
     std::io::stderr().flush().ok();
     let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line).context("reading confirmation")?;
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("reading confirmation")?;
     Ok(line.trim() == "yes")
 }
 
 fn apply_opts(parallelism: usize) -> Result<ApplyOptions> {
     let fault_after = match std::env::var("STACK_FAULT_AFTER") {
-        Ok(v) => Some(v.parse().with_context(|| format!("STACK_FAULT_AFTER={v} is not a number"))?),
+        Ok(v) => Some(
+            v.parse()
+                .with_context(|| format!("STACK_FAULT_AFTER={v} is not a number"))?,
+        ),
         Err(_) => None,
     };
     if parallelism == 0 {
         bail!("--parallelism must be at least 1");
     }
-    Ok(ApplyOptions { parallelism, fault_after, progress: true })
+    Ok(ApplyOptions {
+        parallelism,
+        fault_after,
+        progress: true,
+    })
 }
 
 fn print_outputs(stack: &Stack, state: &stack::engine::state::State) {
@@ -159,7 +176,10 @@ fn print_outputs(stack: &Stack, state: &stack::engine::state::State) {
     }
     println!("\nOutputs:");
     for (k, v) in outs {
-        println!("  {k} = {}", v.as_str().map_or_else(|| v.to_string(), str::to_string));
+        println!(
+            "  {k} = {}",
+            v.as_str().map_or_else(|| v.to_string(), str::to_string)
+        );
     }
 }
 
@@ -177,16 +197,24 @@ pub async fn run(cli: Cli) -> Result<i32> {
             let outs = exports(&ctx.stack, &state);
             match name {
                 Some(n) => {
-                    let v = outs.get(n).with_context(|| format!("no output named `{n}`"))?;
+                    let v = outs
+                        .get(n)
+                        .with_context(|| format!("no output named `{n}`"))?;
                     if v == UNKNOWN {
                         bail!("output `{n}` is not known yet: run `stack up` first");
                     }
-                    println!("{}", v.as_str().map_or_else(|| v.to_string(), str::to_string));
+                    println!(
+                        "{}",
+                        v.as_str().map_or_else(|| v.to_string(), str::to_string)
+                    );
                 }
                 None if *json => println!("{}", serde_json::to_string_pretty(&outs)?),
                 None => {
                     for (k, v) in outs {
-                        println!("{k} = {}", v.as_str().map_or_else(|| v.to_string(), str::to_string));
+                        println!(
+                            "{k} = {}",
+                            v.as_str().map_or_else(|| v.to_string(), str::to_string)
+                        );
                     }
                 }
             }
@@ -228,8 +256,20 @@ pub async fn run(cli: Cli) -> Result<i32> {
             let empty = Stack::new(&ctx.stack.name);
             let p = plan(&empty, &state, &reg).await?;
             print!("{}", p.render());
-            let ctx = Ctx { stack: empty, ..ctx };
-            execute(&ctx, &p, state, &reg, &opts, *yes, "Delete all these resources?").await?;
+            let ctx = Ctx {
+                stack: empty,
+                ..ctx
+            };
+            execute(
+                &ctx,
+                &p,
+                state,
+                &reg,
+                &opts,
+                *yes,
+                "Delete all these resources?",
+            )
+            .await?;
             Ok(0)
         }
         Command::Refresh { json } => {
@@ -278,7 +318,9 @@ async fn execute(
 fn refresh(ctx: &Ctx, p: &Plan, state: &mut stack::engine::state::State, json: bool) -> Result<()> {
     let mut drift: Vec<Value> = Vec::new();
     for st in &p.steps {
-        let Some(owned) = state.resources.get_mut(&st.name) else { continue };
+        let Some(owned) = state.resources.get_mut(&st.name) else {
+            continue;
+        };
         match &st.observed {
             None => {
                 drift.push(json!({ "resource": st.name, "kind": st.kind, "deleted": true }));
@@ -298,11 +340,17 @@ fn refresh(ctx: &Ctx, p: &Plan, state: &mut stack::engine::state::State, json: b
     }
     ctx.store.save(state)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&json!({ "drift": drift }))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({ "drift": drift }))?
+        );
         return Ok(());
     }
     if drift.is_empty() {
-        println!("No drift: {} resources match the state.", state.resources.len());
+        println!(
+            "No drift: {} resources match the state.",
+            state.resources.len()
+        );
         return Ok(());
     }
     for d in &drift {
@@ -314,11 +362,23 @@ fn refresh(ctx: &Ctx, p: &Plan, state: &mut stack::engine::state::State, json: b
         }
         println!("  ! {kind} `{name}`: changed outside the stack");
         for c in d["changes"].as_array().into_iter().flatten() {
-            let old = c.get("old").filter(|v| !v.is_null()).map_or("(none)".into(), |v| Short(v).to_string());
-            let new = c.get("new").filter(|v| !v.is_null()).map_or("(none)".into(), |v| Short(v).to_string());
-            println!("      {}: {old} -> {new}", c["field"].as_str().unwrap_or_default());
+            let old = c
+                .get("old")
+                .filter(|v| !v.is_null())
+                .map_or("(none)".into(), |v| Short(v).to_string());
+            let new = c
+                .get("new")
+                .filter(|v| !v.is_null())
+                .map_or("(none)".into(), |v| Short(v).to_string());
+            println!(
+                "      {}: {old} -> {new}",
+                c["field"].as_str().unwrap_or_default()
+            );
         }
     }
-    println!("Drift: {} resource(s) changed outside the stack; state now records what exists. `stack up` restores the declaration.", drift.len());
+    println!(
+        "Drift: {} resource(s) changed outside the stack; state now records what exists. `stack up` restores the declaration.",
+        drift.len()
+    );
     Ok(())
 }

@@ -135,16 +135,27 @@ impl Default for NetworkConfig {
 
 impl Default for EksConfig {
     fn default() -> Self {
-        EksConfig { version: "1.31".into(), instance_type: "t3.large".into(), min_size: 1, desired_size: 2, max_size: 3 }
+        EksConfig {
+            version: "1.31".into(),
+            instance_type: "t3.large".into(),
+            min_size: 1,
+            desired_size: 2,
+            max_size: 3,
+        }
     }
 }
 
 impl Config {
     /// Reads `path`, or the defaults when `path` is `None`.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
-        let Some(path) = path else { return Ok(Config::default()) };
+        let Some(path) = path else {
+            return Ok(Config::default());
+        };
         let p = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: p.clone(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: p.clone(),
+            source,
+        })?;
         serde_json::from_str(&text).map_err(|source| ConfigError::Parse { path: p, source })
     }
 }

@@ -84,14 +84,19 @@ pub fn hint_for(code: &str) -> Option<&'static str> {
         || c.contains("signaturedoesnotmatch")
         || c.contains("credentials")
     {
-        Some("check the AWS credentials (profile, env vars, SSO session) and that they are not expired")
+        Some(
+            "check the AWS credentials (profile, env vars, SSO session) and that they are not expired",
+        )
     } else if c.contains("limitexceeded") || c.contains("quota") {
         Some("a service quota is exhausted; delete unused resources or request a quota increase")
     } else if c.contains("throttl") || c.contains("toomanyrequests") {
         Some("the API throttled us beyond the SDK's retries; lower --parallelism and retry")
     } else if c == "dispatchfailure" || c == "timeout" {
-        Some("the endpoint could not be reached: check --endpoint-url/AWS_ENDPOINT_URL (is the local server running?) and the region")
-    } else if c.contains("invalidparameter") || c.contains("validation") || c.contains("badrequest") {
+        Some(
+            "the endpoint could not be reached: check --endpoint-url/AWS_ENDPOINT_URL (is the local server running?) and the region",
+        )
+    } else if c.contains("invalidparameter") || c.contains("validation") || c.contains("badrequest")
+    {
         Some("the service rejected a property value; check the stack configuration")
     } else {
         None
@@ -110,7 +115,7 @@ pub enum EngineError {
         kind: String,
         /// The provider's error.
         #[source]
-        source: ProviderError,
+        source: Box<ProviderError>,
     },
     /// The declared graph has a cycle.
     #[error("dependency cycle between resources: {}", .0.join(" -> "))]
@@ -130,7 +135,9 @@ pub enum EngineError {
     #[error("invalid stack configuration:\n  - {}", .0.join("\n  - "))]
     Invalid(Vec<String>),
     /// Another process holds the state lock.
-    #[error("state is locked by {holder} (lock file {path}); wait for it to finish, or remove the lock file if that process is gone")]
+    #[error(
+        "state is locked by {holder} (lock file {path}); wait for it to finish, or remove the lock file if that process is gone"
+    )]
     Locked {
         /// Who holds the lock (pid, host, command, since).
         holder: String,
@@ -160,7 +167,11 @@ impl fmt::Display for Short<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = serde_json::to_string(self.0).map_err(|_| fmt::Error)?;
         if s.len() > 120 {
-            write!(f, "{}…", &s[..s.char_indices().nth(117).map_or(s.len(), |(i, _)| i)])
+            write!(
+                f,
+                "{}…",
+                &s[..s.char_indices().nth(117).map_or(s.len(), |(i, _)| i)]
+            )
         } else {
             f.write_str(&s)
         }

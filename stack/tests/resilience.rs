@@ -14,25 +14,47 @@ async fn interrupted_up_resumes_without_duplicates_or_orphans() {
     let c = clients(&m.endpoint).await;
 
     // A fault after 7 operations: the apply stops cleanly with state saved.
-    let (code, _, err) = p.run_env(&["up", "--yes", "--parallelism", "1"], &[("STACK_FAULT_AFTER", "7")]);
+    let (code, _, err) = p.run_env(
+        &["up", "--yes", "--parallelism", "1"],
+        &[("STACK_FAULT_AFTER", "7")],
+    );
     assert_eq!(code, 1);
-    assert!(err.contains("apply interrupted (fault injected after 7 operations)"), "{err}");
+    assert!(
+        err.contains("apply interrupted (fault injected after 7 operations)"),
+        "{err}"
+    );
     let state = p.state("crash");
     let owned = state["resources"].as_object().unwrap();
     assert_eq!(owned.len(), 7, "state holds exactly what was created");
     // Every owned resource exists (its read by id finds it) and nothing else was made.
     let (code, out, _) = p.run(&["diff"]);
     assert_eq!(code, 2);
-    assert!(out.contains(&format!("{} to create, 0 to update, 0 to replace, 0 to delete, 7 unchanged", common::ALL_RESOURCES - 7)), "{out}");
+    assert!(
+        out.contains(&format!(
+            "{} to create, 0 to update, 0 to replace, 0 to delete, 7 unchanged",
+            common::ALL_RESOURCES - 7
+        )),
+        "{out}"
+    );
 
     // The next up finishes the job.
     let (code, out, err) = p.run(&["up", "--yes"]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains(&format!("{} created", common::ALL_RESOURCES - 7)), "{out}");
+    assert!(
+        out.contains(&format!("{} created", common::ALL_RESOURCES - 7)),
+        "{out}"
+    );
     assert_eq!(p.run(&["diff"]).0, 0);
     let all = tagged(&c, "crash").await;
-    assert_eq!(all.len(), common::TAGGABLE_RESOURCES, "no duplicates: {all:?}");
-    assert_eq!(p.state("crash")["resources"].as_object().unwrap().len(), common::ALL_RESOURCES);
+    assert_eq!(
+        all.len(),
+        common::TAGGABLE_RESOURCES,
+        "no duplicates: {all:?}"
+    );
+    assert_eq!(
+        p.state("crash")["resources"].as_object().unwrap().len(),
+        common::ALL_RESOURCES
+    );
 
     // Resources made but never recorded (a crash between the API call and the state
     // write) are adopted, not duplicated: forget the VPC and an API in state.
@@ -40,11 +62,22 @@ async fn interrupted_up_resumes_without_duplicates_or_orphans() {
     let res = st["resources"].as_object_mut().unwrap();
     res.remove("vpc");
     res.remove("http-api");
-    std::fs::write(p.path(".stack/crash.local.json"), serde_json::to_vec(&st).unwrap()).unwrap();
+    std::fs::write(
+        p.path(".stack/crash.local.json"),
+        serde_json::to_vec(&st).unwrap(),
+    )
+    .unwrap();
     let (code, out, _) = p.run(&["up", "--yes"]);
     assert_eq!(code, 0, "{out}");
-    assert_eq!(tagged(&c, "crash").await.len(), common::TAGGABLE_RESOURCES, "adopted, not duplicated");
-    assert_eq!(p.state("crash")["resources"].as_object().unwrap().len(), common::ALL_RESOURCES);
+    assert_eq!(
+        tagged(&c, "crash").await.len(),
+        common::TAGGABLE_RESOURCES,
+        "adopted, not duplicated"
+    );
+    assert_eq!(
+        p.state("crash")["resources"].as_object().unwrap().len(),
+        common::ALL_RESOURCES
+    );
 
     let (code, _, _) = p.run(&["down", "--yes"]);
     assert_eq!(code, 0);
@@ -56,16 +89,31 @@ fn concurrent_up_is_refused_naming_the_holder() {
     let m = moto();
     let p = Project::new(&m.endpoint, "lock");
     // The first `up` waits at its confirmation prompt, holding the lock.
-    let mut first = p.cmd(&["up"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut first = p
+        .cmd(&["up"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let lock = p.path(".stack/lock.local.lock");
     let start = Instant::now();
     while !lock.exists() {
-        assert!(start.elapsed() < Duration::from_secs(30), "first up never took the lock");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "first up never took the lock"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let (code, _, err) = p.run(&["up", "--yes"]);
     assert_eq!(code, 1);
-    assert!(err.contains(&format!("state is locked by `stack up` (pid {}", first.id())), "{err}");
+    assert!(
+        err.contains(&format!(
+            "state is locked by `stack up` (pid {}",
+            first.id()
+        )),
+        "{err}"
+    );
     let (code, _, err) = p.run(&["diff"]);
     assert_eq!(code, 1, "diff takes the same lock");
     assert!(err.contains("state is locked by `stack up`"), "{err}");
@@ -88,13 +136,24 @@ fn invalid_config_is_rejected_before_any_api_call() {
         v["prefix"] = "".into();
         v["eks"]["instance_type"] = "big".into();
     });
-    for cmd in [&["diff"][..], &["up", "--yes"], &["down", "--yes"], &["refresh"]] {
+    for cmd in [
+        &["diff"][..],
+        &["up", "--yes"],
+        &["down", "--yes"],
+        &["refresh"],
+    ] {
         let (code, _, err) = p.run(cmd);
         assert_eq!(code, 1);
         assert!(err.contains("invalid stack configuration"), "{err}");
-        assert!(err.contains("memory_mb 100000 must be between 128 and 10240"), "{err}");
+        assert!(
+            err.contains("memory_mb 100000 must be between 128 and 10240"),
+            "{err}"
+        );
         assert!(err.contains("prefix `` must be non-empty"), "{err}");
-        assert!(err.contains("instance type `big` is not of the form family.size"), "{err}");
+        assert!(
+            err.contains("instance type `big` is not of the form family.size"),
+            "{err}"
+        );
         assert!(!err.contains("DispatchFailure"), "{err}");
     }
     assert!(!p.path(".stack").exists(), "no state or lock touched");

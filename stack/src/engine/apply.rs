@@ -31,7 +31,11 @@ pub struct ApplyOptions {
 
 impl Default for ApplyOptions {
     fn default() -> Self {
-        ApplyOptions { parallelism: 8, fault_after: None, progress: true }
+        ApplyOptions {
+            parallelism: 8,
+            fault_after: None,
+            progress: true,
+        }
     }
 }
 
@@ -117,7 +121,16 @@ fn launch(step: &Step, p: Arc<dyn Provider>, resolved: Value, progress: bool) ->
             }
             (Action::Delete | Action::NoOp, _) => Ok(None),
         };
-        Outcome { name, kind, action, deps, resolved, removed, result, secs: t.elapsed().as_secs_f64() }
+        Outcome {
+            name,
+            kind,
+            action,
+            deps,
+            resolved,
+            removed,
+            result,
+            secs: t.elapsed().as_secs_f64(),
+        }
     })
 }
 
@@ -187,10 +200,13 @@ pub async fn apply(
                 });
                 let Some(i) = ready else { break };
                 let step = remaining.remove(i);
-                let p = reg.get(&step.kind).ok_or_else(|| EngineError::NoProvider(step.kind.clone()))?;
+                let p = reg
+                    .get(&step.kind)
+                    .ok_or_else(|| EngineError::NoProvider(step.kind.clone()))?;
                 let resolved = match stack.get(&step.name) {
                     Some(decl) if !phase => {
-                        let lookup = |r: &str, k: &str| outputs.get(r).and_then(|o| o.get(k)).cloned();
+                        let lookup =
+                            |r: &str, k: &str| outputs.get(r).and_then(|o| o.get(k)).cloned();
                         resolve(&decl.props, &lookup).0
                     }
                     _ => Value::Null,
@@ -233,7 +249,11 @@ pub async fn apply(
                 }
                 Err(e) => {
                     store.save(&state)?;
-                    let e = EngineError::Resource { resource: o.name.clone(), kind: o.kind.clone(), source: e };
+                    let e = EngineError::Resource {
+                        resource: o.name.clone(),
+                        kind: o.kind.clone(),
+                        source: Box::new(e),
+                    };
                     eprintln!("  ✗ {e}");
                     failures.push(e.to_string());
                     continue;
@@ -267,6 +287,16 @@ pub async fn apply(
 
 /// The stack's exported outputs, resolved from state.
 pub fn exports(stack: &Stack, state: &State) -> BTreeMap<String, Value> {
-    let lookup = |r: &str, k: &str| state.resources.get(r).and_then(|s| s.outputs.get(k)).cloned();
-    stack.exports.iter().map(|(n, v)| (n.clone(), resolve(v, &lookup).0)).collect()
+    let lookup = |r: &str, k: &str| {
+        state
+            .resources
+            .get(r)
+            .and_then(|s| s.outputs.get(k))
+            .cloned()
+    };
+    stack
+        .exports
+        .iter()
+        .map(|(n, v)| (n.clone(), resolve(v, &lookup).0))
+        .collect()
 }

@@ -14,13 +14,18 @@ pub fn order(decls: &[ResourceDecl]) -> Result<Vec<String>, EngineError> {
         let ds = d.deps();
         for to in &ds {
             if !names.contains(to.as_str()) {
-                return Err(EngineError::UnknownReference { from: d.name.clone(), to: to.clone() });
+                return Err(EngineError::UnknownReference {
+                    from: d.name.clone(),
+                    to: to.clone(),
+                });
             }
         }
         deps.insert(&d.name, ds);
     }
-    let edges: Vec<(String, Vec<String>)> =
-        decls.iter().map(|d| (d.name.clone(), deps[d.name.as_str()].clone())).collect();
+    let edges: Vec<(String, Vec<String>)> = decls
+        .iter()
+        .map(|d| (d.name.clone(), deps[d.name.as_str()].clone()))
+        .collect();
     topo(&edges)
 }
 
@@ -32,8 +37,11 @@ pub fn topo(nodes: &[(String, Vec<String>)]) -> Result<Vec<String>, EngineError>
         Active,
         Done,
     }
-    let index: BTreeMap<&str, usize> =
-        nodes.iter().enumerate().map(|(i, (n, _))| (n.as_str(), i)).collect();
+    let index: BTreeMap<&str, usize> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, (n, _))| (n.as_str(), i))
+        .collect();
     let mut marks = vec![Mark::None; nodes.len()];
     let mut out = Vec::with_capacity(nodes.len());
     let mut stack: Vec<usize> = Vec::new();
@@ -122,6 +130,9 @@ mod tests {
     #[test]
     fn levels_group_independent_nodes() {
         let l = levels(&[n("a", &[]), n("b", &[]), n("c", &["a", "b"])]).unwrap();
-        assert_eq!(l, vec![vec!["a".to_string(), "b".into()], vec!["c".to_string()]]);
+        assert_eq!(
+            l,
+            vec![vec!["a".to_string(), "b".into()], vec!["c".to_string()]]
+        );
     }
 }

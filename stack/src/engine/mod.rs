@@ -29,7 +29,11 @@ pub struct Output<T> {
 
 impl<T> Clone for Output<T> {
     fn clone(&self) -> Self {
-        Output { resource: self.resource.clone(), key: self.key.clone(), _t: PhantomData }
+        Output {
+            resource: self.resource.clone(),
+            key: self.key.clone(),
+            _t: PhantomData,
+        }
     }
 }
 
@@ -132,7 +136,10 @@ pub struct Handle<R> {
 
 impl<R> Clone for Handle<R> {
     fn clone(&self) -> Self {
-        Handle { name: self.name.clone(), _r: PhantomData }
+        Handle {
+            name: self.name.clone(),
+            _r: PhantomData,
+        }
     }
 }
 
@@ -143,7 +150,11 @@ impl<R> Handle<R> {
     }
     /// A named output of this resource.
     pub fn output<T>(&self, key: &str) -> Output<T> {
-        Output { resource: self.name.clone(), key: key.to_string(), _t: PhantomData }
+        Output {
+            resource: self.name.clone(),
+            key: key.to_string(),
+            _t: PhantomData,
+        }
     }
 }
 
@@ -194,7 +205,10 @@ pub fn resolve(v: &Value, outputs: &dyn Fn(&str, &str) -> Option<Value>) -> (Val
     match v {
         Value::Object(m) => {
             if let Some(r) = m.get(REF_KEY) {
-                let res = r.get("resource").and_then(Value::as_str).unwrap_or_default();
+                let res = r
+                    .get("resource")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
                 let key = r.get("output").and_then(Value::as_str).unwrap_or_default();
                 match outputs(res, key) {
                     Some(v) => (v, true),
@@ -252,11 +266,20 @@ impl Stack {
     pub fn new(name: &str) -> Self {
         let mut errors = Vec::new();
         if name.is_empty()
-            || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         {
-            errors.push(format!("stack name `{name}` must be non-empty [A-Za-z0-9_-]"));
+            errors.push(format!(
+                "stack name `{name}` must be non-empty [A-Za-z0-9_-]"
+            ));
         }
-        Stack { name: name.into(), resources: vec![], exports: BTreeMap::new(), errors }
+        Stack {
+            name: name.into(),
+            resources: vec![],
+            exports: BTreeMap::new(),
+            errors,
+        }
     }
 
     /// Adds a resource under a unique logical name and returns its handle.
@@ -265,10 +288,12 @@ impl Stack {
             self.errors.push(format!("{} `{name}`: {e}", R::KIND));
         }
         if self.resources.iter().any(|d| d.name == name) {
-            self.errors.push(format!("duplicate resource name `{name}`"));
+            self.errors
+                .push(format!("duplicate resource name `{name}`"));
         }
         let mut props = serde_json::to_value(&r).unwrap_or_else(|e| {
-            self.errors.push(format!("{} `{name}`: cannot serialize: {e}", R::KIND));
+            self.errors
+                .push(format!("{} `{name}`: cannot serialize: {e}", R::KIND));
             Value::Null
         });
         if R::TAGGABLE {
@@ -287,7 +312,10 @@ impl Stack {
             props,
             depends_on: vec![],
         });
-        Handle { name: name.into(), _r: PhantomData }
+        Handle {
+            name: name.into(),
+            _r: PhantomData,
+        }
     }
 
     /// Declares that `who` must be applied after `on` although no data flows.

@@ -147,15 +147,35 @@ impl Plan {
                 Action::Delete => "delete".to_string(),
                 Action::NoOp => String::new(),
             };
-            let _ = write!(out, "{:>3} {} `{}`: {what}", s.action.symbol(), s.kind, s.name);
+            let _ = write!(
+                out,
+                "{:>3} {} `{}`: {what}",
+                s.action.symbol(),
+                s.kind,
+                s.name
+            );
             if !s.drift.is_empty() {
-                let _ = write!(out, "  [drift: {} changed outside the stack]", s.drift.join(", "));
+                let _ = write!(
+                    out,
+                    "  [drift: {} changed outside the stack]",
+                    s.drift.join(", ")
+                );
             }
             out.push('\n');
             for c in &s.changes {
-                let old = c.old.as_ref().map_or("(none)".to_string(), |v| Short(v).to_string());
-                let new = c.new.as_ref().map_or("(none)".to_string(), |v| Short(v).to_string());
-                let force = if c.forces_replace { "  # forces replacement" } else { "" };
+                let old = c
+                    .old
+                    .as_ref()
+                    .map_or("(none)".to_string(), |v| Short(v).to_string());
+                let new = c
+                    .new
+                    .as_ref()
+                    .map_or("(none)".to_string(), |v| Short(v).to_string());
+                let force = if c.forces_replace {
+                    "  # forces replacement"
+                } else {
+                    ""
+                };
                 if s.action == Action::Create {
                     let _ = writeln!(out, "      {} = {new}", c.field);
                 } else {
@@ -197,8 +217,11 @@ pub fn diff_props(desired: &Value, observed: &Value, replace_fields: &[&str]) ->
 /// Reads every declared and owned resource and computes the plan. Never mutates.
 pub async fn plan(stack: &Stack, state: &State, reg: &Registry) -> Result<Plan, EngineError> {
     stack.validate()?;
-    let nodes: Vec<(String, Vec<String>)> =
-        stack.resources.iter().map(|d| (d.name.clone(), d.deps())).collect();
+    let nodes: Vec<(String, Vec<String>)> = stack
+        .resources
+        .iter()
+        .map(|d| (d.name.clone(), d.deps()))
+        .collect();
     let levels = graph::levels(&nodes)?;
 
     let mut outputs: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
@@ -219,14 +242,20 @@ pub async fn plan(stack: &Stack, state: &State, reg: &Registry) -> Result<Plan, 
             let (desired, known) = resolve(&decl.props, &lookup);
             let owned = state.resources.get(name).filter(|r| r.kind == decl.kind);
             async move {
-                let p = reg.get(&decl.kind).ok_or_else(|| EngineError::NoProvider(decl.kind.clone()))?;
+                let p = reg
+                    .get(&decl.kind)
+                    .ok_or_else(|| EngineError::NoProvider(decl.kind.clone()))?;
                 let id = owned.map(|r| r.id.as_str());
                 let observed = if id.is_none() && !known {
                     None
                 } else {
-                    p.read(id, &desired, owned.map(|r| &r.props)).await.map_err(|e| {
-                        EngineError::Resource { resource: decl.name.clone(), kind: decl.kind.clone(), source: e }
-                    })?
+                    p.read(id, &desired, owned.map(|r| &r.props))
+                        .await
+                        .map_err(|e| EngineError::Resource {
+                            resource: decl.name.clone(),
+                            kind: decl.kind.clone(),
+                            source: Box::new(e),
+                        })?
                 };
                 Ok::<_, EngineError>((decl, desired, observed, p, owned))
             }
@@ -255,18 +284,27 @@ pub async fn plan(stack: &Stack, state: &State, reg: &Registry) -> Result<Plan, 
                         deps,
                     }
                 }
-                Some(Observed { id, props, outputs: outs }) => {
+                Some(Observed {
+                    id,
+                    props,
+                    outputs: outs,
+                }) => {
                     if owned.is_none() {
                         adopted.insert(decl.name.clone(), id.clone());
                     }
                     let changes = diff_props(&desired, &props, p.replace_fields());
-                    let forced: Vec<String> =
-                        changes.iter().filter(|c| c.forces_replace).map(|c| c.field.clone()).collect();
+                    let forced: Vec<String> = changes
+                        .iter()
+                        .filter(|c| c.forces_replace)
+                        .map(|c| c.field.clone())
+                        .collect();
                     let drift = owned
                         .map(|o| {
                             diff_props(&o.props, &props, &[])
                                 .into_iter()
-                                .filter(|c| c.old.is_some() && c.new.as_ref().is_some_and(|v| v != UNKNOWN))
+                                .filter(|c| {
+                                    c.old.is_some() && c.new.as_ref().is_some_and(|v| v != UNKNOWN)
+                                })
                                 .map(|c| c.field)
                                 .collect()
                         })
@@ -304,7 +342,16 @@ pub async fn plan(stack: &Stack, state: &State, reg: &Registry) -> Result<Plan, 
         .resources
         .iter()
         .filter(|(n, _)| stack.get(n).is_none())
-        .map(|(n, r)| (n.clone(), r.deps.iter().filter(|d| state.resources.contains_key(*d)).cloned().collect()))
+        .map(|(n, r)| {
+            (
+                n.clone(),
+                r.deps
+                    .iter()
+                    .filter(|d| state.resources.contains_key(*d))
+                    .cloned()
+                    .collect(),
+            )
+        })
         .collect();
     let del_order = graph::topo(&gone)?;
     for n in del_order.iter().rev() {
@@ -320,7 +367,12 @@ pub async fn plan(stack: &Stack, state: &State, reg: &Registry) -> Result<Plan, 
             deps: r.deps.clone(),
         });
     }
-    Ok(Plan { stack: stack.name.clone(), steps: ordered, outputs, adopted })
+    Ok(Plan {
+        stack: stack.name.clone(),
+        steps: ordered,
+        outputs,
+        adopted,
+    })
 }
 
 #[cfg(test)]

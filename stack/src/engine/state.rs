@@ -66,18 +66,27 @@ pub struct LocalStore {
 impl LocalStore {
     /// A store under `dir` (usually `.stack`).
     pub fn new(dir: impl Into<PathBuf>, stack: &str, target: &str) -> Self {
-        LocalStore { dir: dir.into(), stack: stack.into(), target: target.into() }
+        LocalStore {
+            dir: dir.into(),
+            stack: stack.into(),
+            target: target.into(),
+        }
     }
     /// The state file path.
     pub fn path(&self) -> PathBuf {
-        self.dir.join(format!("{}.{}.json", self.stack, self.target))
+        self.dir
+            .join(format!("{}.{}.json", self.stack, self.target))
     }
     /// The lock file path.
     pub fn lock_path(&self) -> PathBuf {
-        self.dir.join(format!("{}.{}.lock", self.stack, self.target))
+        self.dir
+            .join(format!("{}.{}.lock", self.stack, self.target))
     }
     fn err(&self, p: &Path, e: impl std::fmt::Display) -> EngineError {
-        EngineError::State { path: p.display().to_string(), message: e.to_string() }
+        EngineError::State {
+            path: p.display().to_string(),
+            message: e.to_string(),
+        }
     }
 }
 
@@ -139,10 +148,16 @@ impl StateStore for LocalStore {
                 .unwrap_or(0),
         };
         for _ in 0..2 {
-            match fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+            match fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
                 Ok(mut f) => {
                     let body = serde_json::to_vec(&info).map_err(|e| self.err(&path, e))?;
-                    f.write_all(&body).and_then(|_| f.sync_all()).map_err(|e| self.err(&path, e))?;
+                    f.write_all(&body)
+                        .and_then(|_| f.sync_all())
+                        .map_err(|e| self.err(&path, e))?;
                     return Ok(Box::new(FileLock(path)));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
@@ -190,10 +205,14 @@ impl StateStore for LocalStore {
     fn save(&self, state: &State) -> Result<(), EngineError> {
         let path = self.path();
         fs::create_dir_all(&self.dir).map_err(|e| self.err(&self.dir, e))?;
-        let tmp = self.dir.join(format!(".{}.{}.json.tmp", self.stack, self.target));
+        let tmp = self
+            .dir
+            .join(format!(".{}.{}.json.tmp", self.stack, self.target));
         let body = serde_json::to_vec_pretty(state).map_err(|e| self.err(&path, e))?;
         let mut f = fs::File::create(&tmp).map_err(|e| self.err(&tmp, e))?;
-        f.write_all(&body).and_then(|_| f.sync_all()).map_err(|e| self.err(&tmp, e))?;
+        f.write_all(&body)
+            .and_then(|_| f.sync_all())
+            .map_err(|e| self.err(&tmp, e))?;
         fs::rename(&tmp, &path).map_err(|e| self.err(&path, e))
     }
 
@@ -212,7 +231,10 @@ mod tests {
         let s = LocalStore::new(d.path(), "s", "local");
         let g = s.lock("up").unwrap();
         let e = s.lock("diff").err().unwrap().to_string();
-        assert!(e.contains("`stack up`") && e.contains(&format!("pid {}", std::process::id())), "{e}");
+        assert!(
+            e.contains("`stack up`") && e.contains(&format!("pid {}", std::process::id())),
+            "{e}"
+        );
         drop(g);
         s.lock("diff").unwrap();
     }

@@ -21,7 +21,10 @@ impl Drop for Moto {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 /// Starts `moto_server` and waits until it answers HTTP.
@@ -35,20 +38,28 @@ pub fn moto() -> Moto {
         .stderr(Stdio::null())
         .spawn()
         .expect("moto_server must be installed (scripts/test-deps.sh installs moto[server])");
-    let m = Moto { child, endpoint: format!("http://127.0.0.1:{port}") };
+    let m = Moto {
+        child,
+        endpoint: format!("http://127.0.0.1:{port}"),
+    };
     let start = Instant::now();
     loop {
         if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
             use std::io::{Read, Write};
             let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-            if s.write_all(b"GET /moto-api/ HTTP/1.0\r\nHost: localhost\r\n\r\n").is_ok() {
+            if s.write_all(b"GET /moto-api/ HTTP/1.0\r\nHost: localhost\r\n\r\n")
+                .is_ok()
+            {
                 let mut buf = [0u8; 12];
                 if s.read(&mut buf).is_ok_and(|n| n > 0) && buf.starts_with(b"HTTP/") {
                     return m;
                 }
             }
         }
-        assert!(start.elapsed() < Duration::from_secs(60), "moto_server did not start on port {port}");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "moto_server did not start on port {port}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -58,7 +69,11 @@ fn crc32(data: &[u8]) -> u32 {
     for &b in data {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -111,8 +126,14 @@ pub struct Project {
 impl Project {
     pub fn new(endpoint: &str, stack: &str) -> Project {
         let dir = tempfile::tempdir().expect("tempdir");
-        write_zip(&dir.path().join("bootstrap.zip"), b"#!/bin/sh\necho hello\n");
-        let p = Project { dir, endpoint: endpoint.into() };
+        write_zip(
+            &dir.path().join("bootstrap.zip"),
+            b"#!/bin/sh\necho hello\n",
+        );
+        let p = Project {
+            dir,
+            endpoint: endpoint.into(),
+        };
         p.config(stack, |_| {});
         p
     }
@@ -131,7 +152,11 @@ impl Project {
             "eks": { "instance_type": "t3.large", "min_size": 1, "desired_size": 2, "max_size": 3 }
         });
         f(&mut v);
-        std::fs::write(self.path("stack.json"), serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+        std::fs::write(
+            self.path("stack.json"),
+            serde_json::to_vec_pretty(&v).unwrap(),
+        )
+        .unwrap();
     }
 
     pub fn cmd(&self, args: &[&str]) -> Command {
@@ -156,9 +181,23 @@ impl Project {
         for (k, v) in env {
             c.env(k, v);
         }
-        let Output { status, stdout, stderr } = c.stdin(Stdio::null()).output().expect("run stack");
-        let out = (status.code().unwrap_or(-1), String::from_utf8_lossy(&stdout).into_owned(), String::from_utf8_lossy(&stderr).into_owned());
-        eprintln!("$ stack {}\n-> exit {}\n{}{}", args.join(" "), out.0, out.1, out.2);
+        let Output {
+            status,
+            stdout,
+            stderr,
+        } = c.stdin(Stdio::null()).output().expect("run stack");
+        let out = (
+            status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&stdout).into_owned(),
+            String::from_utf8_lossy(&stderr).into_owned(),
+        );
+        eprintln!(
+            "$ stack {}\n-> exit {}\n{}{}",
+            args.join(" "),
+            out.0,
+            out.1,
+            out.2
+        );
         out
     }
 
@@ -170,7 +209,13 @@ impl Project {
 
 /// SDK clients pointed at moto, for checks made independently of the engine.
 pub async fn clients(endpoint: &str) -> stack::providers::aws::Clients {
-    stack::providers::aws::Clients::new(&stack::providers::aws::AwsTarget::Local { endpoint: endpoint.into() }, "us-east-1").await
+    stack::providers::aws::Clients::new(
+        &stack::providers::aws::AwsTarget::Local {
+            endpoint: endpoint.into(),
+        },
+        "us-east-1",
+    )
+    .await
 }
 
 /// Everything in moto tagged `stack=<stack>`, listed service by service with plain SDK
@@ -178,11 +223,24 @@ pub async fn clients(endpoint: &str) -> stack::providers::aws::Clients {
 pub async fn tagged(c: &stack::providers::aws::Clients, stack: &str) -> Vec<String> {
     use aws_sdk_ec2::types::Filter;
     let mut out = Vec::new();
-    let is_ours = |t: Option<&std::collections::HashMap<String, String>>| t.and_then(|t| t.get("stack")).map(String::as_str) == Some(stack);
+    let is_ours = |t: Option<&std::collections::HashMap<String, String>>| {
+        t.and_then(|t| t.get("stack")).map(String::as_str) == Some(stack)
+    };
 
     for r in c.iam.list_roles().send().await.unwrap().roles() {
-        let g = c.iam.get_role().role_name(r.role_name()).send().await.unwrap();
-        if g.role().unwrap().tags().iter().any(|t| t.key() == "stack" && t.value() == stack) {
+        let g = c
+            .iam
+            .get_role()
+            .role_name(r.role_name())
+            .send()
+            .await
+            .unwrap();
+        if g.role()
+            .unwrap()
+            .tags()
+            .iter()
+            .any(|t| t.key() == "stack" && t.value() == stack)
+        {
             out.push(format!("iam-role:{}", r.role_name()));
         }
     }
@@ -194,10 +252,26 @@ pub async fn tagged(c: &stack::providers::aws::Clients, stack: &str) -> Vec<Stri
         }
     }
     let f = Filter::builder().name("tag:stack").values(stack).build();
-    for v in c.ec2.describe_vpcs().filters(f.clone()).send().await.unwrap().vpcs() {
+    for v in c
+        .ec2
+        .describe_vpcs()
+        .filters(f.clone())
+        .send()
+        .await
+        .unwrap()
+        .vpcs()
+    {
         out.push(format!("vpc:{}", v.vpc_id().unwrap()));
     }
-    for s in c.ec2.describe_subnets().filters(f).send().await.unwrap().subnets() {
+    for s in c
+        .ec2
+        .describe_subnets()
+        .filters(f)
+        .send()
+        .await
+        .unwrap()
+        .subnets()
+    {
         out.push(format!("subnet:{}", s.subnet_id().unwrap()));
     }
     for a in c.apigw.get_apis().send().await.unwrap().items() {
@@ -210,22 +284,66 @@ pub async fn tagged(c: &stack::providers::aws::Clients, stack: &str) -> Vec<Stri
         if is_ours(d.cluster().unwrap().tags()) {
             out.push(format!("eks:{name}"));
         }
-        for ng in c.eks.list_nodegroups().cluster_name(name).send().await.unwrap().nodegroups() {
-            let n = c.eks.describe_nodegroup().cluster_name(name).nodegroup_name(ng).send().await.unwrap();
+        for ng in c
+            .eks
+            .list_nodegroups()
+            .cluster_name(name)
+            .send()
+            .await
+            .unwrap()
+            .nodegroups()
+        {
+            let n = c
+                .eks
+                .describe_nodegroup()
+                .cluster_name(name)
+                .nodegroup_name(ng)
+                .send()
+                .await
+                .unwrap();
             if is_ours(n.nodegroup().unwrap().tags()) {
                 out.push(format!("nodegroup:{ng}"));
             }
         }
     }
-    for r in c.ecr.describe_repositories().send().await.unwrap().repositories() {
-        let t = c.ecr.list_tags_for_resource().resource_arn(r.repository_arn().unwrap()).send().await.unwrap();
-        if t.tags().iter().any(|t| t.key() == "stack" && t.value() == stack) {
+    for r in c
+        .ecr
+        .describe_repositories()
+        .send()
+        .await
+        .unwrap()
+        .repositories()
+    {
+        let t = c
+            .ecr
+            .list_tags_for_resource()
+            .resource_arn(r.repository_arn().unwrap())
+            .send()
+            .await
+            .unwrap();
+        if t.tags()
+            .iter()
+            .any(|t| t.key() == "stack" && t.value() == stack)
+        {
             out.push(format!("ecr:{}", r.repository_name().unwrap()));
         }
     }
-    for g in c.logs.describe_log_groups().send().await.unwrap().log_groups() {
+    for g in c
+        .logs
+        .describe_log_groups()
+        .send()
+        .await
+        .unwrap()
+        .log_groups()
+    {
         let arn = g.arn().unwrap().trim_end_matches(":*");
-        let t = c.logs.list_tags_for_resource().resource_arn(arn).send().await.unwrap();
+        let t = c
+            .logs
+            .list_tags_for_resource()
+            .resource_arn(arn)
+            .send()
+            .await
+            .unwrap();
         if is_ours(t.tags()) {
             out.push(format!("logs:{}", g.log_group_name().unwrap()));
         }

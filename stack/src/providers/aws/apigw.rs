@@ -40,7 +40,10 @@ impl Resource for Api {
             e.push(format!("name `{}` must be 1-128 chars", self.name));
         }
         if !["HTTP", "WEBSOCKET"].contains(&self.protocol_type.as_str()) {
-            e.push(format!("protocol_type `{}` must be HTTP or WEBSOCKET", self.protocol_type));
+            e.push(format!(
+                "protocol_type `{}` must be HTTP or WEBSOCKET",
+                self.protocol_type
+            ));
         }
         e
     }
@@ -67,10 +70,16 @@ impl Resource for Integration {
     fn validate(&self) -> Vec<String> {
         let mut e = vec![];
         if !["1.0", "2.0"].contains(&self.payload_format_version.as_str()) {
-            e.push(format!("payload_format_version `{}` must be 1.0 or 2.0", self.payload_format_version));
+            e.push(format!(
+                "payload_format_version `{}` must be 1.0 or 2.0",
+                self.payload_format_version
+            ));
         }
         if self.integration_type != "AWS_PROXY" && self.integration_type != "HTTP_PROXY" {
-            e.push(format!("integration_type `{}` must be AWS_PROXY or HTTP_PROXY", self.integration_type));
+            e.push(format!(
+                "integration_type `{}` must be AWS_PROXY or HTTP_PROXY",
+                self.integration_type
+            ));
         }
         e
     }
@@ -92,8 +101,18 @@ impl Resource for Route {
     const TAGGABLE: bool = false;
     fn validate(&self) -> Vec<String> {
         let valid = self.route_key == "$default"
-            || self.route_key.split_once(' ').is_some_and(|(m, p)| !m.is_empty() && p.starts_with('/'));
-        if valid { vec![] } else { vec![format!("route_key `{}` must be `METHOD /path` or $default", self.route_key)] }
+            || self
+                .route_key
+                .split_once(' ')
+                .is_some_and(|(m, p)| !m.is_empty() && p.starts_with('/'));
+        if valid {
+            vec![]
+        } else {
+            vec![format!(
+                "route_key `{}` must be `METHOD /path` or $default",
+                self.route_key
+            )]
+        }
     }
 }
 
@@ -114,7 +133,11 @@ pub struct Stage {
 impl Resource for Stage {
     const KIND: &'static str = STAGE_KIND;
     fn validate(&self) -> Vec<String> {
-        if self.name.is_empty() { vec!["stage name must not be empty".into()] } else { vec![] }
+        if self.name.is_empty() {
+            vec!["stage name must not be empty".into()]
+        } else {
+            vec![]
+        }
     }
 }
 
@@ -133,11 +156,23 @@ fn split(id: &str) -> (&str, &str) {
 async fn retag(c: &Clients, arn: &str, old: &Tags, new: &Tags) -> Result<(), ProviderError> {
     let (set, rm) = tag_delta(old, new);
     if !set.is_empty() {
-        let r = c.apigw.tag_resource().resource_arn(arn).set_tags(Some(set.into_iter().collect())).send().await;
+        let r = c
+            .apigw
+            .tag_resource()
+            .resource_arn(arn)
+            .set_tags(Some(set.into_iter().collect()))
+            .send()
+            .await;
         r.map_err(|e| api("apigateway:TagResource", e))?;
     }
     if !rm.is_empty() {
-        let r = c.apigw.untag_resource().resource_arn(arn).set_tag_keys(Some(rm)).send().await;
+        let r = c
+            .apigw
+            .untag_resource()
+            .resource_arn(arn)
+            .set_tag_keys(Some(rm))
+            .send()
+            .await;
         r.map_err(|e| api("apigateway:UntagResource", e))?;
     }
     Ok(())
@@ -151,7 +186,9 @@ impl ApiProvider {
     async fn outputs(&self, id: &str, endpoint: &str) -> Result<Map<String, Value>, ProviderError> {
         let account = self.0.account_id().await?;
         let exec = format!("arn:aws:execute-api:{}:{account}:{id}", self.0.region);
-        Ok(obj(json!({ "id": id, "endpoint": endpoint, "execution_arn": exec })))
+        Ok(obj(
+            json!({ "id": id, "endpoint": endpoint, "execution_arn": exec }),
+        ))
     }
 }
 
@@ -161,7 +198,12 @@ impl Provider for ApiProvider {
         &["protocol_type"]
     }
 
-    async fn read(&self, id: Option<&str>, desired: &Value, _prior: Option<&Value>) -> Result<Option<Observed>, ProviderError> {
+    async fn read(
+        &self,
+        id: Option<&str>,
+        desired: &Value,
+        _prior: Option<&Value>,
+    ) -> Result<Option<Observed>, ProviderError> {
         let d: Api = props(desired)?;
         let id = match id {
             Some(id) => id.to_string(),
@@ -191,14 +233,22 @@ impl Provider for ApiProvider {
             }
         };
         let r = self.0.apigw.get_api().api_id(&id).send().await;
-        let Some(a) = none_if_missing(r.map_err(|e| api("apigateway:GetApi", e)))? else { return Ok(None) };
+        let Some(a) = none_if_missing(r.map_err(|e| api("apigateway:GetApi", e)))? else {
+            return Ok(None);
+        };
         let obs = Api {
             name: a.name().unwrap_or_default().to_string(),
             protocol_type: a.protocol_type().map_or("HTTP", |p| p.as_str()).to_string(),
             tags: super::user_tags(a.tags().cloned().unwrap_or_default()),
         };
-        let outs = self.outputs(&id, a.api_endpoint().unwrap_or_default()).await?;
-        Ok(Some(Observed { id, props: to_value(&obs)?, outputs: outs }))
+        let outs = self
+            .outputs(&id, a.api_endpoint().unwrap_or_default())
+            .await?;
+        Ok(Some(Observed {
+            id,
+            props: to_value(&obs)?,
+            outputs: outs,
+        }))
     }
 
     async fn create(&self, desired: &Value) -> Result<Observed, ProviderError> {
@@ -214,20 +264,42 @@ impl Provider for ApiProvider {
             .await
             .map_err(|e| api("apigateway:CreateApi", e))?;
         let id = r.api_id().unwrap_or_default().to_string();
-        let outs = self.outputs(&id, r.api_endpoint().unwrap_or_default()).await?;
-        Ok(Observed { id, props: desired.clone(), outputs: outs })
+        let outs = self
+            .outputs(&id, r.api_endpoint().unwrap_or_default())
+            .await?;
+        Ok(Observed {
+            id,
+            props: desired.clone(),
+            outputs: outs,
+        })
     }
 
-    async fn update(&self, id: &str, observed: &Value, desired: &Value) -> Result<Observed, ProviderError> {
+    async fn update(
+        &self,
+        id: &str,
+        observed: &Value,
+        desired: &Value,
+    ) -> Result<Observed, ProviderError> {
         let o: Api = props(observed)?;
         let d: Api = props(desired)?;
         if o.name != d.name {
-            let r = self.0.apigw.update_api().api_id(id).name(&d.name).send().await;
+            let r = self
+                .0
+                .apigw
+                .update_api()
+                .api_id(id)
+                .name(&d.name)
+                .send()
+                .await;
             r.map_err(|e| api("apigateway:UpdateApi", e))?;
         }
         retag(&self.0, &api_arn(&self.0, id), &o.tags, &d.tags).await?;
         let now = self.read(Some(id), desired, None).await?;
-        Ok(Observed { id: id.into(), props: desired.clone(), outputs: now.map(|n| n.outputs).unwrap_or_default() })
+        Ok(Observed {
+            id: id.into(),
+            props: desired.clone(),
+            outputs: now.map(|n| n.outputs).unwrap_or_default(),
+        })
     }
 
     async fn delete(&self, id: &str, _props: &Value) -> Result<(), ProviderError> {
@@ -249,24 +321,60 @@ impl Provider for IntegrationProvider {
         &["api_id", "integration_type"]
     }
 
-    async fn read(&self, id: Option<&str>, desired: &Value, _prior: Option<&Value>) -> Result<Option<Observed>, ProviderError> {
+    async fn read(
+        &self,
+        id: Option<&str>,
+        desired: &Value,
+        _prior: Option<&Value>,
+    ) -> Result<Option<Observed>, ProviderError> {
         let d: Integration = props(desired)?;
         let r = match id {
             Some(id) => {
                 let (api_id, iid) = split(id);
-                let r = self.0.apigw.get_integration().api_id(api_id).integration_id(iid).send().await;
-                let Some(i) = none_if_missing(r.map_err(|e| api("apigateway:GetIntegration", e)))? else { return Ok(None) };
-                (api_id.to_string(), i.integration_id, i.integration_type, i.integration_uri, i.integration_method, i.payload_format_version)
+                let r = self
+                    .0
+                    .apigw
+                    .get_integration()
+                    .api_id(api_id)
+                    .integration_id(iid)
+                    .send()
+                    .await;
+                let Some(i) = none_if_missing(r.map_err(|e| api("apigateway:GetIntegration", e)))?
+                else {
+                    return Ok(None);
+                };
+                (
+                    api_id.to_string(),
+                    i.integration_id,
+                    i.integration_type,
+                    i.integration_uri,
+                    i.integration_method,
+                    i.payload_format_version,
+                )
             }
             None => {
                 let api_id = d.api_id.as_str();
                 let r = self.0.apigw.get_integrations().api_id(api_id).send().await;
-                let Some(l) = none_if_missing(r.map_err(|e| api("apigateway:GetIntegrations", e)))? else { return Ok(None) };
-                let Some(i) = l.items().iter().find(|i| i.integration_uri() == Some(d.integration_uri.as_str())) else {
+                let Some(l) = none_if_missing(r.map_err(|e| api("apigateway:GetIntegrations", e)))?
+                else {
+                    return Ok(None);
+                };
+                let Some(i) = l
+                    .items()
+                    .iter()
+                    .find(|i| i.integration_uri() == Some(d.integration_uri.as_str()))
+                else {
                     return Ok(None);
                 };
                 let i = i.clone();
-                (api_id.to_string(), i.integration_id, i.integration_type, i.integration_uri, i.integration_method, i.payload_format_version)
+                (
+                    api_id.to_string(),
+                    i.integration_id,
+                    i.integration_type,
+                    i.integration_uri,
+                    i.integration_method,
+                    i.payload_format_version,
+                )
             }
         };
         let (api_id, iid, itype, uri, method, pfv) = r;
@@ -278,7 +386,11 @@ impl Provider for IntegrationProvider {
             integration_method: method.unwrap_or_else(|| d.integration_method.clone()),
             payload_format_version: pfv.unwrap_or_default(),
         };
-        Ok(Some(Observed { id: format!("{api_id}|{iid}"), props: to_value(&obs)?, outputs: integ_outputs(&iid) }))
+        Ok(Some(Observed {
+            id: format!("{api_id}|{iid}"),
+            props: to_value(&obs)?,
+            outputs: integ_outputs(&iid),
+        }))
     }
 
     async fn create(&self, desired: &Value) -> Result<Observed, ProviderError> {
@@ -296,10 +408,19 @@ impl Provider for IntegrationProvider {
             .await
             .map_err(|e| api("apigateway:CreateIntegration", e))?;
         let iid = r.integration_id().unwrap_or_default();
-        Ok(Observed { id: format!("{}|{iid}", d.api_id.as_str()), props: desired.clone(), outputs: integ_outputs(iid) })
+        Ok(Observed {
+            id: format!("{}|{iid}", d.api_id.as_str()),
+            props: desired.clone(),
+            outputs: integ_outputs(iid),
+        })
     }
 
-    async fn update(&self, id: &str, _observed: &Value, desired: &Value) -> Result<Observed, ProviderError> {
+    async fn update(
+        &self,
+        id: &str,
+        _observed: &Value,
+        desired: &Value,
+    ) -> Result<Observed, ProviderError> {
         let d: Integration = props(desired)?;
         let (api_id, iid) = split(id);
         let r = self
@@ -314,13 +435,27 @@ impl Provider for IntegrationProvider {
             .send()
             .await;
         r.map_err(|e| api("apigateway:UpdateIntegration", e))?;
-        Ok(Observed { id: id.into(), props: desired.clone(), outputs: integ_outputs(iid) })
+        Ok(Observed {
+            id: id.into(),
+            props: desired.clone(),
+            outputs: integ_outputs(iid),
+        })
     }
 
     async fn delete(&self, id: &str, _props: &Value) -> Result<(), ProviderError> {
         let (api_id, iid) = split(id);
-        let r = self.0.apigw.delete_integration().api_id(api_id).integration_id(iid).send().await;
-        ok_if_missing(r.map(|_| ()).map_err(|e| api("apigateway:DeleteIntegration", e)))
+        let r = self
+            .0
+            .apigw
+            .delete_integration()
+            .api_id(api_id)
+            .integration_id(iid)
+            .send()
+            .await;
+        ok_if_missing(
+            r.map(|_| ())
+                .map_err(|e| api("apigateway:DeleteIntegration", e)),
+        )
     }
 }
 
@@ -333,23 +468,49 @@ impl Provider for RouteProvider {
         &["api_id"]
     }
 
-    async fn read(&self, id: Option<&str>, desired: &Value, _prior: Option<&Value>) -> Result<Option<Observed>, ProviderError> {
+    async fn read(
+        &self,
+        id: Option<&str>,
+        desired: &Value,
+        _prior: Option<&Value>,
+    ) -> Result<Option<Observed>, ProviderError> {
         let d: Route = props(desired)?;
         let (api_id, rid, key, target) = match id {
             Some(id) => {
                 let (api_id, rid) = split(id);
-                let r = self.0.apigw.get_route().api_id(api_id).route_id(rid).send().await;
-                let Some(r) = none_if_missing(r.map_err(|e| api("apigateway:GetRoute", e)))? else { return Ok(None) };
+                let r = self
+                    .0
+                    .apigw
+                    .get_route()
+                    .api_id(api_id)
+                    .route_id(rid)
+                    .send()
+                    .await;
+                let Some(r) = none_if_missing(r.map_err(|e| api("apigateway:GetRoute", e)))? else {
+                    return Ok(None);
+                };
                 (api_id.to_string(), rid.to_string(), r.route_key, r.target)
             }
             None => {
                 let api_id = d.api_id.as_str();
                 let r = self.0.apigw.get_routes().api_id(api_id).send().await;
-                let Some(l) = none_if_missing(r.map_err(|e| api("apigateway:GetRoutes", e)))? else { return Ok(None) };
-                let Some(r) = l.items().iter().find(|r| r.route_key() == Some(d.route_key.as_str())) else {
+                let Some(l) = none_if_missing(r.map_err(|e| api("apigateway:GetRoutes", e)))?
+                else {
                     return Ok(None);
                 };
-                (api_id.to_string(), r.route_id().unwrap_or_default().to_string(), r.route_key.clone(), r.target.clone())
+                let Some(r) = l
+                    .items()
+                    .iter()
+                    .find(|r| r.route_key() == Some(d.route_key.as_str()))
+                else {
+                    return Ok(None);
+                };
+                (
+                    api_id.to_string(),
+                    r.route_id().unwrap_or_default().to_string(),
+                    r.route_key.clone(),
+                    r.target.clone(),
+                )
             }
         };
         let obs = Route {
@@ -357,7 +518,11 @@ impl Provider for RouteProvider {
             route_key: key.unwrap_or_default(),
             target: Input::Value(target.unwrap_or_default()),
         };
-        Ok(Some(Observed { id: format!("{api_id}|{rid}"), props: to_value(&obs)?, outputs: obj(json!({ "id": rid })) }))
+        Ok(Some(Observed {
+            id: format!("{api_id}|{rid}"),
+            props: to_value(&obs)?,
+            outputs: obj(json!({ "id": rid })),
+        }))
     }
 
     async fn create(&self, desired: &Value) -> Result<Observed, ProviderError> {
@@ -373,10 +538,19 @@ impl Provider for RouteProvider {
             .await
             .map_err(|e| api("apigateway:CreateRoute", e))?;
         let rid = r.route_id().unwrap_or_default();
-        Ok(Observed { id: format!("{}|{rid}", d.api_id.as_str()), props: desired.clone(), outputs: obj(json!({ "id": rid })) })
+        Ok(Observed {
+            id: format!("{}|{rid}", d.api_id.as_str()),
+            props: desired.clone(),
+            outputs: obj(json!({ "id": rid })),
+        })
     }
 
-    async fn update(&self, id: &str, _observed: &Value, desired: &Value) -> Result<Observed, ProviderError> {
+    async fn update(
+        &self,
+        id: &str,
+        _observed: &Value,
+        desired: &Value,
+    ) -> Result<Observed, ProviderError> {
         let d: Route = props(desired)?;
         let (api_id, rid) = split(id);
         let r = self
@@ -390,12 +564,23 @@ impl Provider for RouteProvider {
             .send()
             .await;
         r.map_err(|e| api("apigateway:UpdateRoute", e))?;
-        Ok(Observed { id: id.into(), props: desired.clone(), outputs: obj(json!({ "id": rid })) })
+        Ok(Observed {
+            id: id.into(),
+            props: desired.clone(),
+            outputs: obj(json!({ "id": rid })),
+        })
     }
 
     async fn delete(&self, id: &str, _props: &Value) -> Result<(), ProviderError> {
         let (api_id, rid) = split(id);
-        let r = self.0.apigw.delete_route().api_id(api_id).route_id(rid).send().await;
+        let r = self
+            .0
+            .apigw
+            .delete_route()
+            .api_id(api_id)
+            .route_id(rid)
+            .send()
+            .await;
         ok_if_missing(r.map(|_| ()).map_err(|e| api("apigateway:DeleteRoute", e)))
     }
 }
@@ -407,8 +592,16 @@ impl StageProvider {
     async fn outputs(&self, api_id: &str, name: &str) -> Result<Map<String, Value>, ProviderError> {
         let r = self.0.apigw.get_api().api_id(api_id).send().await;
         let a = r.map_err(|e| api("apigateway:GetApi", e))?;
-        let base = a.api_endpoint().unwrap_or_default().trim_end_matches('/').to_string();
-        let url = if name == "$default" { format!("{base}/") } else { format!("{base}/{name}/") };
+        let base = a
+            .api_endpoint()
+            .unwrap_or_default()
+            .trim_end_matches('/')
+            .to_string();
+        let url = if name == "$default" {
+            format!("{base}/")
+        } else {
+            format!("{base}/{name}/")
+        };
         Ok(obj(json!({ "name": name, "invoke_url": url })))
     }
 }
@@ -419,12 +612,26 @@ impl Provider for StageProvider {
         &["api_id", "name"]
     }
 
-    async fn read(&self, id: Option<&str>, desired: &Value, _prior: Option<&Value>) -> Result<Option<Observed>, ProviderError> {
+    async fn read(
+        &self,
+        id: Option<&str>,
+        desired: &Value,
+        _prior: Option<&Value>,
+    ) -> Result<Option<Observed>, ProviderError> {
         let d: Stage = props(desired)?;
         let key = format!("{}|{}", d.api_id.as_str(), d.name);
         let (api_id, name) = split(id.unwrap_or(&key));
-        let r = self.0.apigw.get_stage().api_id(api_id).stage_name(name).send().await;
-        let Some(s) = none_if_missing(r.map_err(|e| api("apigateway:GetStage", e)))? else { return Ok(None) };
+        let r = self
+            .0
+            .apigw
+            .get_stage()
+            .api_id(api_id)
+            .stage_name(name)
+            .send()
+            .await;
+        let Some(s) = none_if_missing(r.map_err(|e| api("apigateway:GetStage", e)))? else {
+            return Ok(None);
+        };
         let obs = Stage {
             api_id: Input::Value(api_id.to_string()),
             name: s.stage_name().unwrap_or(name).to_string(),
@@ -432,7 +639,11 @@ impl Provider for StageProvider {
             tags: super::user_tags(s.tags().cloned().unwrap_or_default()),
         };
         let outs = self.outputs(api_id, name).await?;
-        Ok(Some(Observed { id: format!("{api_id}|{name}"), props: to_value(&obs)?, outputs: outs }))
+        Ok(Some(Observed {
+            id: format!("{api_id}|{name}"),
+            props: to_value(&obs)?,
+            outputs: outs,
+        }))
     }
 
     async fn create(&self, desired: &Value) -> Result<Observed, ProviderError> {
@@ -450,26 +661,54 @@ impl Provider for StageProvider {
             .await;
         r.map_err(|e| api("apigateway:CreateStage", e))?;
         let outs = self.outputs(api_id, &d.name).await?;
-        Ok(Observed { id: format!("{api_id}|{}", d.name), props: desired.clone(), outputs: outs })
+        Ok(Observed {
+            id: format!("{api_id}|{}", d.name),
+            props: desired.clone(),
+            outputs: outs,
+        })
     }
 
-    async fn update(&self, id: &str, observed: &Value, desired: &Value) -> Result<Observed, ProviderError> {
+    async fn update(
+        &self,
+        id: &str,
+        observed: &Value,
+        desired: &Value,
+    ) -> Result<Observed, ProviderError> {
         let o: Stage = props(observed)?;
         let d: Stage = props(desired)?;
         let (api_id, name) = split(id);
         if o.auto_deploy != d.auto_deploy {
-            let r = self.0.apigw.update_stage().api_id(api_id).stage_name(name).auto_deploy(d.auto_deploy).send().await;
+            let r = self
+                .0
+                .apigw
+                .update_stage()
+                .api_id(api_id)
+                .stage_name(name)
+                .auto_deploy(d.auto_deploy)
+                .send()
+                .await;
             r.map_err(|e| api("apigateway:UpdateStage", e))?;
         }
         let arn = format!("{}/stages/{name}", api_arn(&self.0, api_id));
         retag(&self.0, &arn, &o.tags, &d.tags).await?;
         let outs = self.outputs(api_id, name).await?;
-        Ok(Observed { id: id.into(), props: desired.clone(), outputs: outs })
+        Ok(Observed {
+            id: id.into(),
+            props: desired.clone(),
+            outputs: outs,
+        })
     }
 
     async fn delete(&self, id: &str, _props: &Value) -> Result<(), ProviderError> {
         let (api_id, name) = split(id);
-        let r = self.0.apigw.delete_stage().api_id(api_id).stage_name(name).send().await;
+        let r = self
+            .0
+            .apigw
+            .delete_stage()
+            .api_id(api_id)
+            .stage_name(name)
+            .send()
+            .await;
         ok_if_missing(r.map(|_| ()).map_err(|e| api("apigateway:DeleteStage", e)))
     }
 }

@@ -44,7 +44,9 @@ pub struct Subnet {
 
 /// Checks an IPv4 CIDR like `10.0.0.0/16`.
 pub fn valid_cidr(c: &str) -> bool {
-    let Some((ip, bits)) = c.split_once('/') else { return false };
+    let Some((ip, bits)) = c.split_once('/') else {
+        return false;
+    };
     let octets: Vec<&str> = ip.split('.').collect();
     octets.len() == 4
         && octets.iter().all(|o| o.parse::<u8>().is_ok())
@@ -54,7 +56,14 @@ pub fn valid_cidr(c: &str) -> bool {
 impl Resource for Vpc {
     const KIND: &'static str = VPC_KIND;
     fn validate(&self) -> Vec<String> {
-        if valid_cidr(&self.cidr_block) { vec![] } else { vec![format!("cidr_block `{}` is not an IPv4 CIDR with /16../28", self.cidr_block)] }
+        if valid_cidr(&self.cidr_block) {
+            vec![]
+        } else {
+            vec![format!(
+                "cidr_block `{}` is not an IPv4 CIDR with /16../28",
+                self.cidr_block
+            )]
+        }
     }
 }
 
@@ -63,7 +72,10 @@ impl Resource for Subnet {
     fn validate(&self) -> Vec<String> {
         let mut e = vec![];
         if !valid_cidr(&self.cidr_block) {
-            e.push(format!("cidr_block `{}` is not an IPv4 CIDR with /16../28", self.cidr_block));
+            e.push(format!(
+                "cidr_block `{}` is not an IPv4 CIDR with /16../28",
+                self.cidr_block
+            ));
         }
         if self.availability_zone.is_empty() {
             e.push("availability_zone must not be empty".into());
@@ -75,31 +87,58 @@ impl Resource for Subnet {
 fn tag_spec(rt: ResourceType, tags: &Tags) -> TagSpecification {
     TagSpecification::builder()
         .resource_type(rt)
-        .set_tags(Some(tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()))
+        .set_tags(Some(
+            tags.iter()
+                .map(|(k, v)| Tag::builder().key(k).value(v).build())
+                .collect(),
+        ))
         .build()
 }
 
 fn ec2_tags(t: &[Tag]) -> Tags {
-    super::user_tags(t.iter().map(|t| (t.key().unwrap_or_default().to_string(), t.value().unwrap_or_default().to_string())))
+    super::user_tags(t.iter().map(|t| {
+        (
+            t.key().unwrap_or_default().to_string(),
+            t.value().unwrap_or_default().to_string(),
+        )
+    }))
 }
 
 fn by_tags(tags: &Tags) -> Vec<Filter> {
     [TAG_STACK, TAG_RESOURCE]
         .iter()
-        .filter_map(|k| tags.get(*k).map(|v| Filter::builder().name(format!("tag:{k}")).values(v).build()))
+        .filter_map(|k| {
+            tags.get(*k)
+                .map(|v| Filter::builder().name(format!("tag:{k}")).values(v).build())
+        })
         .collect()
 }
 
 async fn retag(c: &Clients, id: &str, old: &Tags, new: &Tags) -> Result<(), ProviderError> {
     let (set, rm) = tag_delta(old, new);
     if !set.is_empty() {
-        let tags = set.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect();
-        let r = c.ec2.create_tags().resources(id).set_tags(Some(tags)).send().await;
+        let tags = set
+            .iter()
+            .map(|(k, v)| Tag::builder().key(k).value(v).build())
+            .collect();
+        let r = c
+            .ec2
+            .create_tags()
+            .resources(id)
+            .set_tags(Some(tags))
+            .send()
+            .await;
         r.map_err(|e| api("ec2:CreateTags", e))?;
     }
     if !rm.is_empty() {
         let tags = rm.iter().map(|k| Tag::builder().key(k).build()).collect();
-        let r = c.ec2.delete_tags().resources(id).set_tags(Some(tags)).send().await;
+        let r = c
+            .ec2
+            .delete_tags()
+            .resources(id)
+            .set_tags(Some(tags))
+            .send()
+            .await;
         r.map_err(|e| api("ec2:DeleteTags", e))?;
     }
     Ok(())
@@ -122,7 +161,12 @@ impl Provider for VpcProvider {
         &["cidr_block"]
     }
 
-    async fn read(&self, id: Option<&str>, desired: &Value, _prior: Option<&Value>) -> Result<Option<Observed>, ProviderError> {
+    async fn read(
+        &self,
+        id: Option<&str>,
+        desired: &Value,
+        _prior: Option<&Value>,
+    ) -> Result<Option<Observed>, ProviderError> {
         let d: Vpc = props(desired)?;
         let mut req = self.0.ec2.describe_vpcs();
         req = match id {
@@ -133,10 +177,19 @@ impl Provider for VpcProvider {
             Err(e) if e.is_not_found() => return Ok(None),
             r => r?,
         };
-        let Some(v) = r.vpcs().first() else { return Ok(None) };
+        let Some(v) = r.vpcs().first() else {
+            return Ok(None);
+        };
         let id = v.vpc_id().unwrap_or_default().to_string();
-        let obs = Vpc { cidr_block: v.cidr_block().unwrap_or_default().to_string(), tags: ec2_tags(v.tags()) };
-        Ok(Some(Observed { id: id.clone(), props: to_value(&obs)?, outputs: id_out(&id) }))
+        let obs = Vpc {
+            cidr_block: v.cidr_block().unwrap_or_default().to_string(),
+            tags: ec2_tags(v.tags()),
+        };
+        Ok(Some(Observed {
+            id: id.clone(),
+            props: to_value(&obs)?,
+            outputs: id_out(&id),
+        }))
     }
 
     async fn create(&self, desired: &Value) -> Result<Observed, ProviderError> {
@@ -150,15 +203,32 @@ impl Provider for VpcProvider {
             .send()
             .await
             .map_err(|e| api("ec2:CreateVpc", e))?;
-        let id = r.vpc().and_then(|v| v.vpc_id()).unwrap_or_default().to_string();
-        Ok(Observed { id: id.clone(), props: desired.clone(), outputs: id_out(&id) })
+        let id = r
+            .vpc()
+            .and_then(|v| v.vpc_id())
+            .unwrap_or_default()
+            .to_string();
+        Ok(Observed {
+            id: id.clone(),
+            props: desired.clone(),
+            outputs: id_out(&id),
+        })
     }
 
-    async fn update(&self, id: &str, observed: &Value, desired: &Value) -> Result<Observed, ProviderError> {
+    async fn update(
+        &self,
+        id: &str,
+        observed: &Value,
+        desired: &Value,
+    ) -> Result<Observed, ProviderError> {
         let o: Vpc = props(observed)?;
         let d: Vpc = props(desired)?;
         retag(&self.0, id, &o.tags, &d.tags).await?;
-        Ok(Observed { id: id.into(), props: desired.clone(), outputs: id_out(id) })
+        Ok(Observed {
+            id: id.into(),
+            props: desired.clone(),
+            outputs: id_out(id),
+        })
     }
 
     async fn delete(&self, id: &str, _props: &Value) -> Result<(), ProviderError> {
@@ -182,7 +252,12 @@ impl Provider for SubnetProvider {
         &["vpc_id", "cidr_block", "availability_zone"]
     }
 
-    async fn read(&self, id: Option<&str>, desired: &Value, _prior: Option<&Value>) -> Result<Option<Observed>, ProviderError> {
+    async fn read(
+        &self,
+        id: Option<&str>,
+        desired: &Value,
+        _prior: Option<&Value>,
+    ) -> Result<Option<Observed>, ProviderError> {
         let d: Subnet = props(desired)?;
         let mut req = self.0.ec2.describe_subnets();
         req = match id {
@@ -193,7 +268,9 @@ impl Provider for SubnetProvider {
             Err(e) if e.is_not_found() => return Ok(None),
             r => r?,
         };
-        let Some(s) = r.subnets().first() else { return Ok(None) };
+        let Some(s) = r.subnets().first() else {
+            return Ok(None);
+        };
         let id = s.subnet_id().unwrap_or_default().to_string();
         let obs = Subnet {
             vpc_id: Input::Value(s.vpc_id().unwrap_or_default().to_string()),
@@ -201,7 +278,11 @@ impl Provider for SubnetProvider {
             availability_zone: s.availability_zone().unwrap_or_default().to_string(),
             tags: ec2_tags(s.tags()),
         };
-        Ok(Some(Observed { id: id.clone(), props: to_value(&obs)?, outputs: id_out(&id) }))
+        Ok(Some(Observed {
+            id: id.clone(),
+            props: to_value(&obs)?,
+            outputs: id_out(&id),
+        }))
     }
 
     async fn create(&self, desired: &Value) -> Result<Observed, ProviderError> {
@@ -217,15 +298,32 @@ impl Provider for SubnetProvider {
             .send()
             .await
             .map_err(|e| api("ec2:CreateSubnet", e))?;
-        let id = r.subnet().and_then(|s| s.subnet_id()).unwrap_or_default().to_string();
-        Ok(Observed { id: id.clone(), props: desired.clone(), outputs: id_out(&id) })
+        let id = r
+            .subnet()
+            .and_then(|s| s.subnet_id())
+            .unwrap_or_default()
+            .to_string();
+        Ok(Observed {
+            id: id.clone(),
+            props: desired.clone(),
+            outputs: id_out(&id),
+        })
     }
 
-    async fn update(&self, id: &str, observed: &Value, desired: &Value) -> Result<Observed, ProviderError> {
+    async fn update(
+        &self,
+        id: &str,
+        observed: &Value,
+        desired: &Value,
+    ) -> Result<Observed, ProviderError> {
         let o: Subnet = props(observed)?;
         let d: Subnet = props(desired)?;
         retag(&self.0, id, &o.tags, &d.tags).await?;
-        Ok(Observed { id: id.into(), props: desired.clone(), outputs: id_out(id) })
+        Ok(Observed {
+            id: id.into(),
+            props: desired.clone(),
+            outputs: id_out(id),
+        })
     }
 
     async fn delete(&self, id: &str, _props: &Value) -> Result<(), ProviderError> {

@@ -4,7 +4,8 @@
 use async_trait::async_trait;
 use aws_sdk_eks::client::Waiters;
 use aws_sdk_eks::types::{
-    AuthenticationMode, CreateAccessConfigRequest, NodegroupScalingConfig, UpdateAccessConfigRequest, VpcConfigRequest,
+    AuthenticationMode, CreateAccessConfigRequest, NodegroupScalingConfig,
+    UpdateAccessConfigRequest, VpcConfigRequest,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -44,16 +45,24 @@ impl Resource for Cluster {
         let mut e = vec![];
         let ok = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
         if self.name.is_empty() || self.name.len() > 100 || !self.name.chars().all(ok) {
-            e.push(format!("name `{}` must be 1-100 chars of [A-Za-z0-9_-]", self.name));
+            e.push(format!(
+                "name `{}` must be 1-100 chars of [A-Za-z0-9_-]",
+                self.name
+            ));
         }
-        if !self.version.split('.').all(|p| p.parse::<u32>().is_ok()) || self.version.split('.').count() != 2 {
+        if !self.version.split('.').all(|p| p.parse::<u32>().is_ok())
+            || self.version.split('.').count() != 2
+        {
             e.push(format!("version `{}` must look like 1.31", self.version));
         }
         if self.subnet_ids.len() < 2 {
             e.push("at least two subnets (in two availability zones) are required".into());
         }
         if !["API", "API_AND_CONFIG_MAP", "CONFIG_MAP"].contains(&self.access_mode.as_str()) {
-            e.push(format!("access_mode `{}` must be API, API_AND_CONFIG_MAP or CONFIG_MAP", self.access_mode));
+            e.push(format!(
+                "access_mode `{}` must be API, API_AND_CONFIG_MAP or CONFIG_MAP",
+                self.access_mode
+            ));
         }
         e
     }
@@ -85,11 +94,20 @@ pub struct NodeGroup {
 
 /// Whether `t` looks like an EC2 instance type (`family.size`, e.g. `m6i.xlarge`).
 pub fn valid_instance_type(t: &str) -> bool {
-    let Some((family, size)) = t.split_once('.') else { return false };
-    family.chars().next().is_some_and(|c| c.is_ascii_lowercase())
-        && family.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    let Some((family, size)) = t.split_once('.') else {
+        return false;
+    };
+    family
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase())
+        && family
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !size.is_empty()
-        && size.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && size
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
 }
 
 impl Resource for NodeGroup {
@@ -104,10 +122,16 @@ impl Resource for NodeGroup {
         }
         for t in &self.instance_types {
             if !valid_instance_type(t) {
-                e.push(format!("instance type `{t}` is not of the form family.size (e.g. t3.large)"));
+                e.push(format!(
+                    "instance type `{t}` is not of the form family.size (e.g. t3.large)"
+                ));
             }
         }
-        if !(0 <= self.min_size && self.min_size <= self.desired_size && self.desired_size <= self.max_size && self.max_size >= 1) {
+        if !(0 <= self.min_size
+            && self.min_size <= self.desired_size
+            && self.desired_size <= self.max_size
+            && self.max_size >= 1)
+        {
             e.push(format!(
                 "scaling must satisfy 0 <= min ({}) <= desired ({}) <= max ({}), max >= 1",
                 self.min_size, self.desired_size, self.max_size
@@ -127,7 +151,11 @@ fn same_order(desired: &[Input<String>], observed: Vec<String>) -> Vec<Input<Str
     let mut b: Vec<&str> = observed.iter().map(String::as_str).collect();
     a.sort_unstable();
     b.sort_unstable();
-    if a == b { desired.to_vec() } else { observed.into_iter().map(Input::Value).collect() }
+    if a == b {
+        desired.to_vec()
+    } else {
+        observed.into_iter().map(Input::Value).collect()
+    }
 }
 
 fn strs(v: &[Input<String>]) -> Vec<String> {
@@ -137,11 +165,23 @@ fn strs(v: &[Input<String>]) -> Vec<String> {
 async fn retag(c: &Clients, arn: &str, old: &Tags, new: &Tags) -> Result<(), ProviderError> {
     let (set, rm) = tag_delta(old, new);
     if !set.is_empty() {
-        let r = c.eks.tag_resource().resource_arn(arn).set_tags(Some(set.into_iter().collect())).send().await;
+        let r = c
+            .eks
+            .tag_resource()
+            .resource_arn(arn)
+            .set_tags(Some(set.into_iter().collect()))
+            .send()
+            .await;
         r.map_err(|e| api("eks:TagResource", e))?;
     }
     if !rm.is_empty() {
-        let r = c.eks.untag_resource().resource_arn(arn).set_tag_keys(Some(rm)).send().await;
+        let r = c
+            .eks
+            .untag_resource()
+            .resource_arn(arn)
+            .set_tag_keys(Some(rm))
+            .send()
+            .await;
         r.map_err(|e| api("eks:UntagResource", e))?;
     }
     Ok(())
@@ -153,8 +193,15 @@ pub struct ClusterProvider(pub Arc<Clients>);
 impl ClusterProvider {
     async fn wait_active(&self, name: &str) -> Result<(), ProviderError> {
         let t = self.0.wait_timeout;
-        let w = self.0.eks.wait_until_cluster_active().name(name).wait(t).await;
-        w.map(|_| ()).map_err(|e| waiter_err("eks:DescribeCluster", "cluster ACTIVE", t.as_secs(), e))
+        let w = self
+            .0
+            .eks
+            .wait_until_cluster_active()
+            .name(name)
+            .wait(t)
+            .await;
+        w.map(|_| ())
+            .map_err(|e| waiter_err("eks:DescribeCluster", "cluster ACTIVE", t.as_secs(), e))
     }
 }
 
@@ -164,20 +211,37 @@ impl Provider for ClusterProvider {
         &["name", "role_arn", "subnet_ids"]
     }
 
-    async fn read(&self, id: Option<&str>, desired: &Value, prior: Option<&Value>) -> Result<Option<Observed>, ProviderError> {
+    async fn read(
+        &self,
+        id: Option<&str>,
+        desired: &Value,
+        prior: Option<&Value>,
+    ) -> Result<Option<Observed>, ProviderError> {
         let d: Cluster = props(desired)?;
         let name = id.unwrap_or(&d.name);
         let r = self.0.eks.describe_cluster().name(name).send().await;
-        let Some(r) = none_if_missing(r.map_err(|e| api("eks:DescribeCluster", e)))? else { return Ok(None) };
-        let Some(c) = r.cluster() else { return Ok(None) };
+        let Some(r) = none_if_missing(r.map_err(|e| api("eks:DescribeCluster", e)))? else {
+            return Ok(None);
+        };
+        let Some(c) = r.cluster() else {
+            return Ok(None);
+        };
         // Some endpoints (moto) do not report the access config: keep what we applied.
         let access_mode = c
             .access_config()
             .and_then(|a| a.authentication_mode())
             .map(|m| m.as_str().to_string())
-            .or_else(|| prior.and_then(|p| p.get("access_mode")).and_then(Value::as_str).map(str::to_string))
+            .or_else(|| {
+                prior
+                    .and_then(|p| p.get("access_mode"))
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            })
             .unwrap_or_else(|| d.access_mode.clone());
-        let subnets = c.resources_vpc_config().map(|v| v.subnet_ids().to_vec()).unwrap_or_default();
+        let subnets = c
+            .resources_vpc_config()
+            .map(|v| v.subnet_ids().to_vec())
+            .unwrap_or_default();
         let obs = Cluster {
             name: c.name().unwrap_or(name).to_string(),
             role_arn: Input::Value(c.role_arn().unwrap_or_default().to_string()),
@@ -192,7 +256,11 @@ impl Provider for ClusterProvider {
             "endpoint": c.endpoint().unwrap_or_default(),
             "certificate_authority": c.certificate_authority().and_then(|a| a.data()).unwrap_or_default(),
         });
-        Ok(Some(Observed { id: obs.name.clone(), props: to_value(&obs)?, outputs: outputs.as_object().cloned().unwrap_or_default() }))
+        Ok(Some(Observed {
+            id: obs.name.clone(),
+            props: to_value(&obs)?,
+            outputs: outputs.as_object().cloned().unwrap_or_default(),
+        }))
     }
 
     async fn create(&self, desired: &Value) -> Result<Observed, ProviderError> {
@@ -204,7 +272,11 @@ impl Provider for ClusterProvider {
             .name(&d.name)
             .role_arn(d.role_arn.as_str())
             .version(&d.version)
-            .resources_vpc_config(VpcConfigRequest::builder().set_subnet_ids(Some(strs(&d.subnet_ids))).build())
+            .resources_vpc_config(
+                VpcConfigRequest::builder()
+                    .set_subnet_ids(Some(strs(&d.subnet_ids)))
+                    .build(),
+            )
             .access_config(
                 CreateAccessConfigRequest::builder()
                     .authentication_mode(AuthenticationMode::from(d.access_mode.as_str()))
@@ -216,14 +288,30 @@ impl Provider for ClusterProvider {
         r.map_err(|e| api("eks:CreateCluster", e))?;
         self.wait_active(&d.name).await?;
         let now = self.read(Some(&d.name), desired, Some(desired)).await?;
-        Ok(Observed { id: d.name.clone(), props: desired.clone(), outputs: now.map(|n| n.outputs).unwrap_or_default() })
+        Ok(Observed {
+            id: d.name.clone(),
+            props: desired.clone(),
+            outputs: now.map(|n| n.outputs).unwrap_or_default(),
+        })
     }
 
-    async fn update(&self, id: &str, observed: &Value, desired: &Value) -> Result<Observed, ProviderError> {
+    async fn update(
+        &self,
+        id: &str,
+        observed: &Value,
+        desired: &Value,
+    ) -> Result<Observed, ProviderError> {
         let o: Cluster = props(observed)?;
         let d: Cluster = props(desired)?;
         if o.version != d.version {
-            let r = self.0.eks.update_cluster_version().name(id).version(&d.version).send().await;
+            let r = self
+                .0
+                .eks
+                .update_cluster_version()
+                .name(id)
+                .version(&d.version)
+                .send()
+                .await;
             r.map_err(|e| api("eks:UpdateClusterVersion", e))?;
             self.wait_active(id).await?;
         }
@@ -245,9 +333,17 @@ impl Provider for ClusterProvider {
         }
         let now = self.read(Some(id), desired, Some(desired)).await?;
         let outs = now.map(|n| n.outputs).unwrap_or_default();
-        let arn = outs.get("arn").and_then(Value::as_str).unwrap_or_default().to_string();
+        let arn = outs
+            .get("arn")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         retag(&self.0, &arn, &o.tags, &d.tags).await?;
-        Ok(Observed { id: id.into(), props: desired.clone(), outputs: outs })
+        Ok(Observed {
+            id: id.into(),
+            props: desired.clone(),
+            outputs: outs,
+        })
     }
 
     async fn delete(&self, id: &str, _props: &Value) -> Result<(), ProviderError> {
@@ -257,8 +353,15 @@ impl Provider for ClusterProvider {
             r => r?,
         };
         let t = self.0.wait_timeout;
-        let w = self.0.eks.wait_until_cluster_deleted().name(id).wait(t).await;
-        w.map(|_| ()).map_err(|e| waiter_err("eks:DescribeCluster", "cluster deleted", t.as_secs(), e))
+        let w = self
+            .0
+            .eks
+            .wait_until_cluster_deleted()
+            .name(id)
+            .wait(t)
+            .await;
+        w.map(|_| ())
+            .map_err(|e| waiter_err("eks:DescribeCluster", "cluster deleted", t.as_secs(), e))
     }
 }
 
@@ -272,28 +375,62 @@ fn split(id: &str) -> (&str, &str) {
 impl NodeGroupProvider {
     async fn wait_active(&self, cluster: &str, name: &str) -> Result<(), ProviderError> {
         let t = self.0.wait_timeout;
-        let w = self.0.eks.wait_until_nodegroup_active().cluster_name(cluster).nodegroup_name(name).wait(t).await;
-        w.map(|_| ()).map_err(|e| waiter_err("eks:DescribeNodegroup", "node group ACTIVE", t.as_secs(), e))
+        let w = self
+            .0
+            .eks
+            .wait_until_nodegroup_active()
+            .cluster_name(cluster)
+            .nodegroup_name(name)
+            .wait(t)
+            .await;
+        w.map(|_| ())
+            .map_err(|e| waiter_err("eks:DescribeNodegroup", "node group ACTIVE", t.as_secs(), e))
     }
 }
 
 fn scaling(d: &NodeGroup) -> NodegroupScalingConfig {
-    NodegroupScalingConfig::builder().min_size(d.min_size).desired_size(d.desired_size).max_size(d.max_size).build()
+    NodegroupScalingConfig::builder()
+        .min_size(d.min_size)
+        .desired_size(d.desired_size)
+        .max_size(d.max_size)
+        .build()
 }
 
 #[async_trait]
 impl Provider for NodeGroupProvider {
     fn replace_fields(&self) -> &'static [&'static str] {
-        &["cluster", "name", "node_role", "subnet_ids", "instance_types"]
+        &[
+            "cluster",
+            "name",
+            "node_role",
+            "subnet_ids",
+            "instance_types",
+        ]
     }
 
-    async fn read(&self, id: Option<&str>, desired: &Value, _prior: Option<&Value>) -> Result<Option<Observed>, ProviderError> {
+    async fn read(
+        &self,
+        id: Option<&str>,
+        desired: &Value,
+        _prior: Option<&Value>,
+    ) -> Result<Option<Observed>, ProviderError> {
         let d: NodeGroup = props(desired)?;
         let key = format!("{}|{}", d.cluster.as_str(), d.name);
         let (cluster, name) = split(id.unwrap_or(&key));
-        let r = self.0.eks.describe_nodegroup().cluster_name(cluster).nodegroup_name(name).send().await;
-        let Some(r) = none_if_missing(r.map_err(|e| api("eks:DescribeNodegroup", e)))? else { return Ok(None) };
-        let Some(n) = r.nodegroup() else { return Ok(None) };
+        let r = self
+            .0
+            .eks
+            .describe_nodegroup()
+            .cluster_name(cluster)
+            .nodegroup_name(name)
+            .send()
+            .await;
+        let Some(r) = none_if_missing(r.map_err(|e| api("eks:DescribeNodegroup", e)))? else {
+            return Ok(None);
+        };
+        let Some(n) = r.nodegroup() else {
+            return Ok(None);
+        };
         let s = n.scaling_config();
         let obs = NodeGroup {
             cluster: Input::Value(n.cluster_name().unwrap_or(cluster).to_string()),
@@ -334,10 +471,19 @@ impl Provider for NodeGroupProvider {
         self.wait_active(cluster, &d.name).await?;
         let id = format!("{cluster}|{}", d.name);
         let now = self.read(Some(&id), desired, None).await?;
-        Ok(Observed { id, props: desired.clone(), outputs: now.map(|n| n.outputs).unwrap_or_default() })
+        Ok(Observed {
+            id,
+            props: desired.clone(),
+            outputs: now.map(|n| n.outputs).unwrap_or_default(),
+        })
     }
 
-    async fn update(&self, id: &str, observed: &Value, desired: &Value) -> Result<Observed, ProviderError> {
+    async fn update(
+        &self,
+        id: &str,
+        observed: &Value,
+        desired: &Value,
+    ) -> Result<Observed, ProviderError> {
         let o: NodeGroup = props(observed)?;
         let d: NodeGroup = props(desired)?;
         let (cluster, name) = split(id);
@@ -356,20 +502,49 @@ impl Provider for NodeGroupProvider {
         }
         let now = self.read(Some(id), desired, None).await?;
         let outs = now.map(|n| n.outputs).unwrap_or_default();
-        let arn = outs.get("arn").and_then(Value::as_str).unwrap_or_default().to_string();
+        let arn = outs
+            .get("arn")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         retag(&self.0, &arn, &o.tags, &d.tags).await?;
-        Ok(Observed { id: id.into(), props: desired.clone(), outputs: outs })
+        Ok(Observed {
+            id: id.into(),
+            props: desired.clone(),
+            outputs: outs,
+        })
     }
 
     async fn delete(&self, id: &str, _props: &Value) -> Result<(), ProviderError> {
         let (cluster, name) = split(id);
-        let r = self.0.eks.delete_nodegroup().cluster_name(cluster).nodegroup_name(name).send().await;
+        let r = self
+            .0
+            .eks
+            .delete_nodegroup()
+            .cluster_name(cluster)
+            .nodegroup_name(name)
+            .send()
+            .await;
         match r.map_err(|e| api("eks:DeleteNodegroup", e)) {
             Err(e) if e.is_not_found() => return Ok(()),
             r => r?,
         };
         let t = self.0.wait_timeout;
-        let w = self.0.eks.wait_until_nodegroup_deleted().cluster_name(cluster).nodegroup_name(name).wait(t).await;
-        w.map(|_| ()).map_err(|e| waiter_err("eks:DescribeNodegroup", "node group deleted", t.as_secs(), e))
+        let w = self
+            .0
+            .eks
+            .wait_until_nodegroup_deleted()
+            .cluster_name(cluster)
+            .nodegroup_name(name)
+            .wait(t)
+            .await;
+        w.map(|_| ()).map_err(|e| {
+            waiter_err(
+                "eks:DescribeNodegroup",
+                "node group deleted",
+                t.as_secs(),
+                e,
+            )
+        })
     }
 }

@@ -52,7 +52,10 @@ impl Resource for Role {
         let ok = |c: char| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c);
         let mut e = vec![];
         if self.name.is_empty() || self.name.len() > 64 || !self.name.chars().all(ok) {
-            e.push(format!("name `{}` must be 1-64 chars of [A-Za-z0-9+=,.@_-]", self.name));
+            e.push(format!(
+                "name `{}` must be 1-64 chars of [A-Za-z0-9+=,.@_-]",
+                self.name
+            ));
         }
         if !self.assume_role_policy.is_object() {
             e.push("assume_role_policy must be a JSON object".into());
@@ -108,11 +111,18 @@ fn parse_policy(doc: &str) -> Value {
 }
 
 fn iam_tag(k: &str, v: &str) -> Result<aws_sdk_iam::types::Tag, ProviderError> {
-    aws_sdk_iam::types::Tag::builder().key(k).value(v).build().map_err(|e| ProviderError::Props(e.to_string()))
+    aws_sdk_iam::types::Tag::builder()
+        .key(k)
+        .value(v)
+        .build()
+        .map_err(|e| ProviderError::Props(e.to_string()))
 }
 
 fn role_outputs(arn: &str, name: &str) -> Map<String, Value> {
-    json!({ "arn": arn, "name": name }).as_object().cloned().unwrap_or_default()
+    json!({ "arn": arn, "name": name })
+        .as_object()
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// Provider for [`Role`].
@@ -124,23 +134,44 @@ impl Provider for RoleProvider {
         &["name"]
     }
 
-    async fn read(&self, id: Option<&str>, desired: &Value, _prior: Option<&Value>) -> Result<Option<Observed>, ProviderError> {
+    async fn read(
+        &self,
+        id: Option<&str>,
+        desired: &Value,
+        _prior: Option<&Value>,
+    ) -> Result<Option<Observed>, ProviderError> {
         let d: Role = props(desired)?;
         let name = id.unwrap_or(&d.name);
         let r = self.0.iam.get_role().role_name(name).send().await;
-        let Some(r) = none_if_missing(r.map_err(|e| api("iam:GetRole", e)))? else { return Ok(None) };
-        let Some(role) = r.role() else { return Ok(None) };
+        let Some(r) = none_if_missing(r.map_err(|e| api("iam:GetRole", e)))? else {
+            return Ok(None);
+        };
+        let Some(role) = r.role() else {
+            return Ok(None);
+        };
         let obs = Role {
             name: role.role_name().to_string(),
             assume_role_policy: parse_policy(role.assume_role_policy_document().unwrap_or("{}")),
-            tags: super::user_tags(role.tags().iter().map(|t| (t.key().to_string(), t.value().to_string()))),
+            tags: super::user_tags(
+                role.tags()
+                    .iter()
+                    .map(|t| (t.key().to_string(), t.value().to_string())),
+            ),
         };
-        Ok(Some(Observed { id: obs.name.clone(), props: to_value(&obs)?, outputs: role_outputs(role.arn(), role.role_name()) }))
+        Ok(Some(Observed {
+            id: obs.name.clone(),
+            props: to_value(&obs)?,
+            outputs: role_outputs(role.arn(), role.role_name()),
+        }))
     }
 
     async fn create(&self, desired: &Value) -> Result<Observed, ProviderError> {
         let d: Role = props(desired)?;
-        let tags = d.tags.iter().map(|(k, v)| iam_tag(k, v)).collect::<Result<Vec<_>, _>>()?;
+        let tags = d
+            .tags
+            .iter()
+            .map(|(k, v)| iam_tag(k, v))
+            .collect::<Result<Vec<_>, _>>()?;
         let r = self
             .0
             .iam
@@ -152,10 +183,19 @@ impl Provider for RoleProvider {
             .await
             .map_err(|e| api("iam:CreateRole", e))?;
         let arn = r.role().map(|r| r.arn().to_string()).unwrap_or_default();
-        Ok(Observed { id: d.name.clone(), props: desired.clone(), outputs: role_outputs(&arn, &d.name) })
+        Ok(Observed {
+            id: d.name.clone(),
+            props: desired.clone(),
+            outputs: role_outputs(&arn, &d.name),
+        })
     }
 
-    async fn update(&self, id: &str, observed: &Value, desired: &Value) -> Result<Observed, ProviderError> {
+    async fn update(
+        &self,
+        id: &str,
+        observed: &Value,
+        desired: &Value,
+    ) -> Result<Observed, ProviderError> {
         let o: Role = props(observed)?;
         let d: Role = props(desired)?;
         if o.assume_role_policy != d.assume_role_policy {
@@ -171,32 +211,76 @@ impl Provider for RoleProvider {
         }
         let (set, rm) = tag_delta(&o.tags, &d.tags);
         if !set.is_empty() {
-            let tags = set.iter().map(|(k, v)| iam_tag(k, v)).collect::<Result<Vec<_>, _>>()?;
-            let r = self.0.iam.tag_role().role_name(id).set_tags(Some(tags)).send().await;
+            let tags = set
+                .iter()
+                .map(|(k, v)| iam_tag(k, v))
+                .collect::<Result<Vec<_>, _>>()?;
+            let r = self
+                .0
+                .iam
+                .tag_role()
+                .role_name(id)
+                .set_tags(Some(tags))
+                .send()
+                .await;
             r.map_err(|e| api("iam:TagRole", e))?;
         }
         if !rm.is_empty() {
-            let r = self.0.iam.untag_role().role_name(id).set_tag_keys(Some(rm)).send().await;
+            let r = self
+                .0
+                .iam
+                .untag_role()
+                .role_name(id)
+                .set_tag_keys(Some(rm))
+                .send()
+                .await;
             r.map_err(|e| api("iam:UntagRole", e))?;
         }
         let now = self.read(Some(id), desired, None).await?;
-        Ok(Observed { id: id.into(), props: desired.clone(), outputs: now.map(|n| n.outputs).unwrap_or_default() })
+        Ok(Observed {
+            id: id.into(),
+            props: desired.clone(),
+            outputs: now.map(|n| n.outputs).unwrap_or_default(),
+        })
     }
 
     async fn delete(&self, id: &str, _props: &Value) -> Result<(), ProviderError> {
         // Attachments made outside the stack would block the delete: detach them too.
-        let r = self.0.iam.list_attached_role_policies().role_name(id).send().await;
-        let Some(att) = none_if_missing(r.map_err(|e| api("iam:ListAttachedRolePolicies", e)))? else { return Ok(()) };
+        let r = self
+            .0
+            .iam
+            .list_attached_role_policies()
+            .role_name(id)
+            .send()
+            .await;
+        let Some(att) = none_if_missing(r.map_err(|e| api("iam:ListAttachedRolePolicies", e)))?
+        else {
+            return Ok(());
+        };
         for p in att.attached_policies() {
             if let Some(arn) = p.policy_arn() {
-                let r = self.0.iam.detach_role_policy().role_name(id).policy_arn(arn).send().await;
+                let r = self
+                    .0
+                    .iam
+                    .detach_role_policy()
+                    .role_name(id)
+                    .policy_arn(arn)
+                    .send()
+                    .await;
                 ok_if_missing(r.map(|_| ()).map_err(|e| api("iam:DetachRolePolicy", e)))?;
             }
         }
         let r = self.0.iam.list_role_policies().role_name(id).send().await;
         if let Some(inline) = none_if_missing(r.map_err(|e| api("iam:ListRolePolicies", e)))? {
             for p in inline.policy_names() {
-                let r = self.0.iam.delete_role_policy().role_name(id).policy_name(p).send().await;
+                let r = self
+                    .0
+                    .iam
+                    .delete_role_policy()
+                    .role_name(id)
+                    .policy_name(p)
+                    .send()
+                    .await;
                 ok_if_missing(r.map(|_| ()).map_err(|e| api("iam:DeleteRolePolicy", e)))?;
             }
         }
@@ -225,23 +309,52 @@ impl Provider for AttachmentProvider {
         &["role", "policy_arn"]
     }
 
-    async fn read(&self, id: Option<&str>, desired: &Value, _prior: Option<&Value>) -> Result<Option<Observed>, ProviderError> {
+    async fn read(
+        &self,
+        id: Option<&str>,
+        desired: &Value,
+        _prior: Option<&Value>,
+    ) -> Result<Option<Observed>, ProviderError> {
         let d: RolePolicyAttachment = props(desired)?;
         let key = format!("{}|{}", d.role.as_str(), d.policy_arn);
         let (role, arn) = split_id(id.unwrap_or(&key));
-        let r = self.0.iam.list_attached_role_policies().role_name(role).send().await;
-        let Some(att) = none_if_missing(r.map_err(|e| api("iam:ListAttachedRolePolicies", e)))? else { return Ok(None) };
-        if !att.attached_policies().iter().any(|p| p.policy_arn() == Some(arn)) {
+        let r = self
+            .0
+            .iam
+            .list_attached_role_policies()
+            .role_name(role)
+            .send()
+            .await;
+        let Some(att) = none_if_missing(r.map_err(|e| api("iam:ListAttachedRolePolicies", e)))?
+        else {
+            return Ok(None);
+        };
+        if !att
+            .attached_policies()
+            .iter()
+            .any(|p| p.policy_arn() == Some(arn))
+        {
             return Ok(None);
         }
         let obs = json!({ "role": role, "policy_arn": arn });
-        Ok(Some(Observed { id: format!("{role}|{arn}"), props: obs, outputs: Map::new() }))
+        Ok(Some(Observed {
+            id: format!("{role}|{arn}"),
+            props: obs,
+            outputs: Map::new(),
+        }))
     }
 
     async fn create(&self, desired: &Value) -> Result<Observed, ProviderError> {
         let d: RolePolicyAttachment = props(desired)?;
         let role = d.role.as_str();
-        let r = self.0.iam.attach_role_policy().role_name(role).policy_arn(&d.policy_arn).send().await;
+        let r = self
+            .0
+            .iam
+            .attach_role_policy()
+            .role_name(role)
+            .policy_arn(&d.policy_arn)
+            .send()
+            .await;
         // A role created a moment ago may not be visible to IAM's own reads yet.
         if let Err(e) = r {
             let e = api("iam:AttachRolePolicy", e);
@@ -249,22 +362,49 @@ impl Provider for AttachmentProvider {
                 return Err(e);
             }
             super::retry_on(Duration::from_secs(20), role_not_visible, || async {
-                let r = self.0.iam.attach_role_policy().role_name(role).policy_arn(&d.policy_arn).send().await;
+                let r = self
+                    .0
+                    .iam
+                    .attach_role_policy()
+                    .role_name(role)
+                    .policy_arn(&d.policy_arn)
+                    .send()
+                    .await;
                 r.map(|_| ()).map_err(|e| api("iam:AttachRolePolicy", e))
             })
             .await?;
         }
-        Ok(Observed { id: format!("{role}|{}", d.policy_arn), props: desired.clone(), outputs: Map::new() })
+        Ok(Observed {
+            id: format!("{role}|{}", d.policy_arn),
+            props: desired.clone(),
+            outputs: Map::new(),
+        })
     }
 
-    async fn update(&self, id: &str, _observed: &Value, desired: &Value) -> Result<Observed, ProviderError> {
+    async fn update(
+        &self,
+        id: &str,
+        _observed: &Value,
+        desired: &Value,
+    ) -> Result<Observed, ProviderError> {
         // Every property forces replacement; nothing to change in place.
-        Ok(Observed { id: id.into(), props: desired.clone(), outputs: Map::new() })
+        Ok(Observed {
+            id: id.into(),
+            props: desired.clone(),
+            outputs: Map::new(),
+        })
     }
 
     async fn delete(&self, id: &str, _props: &Value) -> Result<(), ProviderError> {
         let (role, arn) = split_id(id);
-        let r = self.0.iam.detach_role_policy().role_name(role).policy_arn(arn).send().await;
+        let r = self
+            .0
+            .iam
+            .detach_role_policy()
+            .role_name(role)
+            .policy_arn(arn)
+            .send()
+            .await;
         ok_if_missing(r.map(|_| ()).map_err(|e| api("iam:DetachRolePolicy", e)))
     }
 }

@@ -49,7 +49,10 @@ impl Code {
         if !bytes.starts_with(b"PK") {
             return Err(format!("lambda zip `{path}` is not a zip file"));
         }
-        Ok(Code::Zip { path: path.into(), sha256: b64(&Sha256::digest(&bytes)) })
+        Ok(Code::Zip {
+            path: path.into(),
+            sha256: b64(&Sha256::digest(&bytes)),
+        })
     }
     fn package_type(&self) -> &'static str {
         match self {
@@ -64,7 +67,9 @@ pub fn b64(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for c in data.chunks(3) {
-        let n = (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
         for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
             if i <= c.len() {
                 out.push(T[((n >> shift) & 63) as usize] as char);
@@ -133,22 +138,40 @@ impl Resource for Function {
         let mut e = vec![];
         let ok = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
         if self.name.is_empty() || self.name.len() > 64 || !self.name.chars().all(ok) {
-            e.push(format!("name `{}` must be 1-64 chars of [A-Za-z0-9_-]", self.name));
+            e.push(format!(
+                "name `{}` must be 1-64 chars of [A-Za-z0-9_-]",
+                self.name
+            ));
         }
         if !(128..=10240).contains(&self.memory_mb) {
-            e.push(format!("memory_mb {} must be between 128 and 10240", self.memory_mb));
+            e.push(format!(
+                "memory_mb {} must be between 128 and 10240",
+                self.memory_mb
+            ));
         }
         if !(1..=900).contains(&self.timeout_s) {
-            e.push(format!("timeout_s {} must be between 1 and 900", self.timeout_s));
+            e.push(format!(
+                "timeout_s {} must be between 1 and 900",
+                self.timeout_s
+            ));
         }
         if !["x86_64", "arm64"].contains(&self.architecture.as_str()) {
-            e.push(format!("architecture `{}` must be x86_64 or arm64", self.architecture));
+            e.push(format!(
+                "architecture `{}` must be x86_64 or arm64",
+                self.architecture
+            ));
         }
         if self.package_type != self.code.package_type() {
-            e.push(format!("package_type `{}` does not match the code", self.package_type));
+            e.push(format!(
+                "package_type `{}` does not match the code",
+                self.package_type
+            ));
         }
         for k in self.env.keys() {
-            if k.is_empty() || !k.chars().next().is_some_and(|c| c.is_ascii_alphabetic()) || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            if k.is_empty()
+                || !k.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+                || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
                 e.push(format!("environment variable name `{k}` is invalid"));
             }
         }
@@ -160,12 +183,23 @@ impl Resource for Function {
 pub struct FunctionProvider(pub Arc<Clients>);
 
 fn fn_outputs(c: &Clients, arn: &str, name: &str) -> Map<String, Value> {
-    let invoke = format!("arn:aws:apigateway:{}:lambda:path/2015-03-31/functions/{arn}/invocations", c.region);
-    json!({ "arn": arn, "name": name, "invoke_arn": invoke }).as_object().cloned().unwrap_or_default()
+    let invoke = format!(
+        "arn:aws:apigateway:{}:lambda:path/2015-03-31/functions/{arn}/invocations",
+        c.region
+    );
+    json!({ "arn": arn, "name": name, "invoke_arn": invoke })
+        .as_object()
+        .cloned()
+        .unwrap_or_default()
 }
 
 fn read_zip(path: &str) -> Result<Blob, ProviderError> {
-    std::fs::read(path).map(Blob::new).map_err(|source| ProviderError::Artifact { path: path.into(), source })
+    std::fs::read(path)
+        .map(Blob::new)
+        .map_err(|source| ProviderError::Artifact {
+            path: path.into(),
+            source,
+        })
 }
 
 fn role_not_ready(e: &ProviderError) -> bool {
@@ -176,8 +210,21 @@ fn role_not_ready(e: &ProviderError) -> bool {
 
 impl FunctionProvider {
     async fn wait_updated(&self, name: &str) -> Result<(), ProviderError> {
-        let w = self.0.lambda.wait_until_function_updated_v2().function_name(name).wait(WAIT).await;
-        w.map(|_| ()).map_err(|e| waiter_err("lambda:GetFunction", "LastUpdateStatus=Successful", WAIT.as_secs(), e))
+        let w = self
+            .0
+            .lambda
+            .wait_until_function_updated_v2()
+            .function_name(name)
+            .wait(WAIT)
+            .await;
+        w.map(|_| ()).map_err(|e| {
+            waiter_err(
+                "lambda:GetFunction",
+                "LastUpdateStatus=Successful",
+                WAIT.as_secs(),
+                e,
+            )
+        })
     }
 }
 
@@ -187,22 +234,46 @@ impl Provider for FunctionProvider {
         &["name", "package_type"]
     }
 
-    async fn read(&self, id: Option<&str>, desired: &Value, _prior: Option<&Value>) -> Result<Option<Observed>, ProviderError> {
+    async fn read(
+        &self,
+        id: Option<&str>,
+        desired: &Value,
+        _prior: Option<&Value>,
+    ) -> Result<Option<Observed>, ProviderError> {
         let d: Function = props(desired)?;
         let name = id.unwrap_or(&d.name);
-        let r = self.0.lambda.get_function().function_name(name).send().await;
-        let Some(r) = none_if_missing(r.map_err(|e| api("lambda:GetFunction", e)))? else { return Ok(None) };
-        let Some(c) = r.configuration() else { return Ok(None) };
+        let r = self
+            .0
+            .lambda
+            .get_function()
+            .function_name(name)
+            .send()
+            .await;
+        let Some(r) = none_if_missing(r.map_err(|e| api("lambda:GetFunction", e)))? else {
+            return Ok(None);
+        };
+        let Some(c) = r.configuration() else {
+            return Ok(None);
+        };
         let package_type = c.package_type().map_or("Zip", |p| p.as_str()).to_string();
         let code = if package_type == "Image" {
-            Code::Image { uri: r.code().and_then(|c| c.image_uri()).unwrap_or_default().to_string() }
+            Code::Image {
+                uri: r
+                    .code()
+                    .and_then(|c| c.image_uri())
+                    .unwrap_or_default()
+                    .to_string(),
+            }
         } else {
             // The path is local knowledge: keep the declared one, compare the hash.
             let path = match &d.code {
                 Code::Zip { path, .. } => path.clone(),
                 Code::Image { .. } => String::new(),
             };
-            Code::Zip { path, sha256: c.code_sha256().unwrap_or_default().to_string() }
+            Code::Zip {
+                path,
+                sha256: c.code_sha256().unwrap_or_default().to_string(),
+            }
         };
         let obs = Function {
             name: c.function_name().unwrap_or(name).to_string(),
@@ -213,7 +284,11 @@ impl Provider for FunctionProvider {
             handler: c.handler().map(str::to_string),
             memory_mb: c.memory_size().unwrap_or(128),
             timeout_s: c.timeout().unwrap_or(3),
-            architecture: c.architectures().first().map_or("x86_64", |a| a.as_str()).to_string(),
+            architecture: c
+                .architectures()
+                .first()
+                .map_or("x86_64", |a| a.as_str())
+                .to_string(),
             env: c
                 .environment()
                 .and_then(|e| e.variables())
@@ -222,7 +297,11 @@ impl Provider for FunctionProvider {
             tags: super::user_tags(r.tags().cloned().unwrap_or_default()),
         };
         let arn = c.function_arn().unwrap_or_default();
-        Ok(Some(Observed { id: obs.name.clone(), props: to_value(&obs)?, outputs: fn_outputs(&self.0, arn, &obs.name) }))
+        Ok(Some(Observed {
+            id: obs.name.clone(),
+            props: to_value(&obs)?,
+            outputs: fn_outputs(&self.0, arn, &obs.name),
+        }))
     }
 
     async fn create(&self, desired: &Value) -> Result<Observed, ProviderError> {
@@ -231,7 +310,9 @@ impl Provider for FunctionProvider {
             Code::Zip { path, .. } => FunctionCode::builder().zip_file(read_zip(path)?).build(),
             Code::Image { uri } => FunctionCode::builder().image_uri(uri).build(),
         };
-        let env = Environment::builder().set_variables(Some(d.env.clone().into_iter().collect())).build();
+        let env = Environment::builder()
+            .set_variables(Some(d.env.clone().into_iter().collect()))
+            .build();
         let r = super::retry_on(Duration::from_secs(60), role_not_ready, || async {
             self.0
                 .lambda
@@ -252,13 +333,28 @@ impl Provider for FunctionProvider {
                 .map_err(|e| api("lambda:CreateFunction", e))
         })
         .await?;
-        let w = self.0.lambda.wait_until_function_active_v2().function_name(&d.name).wait(WAIT).await;
+        let w = self
+            .0
+            .lambda
+            .wait_until_function_active_v2()
+            .function_name(&d.name)
+            .wait(WAIT)
+            .await;
         w.map_err(|e| waiter_err("lambda:GetFunction", "State=Active", WAIT.as_secs(), e))?;
         let arn = r.function_arn().unwrap_or_default();
-        Ok(Observed { id: d.name.clone(), props: desired.clone(), outputs: fn_outputs(&self.0, arn, &d.name) })
+        Ok(Observed {
+            id: d.name.clone(),
+            props: desired.clone(),
+            outputs: fn_outputs(&self.0, arn, &d.name),
+        })
     }
 
-    async fn update(&self, id: &str, observed: &Value, desired: &Value) -> Result<Observed, ProviderError> {
+    async fn update(
+        &self,
+        id: &str,
+        observed: &Value,
+        desired: &Value,
+    ) -> Result<Observed, ProviderError> {
         let o: Function = props(observed)?;
         let d: Function = props(desired)?;
         let config_changed = o.role != d.role
@@ -268,7 +364,9 @@ impl Provider for FunctionProvider {
             || o.runtime != d.runtime
             || o.handler != d.handler;
         if config_changed {
-            let env = Environment::builder().set_variables(Some(d.env.clone().into_iter().collect())).build();
+            let env = Environment::builder()
+                .set_variables(Some(d.env.clone().into_iter().collect()))
+                .build();
             super::retry_on(Duration::from_secs(60), role_not_ready, || async {
                 self.0
                     .lambda
@@ -298,26 +396,56 @@ impl Provider for FunctionProvider {
                 Code::Zip { path, .. } => req.zip_file(read_zip(path)?),
                 Code::Image { uri } => req.image_uri(uri),
             };
-            req.send().await.map_err(|e| api("lambda:UpdateFunctionCode", e))?;
+            req.send()
+                .await
+                .map_err(|e| api("lambda:UpdateFunctionCode", e))?;
             self.wait_updated(id).await?;
         }
         let now = self.read(Some(id), desired, None).await?;
         let outs = now.map(|n| n.outputs).unwrap_or_default();
-        let arn = outs.get("arn").and_then(Value::as_str).unwrap_or_default().to_string();
+        let arn = outs
+            .get("arn")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         let (set, rm) = tag_delta(&o.tags, &d.tags);
         if !set.is_empty() {
-            let r = self.0.lambda.tag_resource().resource(&arn).set_tags(Some(set.into_iter().collect())).send().await;
+            let r = self
+                .0
+                .lambda
+                .tag_resource()
+                .resource(&arn)
+                .set_tags(Some(set.into_iter().collect()))
+                .send()
+                .await;
             r.map_err(|e| api("lambda:TagResource", e))?;
         }
         if !rm.is_empty() {
-            let r = self.0.lambda.untag_resource().resource(&arn).set_tag_keys(Some(rm)).send().await;
+            let r = self
+                .0
+                .lambda
+                .untag_resource()
+                .resource(&arn)
+                .set_tag_keys(Some(rm))
+                .send()
+                .await;
             r.map_err(|e| api("lambda:UntagResource", e))?;
         }
-        Ok(Observed { id: id.into(), props: desired.clone(), outputs: outs })
+        Ok(Observed {
+            id: id.into(),
+            props: desired.clone(),
+            outputs: outs,
+        })
     }
 
     async fn delete(&self, id: &str, _props: &Value) -> Result<(), ProviderError> {
-        let r = self.0.lambda.delete_function().function_name(id).send().await;
+        let r = self
+            .0
+            .lambda
+            .delete_function()
+            .function_name(id)
+            .send()
+            .await;
         ok_if_missing(r.map(|_| ()).map_err(|e| api("lambda:DeleteFunction", e)))
     }
 }
@@ -343,7 +471,10 @@ impl Resource for Permission {
     fn validate(&self) -> Vec<String> {
         let ok = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
         if self.statement_id.is_empty() || !self.statement_id.chars().all(ok) {
-            vec![format!("statement_id `{}` must be non-empty [A-Za-z0-9_-]", self.statement_id)]
+            vec![format!(
+                "statement_id `{}` must be non-empty [A-Za-z0-9_-]",
+                self.statement_id
+            )]
         } else {
             vec![]
         }
@@ -356,24 +487,55 @@ pub struct PermissionProvider(pub Arc<Clients>);
 #[async_trait]
 impl Provider for PermissionProvider {
     fn replace_fields(&self) -> &'static [&'static str] {
-        &["function", "statement_id", "action", "principal", "source_arn"]
+        &[
+            "function",
+            "statement_id",
+            "action",
+            "principal",
+            "source_arn",
+        ]
     }
 
-    async fn read(&self, id: Option<&str>, desired: &Value, _prior: Option<&Value>) -> Result<Option<Observed>, ProviderError> {
+    async fn read(
+        &self,
+        id: Option<&str>,
+        desired: &Value,
+        _prior: Option<&Value>,
+    ) -> Result<Option<Observed>, ProviderError> {
         let d: Permission = props(desired)?;
         let key = format!("{}|{}", d.function.as_str(), d.statement_id);
         let (function, sid) = id.unwrap_or(&key).split_once('|').unwrap_or((&key, ""));
-        let r = self.0.lambda.get_policy().function_name(function).send().await;
-        let Some(r) = none_if_missing(r.map_err(|e| api("lambda:GetPolicy", e)))? else { return Ok(None) };
+        let r = self
+            .0
+            .lambda
+            .get_policy()
+            .function_name(function)
+            .send()
+            .await;
+        let Some(r) = none_if_missing(r.map_err(|e| api("lambda:GetPolicy", e)))? else {
+            return Ok(None);
+        };
         let policy: Value = serde_json::from_str(r.policy().unwrap_or("{}")).unwrap_or(Value::Null);
-        let stmts = policy.get("Statement").and_then(Value::as_array).cloned().unwrap_or_default();
-        let Some(s) = stmts.iter().find(|s| s.get("Sid").and_then(Value::as_str) == Some(sid)) else { return Ok(None) };
+        let stmts = policy
+            .get("Statement")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let Some(s) = stmts
+            .iter()
+            .find(|s| s.get("Sid").and_then(Value::as_str) == Some(sid))
+        else {
+            return Ok(None);
+        };
         let principal = s
             .pointer("/Principal/Service")
             .or_else(|| s.get("Principal"))
             .and_then(Value::as_str)
             .unwrap_or_default();
-        let source = s.pointer("/Condition/ArnLike/AWS:SourceArn").and_then(Value::as_str).unwrap_or_default();
+        let source = s
+            .pointer("/Condition/ArnLike/AWS:SourceArn")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let obs = json!({
             "function": function,
             "statement_id": sid,
@@ -381,7 +543,11 @@ impl Provider for PermissionProvider {
             "principal": principal,
             "source_arn": source,
         });
-        Ok(Some(Observed { id: format!("{function}|{sid}"), props: obs, outputs: Map::new() }))
+        Ok(Some(Observed {
+            id: format!("{function}|{sid}"),
+            props: obs,
+            outputs: Map::new(),
+        }))
     }
 
     async fn create(&self, desired: &Value) -> Result<Observed, ProviderError> {
@@ -398,16 +564,36 @@ impl Provider for PermissionProvider {
             .send()
             .await;
         r.map_err(|e| api("lambda:AddPermission", e))?;
-        Ok(Observed { id: format!("{}|{}", d.function.as_str(), d.statement_id), props: desired.clone(), outputs: Map::new() })
+        Ok(Observed {
+            id: format!("{}|{}", d.function.as_str(), d.statement_id),
+            props: desired.clone(),
+            outputs: Map::new(),
+        })
     }
 
-    async fn update(&self, id: &str, _observed: &Value, desired: &Value) -> Result<Observed, ProviderError> {
-        Ok(Observed { id: id.into(), props: desired.clone(), outputs: Map::new() })
+    async fn update(
+        &self,
+        id: &str,
+        _observed: &Value,
+        desired: &Value,
+    ) -> Result<Observed, ProviderError> {
+        Ok(Observed {
+            id: id.into(),
+            props: desired.clone(),
+            outputs: Map::new(),
+        })
     }
 
     async fn delete(&self, id: &str, _props: &Value) -> Result<(), ProviderError> {
         let (function, sid) = id.split_once('|').unwrap_or((id, ""));
-        let r = self.0.lambda.remove_permission().function_name(function).statement_id(sid).send().await;
+        let r = self
+            .0
+            .lambda
+            .remove_permission()
+            .function_name(function)
+            .statement_id(sid)
+            .send()
+            .await;
         ok_if_missing(r.map(|_| ()).map_err(|e| api("lambda:RemovePermission", e)))
     }
 }
@@ -427,7 +613,11 @@ mod tests {
 
     #[test]
     fn invalid_memory_is_rejected() {
-        let mut f = Function::new("f", "arn:aws:iam::1:role/r", Code::Image { uri: "x".into() });
+        let mut f = Function::new(
+            "f",
+            "arn:aws:iam::1:role/r",
+            Code::Image { uri: "x".into() },
+        );
         f.memory_mb = 100_000;
         assert!(f.validate().iter().any(|e| e.contains("memory_mb 100000")));
     }

@@ -64,11 +64,9 @@ impl Clients {
             .region(aws_config::Region::new(region.to_string()))
             .retry_config(RetryConfig::standard().with_max_attempts(5));
         if let AwsTarget::Local { endpoint } = target {
-            loader = loader
-                .endpoint_url(endpoint)
-                .credentials_provider(aws_sdk_sts::config::Credentials::new(
-                    "test", "test", None, None, "stack-local",
-                ));
+            loader = loader.endpoint_url(endpoint).credentials_provider(
+                aws_sdk_sts::config::Credentials::new("test", "test", None, None, "stack-local"),
+            );
         }
         let conf = loader.load().await;
         // S3-style virtual hosting is not involved; every service takes the shared config.
@@ -83,14 +81,22 @@ impl Clients {
             ec2: aws_sdk_ec2::Client::new(&conf),
             sts: aws_sdk_sts::Client::new(&conf),
             wait_timeout: Duration::from_secs(
-                std::env::var("STACK_WAIT_TIMEOUT_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(1800),
+                std::env::var("STACK_WAIT_TIMEOUT_SECS")
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(1800),
             ),
         }
     }
 
     /// The account id of the caller.
     pub async fn account_id(&self) -> Result<String, ProviderError> {
-        let r = self.sts.get_caller_identity().send().await.map_err(|e| api("sts:GetCallerIdentity", e))?;
+        let r = self
+            .sts
+            .get_caller_identity()
+            .send()
+            .await
+            .map_err(|e| api("sts:GetCallerIdentity", e))?;
         Ok(r.account.unwrap_or_default())
     }
 }
@@ -99,18 +105,33 @@ impl Clients {
 pub fn register(reg: &mut Registry, c: &Arc<Clients>) {
     reg.register(ecr::KIND, Arc::new(ecr::RepositoryProvider(c.clone())));
     reg.register(iam::ROLE_KIND, Arc::new(iam::RoleProvider(c.clone())));
-    reg.register(iam::ATTACH_KIND, Arc::new(iam::AttachmentProvider(c.clone())));
+    reg.register(
+        iam::ATTACH_KIND,
+        Arc::new(iam::AttachmentProvider(c.clone())),
+    );
     reg.register(logs::KIND, Arc::new(logs::LogGroupProvider(c.clone())));
-    reg.register(lambda::FUNCTION_KIND, Arc::new(lambda::FunctionProvider(c.clone())));
-    reg.register(lambda::PERMISSION_KIND, Arc::new(lambda::PermissionProvider(c.clone())));
+    reg.register(
+        lambda::FUNCTION_KIND,
+        Arc::new(lambda::FunctionProvider(c.clone())),
+    );
+    reg.register(
+        lambda::PERMISSION_KIND,
+        Arc::new(lambda::PermissionProvider(c.clone())),
+    );
     reg.register(apigw::API_KIND, Arc::new(apigw::ApiProvider(c.clone())));
-    reg.register(apigw::INTEGRATION_KIND, Arc::new(apigw::IntegrationProvider(c.clone())));
+    reg.register(
+        apigw::INTEGRATION_KIND,
+        Arc::new(apigw::IntegrationProvider(c.clone())),
+    );
     reg.register(apigw::ROUTE_KIND, Arc::new(apigw::RouteProvider(c.clone())));
     reg.register(apigw::STAGE_KIND, Arc::new(apigw::StageProvider(c.clone())));
     reg.register(ec2::VPC_KIND, Arc::new(ec2::VpcProvider(c.clone())));
     reg.register(ec2::SUBNET_KIND, Arc::new(ec2::SubnetProvider(c.clone())));
     reg.register(eks::CLUSTER_KIND, Arc::new(eks::ClusterProvider(c.clone())));
-    reg.register(eks::NODEGROUP_KIND, Arc::new(eks::NodeGroupProvider(c.clone())));
+    reg.register(
+        eks::NODEGROUP_KIND,
+        Arc::new(eks::NodeGroupProvider(c.clone())),
+    );
 }
 
 /// Converts an SDK error into a [`ProviderError`] with the AWS code and a hint.
@@ -120,15 +141,25 @@ where
     R: std::fmt::Debug,
 {
     let (code, message) = match &e {
-        SdkError::DispatchFailure(_) => ("DispatchFailure".to_string(), DisplayErrorContext(&e).to_string()),
+        SdkError::DispatchFailure(_) => (
+            "DispatchFailure".to_string(),
+            DisplayErrorContext(&e).to_string(),
+        ),
         SdkError::TimeoutError(_) => ("Timeout".to_string(), DisplayErrorContext(&e).to_string()),
         _ => (
             e.code().unwrap_or("Unknown").to_string(),
-            e.message().map(str::to_string).unwrap_or_else(|| DisplayErrorContext(&e).to_string()),
+            e.message()
+                .map(str::to_string)
+                .unwrap_or_else(|| DisplayErrorContext(&e).to_string()),
         ),
     };
     let hint = hint_for(&code);
-    ProviderError::Api { op: op.into(), code, message, hint }
+    ProviderError::Api {
+        op: op.into(),
+        code,
+        message,
+        hint,
+    }
 }
 
 /// `Ok(None)` for a not-found error, the error otherwise.
@@ -150,13 +181,23 @@ pub type Tags = BTreeMap<String, String>;
 
 /// Observed tags without the AWS-reserved ones (`aws:*`), which nobody can set.
 pub fn user_tags<I: IntoIterator<Item = (String, String)>>(it: I) -> Tags {
-    it.into_iter().filter(|(k, _)| !k.starts_with("aws:")).collect()
+    it.into_iter()
+        .filter(|(k, _)| !k.starts_with("aws:"))
+        .collect()
 }
 
 /// Tags to add/change and keys to remove to go from `old` to `new`.
 pub fn tag_delta(old: &Tags, new: &Tags) -> (Tags, Vec<String>) {
-    let set = new.iter().filter(|(k, v)| old.get(*k) != Some(v)).map(|(k, v)| (k.clone(), v.clone())).collect();
-    let rm = old.keys().filter(|k| !new.contains_key(*k)).cloned().collect();
+    let set = new
+        .iter()
+        .filter(|(k, v)| old.get(*k) != Some(v))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let rm = old
+        .keys()
+        .filter(|k| !new.contains_key(*k))
+        .cloned()
+        .collect();
     (set, rm)
 }
 
@@ -188,9 +229,19 @@ where
 /// Maps a waiter failure to a [`ProviderError`].
 pub fn waiter_err<E: std::fmt::Display>(op: &str, what: &str, secs: u64, e: E) -> ProviderError {
     let msg = e.to_string();
-    if msg.to_ascii_lowercase().contains("exceeded") || msg.to_ascii_lowercase().contains("timeout") {
-        ProviderError::Timeout { op: op.into(), what: what.into(), secs }
+    if msg.to_ascii_lowercase().contains("exceeded") || msg.to_ascii_lowercase().contains("timeout")
+    {
+        ProviderError::Timeout {
+            op: op.into(),
+            what: what.into(),
+            secs,
+        }
     } else {
-        ProviderError::Api { op: op.into(), code: "WaiterFailure".into(), message: msg, hint: None }
+        ProviderError::Api {
+            op: op.into(),
+            code: "WaiterFailure".into(),
+            message: msg,
+            hint: None,
+        }
     }
 }
