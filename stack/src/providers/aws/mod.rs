@@ -54,6 +54,7 @@ pub struct Clients {
     pub sts: aws_sdk_sts::Client,
     /// How long to wait for slow resources (EKS cluster, node group).
     pub wait_timeout: Duration,
+    account: Arc<tokio::sync::OnceCell<String>>,
 }
 
 impl Clients {
@@ -69,7 +70,6 @@ impl Clients {
             );
         }
         let conf = loader.load().await;
-        // S3-style virtual hosting is not involved; every service takes the shared config.
         Clients {
             region: region.to_string(),
             ecr: aws_sdk_ecr::Client::new(&conf),
@@ -86,18 +86,21 @@ impl Clients {
                     .and_then(|s| s.parse().ok())
                     .unwrap_or(1800),
             ),
+            account: Arc::default(),
         }
     }
 
-    /// The account id of the caller.
+    /// The account id of the caller (asked once per process).
     pub async fn account_id(&self) -> Result<String, ProviderError> {
-        let r = self
-            .sts
-            .get_caller_identity()
-            .send()
-            .await
-            .map_err(|e| api("sts:GetCallerIdentity", e))?;
-        Ok(r.account.unwrap_or_default())
+        let id = self
+            .account
+            .get_or_try_init(|| async {
+                let r = self.sts.get_caller_identity().send().await;
+                let r = r.map_err(|e| api("sts:GetCallerIdentity", e))?;
+                Ok::<_, ProviderError>(r.account.unwrap_or_default())
+            })
+            .await?;
+        Ok(id.clone())
     }
 }
 
