@@ -165,6 +165,9 @@ pub struct Short<'a>(pub &'a serde_json::Value);
 
 impl fmt::Display for Short<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.as_str() == Some(crate::engine::UNKNOWN) {
+            return f.write_str(crate::engine::UNKNOWN);
+        }
         let s = serde_json::to_string(self.0).map_err(|_| fmt::Error)?;
         if s.len() > 120 {
             write!(
