@@ -3,13 +3,15 @@
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
+use std::io::IsTerminal;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::plan::{Action, Plan, Step};
 use super::state::{ResourceState, State, StateStore};
@@ -76,16 +78,70 @@ fn verb(a: &Action) -> (&'static str, &'static str) {
     }
 }
 
-fn launch(step: &Step, p: Arc<dyn Provider>, resolved: Value, progress: bool) -> Task {
+/// Per-resource progress: live spinners with elapsed time on a terminal, one line per
+/// phase change otherwise (logs, CI, tests).
+struct Progress {
+    multi: Option<MultiProgress>,
+    enabled: bool,
+    bars: BTreeMap<String, ProgressBar>,
+}
+
+impl Progress {
+    fn new(enabled: bool) -> Self {
+        let multi = (enabled && std::io::stderr().is_terminal()).then(MultiProgress::new);
+        Progress {
+            multi,
+            enabled,
+            bars: BTreeMap::new(),
+        }
+    }
+
+    fn start(&mut self, step: &Step) {
+        if !self.enabled {
+            return;
+        }
+        let msg = format!("{} {} `{}`", verb(&step.action).0, step.kind, step.name);
+        match &self.multi {
+            Some(m) => {
+                let pb = m.add(ProgressBar::new_spinner());
+                if let Ok(style) = ProgressStyle::with_template("  {spinner} {msg} ({elapsed})") {
+                    pb.set_style(style);
+                }
+                pb.set_message(msg);
+                pb.enable_steady_tick(Duration::from_millis(120));
+                self.bars.insert(step.name.clone(), pb);
+            }
+            None => eprintln!("  {msg}…"),
+        }
+    }
+
+    fn finish(&mut self, name: &str, line: String) {
+        if !self.enabled {
+            return;
+        }
+        match self.bars.remove(name) {
+            Some(pb) => pb.finish_with_message(line),
+            None => eprintln!("  {line}"),
+        }
+    }
+
+    fn println(&self, line: &str) {
+        match &self.multi {
+            Some(m) => {
+                let _ = m.println(line);
+            }
+            None => eprintln!("{line}"),
+        }
+    }
+}
+
+fn launch(step: &Step, p: Arc<dyn Provider>, resolved: Value) -> Task {
     let name = step.name.clone();
     let kind = step.kind.clone();
     let action = step.action.clone();
     let deps = step.deps.clone();
     let id = step.id.clone();
     let observed = step.observed.clone().unwrap_or(Value::Null);
-    if progress {
-        eprintln!("  {} {kind} `{name}`…", verb(&action).0);
-    }
     Box::pin(async move {
         let t = Instant::now();
         let mut removed = false;
@@ -170,6 +226,7 @@ pub async fn apply(
         store.save(&state)?;
     }
 
+    let mut progress = Progress::new(opts.progress);
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
 
@@ -211,7 +268,8 @@ pub async fn apply(
                     }
                     _ => Value::Null,
                 };
-                inflight.push(launch(step, p, resolved, opts.progress));
+                progress.start(step);
+                inflight.push(launch(step, p, resolved));
             }
             if inflight.is_empty() {
                 break;
@@ -219,7 +277,7 @@ pub async fn apply(
             let out = tokio::select! {
                 o = inflight.next() => o,
                 _ = &mut ctrl_c, if stop.is_none() => {
-                    eprintln!("interrupted: waiting for {} running operation(s) to finish and saving state", inflight.len());
+                    progress.println(&format!("interrupted: waiting for {} running operation(s) to finish and saving state", inflight.len()));
                     stop = Some("Ctrl-C".into());
                     continue;
                 }
@@ -254,7 +312,7 @@ pub async fn apply(
                         kind: o.kind.clone(),
                         source: Box::new(e),
                     };
-                    eprintln!("  ✗ {e}");
+                    progress.finish(&o.name, format!("✗ {e}"));
                     failures.push(e.to_string());
                     continue;
                 }
@@ -268,9 +326,10 @@ pub async fn apply(
                 Action::Delete => report.deleted += 1,
                 Action::NoOp => {}
             }
-            if opts.progress {
-                eprintln!("  ✓ {done} {} `{}` ({:.1}s)", o.kind, o.name, o.secs);
-            }
+            progress.finish(
+                &o.name,
+                format!("✓ {done} {} `{}` ({:.1}s)", o.kind, o.name, o.secs),
+            );
             if opts.fault_after.is_some_and(|n| ops >= n) && stop.is_none() {
                 stop = Some(format!("fault injected after {ops} operations"));
             }
