@@ -230,24 +230,61 @@ pub async fn apply(
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
 
-    for phase in [false, true] {
-        // Phase 1: creates/updates/replaces, dependencies first.
-        // Phase 2: deletions, dependents first.
-        let mut remaining: Vec<&Step> = plan
-            .steps
+    // Replacements that must delete first (fixed physical names) are split: their
+    // deletions run before everything else, dependents first (a node group goes before
+    // the cluster it lives in); their creations run with the other creates.
+    let delete_first: BTreeSet<String> = plan
+        .steps
+        .iter()
+        .filter(|s| matches!(s.action, Action::Replace { .. }) && s.id.is_some())
+        .filter(|s| reg.get(&s.kind).is_some_and(|p| !p.create_before_delete()))
+        .map(|s| s.name.clone())
+        .collect();
+    let phases: [Vec<Step>; 3] = [
+        plan.steps
             .iter()
-            .filter(|s| s.action != Action::NoOp && (s.action == Action::Delete) == phase)
-            .collect();
+            .filter(|s| delete_first.contains(&s.name))
+            .map(|s| Step {
+                action: Action::Delete,
+                ..s.clone()
+            })
+            .collect(),
+        plan.steps
+            .iter()
+            .filter(|s| s.action != Action::NoOp && s.action != Action::Delete)
+            .map(|s| {
+                if delete_first.contains(&s.name) {
+                    Step {
+                        id: None,
+                        observed: None,
+                        ..s.clone()
+                    }
+                } else {
+                    s.clone()
+                }
+            })
+            .collect(),
+        plan.steps
+            .iter()
+            .filter(|s| s.action == Action::Delete)
+            .cloned()
+            .collect(),
+    ];
+
+    for (phase_no, steps) in phases.iter().enumerate() {
+        // Phase 0: deletions of replaced resources; 1: creates/updates/replaces,
+        // dependencies first; 2: deletions of undeclared resources, dependents first.
+        let reverse = phase_no != 1;
+        let mut remaining: Vec<&Step> = steps.iter().collect();
         let mut pending: BTreeSet<String> = remaining.iter().map(|s| s.name.clone()).collect();
         let mut inflight: FuturesUnordered<Task> = FuturesUnordered::new();
         loop {
             while stop.is_none() && failures.is_empty() && inflight.len() < parallelism {
                 let ready = remaining.iter().position(|s| {
-                    if phase {
-                        // No other pending deletion depends on it.
-                        !plan.steps.iter().any(|o| {
-                            o.action == Action::Delete
-                                && o.name != s.name
+                    if reverse {
+                        // No other pending deletion of this phase depends on it.
+                        !steps.iter().any(|o| {
+                            o.name != s.name
                                 && o.deps.contains(&s.name)
                                 && pending.contains(&o.name)
                         })
@@ -261,7 +298,7 @@ pub async fn apply(
                     .get(&step.kind)
                     .ok_or_else(|| EngineError::NoProvider(step.kind.clone()))?;
                 let resolved = match stack.get(&step.name) {
-                    Some(decl) if !phase => {
+                    Some(decl) if phase_no == 1 => {
                         let lookup =
                             |r: &str, k: &str| outputs.get(r).and_then(|o| o.get(k)).cloned();
                         resolve(&decl.props, &lookup).0
@@ -320,6 +357,8 @@ pub async fn apply(
             store.save(&state)?;
             ops += 1;
             match o.action {
+                // The deletion half of a replacement is counted with its creation.
+                Action::Delete if phase_no == 0 => {}
                 Action::Create => report.created += 1,
                 Action::Update => report.updated += 1,
                 Action::Replace { .. } => report.replaced += 1,
