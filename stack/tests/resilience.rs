@@ -164,3 +164,62 @@ fn invalid_config_is_rejected_before_any_api_call() {
     assert_eq!(code, 1);
     assert!(err.contains("unknown field `memroy_mb`"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replacing_the_network_replaces_dependents_in_order() {
+    let m = moto();
+    let p = Project::new(&m.endpoint, "net");
+    let c = clients(&m.endpoint).await;
+    assert_eq!(p.run(&["up", "--yes"]).0, 0);
+
+    // A new VPC CIDR forces the VPC, hence the subnets, the cluster and the node group.
+    p.config("net", |v| {
+        v["network"] = serde_json::json!({ "vpc_cidr": "10.50.0.0/16", "subnet_cidrs": ["10.50.0.0/20", "10.50.16.0/20"] });
+    });
+    let (code, out, _) = p.run(&["diff"]);
+    assert_eq!(code, 2);
+    assert!(
+        out.contains("-/+ aws:ec2:Vpc `vpc`: replace (forced by cidr_block)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("-/+ aws:ec2:Subnet `subnet-a`: replace (forced by cidr_block, vpc_id)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("-/+ aws:eks:Cluster `eks-cluster`: replace (forced by subnet_ids)"),
+        "{out}"
+    );
+    assert!(out.contains("-/+ aws:eks:NodeGroup `eks-nodes`"), "{out}");
+    let (code, out, err) = p.run(&["up", "--yes"]);
+    assert_eq!(code, 0, "{out}{err}");
+    // Dependents are deleted before what they depend on.
+    let pos = |s: &str| {
+        err.find(s)
+            .unwrap_or_else(|| panic!("{s} missing in {err}"))
+    };
+    assert!(
+        pos("deleting aws:eks:NodeGroup `eks-nodes`")
+            < pos("deleting aws:eks:Cluster `eks-cluster`")
+    );
+    assert!(
+        pos("deleting aws:eks:Cluster `eks-cluster`") < pos("deleting aws:ec2:Subnet `subnet-a`")
+    );
+    assert!(pos("deleting aws:ec2:Subnet `subnet-a`") < pos("deleting aws:ec2:Vpc `vpc`"));
+    assert_eq!(p.run(&["diff"]).0, 0);
+    let vpcs = c
+        .ec2
+        .describe_vpcs()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag:stack")
+                .values("net")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(vpcs.vpcs().len(), 1);
+    assert_eq!(vpcs.vpcs()[0].cidr_block(), Some("10.50.0.0/16"));
+    assert_eq!(tagged(&c, "net").await.len(), common::TAGGABLE_RESOURCES);
+}
