@@ -107,15 +107,14 @@ pub fn hint_for(code: &str) -> Option<&'static str> {
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     /// A provider operation failed on a named resource.
-    #[error("{kind} `{resource}`: {source}")]
+    #[error("{kind} `{resource}`: {error}")]
     Resource {
         /// Logical name of the resource.
         resource: String,
         /// Resource kind, e.g. `aws:lambda:Function`.
         kind: String,
-        /// The provider's error.
-        #[source]
-        source: Box<ProviderError>,
+        /// The provider's error (shown inline, so not also a `source`).
+        error: Box<ProviderError>,
     },
     /// The declared graph has a cycle.
     #[error("dependency cycle between resources: {}", .0.join(" -> "))]

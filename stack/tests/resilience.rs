@@ -223,3 +223,24 @@ async fn replacing_the_network_replaces_dependents_in_order() {
     assert_eq!(vpcs.vpcs()[0].cidr_block(), Some("10.50.0.0/16"));
     assert_eq!(tagged(&c, "net").await.len(), common::TAGGABLE_RESOURCES);
 }
+
+#[test]
+fn unreachable_endpoint_error_names_resource_operation_code_and_hint() {
+    let p = Project::new("http://127.0.0.1:9", "down");
+    let t = Instant::now();
+    let (code, _, err) = p.run(&["diff"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("failed: DispatchFailure"), "{err}");
+    assert!(
+        err.contains("aws:") && err.contains("`"),
+        "names the resource: {err}"
+    );
+    assert!(
+        err.contains("hint: the endpoint could not be reached"),
+        "{err}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(60),
+        "gave up in reasonable time"
+    );
+}

@@ -347,7 +347,7 @@ pub async fn apply(
                     let e = EngineError::Resource {
                         resource: o.name.clone(),
                         kind: o.kind.clone(),
-                        source: Box::new(e),
+                        error: Box::new(e),
                     };
                     progress.finish(&o.name, format!("✗ {e}"));
                     failures.push(e.to_string());

@@ -254,7 +254,7 @@ pub async fn plan(stack: &Stack, state: &State, reg: &Registry) -> Result<Plan, 
                         .map_err(|e| EngineError::Resource {
                             resource: decl.name.clone(),
                             kind: decl.kind.clone(),
-                            source: Box::new(e),
+                            error: Box::new(e),
                         })?
                 };
                 Ok::<_, EngineError>((decl, desired, observed, p, owned))

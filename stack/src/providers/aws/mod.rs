@@ -141,14 +141,11 @@ pub fn register(reg: &mut Registry, c: &Arc<Clients>) {
 pub fn api<E, R>(op: &str, e: SdkError<E, R>) -> ProviderError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug,
+    R: std::fmt::Debug + Send + Sync + 'static,
 {
     let (code, message) = match &e {
-        SdkError::DispatchFailure(_) => (
-            "DispatchFailure".to_string(),
-            DisplayErrorContext(&e).to_string(),
-        ),
-        SdkError::TimeoutError(_) => ("Timeout".to_string(), DisplayErrorContext(&e).to_string()),
+        SdkError::DispatchFailure(_) => ("DispatchFailure".to_string(), chain(&e)),
+        SdkError::TimeoutError(_) => ("Timeout".to_string(), chain(&e)),
         _ => (
             e.code().unwrap_or("Unknown").to_string(),
             e.message()
@@ -162,6 +159,18 @@ where
         code,
         message,
         hint,
+    }
+}
+
+/// An error with its root cause, e.g. `dispatch failure: Connection refused (os error 111)`.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut root = e.source();
+    while let Some(next) = root.and_then(|c| c.source()) {
+        root = Some(next);
+    }
+    match root {
+        Some(r) => format!("{e}: {r}"),
+        None => e.to_string(),
     }
 }
 
