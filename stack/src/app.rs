@@ -133,6 +133,7 @@ pub fn build(cfg: &Config) -> Stack {
     s.add("lambda-permission-apigw", perm);
 
     // Network: given subnets, or a VPC with two subnets in two zones.
+    let mut egress = None;
     let subnets: Vec<Input<String>> = match &cfg.network.subnet_ids {
         Some(ids) => {
             if ids.len() < 2 {
@@ -157,7 +158,7 @@ pub fn build(cfg: &Config) -> Stack {
                     tags: Default::default(),
                 },
             );
-            zones
+            let subnets: Vec<Input<String>> = zones
                 .iter()
                 .zip(&cfg.network.subnet_cidrs)
                 .zip(["subnet-a", "subnet-b"])
@@ -168,12 +169,32 @@ pub fn build(cfg: &Config) -> Stack {
                             vpc_id: vpc.output("id").into(),
                             cidr_block: cidr.clone(),
                             availability_zone: az.clone(),
+                            map_public_ip_on_launch: true,
                             tags: Default::default(),
                         },
                     );
                     sn.output::<String>("id").into()
                 })
-                .collect()
+                .collect();
+            // Public subnets: nodes need egress to join the cluster and pull images.
+            let igw = s.add(
+                "internet-gateway",
+                ec2::InternetGateway {
+                    vpc_id: vpc.output("id").into(),
+                    tags: Default::default(),
+                },
+            );
+            let rt = s.add(
+                "public-routes",
+                ec2::RouteTable {
+                    vpc_id: vpc.output("id").into(),
+                    gateway_id: igw.output("id").into(),
+                    subnet_ids: subnets.clone(),
+                    tags: Default::default(),
+                },
+            );
+            egress = Some(rt);
+            subnets
         }
     };
 
@@ -234,6 +255,9 @@ pub fn build(cfg: &Config) -> Stack {
     );
     for a in &node_attach {
         s.depends_on(&nodes, a);
+    }
+    if let Some(rt) = &egress {
+        s.depends_on(&nodes, rt);
     }
 
     s.export("api_url", &stage.output::<String>("invoke_url"));

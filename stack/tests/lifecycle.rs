@@ -150,6 +150,32 @@ async fn full_lifecycle() {
         .unwrap();
     assert_eq!(subnets.subnets()[0].availability_zone(), Some("us-east-1a"));
     assert_eq!(tagged(&c, "life").await.len(), common::TAGGABLE_RESOURCES);
+    // Public subnets with a default route to the internet gateway (node egress).
+    let f = aws_sdk_ec2::types::Filter::builder()
+        .name("tag:stack")
+        .values("life")
+        .build();
+    let rts = c
+        .ec2
+        .describe_route_tables()
+        .filters(f)
+        .send()
+        .await
+        .unwrap();
+    let rt = &rts.route_tables()[0];
+    assert!(
+        rt.routes()
+            .iter()
+            .any(|r| r.destination_cidr_block() == Some("0.0.0.0/0")
+                && r.gateway_id().is_some_and(|g| g.starts_with("igw-")))
+    );
+    assert_eq!(
+        rt.associations()
+            .iter()
+            .filter(|a| a.subnet_id().is_some())
+            .count(),
+        2
+    );
     assert_eq!(
         p.state("life")["resources"].as_object().unwrap().len(),
         common::ALL_RESOURCES

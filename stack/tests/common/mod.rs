@@ -266,13 +266,33 @@ pub async fn tagged(c: &stack::providers::aws::Clients, stack: &str) -> Vec<Stri
     for s in c
         .ec2
         .describe_subnets()
-        .filters(f)
+        .filters(f.clone())
         .send()
         .await
         .unwrap()
         .subnets()
     {
         out.push(format!("subnet:{}", s.subnet_id().unwrap()));
+    }
+    let igws = c
+        .ec2
+        .describe_internet_gateways()
+        .filters(f.clone())
+        .send()
+        .await
+        .unwrap();
+    for g in igws.internet_gateways() {
+        out.push(format!("igw:{}", g.internet_gateway_id().unwrap()));
+    }
+    let tables = c
+        .ec2
+        .describe_route_tables()
+        .filters(f)
+        .send()
+        .await
+        .unwrap();
+    for t in tables.route_tables() {
+        out.push(format!("route-table:{}", t.route_table_id().unwrap()));
     }
     for a in c.apigw.get_apis().send().await.unwrap().items() {
         if is_ours(a.tags()) {
@@ -354,6 +374,6 @@ pub async fn tagged(c: &stack::providers::aws::Clients, stack: &str) -> Vec<Stri
 
 /// The number of taggable resources the app declares (untaggable ones: 6 policy
 /// attachments, the Lambda permission, the integration and the route).
-pub const TAGGABLE_RESOURCES: usize = 13;
+pub const TAGGABLE_RESOURCES: usize = 15;
 /// Every resource the app declares.
-pub const ALL_RESOURCES: usize = 22;
+pub const ALL_RESOURCES: usize = 24;

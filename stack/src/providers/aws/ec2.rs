@@ -17,6 +17,10 @@ use crate::providers::{Observed, Provider, props, to_value};
 pub const VPC_KIND: &str = "aws:ec2:Vpc";
 /// Kind name of [`Subnet`].
 pub const SUBNET_KIND: &str = "aws:ec2:Subnet";
+/// Kind name of [`InternetGateway`].
+pub const IGW_KIND: &str = "aws:ec2:InternetGateway";
+/// Kind name of [`RouteTable`].
+pub const ROUTE_TABLE_KIND: &str = "aws:ec2:RouteTable";
 
 /// A VPC.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -37,6 +41,9 @@ pub struct Subnet {
     pub cidr_block: String,
     /// Availability zone, e.g. `us-east-1a`.
     pub availability_zone: String,
+    /// Give instances launched here a public IP (nodes in public subnets need it).
+    #[serde(default)]
+    pub map_public_ip_on_launch: bool,
     /// Tags.
     #[serde(default)]
     pub tags: Tags,
@@ -246,6 +253,24 @@ impl Provider for VpcProvider {
 /// Provider for [`Subnet`].
 pub struct SubnetProvider(pub Arc<Clients>);
 
+impl SubnetProvider {
+    async fn set_public_ip(&self, id: &str, on: bool) -> Result<(), ProviderError> {
+        let v = aws_sdk_ec2::types::AttributeBooleanValue::builder()
+            .value(on)
+            .build();
+        let r = self
+            .0
+            .ec2
+            .modify_subnet_attribute()
+            .subnet_id(id)
+            .map_public_ip_on_launch(v)
+            .send()
+            .await;
+        r.map(|_| ())
+            .map_err(|e| api("ec2:ModifySubnetAttribute", e))
+    }
+}
+
 #[async_trait]
 impl Provider for SubnetProvider {
     fn replace_fields(&self) -> &'static [&'static str] {
@@ -276,6 +301,7 @@ impl Provider for SubnetProvider {
             vpc_id: Input::Value(s.vpc_id().unwrap_or_default().to_string()),
             cidr_block: s.cidr_block().unwrap_or_default().to_string(),
             availability_zone: s.availability_zone().unwrap_or_default().to_string(),
+            map_public_ip_on_launch: s.map_public_ip_on_launch().unwrap_or(false),
             tags: ec2_tags(s.tags()),
         };
         Ok(Some(Observed {
@@ -303,6 +329,9 @@ impl Provider for SubnetProvider {
             .and_then(|s| s.subnet_id())
             .unwrap_or_default()
             .to_string();
+        if d.map_public_ip_on_launch {
+            self.set_public_ip(&id, true).await?;
+        }
         Ok(Observed {
             id: id.clone(),
             props: desired.clone(),
@@ -318,6 +347,9 @@ impl Provider for SubnetProvider {
     ) -> Result<Observed, ProviderError> {
         let o: Subnet = props(observed)?;
         let d: Subnet = props(desired)?;
+        if o.map_public_ip_on_launch != d.map_public_ip_on_launch {
+            self.set_public_ip(id, d.map_public_ip_on_launch).await?;
+        }
         retag(&self.0, id, &o.tags, &d.tags).await?;
         Ok(Observed {
             id: id.into(),
@@ -333,5 +365,396 @@ impl Provider for SubnetProvider {
         })
         .await;
         ok_if_missing(r)
+    }
+}
+
+/// An internet gateway attached to a VPC.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct InternetGateway {
+    /// The VPC it is attached to (forces replacement).
+    pub vpc_id: Input<String>,
+    /// Tags.
+    #[serde(default)]
+    pub tags: Tags,
+}
+
+impl Resource for InternetGateway {
+    const KIND: &'static str = IGW_KIND;
+    fn validate(&self) -> Vec<String> {
+        vec![]
+    }
+}
+
+/// A route table with a default route to an internet gateway, associated with subnets.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RouteTable {
+    /// VPC id (forces replacement).
+    pub vpc_id: Input<String>,
+    /// Target of the `0.0.0.0/0` route.
+    pub gateway_id: Input<String>,
+    /// Associated subnets.
+    pub subnet_ids: Vec<Input<String>>,
+    /// Tags.
+    #[serde(default)]
+    pub tags: Tags,
+}
+
+impl Resource for RouteTable {
+    const KIND: &'static str = ROUTE_TABLE_KIND;
+    fn validate(&self) -> Vec<String> {
+        vec![]
+    }
+}
+
+/// Provider for [`InternetGateway`].
+pub struct InternetGatewayProvider(pub Arc<Clients>);
+
+#[async_trait]
+impl Provider for InternetGatewayProvider {
+    fn replace_fields(&self) -> &'static [&'static str] {
+        &["vpc_id"]
+    }
+
+    async fn read(
+        &self,
+        id: Option<&str>,
+        desired: &Value,
+        _prior: Option<&Value>,
+    ) -> Result<Option<Observed>, ProviderError> {
+        let d: InternetGateway = props(desired)?;
+        let mut req = self.0.ec2.describe_internet_gateways();
+        req = match id {
+            Some(id) => req.internet_gateway_ids(id),
+            None => req.set_filters(Some(by_tags(&d.tags))),
+        };
+        let r = match req
+            .send()
+            .await
+            .map_err(|e| api("ec2:DescribeInternetGateways", e))
+        {
+            Err(e) if e.is_not_found() => return Ok(None),
+            r => r?,
+        };
+        let Some(g) = r.internet_gateways().first() else {
+            return Ok(None);
+        };
+        let id = g.internet_gateway_id().unwrap_or_default().to_string();
+        let vpc = g
+            .attachments()
+            .first()
+            .and_then(|a| a.vpc_id())
+            .unwrap_or_default();
+        let obs = InternetGateway {
+            vpc_id: Input::Value(vpc.to_string()),
+            tags: ec2_tags(g.tags()),
+        };
+        Ok(Some(Observed {
+            id: id.clone(),
+            props: to_value(&obs)?,
+            outputs: id_out(&id),
+        }))
+    }
+
+    async fn create(&self, desired: &Value) -> Result<Observed, ProviderError> {
+        let d: InternetGateway = props(desired)?;
+        let r = self
+            .0
+            .ec2
+            .create_internet_gateway()
+            .tag_specifications(tag_spec(ResourceType::InternetGateway, &d.tags))
+            .send()
+            .await
+            .map_err(|e| api("ec2:CreateInternetGateway", e))?;
+        let id = r
+            .internet_gateway()
+            .and_then(|g| g.internet_gateway_id())
+            .unwrap_or_default()
+            .to_string();
+        let a = self
+            .0
+            .ec2
+            .attach_internet_gateway()
+            .internet_gateway_id(&id)
+            .vpc_id(d.vpc_id.as_str())
+            .send()
+            .await;
+        a.map_err(|e| api("ec2:AttachInternetGateway", e))?;
+        Ok(Observed {
+            id: id.clone(),
+            props: desired.clone(),
+            outputs: id_out(&id),
+        })
+    }
+
+    async fn update(
+        &self,
+        id: &str,
+        observed: &Value,
+        desired: &Value,
+    ) -> Result<Observed, ProviderError> {
+        let o: InternetGateway = props(observed)?;
+        let d: InternetGateway = props(desired)?;
+        retag(&self.0, id, &o.tags, &d.tags).await?;
+        Ok(Observed {
+            id: id.into(),
+            props: desired.clone(),
+            outputs: id_out(id),
+        })
+    }
+
+    async fn delete(&self, id: &str, props_: &Value) -> Result<(), ProviderError> {
+        if let Some(vpc) = props_
+            .get("vpc_id")
+            .and_then(Value::as_str)
+            .filter(|v| !v.is_empty())
+        {
+            let r = super::retry_on(Duration::from_secs(300), dependency_violation, || async {
+                let r = self
+                    .0
+                    .ec2
+                    .detach_internet_gateway()
+                    .internet_gateway_id(id)
+                    .vpc_id(vpc)
+                    .send()
+                    .await;
+                r.map(|_| ())
+                    .map_err(|e| api("ec2:DetachInternetGateway", e))
+            })
+            .await;
+            match r {
+                Err(e) if e.is_not_found() || e.code() == Some("Gateway.NotAttached") => {}
+                r => r?,
+            }
+        }
+        let r = self
+            .0
+            .ec2
+            .delete_internet_gateway()
+            .internet_gateway_id(id)
+            .send()
+            .await;
+        ok_if_missing(
+            r.map(|_| ())
+                .map_err(|e| api("ec2:DeleteInternetGateway", e)),
+        )
+    }
+}
+
+/// Provider for [`RouteTable`].
+pub struct RouteTableProvider(pub Arc<Clients>);
+
+impl RouteTableProvider {
+    async fn associations(&self, id: &str) -> Result<Vec<(String, String)>, ProviderError> {
+        let r = self
+            .0
+            .ec2
+            .describe_route_tables()
+            .route_table_ids(id)
+            .send()
+            .await;
+        let r = r.map_err(|e| api("ec2:DescribeRouteTables", e))?;
+        Ok(r.route_tables()
+            .iter()
+            .flat_map(|t| t.associations())
+            .filter(|a| !a.main().unwrap_or(false))
+            .filter_map(|a| {
+                Some((
+                    a.subnet_id()?.to_string(),
+                    a.route_table_association_id()?.to_string(),
+                ))
+            })
+            .collect())
+    }
+
+    async fn associate(&self, id: &str, subnet: &str) -> Result<(), ProviderError> {
+        let r = self
+            .0
+            .ec2
+            .associate_route_table()
+            .route_table_id(id)
+            .subnet_id(subnet)
+            .send()
+            .await;
+        r.map(|_| ()).map_err(|e| api("ec2:AssociateRouteTable", e))
+    }
+
+    async fn disassociate(&self, assoc: &str) -> Result<(), ProviderError> {
+        let r = self
+            .0
+            .ec2
+            .disassociate_route_table()
+            .association_id(assoc)
+            .send()
+            .await;
+        ok_if_missing(
+            r.map(|_| ())
+                .map_err(|e| api("ec2:DisassociateRouteTable", e)),
+        )
+    }
+}
+
+#[async_trait]
+impl Provider for RouteTableProvider {
+    fn replace_fields(&self) -> &'static [&'static str] {
+        &["vpc_id"]
+    }
+
+    async fn read(
+        &self,
+        id: Option<&str>,
+        desired: &Value,
+        _prior: Option<&Value>,
+    ) -> Result<Option<Observed>, ProviderError> {
+        let d: RouteTable = props(desired)?;
+        let mut req = self.0.ec2.describe_route_tables();
+        req = match id {
+            Some(id) => req.route_table_ids(id),
+            None => req.set_filters(Some(by_tags(&d.tags))),
+        };
+        let r = match req
+            .send()
+            .await
+            .map_err(|e| api("ec2:DescribeRouteTables", e))
+        {
+            Err(e) if e.is_not_found() => return Ok(None),
+            r => r?,
+        };
+        let Some(t) = r.route_tables().first() else {
+            return Ok(None);
+        };
+        let id = t.route_table_id().unwrap_or_default().to_string();
+        let gateway = t
+            .routes()
+            .iter()
+            .find(|r| r.destination_cidr_block() == Some("0.0.0.0/0"))
+            .and_then(|r| r.gateway_id())
+            .unwrap_or_default();
+        let subnets: Vec<String> = t
+            .associations()
+            .iter()
+            .filter(|a| !a.main().unwrap_or(false))
+            .filter_map(|a| a.subnet_id().map(str::to_string))
+            .collect();
+        let obs = RouteTable {
+            vpc_id: Input::Value(t.vpc_id().unwrap_or_default().to_string()),
+            gateway_id: Input::Value(gateway.to_string()),
+            subnet_ids: super::eks::same_order(&d.subnet_ids, subnets),
+            tags: ec2_tags(t.tags()),
+        };
+        Ok(Some(Observed {
+            id: id.clone(),
+            props: to_value(&obs)?,
+            outputs: id_out(&id),
+        }))
+    }
+
+    async fn create(&self, desired: &Value) -> Result<Observed, ProviderError> {
+        let d: RouteTable = props(desired)?;
+        let r = self
+            .0
+            .ec2
+            .create_route_table()
+            .vpc_id(d.vpc_id.as_str())
+            .tag_specifications(tag_spec(ResourceType::RouteTable, &d.tags))
+            .send()
+            .await
+            .map_err(|e| api("ec2:CreateRouteTable", e))?;
+        let id = r
+            .route_table()
+            .and_then(|t| t.route_table_id())
+            .unwrap_or_default()
+            .to_string();
+        let r = self
+            .0
+            .ec2
+            .create_route()
+            .route_table_id(&id)
+            .destination_cidr_block("0.0.0.0/0")
+            .gateway_id(d.gateway_id.as_str())
+            .send()
+            .await;
+        r.map_err(|e| api("ec2:CreateRoute", e))?;
+        for s in &d.subnet_ids {
+            self.associate(&id, s.as_str()).await?;
+        }
+        Ok(Observed {
+            id: id.clone(),
+            props: desired.clone(),
+            outputs: id_out(&id),
+        })
+    }
+
+    async fn update(
+        &self,
+        id: &str,
+        observed: &Value,
+        desired: &Value,
+    ) -> Result<Observed, ProviderError> {
+        let o: RouteTable = props(observed)?;
+        let d: RouteTable = props(desired)?;
+        if o.gateway_id != d.gateway_id {
+            let r = if o.gateway_id.as_str().is_empty() {
+                let r = self
+                    .0
+                    .ec2
+                    .create_route()
+                    .route_table_id(id)
+                    .destination_cidr_block("0.0.0.0/0");
+                r.gateway_id(d.gateway_id.as_str())
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| api("ec2:CreateRoute", e))
+            } else {
+                let r = self
+                    .0
+                    .ec2
+                    .replace_route()
+                    .route_table_id(id)
+                    .destination_cidr_block("0.0.0.0/0");
+                r.gateway_id(d.gateway_id.as_str())
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| api("ec2:ReplaceRoute", e))
+            };
+            r?;
+        }
+        let current = self.associations(id).await?;
+        let want: Vec<&str> = d.subnet_ids.iter().map(Input::as_str).collect();
+        for (subnet, assoc) in &current {
+            if !want.contains(&subnet.as_str()) {
+                self.disassociate(assoc).await?;
+            }
+        }
+        for s in want {
+            if !current.iter().any(|(c, _)| c == s) {
+                self.associate(id, s).await?;
+            }
+        }
+        retag(&self.0, id, &o.tags, &d.tags).await?;
+        Ok(Observed {
+            id: id.into(),
+            props: desired.clone(),
+            outputs: id_out(id),
+        })
+    }
+
+    async fn delete(&self, id: &str, _props: &Value) -> Result<(), ProviderError> {
+        let current = match self.associations(id).await {
+            Err(e) if e.is_not_found() => return Ok(()),
+            r => r?,
+        };
+        for (_, assoc) in &current {
+            self.disassociate(assoc).await?;
+        }
+        let r = self
+            .0
+            .ec2
+            .delete_route_table()
+            .route_table_id(id)
+            .send()
+            .await;
+        ok_if_missing(r.map(|_| ()).map_err(|e| api("ec2:DeleteRouteTable", e)))
     }
 }

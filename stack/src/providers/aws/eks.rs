@@ -146,7 +146,7 @@ impl Resource for NodeGroup {
 
 /// Orders `observed` like `desired` when both hold the same set (the API does not keep
 /// the declared order).
-fn same_order(desired: &[Input<String>], observed: Vec<String>) -> Vec<Input<String>> {
+pub(crate) fn same_order(desired: &[Input<String>], observed: Vec<String>) -> Vec<Input<String>> {
     let mut a: Vec<&str> = desired.iter().map(Input::as_str).collect();
     let mut b: Vec<&str> = observed.iter().map(String::as_str).collect();
     a.sort_unstable();

@@ -130,6 +130,14 @@ pub fn register(reg: &mut Registry, c: &Arc<Clients>) {
     reg.register(apigw::STAGE_KIND, Arc::new(apigw::StageProvider(c.clone())));
     reg.register(ec2::VPC_KIND, Arc::new(ec2::VpcProvider(c.clone())));
     reg.register(ec2::SUBNET_KIND, Arc::new(ec2::SubnetProvider(c.clone())));
+    reg.register(
+        ec2::IGW_KIND,
+        Arc::new(ec2::InternetGatewayProvider(c.clone())),
+    );
+    reg.register(
+        ec2::ROUTE_TABLE_KIND,
+        Arc::new(ec2::RouteTableProvider(c.clone())),
+    );
     reg.register(eks::CLUSTER_KIND, Arc::new(eks::ClusterProvider(c.clone())));
     reg.register(
         eks::NODEGROUP_KIND,
