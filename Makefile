@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: test test-deps fmt lint bench fixture-full clean
+.PHONY: test test-deps fmt lint bench fixture-full clean up down diff moto bench-stack
 
 test: test-deps
 	$(CARGO) test --workspace --all-targets
@@ -29,3 +29,27 @@ bench: fixture-full
 
 clean:
 	$(CARGO) clean
+
+# --- stack: deploy (see README "## stack: deploying") -------------------------------
+# STACK_TARGET=local (default) talks to a moto server on loopback, started if needed;
+# STACK_TARGET=aws uses the default AWS credential chain.
+STACK_TARGET ?= local
+MOTO_PORT ?= 5000
+STACK := $(CARGO) run -q -p stack -- --target $(STACK_TARGET)
+STACK_ENV := $(if $(filter local,$(STACK_TARGET)),AWS_ENDPOINT_URL=$${AWS_ENDPOINT_URL:-http://127.0.0.1:$(MOTO_PORT)},)
+
+moto:
+	@if [ "$(STACK_TARGET)" = local ]; then MOTO_PORT=$(MOTO_PORT) scripts/moto-up.sh; fi
+
+# `stack diff` exits 2 when there are changes; that is not a failure for make.
+diff: moto
+	@$(STACK_ENV) $(STACK) diff; rc=$$?; [ $$rc -eq 2 ] && exit 0 || exit $$rc
+
+up: moto
+	$(STACK_ENV) $(STACK) up --yes
+
+down: moto
+	$(STACK_ENV) $(STACK) down --yes
+
+bench-stack:
+	$(CARGO) bench -p stack --bench stack_cli

@@ -1,0 +1,276 @@
+//! THE stack: this project's infrastructure, declared as Rust values.
+//!
+//! ECR repositories for the server and Lambda images; IAM roles for the Lambda, the EKS
+//! cluster and its nodes; the Lambda function with its log group, behind an API Gateway
+//! HTTP API (`POST /predict`, `$default` stage); a VPC with two subnets in two zones;
+//! the EKS cluster and a managed node group.
+
+use crate::config::Config;
+use crate::engine::{Input, Stack};
+use crate::providers::aws::{apigw, ec2, ecr, eks, iam, lambda, logs};
+
+const LAMBDA_BASIC: &str = "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole";
+const EKS_CLUSTER: &str = "arn:aws:iam::aws:policy/AmazonEKSClusterPolicy";
+const EKS_NODE: [&str; 3] = [
+    "arn:aws:iam::aws:policy/AmazonEKSWorkerNodePolicy",
+    "arn:aws:iam::aws:policy/AmazonEKS_CNI_Policy",
+    "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryReadOnly",
+];
+
+/// Declares the stack for `cfg`. Configuration problems are collected in the stack and
+/// reported by [`Stack::validate`], before any API call.
+pub fn build(cfg: &Config) -> Stack {
+    let mut s = Stack::new(&cfg.stack);
+    let p = &cfg.prefix;
+    if p.is_empty()
+        || !p
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        s.invalid(format!("prefix `{p}` must be non-empty [a-z0-9-]"));
+    }
+    if cfg.region.is_empty()
+        || !cfg
+            .region
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        s.invalid(format!(
+            "region `{}` is not a region name like us-east-1",
+            cfg.region
+        ));
+    }
+
+    // Container registries.
+    let server_repo = s.add("server-repo", ecr::Repository::new(format!("{p}/server")));
+    let lambda_repo = s.add("lambda-repo", ecr::Repository::new(format!("{p}/lambda")));
+
+    // Lambda: role, logs, function, HTTP API.
+    let lambda_role = s.add(
+        "lambda-role",
+        iam::Role::for_service(format!("{p}-lambda-exec"), "lambda.amazonaws.com"),
+    );
+    s.add(
+        "lambda-role-basic",
+        iam::RolePolicyAttachment {
+            role: lambda_role.output("name").into(),
+            policy_arn: LAMBDA_BASIC.into(),
+        },
+    );
+    let fn_name = format!("{p}-predict");
+    let log_group = s.add(
+        "lambda-logs",
+        logs::LogGroup {
+            name: format!("/aws/lambda/{fn_name}"),
+            retention_days: cfg.log_retention_days,
+            tags: Default::default(),
+        },
+    );
+    let code = match &cfg.lambda.image_uri {
+        Some(uri) => lambda::Code::Image { uri: uri.clone() },
+        None => lambda::Code::zip(&cfg.lambda.zip_path).unwrap_or_else(|e| {
+            s.invalid(format!(
+                "{e} (build it first, or set lambda.zip_path / lambda.image_uri in the config)"
+            ));
+            lambda::Code::Zip {
+                path: cfg.lambda.zip_path.clone(),
+                sha256: String::new(),
+            }
+        }),
+    };
+    let mut f = lambda::Function::new(fn_name, lambda_role.output::<String>("arn"), code);
+    f.memory_mb = cfg.lambda.memory_mb;
+    f.timeout_s = cfg.lambda.timeout_s;
+    f.architecture = cfg.lambda.architecture.clone();
+    f.env = cfg.lambda.env.clone();
+    let function = s.add("lambda-function", f);
+    // The log group must exist first so Lambda does not create it without retention.
+    s.depends_on(&function, &log_group);
+
+    let http = s.add(
+        "http-api",
+        apigw::Api {
+            name: format!("{p}-http"),
+            protocol_type: "HTTP".into(),
+            tags: Default::default(),
+        },
+    );
+    let integration = s.add(
+        "http-integration",
+        apigw::Integration {
+            api_id: http.output("id").into(),
+            integration_type: "AWS_PROXY".into(),
+            integration_uri: function.output("arn").into(),
+            integration_method: "POST".into(),
+            payload_format_version: "2.0".into(),
+        },
+    );
+    s.add(
+        "http-route-predict",
+        apigw::Route {
+            api_id: http.output("id").into(),
+            route_key: "POST /predict".into(),
+            target: integration.output("target").into(),
+        },
+    );
+    let stage = s.add(
+        "http-stage",
+        apigw::Stage {
+            api_id: http.output("id").into(),
+            name: "$default".into(),
+            auto_deploy: true,
+            tags: Default::default(),
+        },
+    );
+    // Source ARN: any stage, POST /predict (the execution ARN is account-qualified).
+    let perm = lambda::Permission {
+        function: function.output("name").into(),
+        statement_id: "allow-apigateway-invoke".into(),
+        action: "lambda:InvokeFunction".into(),
+        principal: "apigateway.amazonaws.com".into(),
+        source_arn: http.output("execution_arn").into(),
+    };
+    s.add("lambda-permission-apigw", perm);
+
+    // Network: given subnets, or a VPC with two subnets in two zones.
+    let mut egress = None;
+    let subnets: Vec<Input<String>> = match &cfg.network.subnet_ids {
+        Some(ids) => {
+            if ids.len() < 2 {
+                s.invalid("network.subnet_ids needs at least two subnets in two zones");
+            }
+            ids.iter().cloned().map(Input::Value).collect()
+        }
+        None => {
+            let zones =
+                cfg.network.availability_zones.clone().unwrap_or_else(|| {
+                    vec![format!("{}a", cfg.region), format!("{}b", cfg.region)]
+                });
+            if zones.len() != 2 || cfg.network.subnet_cidrs.len() != 2 || zones[0] == zones[1] {
+                s.invalid(
+                    "network needs exactly two subnet_cidrs and two distinct availability_zones",
+                );
+            }
+            let vpc = s.add(
+                "vpc",
+                ec2::Vpc {
+                    cidr_block: cfg.network.vpc_cidr.clone(),
+                    tags: Default::default(),
+                },
+            );
+            let subnets: Vec<Input<String>> = zones
+                .iter()
+                .zip(&cfg.network.subnet_cidrs)
+                .zip(["subnet-a", "subnet-b"])
+                .map(|((az, cidr), name)| {
+                    let sn = s.add(
+                        name,
+                        ec2::Subnet {
+                            vpc_id: vpc.output("id").into(),
+                            cidr_block: cidr.clone(),
+                            availability_zone: az.clone(),
+                            map_public_ip_on_launch: true,
+                            tags: Default::default(),
+                        },
+                    );
+                    sn.output::<String>("id").into()
+                })
+                .collect();
+            // Public subnets: nodes need egress to join the cluster and pull images.
+            let igw = s.add(
+                "internet-gateway",
+                ec2::InternetGateway {
+                    vpc_id: vpc.output("id").into(),
+                    tags: Default::default(),
+                },
+            );
+            let rt = s.add(
+                "public-routes",
+                ec2::RouteTable {
+                    vpc_id: vpc.output("id").into(),
+                    gateway_id: igw.output("id").into(),
+                    subnet_ids: subnets.clone(),
+                    tags: Default::default(),
+                },
+            );
+            egress = Some(rt);
+            subnets
+        }
+    };
+
+    // EKS.
+    let cluster_role = s.add(
+        "eks-cluster-role",
+        iam::Role::for_service(format!("{p}-eks-cluster"), "eks.amazonaws.com"),
+    );
+    let cluster_attach = s.add(
+        "eks-cluster-role-policy",
+        iam::RolePolicyAttachment {
+            role: cluster_role.output("name").into(),
+            policy_arn: EKS_CLUSTER.into(),
+        },
+    );
+    let node_role = s.add(
+        "eks-node-role",
+        iam::Role::for_service(format!("{p}-eks-node"), "ec2.amazonaws.com"),
+    );
+    let node_attach: Vec<_> = EKS_NODE
+        .iter()
+        .enumerate()
+        .map(|(i, arn)| {
+            s.add(
+                &format!("eks-node-role-policy-{i}"),
+                iam::RolePolicyAttachment {
+                    role: node_role.output("name").into(),
+                    policy_arn: (*arn).into(),
+                },
+            )
+        })
+        .collect();
+    let cluster = s.add(
+        "eks-cluster",
+        eks::Cluster {
+            name: p.clone(),
+            role_arn: cluster_role.output("arn").into(),
+            version: cfg.eks.version.clone(),
+            subnet_ids: subnets.clone(),
+            access_mode: "API_AND_CONFIG_MAP".into(),
+            tags: Default::default(),
+        },
+    );
+    s.depends_on(&cluster, &cluster_attach);
+    let nodes = s.add(
+        "eks-nodes",
+        eks::NodeGroup {
+            cluster: cluster.output("name").into(),
+            name: format!("{p}-nodes"),
+            node_role: node_role.output("arn").into(),
+            subnet_ids: subnets,
+            instance_types: vec![cfg.eks.instance_type.clone()],
+            min_size: cfg.eks.min_size,
+            desired_size: cfg.eks.desired_size,
+            max_size: cfg.eks.max_size,
+            tags: Default::default(),
+        },
+    );
+    for a in &node_attach {
+        s.depends_on(&nodes, a);
+    }
+    if let Some(rt) = &egress {
+        s.depends_on(&nodes, rt);
+    }
+
+    s.export("api_url", &stage.output::<String>("invoke_url"));
+    s.export("function_name", &function.output::<String>("name"));
+    s.export(
+        "server_repository_url",
+        &server_repo.output::<String>("url"),
+    );
+    s.export(
+        "lambda_repository_url",
+        &lambda_repo.output::<String>("url"),
+    );
+    s.export("cluster_name", &cluster.output::<String>("name"));
+    s.export("cluster_endpoint", &cluster.output::<String>("endpoint"));
+    s
+}

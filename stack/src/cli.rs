@@ -1,0 +1,384 @@
+//! Subcommands: diff, up, down, refresh, outputs, synth.
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::{Value, json};
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use stack::config::Config;
+use stack::engine::apply::{ApplyOptions, apply, exports};
+use stack::engine::plan::{Plan, diff_props, plan};
+use stack::engine::state::{LocalStore, StateStore};
+use stack::engine::{Stack, UNKNOWN};
+use stack::error::Short;
+use stack::providers::Registry;
+use stack::providers::aws::{self, AwsTarget, Clients};
+
+/// Declarative infrastructure for the sentiment services: plan, apply, destroy.
+#[derive(Debug, Parser)]
+#[command(name = "stack", version)]
+pub struct Cli {
+    /// Stack configuration file (JSON). Defaults to ./stack.json when present.
+    #[arg(long, global = true, env = "STACK_CONFIG")]
+    config: Option<PathBuf>,
+    /// Where the APIs are: a local AWS endpoint, or AWS itself.
+    #[arg(long, global = true, value_enum, default_value_t = Target::Local, env = "STACK_TARGET")]
+    target: Target,
+    /// Endpoint of the local target.
+    #[arg(
+        long,
+        global = true,
+        env = "AWS_ENDPOINT_URL",
+        default_value = "http://127.0.0.1:5000"
+    )]
+    endpoint_url: String,
+    /// Region (overrides the config file).
+    #[arg(long, global = true)]
+    region: Option<String>,
+    /// Directory of state and lock files.
+    #[arg(long, global = true, env = "STACK_STATE_DIR", default_value = ".stack")]
+    state_dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Target {
+    /// A local AWS-compatible endpoint (moto) with dummy credentials.
+    Local,
+    /// AWS with the default credential chain.
+    Aws,
+}
+
+impl Target {
+    fn name(self) -> &'static str {
+        match self {
+            Target::Local => "local",
+            Target::Aws => "aws",
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show what `up` would do. Exit 0: no changes, 2: changes, 1: error.
+    Diff {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Plan, confirm, apply, print outputs.
+    Up {
+        /// Do not ask for confirmation.
+        #[arg(long, short = 'y')]
+        yes: bool,
+        /// Concurrent resource operations.
+        #[arg(long, default_value_t = 8)]
+        parallelism: usize,
+    },
+    /// Delete everything the state owns, dependents first.
+    Down {
+        /// Do not ask for confirmation.
+        #[arg(long, short = 'y')]
+        yes: bool,
+        /// Concurrent resource operations.
+        #[arg(long, default_value_t = 8)]
+        parallelism: usize,
+    },
+    /// Read everything, report drift, record the observed values in state.
+    Refresh {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the stack outputs (all, or one by name).
+    Outputs {
+        /// One output's name.
+        name: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the declared desired state as JSON (no API calls).
+    Synth,
+}
+
+struct Ctx {
+    stack: Stack,
+    store: LocalStore,
+    cfg: Config,
+}
+
+fn load(cli: &Cli) -> Result<Ctx> {
+    let path = cli.config.clone().or_else(|| {
+        let p = PathBuf::from("stack.json");
+        p.exists().then_some(p)
+    });
+    let mut cfg = Config::load(path.as_deref())?;
+    if let Some(r) = &cli.region {
+        cfg.region = r.clone();
+    }
+    let stack = stack::app::build(&cfg);
+    // Everything that can be checked without an API call is checked here.
+    stack.validate()?;
+    let store = LocalStore::new(&cli.state_dir, &cfg.stack, cli.target.name());
+    Ok(Ctx { stack, store, cfg })
+}
+
+async fn registry(cli: &Cli, cfg: &Config) -> Registry {
+    let target = match cli.target {
+        Target::Local => AwsTarget::Local {
+            endpoint: cli.endpoint_url.clone(),
+        },
+        Target::Aws => AwsTarget::Aws,
+    };
+    let clients = Arc::new(Clients::new(&target, &cfg.region).await);
+    let mut reg = Registry::default();
+    aws::register(&mut reg, &clients);
+    reg
+}
+
+fn confirm(what: &str) -> Result<bool> {
+    eprint!("{what} Only 'yes' will be accepted: ");
+    std::io::stderr().flush().ok();
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("reading confirmation")?;
+    Ok(line.trim() == "yes")
+}
+
+fn apply_opts(parallelism: usize) -> Result<ApplyOptions> {
+    let fault_after = match std::env::var("STACK_FAULT_AFTER") {
+        Ok(v) => Some(
+            v.parse()
+                .with_context(|| format!("STACK_FAULT_AFTER={v} is not a number"))?,
+        ),
+        Err(_) => None,
+    };
+    if parallelism == 0 {
+        bail!("--parallelism must be at least 1");
+    }
+    Ok(ApplyOptions {
+        parallelism,
+        fault_after,
+        progress: true,
+    })
+}
+
+fn print_outputs(stack: &Stack, state: &stack::engine::state::State) {
+    let outs = exports(stack, state);
+    if outs.is_empty() {
+        return;
+    }
+    println!("\nOutputs:");
+    for (k, v) in outs {
+        println!(
+            "  {k} = {}",
+            v.as_str().map_or_else(|| v.to_string(), str::to_string)
+        );
+    }
+}
+
+/// Runs one command; returns the process exit code.
+pub async fn run(cli: Cli) -> Result<i32> {
+    match &cli.command {
+        Command::Synth => {
+            let ctx = load(&cli)?;
+            println!("{}", serde_json::to_string_pretty(&ctx.stack)?);
+            Ok(0)
+        }
+        Command::Outputs { name, json } => {
+            let ctx = load(&cli)?;
+            let state = ctx.store.load()?;
+            let outs = exports(&ctx.stack, &state);
+            match name {
+                Some(n) => {
+                    let v = outs
+                        .get(n)
+                        .with_context(|| format!("no output named `{n}`"))?;
+                    if v == UNKNOWN {
+                        bail!("output `{n}` is not known yet: run `stack up` first");
+                    }
+                    println!(
+                        "{}",
+                        v.as_str().map_or_else(|| v.to_string(), str::to_string)
+                    );
+                }
+                None if *json => println!("{}", serde_json::to_string_pretty(&outs)?),
+                None => {
+                    for (k, v) in outs {
+                        println!(
+                            "{k} = {}",
+                            v.as_str().map_or_else(|| v.to_string(), str::to_string)
+                        );
+                    }
+                }
+            }
+            Ok(0)
+        }
+        Command::Diff { json } => {
+            let ctx = load(&cli)?;
+            let _lock = ctx.store.lock("diff")?;
+            let reg = registry(&cli, &ctx.cfg).await;
+            let state = ctx.store.load()?;
+            let p = plan(&ctx.stack, &state, &reg).await?;
+            if *json {
+                let mut v = serde_json::to_value(&p)?;
+                v["summary"] = serde_json::to_value(p.summary())?;
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print!("{}", p.render());
+            }
+            Ok(if p.has_changes() { 2 } else { 0 })
+        }
+        Command::Up { yes, parallelism } => {
+            let ctx = load(&cli)?;
+            let opts = apply_opts(*parallelism)?;
+            let _lock = ctx.store.lock("up")?;
+            let reg = registry(&cli, &ctx.cfg).await;
+            let state = ctx.store.load()?;
+            let p = plan(&ctx.stack, &state, &reg).await?;
+            print!("{}", p.render());
+            execute(&ctx, &p, state, &reg, &opts, *yes, "Apply these changes?").await?;
+            Ok(0)
+        }
+        Command::Down { yes, parallelism } => {
+            let ctx = load(&cli)?;
+            let opts = apply_opts(*parallelism)?;
+            let _lock = ctx.store.lock("down")?;
+            let reg = registry(&cli, &ctx.cfg).await;
+            let state = ctx.store.load()?;
+            // An empty declaration: everything in state is planned for deletion.
+            let empty = Stack::new(&ctx.stack.name);
+            let p = plan(&empty, &state, &reg).await?;
+            print!("{}", p.render());
+            let ctx = Ctx {
+                stack: empty,
+                ..ctx
+            };
+            execute(
+                &ctx,
+                &p,
+                state,
+                &reg,
+                &opts,
+                *yes,
+                "Delete all these resources?",
+            )
+            .await?;
+            Ok(0)
+        }
+        Command::Refresh { json } => {
+            let ctx = load(&cli)?;
+            let _lock = ctx.store.lock("refresh")?;
+            let reg = registry(&cli, &ctx.cfg).await;
+            let mut state = ctx.store.load()?;
+            let p = plan(&ctx.stack, &state, &reg).await?;
+            refresh(&ctx, &p, &mut state, *json)?;
+            Ok(0)
+        }
+    }
+}
+
+async fn execute(
+    ctx: &Ctx,
+    p: &Plan,
+    state: stack::engine::state::State,
+    reg: &Registry,
+    opts: &ApplyOptions,
+    yes: bool,
+    question: &str,
+) -> Result<()> {
+    if !p.has_changes() && p.adopted.is_empty() {
+        print_outputs(&ctx.stack, &state);
+        return Ok(());
+    }
+    if p.has_changes() && !yes && !confirm(question)? {
+        bail!("cancelled; nothing was changed");
+    }
+    let t = std::time::Instant::now();
+    let (state, report) = apply(&ctx.stack, p, &ctx.store, state, reg, opts).await?;
+    println!(
+        "Apply complete in {:.1}s: {} created, {} updated, {} replaced, {} deleted. State: {}",
+        t.elapsed().as_secs_f64(),
+        report.created,
+        report.updated,
+        report.replaced,
+        report.deleted,
+        ctx.store.describe()
+    );
+    print_outputs(&ctx.stack, &state);
+    Ok(())
+}
+
+fn refresh(ctx: &Ctx, p: &Plan, state: &mut stack::engine::state::State, json: bool) -> Result<()> {
+    let mut drift: Vec<Value> = Vec::new();
+    for st in &p.steps {
+        let Some(owned) = state.resources.get_mut(&st.name) else {
+            continue;
+        };
+        match &st.observed {
+            None => {
+                drift.push(json!({ "resource": st.name, "kind": st.kind, "deleted": true }));
+                state.resources.remove(&st.name);
+            }
+            Some(obs) => {
+                let changes = diff_props(obs, &owned.props, &[]);
+                if !changes.is_empty() {
+                    drift.push(json!({ "resource": st.name, "kind": st.kind, "changes": changes }));
+                }
+                owned.props = obs.clone();
+                if let Some(o) = p.outputs.get(&st.name) {
+                    owned.outputs = o.clone();
+                }
+            }
+        }
+    }
+    ctx.store.save(state)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({ "drift": drift }))?
+        );
+        return Ok(());
+    }
+    if drift.is_empty() {
+        println!(
+            "No drift: {} resources match the state.",
+            state.resources.len()
+        );
+        return Ok(());
+    }
+    for d in &drift {
+        let name = d["resource"].as_str().unwrap_or_default();
+        let kind = d["kind"].as_str().unwrap_or_default();
+        if d.get("deleted").is_some() {
+            println!("  ! {kind} `{name}`: deleted outside the stack");
+            continue;
+        }
+        println!("  ! {kind} `{name}`: changed outside the stack");
+        for c in d["changes"].as_array().into_iter().flatten() {
+            let old = c
+                .get("old")
+                .filter(|v| !v.is_null())
+                .map_or("(none)".into(), |v| Short(v).to_string());
+            let new = c
+                .get("new")
+                .filter(|v| !v.is_null())
+                .map_or("(none)".into(), |v| Short(v).to_string());
+            println!(
+                "      {}: {old} -> {new}",
+                c["field"].as_str().unwrap_or_default()
+            );
+        }
+    }
+    println!(
+        "Drift: {} resource(s) changed outside the stack; state now records what exists. `stack up` restores the declaration.",
+        drift.len()
+    );
+    Ok(())
+}

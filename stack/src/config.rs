@@ -1,0 +1,161 @@
+//! The stack configuration: a JSON file (`stack.json`, or `--config`) whose every field
+//! has a default that works against a local endpoint. Validated before any API call.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Errors reading the configuration file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("config {path}: {source}")]
+    Io {
+        /// Path.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid configuration JSON.
+    #[error("config {path}: {source} (see README `## stack: deploying` for the fields)")]
+    Parse {
+        /// Path.
+        path: String,
+        /// Cause.
+        source: serde_json::Error,
+    },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Stack name: tag value and state file name.
+    pub stack: String,
+    /// AWS region.
+    pub region: String,
+    /// Prefix of every physical name.
+    pub prefix: String,
+    /// The Lambda function.
+    pub lambda: LambdaConfig,
+    /// Retention of the Lambda's log group, in days.
+    pub log_retention_days: i32,
+    /// Networking for EKS.
+    pub network: NetworkConfig,
+    /// The EKS cluster and node group.
+    pub eks: EksConfig,
+}
+
+/// Lambda settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LambdaConfig {
+    /// Path of the zip package (custom runtime, `bootstrap` inside). Ignored when
+    /// `image_uri` is set.
+    pub zip_path: String,
+    /// A container image instead of the zip.
+    pub image_uri: Option<String>,
+    /// Memory in MB.
+    pub memory_mb: i32,
+    /// Timeout in seconds.
+    pub timeout_s: i32,
+    /// `x86_64` or `arm64`.
+    pub architecture: String,
+    /// Environment variables.
+    pub env: BTreeMap<String, String>,
+}
+
+/// Network settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// VPC CIDR.
+    pub vpc_cidr: String,
+    /// Two subnet CIDRs inside the VPC.
+    pub subnet_cidrs: Vec<String>,
+    /// Zones for the subnets (default: `<region>a`, `<region>b`).
+    pub availability_zones: Option<Vec<String>>,
+    /// Use these existing subnets instead of creating a VPC.
+    pub subnet_ids: Option<Vec<String>>,
+}
+
+/// EKS settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EksConfig {
+    /// Kubernetes version.
+    pub version: String,
+    /// Node instance type.
+    pub instance_type: String,
+    /// Minimum nodes.
+    pub min_size: i32,
+    /// Desired nodes.
+    pub desired_size: i32,
+    /// Maximum nodes.
+    pub max_size: i32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            stack: "sentiment".into(),
+            region: "us-east-1".into(),
+            prefix: "sentiment".into(),
+            lambda: LambdaConfig::default(),
+            log_retention_days: 14,
+            network: NetworkConfig::default(),
+            eks: EksConfig::default(),
+        }
+    }
+}
+
+impl Default for LambdaConfig {
+    fn default() -> Self {
+        LambdaConfig {
+            zip_path: "target/lambda/bootstrap.zip".into(),
+            image_uri: None,
+            memory_mb: 2048,
+            timeout_s: 30,
+            architecture: "x86_64".into(),
+            env: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            vpc_cidr: "10.42.0.0/16".into(),
+            subnet_cidrs: vec!["10.42.0.0/20".into(), "10.42.16.0/20".into()],
+            availability_zones: None,
+            subnet_ids: None,
+        }
+    }
+}
+
+impl Default for EksConfig {
+    fn default() -> Self {
+        EksConfig {
+            version: "1.31".into(),
+            instance_type: "t3.large".into(),
+            min_size: 1,
+            desired_size: 2,
+            max_size: 3,
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path`, or the defaults when `path` is `None`.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let Some(path) = path else {
+            return Ok(Config::default());
+        };
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: p.clone(),
+            source,
+        })?;
+        serde_json::from_str(&text).map_err(|source| ConfigError::Parse { path: p, source })
+    }
+}

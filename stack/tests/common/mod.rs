@@ -1,0 +1,379 @@
+//! Test harness: a moto server on a free loopback port, a small valid Lambda zip, and
+//! a runner for the `stack` binary.
+#![allow(dead_code)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A moto server that is killed when dropped.
+pub struct Moto {
+    child: Child,
+    pub endpoint: String,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Starts `moto_server` and waits until it answers HTTP.
+pub fn moto() -> Moto {
+    let port = free_port();
+    let child = Command::new("moto_server")
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        // AWS managed policies (AWSLambdaBasicExecutionRole, AmazonEKS*) exist in AWS.
+        .env("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("moto_server must be installed (scripts/test-deps.sh installs moto[server])");
+    let m = Moto {
+        child,
+        endpoint: format!("http://127.0.0.1:{port}"),
+    };
+    let start = Instant::now();
+    loop {
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+            use std::io::{Read, Write};
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            if s.write_all(b"GET /moto-api/ HTTP/1.0\r\nHost: localhost\r\n\r\n")
+                .is_ok()
+            {
+                let mut buf = [0u8; 12];
+                if s.read(&mut buf).is_ok_and(|n| n > 0) && buf.starts_with(b"HTTP/") {
+                    return m;
+                }
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "moto_server did not start on port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = 0xFFFF_FFFFu32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// Writes a valid zip (one stored file `bootstrap`) with the given content.
+pub fn write_zip(path: &Path, content: &[u8]) {
+    let name = b"bootstrap";
+    let crc = crc32(content);
+    let size = content.len() as u32;
+    let mut z = Vec::new();
+    // Local file header.
+    z.extend_from_slice(&0x0403_4b50u32.to_le_bytes());
+    z.extend_from_slice(&[20, 0, 0, 0, 0, 0, 0, 0, 0, 0]); // version, flags, method=stored, time, date
+    z.extend_from_slice(&crc.to_le_bytes());
+    z.extend_from_slice(&size.to_le_bytes());
+    z.extend_from_slice(&size.to_le_bytes());
+    z.extend_from_slice(&(name.len() as u16).to_le_bytes());
+    z.extend_from_slice(&0u16.to_le_bytes());
+    z.extend_from_slice(name);
+    z.extend_from_slice(content);
+    let cd_offset = z.len() as u32;
+    // Central directory.
+    z.extend_from_slice(&0x0201_4b50u32.to_le_bytes());
+    z.extend_from_slice(&[20, 3, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0]); // made by (unix), needed, flags, method, time, date
+    z.extend_from_slice(&crc.to_le_bytes());
+    z.extend_from_slice(&size.to_le_bytes());
+    z.extend_from_slice(&size.to_le_bytes());
+    z.extend_from_slice(&(name.len() as u16).to_le_bytes());
+    z.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0]); // extra, comment, disk, internal attrs
+    z.extend_from_slice(&(0o100_755u32 << 16).to_le_bytes()); // external attrs: executable
+    z.extend_from_slice(&0u32.to_le_bytes()); // local header offset
+    z.extend_from_slice(name);
+    let cd_size = z.len() as u32 - cd_offset;
+    // End of central directory.
+    z.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
+    z.extend_from_slice(&[0, 0, 0, 0, 1, 0, 1, 0]);
+    z.extend_from_slice(&cd_size.to_le_bytes());
+    z.extend_from_slice(&cd_offset.to_le_bytes());
+    z.extend_from_slice(&0u16.to_le_bytes());
+    std::fs::write(path, z).expect("write zip");
+}
+
+/// A working directory with a config, a zip and a state dir, against one endpoint.
+pub struct Project {
+    pub dir: tempfile::TempDir,
+    pub endpoint: String,
+}
+
+impl Project {
+    pub fn new(endpoint: &str, stack: &str) -> Project {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_zip(
+            &dir.path().join("bootstrap.zip"),
+            b"#!/bin/sh\necho hello\n",
+        );
+        let p = Project {
+            dir,
+            endpoint: endpoint.into(),
+        };
+        p.config(stack, |_| {});
+        p
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Writes `stack.json` for stack `stack`, edited by `f`.
+    pub fn config(&self, stack: &str, f: impl FnOnce(&mut serde_json::Value)) {
+        let mut v = serde_json::json!({
+            "stack": stack,
+            "prefix": stack,
+            "region": "us-east-1",
+            "lambda": { "zip_path": self.path("bootstrap.zip").display().to_string(), "memory_mb": 1024 },
+            "eks": { "instance_type": "t3.large", "min_size": 1, "desired_size": 2, "max_size": 3 }
+        });
+        f(&mut v);
+        std::fs::write(
+            self.path("stack.json"),
+            serde_json::to_vec_pretty(&v).unwrap(),
+        )
+        .unwrap();
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_stack"));
+        c.args(args)
+            .current_dir(self.dir.path())
+            .env("AWS_ENDPOINT_URL", &self.endpoint)
+            .env_remove("STACK_CONFIG")
+            .env_remove("STACK_TARGET")
+            .env_remove("STACK_FAULT_AFTER")
+            .env_remove("STACK_STATE_DIR");
+        c
+    }
+
+    /// Runs the CLI; returns (exit code, stdout, stderr).
+    pub fn run(&self, args: &[&str]) -> (i32, String, String) {
+        self.run_env(args, &[])
+    }
+
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+        let mut c = self.cmd(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let Output {
+            status,
+            stdout,
+            stderr,
+        } = c.stdin(Stdio::null()).output().expect("run stack");
+        let out = (
+            status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&stdout).into_owned(),
+            String::from_utf8_lossy(&stderr).into_owned(),
+        );
+        eprintln!(
+            "$ stack {}\n-> exit {}\n{}{}",
+            args.join(" "),
+            out.0,
+            out.1,
+            out.2
+        );
+        out
+    }
+
+    pub fn state(&self, stack: &str) -> serde_json::Value {
+        let p = self.path(&format!(".stack/{stack}.local.json"));
+        serde_json::from_slice(&std::fs::read(p).expect("state file")).expect("state json")
+    }
+}
+
+/// SDK clients pointed at moto, for checks made independently of the engine.
+pub async fn clients(endpoint: &str) -> stack::providers::aws::Clients {
+    stack::providers::aws::Clients::new(
+        &stack::providers::aws::AwsTarget::Local {
+            endpoint: endpoint.into(),
+        },
+        "us-east-1",
+    )
+    .await
+}
+
+/// Everything in moto tagged `stack=<stack>`, listed service by service with plain SDK
+/// calls: `kind:id` strings, sorted.
+pub async fn tagged(c: &stack::providers::aws::Clients, stack: &str) -> Vec<String> {
+    use aws_sdk_ec2::types::Filter;
+    let mut out = Vec::new();
+    let is_ours = |t: Option<&std::collections::HashMap<String, String>>| {
+        t.and_then(|t| t.get("stack")).map(String::as_str) == Some(stack)
+    };
+
+    for r in c.iam.list_roles().send().await.unwrap().roles() {
+        let g = c
+            .iam
+            .get_role()
+            .role_name(r.role_name())
+            .send()
+            .await
+            .unwrap();
+        if g.role()
+            .unwrap()
+            .tags()
+            .iter()
+            .any(|t| t.key() == "stack" && t.value() == stack)
+        {
+            out.push(format!("iam-role:{}", r.role_name()));
+        }
+    }
+    for f in c.lambda.list_functions().send().await.unwrap().functions() {
+        let arn = f.function_arn().unwrap();
+        let t = c.lambda.list_tags().resource(arn).send().await.unwrap();
+        if is_ours(t.tags()) {
+            out.push(format!("lambda:{}", f.function_name().unwrap()));
+        }
+    }
+    let f = Filter::builder().name("tag:stack").values(stack).build();
+    for v in c
+        .ec2
+        .describe_vpcs()
+        .filters(f.clone())
+        .send()
+        .await
+        .unwrap()
+        .vpcs()
+    {
+        out.push(format!("vpc:{}", v.vpc_id().unwrap()));
+    }
+    for s in c
+        .ec2
+        .describe_subnets()
+        .filters(f.clone())
+        .send()
+        .await
+        .unwrap()
+        .subnets()
+    {
+        out.push(format!("subnet:{}", s.subnet_id().unwrap()));
+    }
+    let igws = c
+        .ec2
+        .describe_internet_gateways()
+        .filters(f.clone())
+        .send()
+        .await
+        .unwrap();
+    for g in igws.internet_gateways() {
+        out.push(format!("igw:{}", g.internet_gateway_id().unwrap()));
+    }
+    let tables = c
+        .ec2
+        .describe_route_tables()
+        .filters(f)
+        .send()
+        .await
+        .unwrap();
+    for t in tables.route_tables() {
+        out.push(format!("route-table:{}", t.route_table_id().unwrap()));
+    }
+    for a in c.apigw.get_apis().send().await.unwrap().items() {
+        if is_ours(a.tags()) {
+            out.push(format!("api:{}", a.name().unwrap()));
+        }
+    }
+    for name in c.eks.list_clusters().send().await.unwrap().clusters() {
+        let d = c.eks.describe_cluster().name(name).send().await.unwrap();
+        if is_ours(d.cluster().unwrap().tags()) {
+            out.push(format!("eks:{name}"));
+        }
+        for ng in c
+            .eks
+            .list_nodegroups()
+            .cluster_name(name)
+            .send()
+            .await
+            .unwrap()
+            .nodegroups()
+        {
+            let n = c
+                .eks
+                .describe_nodegroup()
+                .cluster_name(name)
+                .nodegroup_name(ng)
+                .send()
+                .await
+                .unwrap();
+            if is_ours(n.nodegroup().unwrap().tags()) {
+                out.push(format!("nodegroup:{ng}"));
+            }
+        }
+    }
+    for r in c
+        .ecr
+        .describe_repositories()
+        .send()
+        .await
+        .unwrap()
+        .repositories()
+    {
+        let t = c
+            .ecr
+            .list_tags_for_resource()
+            .resource_arn(r.repository_arn().unwrap())
+            .send()
+            .await
+            .unwrap();
+        if t.tags()
+            .iter()
+            .any(|t| t.key() == "stack" && t.value() == stack)
+        {
+            out.push(format!("ecr:{}", r.repository_name().unwrap()));
+        }
+    }
+    for g in c
+        .logs
+        .describe_log_groups()
+        .send()
+        .await
+        .unwrap()
+        .log_groups()
+    {
+        let arn = g.arn().unwrap().trim_end_matches(":*");
+        let t = c
+            .logs
+            .list_tags_for_resource()
+            .resource_arn(arn)
+            .send()
+            .await
+            .unwrap();
+        if is_ours(t.tags()) {
+            out.push(format!("logs:{}", g.log_group_name().unwrap()));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The number of taggable resources the app declares (untaggable ones: 6 policy
+/// attachments, the Lambda permission, the integration and the route).
+pub const TAGGABLE_RESOURCES: usize = 15;
+/// Every resource the app declares.
+pub const ALL_RESOURCES: usize = 24;

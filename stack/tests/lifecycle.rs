@@ -1,0 +1,340 @@
+//! The whole lifecycle against moto: diff, up (checked with independent SDK calls),
+//! idempotence, in-place update, replacement, drift, down.
+
+mod common;
+
+use common::{Project, clients, moto, tagged};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_lifecycle() {
+    let m = moto();
+    let p = Project::new(&m.endpoint, "life");
+    let c = clients(&m.endpoint).await;
+
+    // Nothing exists: every resource is a create, exit 2.
+    let (code, out, _) = p.run(&["diff"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("  + aws:lambda:Function `lambda-function`: create"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "Plan: {} to create, 0 to update, 0 to replace, 0 to delete",
+            common::ALL_RESOURCES
+        )),
+        "{out}"
+    );
+
+    // up creates everything.
+    let (code, out, err) = p.run(&["up", "--yes"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!("{} created", common::ALL_RESOURCES)),
+        "{out}"
+    );
+    assert!(out.contains("api_url = https://"), "{out}");
+
+    // Independent checks with plain SDK calls.
+    let f = c
+        .lambda
+        .get_function()
+        .function_name("life-predict")
+        .send()
+        .await
+        .unwrap();
+    let conf = f.configuration().unwrap();
+    assert_eq!(conf.memory_size(), Some(1024));
+    assert_eq!(
+        conf.role(),
+        Some("arn:aws:iam::123456789012:role/life-lambda-exec")
+    );
+    assert_eq!(
+        f.tags().unwrap().get("managed-by").map(String::as_str),
+        Some("stack")
+    );
+    let apis = c.apigw.get_apis().send().await.unwrap();
+    let api = apis
+        .items()
+        .iter()
+        .find(|a| a.name() == Some("life-http"))
+        .expect("api");
+    let api_id = api.api_id().unwrap();
+    let routes = c.apigw.get_routes().api_id(api_id).send().await.unwrap();
+    let route = routes
+        .items()
+        .iter()
+        .find(|r| r.route_key() == Some("POST /predict"))
+        .expect("route");
+    let integ_id = route.target().unwrap().trim_start_matches("integrations/");
+    let integ = c
+        .apigw
+        .get_integration()
+        .api_id(api_id)
+        .integration_id(integ_id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(integ.payload_format_version(), Some("2.0"));
+    assert_eq!(integ.integration_uri(), conf.function_arn());
+    let stage = c
+        .apigw
+        .get_stage()
+        .api_id(api_id)
+        .stage_name("$default")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stage.auto_deploy(), Some(true));
+    let policy = c
+        .lambda
+        .get_policy()
+        .function_name("life-predict")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        policy
+            .policy()
+            .unwrap()
+            .contains("apigateway.amazonaws.com")
+    );
+    let lg = c
+        .logs
+        .describe_log_groups()
+        .log_group_name_prefix("/aws/lambda/life-predict")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lg.log_groups()[0].retention_in_days(), Some(14));
+    let cl = c.eks.describe_cluster().name("life").send().await.unwrap();
+    assert_eq!(
+        cl.cluster()
+            .unwrap()
+            .resources_vpc_config()
+            .unwrap()
+            .subnet_ids()
+            .len(),
+        2
+    );
+    let ng = c
+        .eks
+        .describe_nodegroup()
+        .cluster_name("life")
+        .nodegroup_name("life-nodes")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ng.nodegroup().unwrap().instance_types(), ["t3.large"]);
+    let att = c
+        .iam
+        .list_attached_role_policies()
+        .role_name("life-eks-node")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(att.attached_policies().len(), 3);
+    let subnets = c
+        .ec2
+        .describe_subnets()
+        .subnet_ids(
+            cl.cluster()
+                .unwrap()
+                .resources_vpc_config()
+                .unwrap()
+                .subnet_ids()[0]
+                .clone(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(subnets.subnets()[0].availability_zone(), Some("us-east-1a"));
+    assert_eq!(tagged(&c, "life").await.len(), common::TAGGABLE_RESOURCES);
+    // Public subnets with a default route to the internet gateway (node egress).
+    let f = aws_sdk_ec2::types::Filter::builder()
+        .name("tag:stack")
+        .values("life")
+        .build();
+    let rts = c
+        .ec2
+        .describe_route_tables()
+        .filters(f)
+        .send()
+        .await
+        .unwrap();
+    let rt = &rts.route_tables()[0];
+    assert!(
+        rt.routes()
+            .iter()
+            .any(|r| r.destination_cidr_block() == Some("0.0.0.0/0")
+                && r.gateway_id().is_some_and(|g| g.starts_with("igw-")))
+    );
+    assert_eq!(
+        rt.associations()
+            .iter()
+            .filter(|a| a.subnet_id().is_some())
+            .count(),
+        2
+    );
+    assert_eq!(
+        p.state("life")["resources"].as_object().unwrap().len(),
+        common::ALL_RESOURCES
+    );
+
+    // Converged: diff says nothing, up changes nothing.
+    let (code, out, _) = p.run(&["diff"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!(
+            "No changes. {} resources up to date.",
+            common::ALL_RESOURCES
+        )),
+        "{out}"
+    );
+    let before = std::fs::read(p.path(".stack/life.local.json")).unwrap();
+    let (code, out, err) = p.run(&["up", "--yes"]);
+    assert_eq!(code, 0);
+    assert!(
+        !out.contains("Apply complete") && !err.contains("creating") && !err.contains("updating"),
+        "{out}{err}"
+    );
+    assert_eq!(
+        before,
+        std::fs::read(p.path(".stack/life.local.json")).unwrap(),
+        "second up must not touch state"
+    );
+
+    // JSON diff for machines.
+    let (code, out, _) = p.run(&["diff", "--json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["summary"]["unchanged"], common::ALL_RESOURCES);
+
+    // Memory change: one in-place update.
+    p.config("life", |v| v["lambda"]["memory_mb"] = 512.into());
+    let (code, out, _) = p.run(&["diff"]);
+    assert_eq!(code, 2);
+    assert!(
+        out.contains("  ~ aws:lambda:Function `lambda-function`: update in place"),
+        "{out}"
+    );
+    assert!(out.contains("memory_mb: 1024 -> 512"), "{out}");
+    assert!(
+        out.contains("0 to create, 1 to update, 0 to replace, 0 to delete"),
+        "{out}"
+    );
+    let (code, out, _) = p.run(&["up", "--yes"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("0 created, 1 updated, 0 replaced, 0 deleted"),
+        "{out}"
+    );
+    let f = c
+        .lambda
+        .get_function()
+        .function_name("life-predict")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(f.configuration().unwrap().memory_size(), Some(512));
+
+    // Immutable change: the node group is replaced, and the diff names the property.
+    p.config("life", |v| {
+        v["lambda"]["memory_mb"] = 512.into();
+        v["eks"]["instance_type"] = "m6i.xlarge".into();
+    });
+    let (code, out, _) = p.run(&["diff"]);
+    assert_eq!(code, 2);
+    assert!(
+        out.contains("-/+ aws:eks:NodeGroup `eks-nodes`: replace (forced by instance_types)"),
+        "{out}"
+    );
+    assert!(
+        out.contains(r#"instance_types: ["t3.large"] -> ["m6i.xlarge"]  # forces replacement"#),
+        "{out}"
+    );
+    let (code, out, _) = p.run(&["up", "--yes"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("0 created, 0 updated, 1 replaced, 0 deleted"),
+        "{out}"
+    );
+    let ng = c
+        .eks
+        .describe_nodegroup()
+        .cluster_name("life")
+        .nodegroup_name("life-nodes")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ng.nodegroup().unwrap().instance_types(), ["m6i.xlarge"]);
+
+    // Out-of-band change: refresh and diff report the drift, up repairs it.
+    c.lambda
+        .update_function_configuration()
+        .function_name("life-predict")
+        .timeout(99)
+        .send()
+        .await
+        .unwrap();
+    let (code, out, _) = p.run(&["diff"]);
+    assert_eq!(code, 2);
+    assert!(
+        out.contains("[drift: timeout_s changed outside the stack]"),
+        "{out}"
+    );
+    assert!(out.contains("timeout_s: 99 -> 30"), "{out}");
+    let (code, out, _) = p.run(&["refresh"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("aws:lambda:Function `lambda-function`: changed outside the stack"),
+        "{out}"
+    );
+    assert!(out.contains("timeout_s: 30 -> 99"), "{out}");
+    let (code, out, _) = p.run(&["refresh", "--json"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["drift"],
+        serde_json::json!([])
+    );
+    let (code, _, _) = p.run(&["up", "--yes"]);
+    assert_eq!(code, 0);
+    let f = c
+        .lambda
+        .get_function()
+        .function_name("life-predict")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(f.configuration().unwrap().timeout(), Some(30));
+    assert_eq!(p.run(&["diff"]).0, 0);
+
+    // Outputs.
+    let (code, out, _) = p.run(&["outputs", "function_name"]);
+    assert_eq!((code, out.trim()), (0, "life-predict"));
+
+    // down removes everything tagged; down again is a no-op.
+    let (code, out, err) = p.run(&["down", "--yes"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!(
+            "0 created, 0 updated, 0 replaced, {} deleted",
+            common::ALL_RESOURCES
+        )),
+        "{out}"
+    );
+    assert_eq!(tagged(&c, "life").await, Vec::<String>::new());
+    assert!(
+        c.iam
+            .list_attached_role_policies()
+            .role_name("life-eks-node")
+            .send()
+            .await
+            .is_err(),
+        "role gone"
+    );
+    assert!(p.state("life")["resources"].as_object().unwrap().is_empty());
+    let (code, out, _) = p.run(&["down", "--yes"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("No changes. 0 resources up to date."), "{out}");
+}

@@ -1,0 +1,246 @@
+//! Interrupted applies, the state lock, and validation before any API call.
+
+mod common;
+
+use common::{Project, clients, moto, tagged};
+use std::io::Write;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_up_resumes_without_duplicates_or_orphans() {
+    let m = moto();
+    let p = Project::new(&m.endpoint, "crash");
+    let c = clients(&m.endpoint).await;
+
+    // A fault after 7 operations: the apply stops cleanly with state saved.
+    let (code, _, err) = p.run_env(
+        &["up", "--yes", "--parallelism", "1"],
+        &[("STACK_FAULT_AFTER", "7")],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("apply interrupted (fault injected after 7 operations)"),
+        "{err}"
+    );
+    let state = p.state("crash");
+    let owned = state["resources"].as_object().unwrap();
+    assert_eq!(owned.len(), 7, "state holds exactly what was created");
+    // Every owned resource exists (its read by id finds it) and nothing else was made.
+    let (code, out, _) = p.run(&["diff"]);
+    assert_eq!(code, 2);
+    assert!(
+        out.contains(&format!(
+            "{} to create, 0 to update, 0 to replace, 0 to delete, 7 unchanged",
+            common::ALL_RESOURCES - 7
+        )),
+        "{out}"
+    );
+
+    // The next up finishes the job.
+    let (code, out, err) = p.run(&["up", "--yes"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!("{} created", common::ALL_RESOURCES - 7)),
+        "{out}"
+    );
+    assert_eq!(p.run(&["diff"]).0, 0);
+    let all = tagged(&c, "crash").await;
+    assert_eq!(
+        all.len(),
+        common::TAGGABLE_RESOURCES,
+        "no duplicates: {all:?}"
+    );
+    assert_eq!(
+        p.state("crash")["resources"].as_object().unwrap().len(),
+        common::ALL_RESOURCES
+    );
+
+    // Resources made but never recorded (a crash between the API call and the state
+    // write) are adopted, not duplicated: forget the VPC and an API in state.
+    let mut st = p.state("crash");
+    let res = st["resources"].as_object_mut().unwrap();
+    res.remove("vpc");
+    res.remove("http-api");
+    std::fs::write(
+        p.path(".stack/crash.local.json"),
+        serde_json::to_vec(&st).unwrap(),
+    )
+    .unwrap();
+    let (code, out, _) = p.run(&["up", "--yes"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        tagged(&c, "crash").await.len(),
+        common::TAGGABLE_RESOURCES,
+        "adopted, not duplicated"
+    );
+    assert_eq!(
+        p.state("crash")["resources"].as_object().unwrap().len(),
+        common::ALL_RESOURCES
+    );
+
+    let (code, _, _) = p.run(&["down", "--yes"]);
+    assert_eq!(code, 0);
+    assert_eq!(tagged(&c, "crash").await, Vec::<String>::new());
+}
+
+#[test]
+fn concurrent_up_is_refused_naming_the_holder() {
+    let m = moto();
+    let p = Project::new(&m.endpoint, "lock");
+    // The first `up` waits at its confirmation prompt, holding the lock.
+    let mut first = p
+        .cmd(&["up"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lock = p.path(".stack/lock.local.lock");
+    let start = Instant::now();
+    while !lock.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "first up never took the lock"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (code, _, err) = p.run(&["up", "--yes"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&format!(
+            "state is locked by `stack up` (pid {}",
+            first.id()
+        )),
+        "{err}"
+    );
+    let (code, _, err) = p.run(&["diff"]);
+    assert_eq!(code, 1, "diff takes the same lock");
+    assert!(err.contains("state is locked by `stack up`"), "{err}");
+
+    // Answering "no" releases it; nothing was created.
+    first.stdin.take().unwrap().write_all(b"no\n").unwrap();
+    let out = first.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cancelled; nothing was changed"));
+    assert!(!lock.exists(), "lock released");
+    assert_eq!(p.run(&["diff"]).0, 2);
+}
+
+#[test]
+fn invalid_config_is_rejected_before_any_api_call() {
+    // Nothing listens on this endpoint: any API call would fail with DispatchFailure.
+    let p = Project::new("http://127.0.0.1:9", "bad");
+    p.config("bad", |v| {
+        v["lambda"]["memory_mb"] = 100_000.into();
+        v["prefix"] = "".into();
+        v["eks"]["instance_type"] = "big".into();
+    });
+    for cmd in [
+        &["diff"][..],
+        &["up", "--yes"],
+        &["down", "--yes"],
+        &["refresh"],
+    ] {
+        let (code, _, err) = p.run(cmd);
+        assert_eq!(code, 1);
+        assert!(err.contains("invalid stack configuration"), "{err}");
+        assert!(
+            err.contains("memory_mb 100000 must be between 128 and 10240"),
+            "{err}"
+        );
+        assert!(err.contains("prefix `` must be non-empty"), "{err}");
+        assert!(
+            err.contains("instance type `big` is not of the form family.size"),
+            "{err}"
+        );
+        assert!(!err.contains("DispatchFailure"), "{err}");
+    }
+    assert!(!p.path(".stack").exists(), "no state or lock touched");
+
+    // Unknown fields are rejected too.
+    p.config("bad", |v| v["lambda"]["memroy_mb"] = 512.into());
+    let (code, _, err) = p.run(&["diff"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("unknown field `memroy_mb`"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replacing_the_network_replaces_dependents_in_order() {
+    let m = moto();
+    let p = Project::new(&m.endpoint, "net");
+    let c = clients(&m.endpoint).await;
+    assert_eq!(p.run(&["up", "--yes"]).0, 0);
+
+    // A new VPC CIDR forces the VPC, hence the subnets, the cluster and the node group.
+    p.config("net", |v| {
+        v["network"] = serde_json::json!({ "vpc_cidr": "10.50.0.0/16", "subnet_cidrs": ["10.50.0.0/20", "10.50.16.0/20"] });
+    });
+    let (code, out, _) = p.run(&["diff"]);
+    assert_eq!(code, 2);
+    assert!(
+        out.contains("-/+ aws:ec2:Vpc `vpc`: replace (forced by cidr_block)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("-/+ aws:ec2:Subnet `subnet-a`: replace (forced by cidr_block, vpc_id)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("-/+ aws:eks:Cluster `eks-cluster`: replace (forced by subnet_ids)"),
+        "{out}"
+    );
+    assert!(out.contains("-/+ aws:eks:NodeGroup `eks-nodes`"), "{out}");
+    let (code, out, err) = p.run(&["up", "--yes"]);
+    assert_eq!(code, 0, "{out}{err}");
+    // Dependents are deleted before what they depend on.
+    let pos = |s: &str| {
+        err.find(s)
+            .unwrap_or_else(|| panic!("{s} missing in {err}"))
+    };
+    assert!(
+        pos("deleting aws:eks:NodeGroup `eks-nodes`")
+            < pos("deleting aws:eks:Cluster `eks-cluster`")
+    );
+    assert!(
+        pos("deleting aws:eks:Cluster `eks-cluster`") < pos("deleting aws:ec2:Subnet `subnet-a`")
+    );
+    assert!(pos("deleting aws:ec2:Subnet `subnet-a`") < pos("deleting aws:ec2:Vpc `vpc`"));
+    assert_eq!(p.run(&["diff"]).0, 0);
+    let vpcs = c
+        .ec2
+        .describe_vpcs()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag:stack")
+                .values("net")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(vpcs.vpcs().len(), 1);
+    assert_eq!(vpcs.vpcs()[0].cidr_block(), Some("10.50.0.0/16"));
+    assert_eq!(tagged(&c, "net").await.len(), common::TAGGABLE_RESOURCES);
+}
+
+#[test]
+fn unreachable_endpoint_error_names_resource_operation_code_and_hint() {
+    let p = Project::new("http://127.0.0.1:9", "down");
+    let t = Instant::now();
+    let (code, _, err) = p.run(&["diff"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("failed: DispatchFailure"), "{err}");
+    assert!(
+        err.contains("aws:") && err.contains("`"),
+        "names the resource: {err}"
+    );
+    assert!(
+        err.contains("hint: the endpoint could not be reached"),
+        "{err}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(60),
+        "gave up in reasonable time"
+    );
+}
