@@ -2,14 +2,14 @@
 
 use std::time::{Duration, Instant};
 
-use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
+use candle_core::Tensor;
 use serde::Serialize;
 
 use crate::checkpoint::Checkpoint;
 use crate::config::ModelConfig;
 use crate::model::{DistilBertClassifier, probabilities};
 use crate::tokenizer::{Encoded, PaddedBatch, TextTokenizer};
+use crate::weights::WeightFile;
 use crate::wire::Prediction;
 use crate::{ModelError, threads};
 
@@ -92,15 +92,8 @@ impl Classifier {
 
         let weights = checkpoint.weights_path();
         let stored_dtype = crate::checkpoint::stored_dtype(&weights)?;
-        let model = pool.install(|| -> Result<_, ModelError> {
-            // SAFETY: the mmap is read-only and dropped at the end of this block; weights
-            // are copied (and converted to f32) into owned tensors while loading.
-            let vb = unsafe {
-                VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &Device::Cpu)
-            }
-            .map_err(|e| ModelError::weights(&weights, e))?;
-            DistilBertClassifier::load(vb, &config).map_err(|e| ModelError::weights(&weights, e))
-        })?;
+        let model =
+            pool.install(|| DistilBertClassifier::load(&WeightFile::open(&weights)?, &config))?;
         let info = ClassifierInfo {
             labels: config.labels(),
             dim: config.dim,

@@ -7,10 +7,12 @@ pub mod checkpoint;
 pub mod classifier;
 pub mod config;
 pub mod fixture;
+pub mod kernels;
 mod model;
 pub mod source;
 pub mod threads;
 pub mod tokenizer;
+mod weights;
 pub mod wire;
 
 use std::io::{Read, Write};

@@ -3,19 +3,24 @@
 //! Written here rather than taken from `candle-transformers` for two reasons that show
 //! up in the scores: its DistilBERT uses the tanh approximation of GELU where
 //! `transformers` uses the exact erf form, and its attention mask is built for causal
-//! use. This version matches `DistilBertForSequenceClassification` to 1e-5 and fuses
-//! the Q/K/V projections into one matrix multiplication.
+//! use. This version matches `DistilBertForSequenceClassification` to 1e-5, fuses the
+//! Q/K/V projections into one matrix multiplication, and runs the dense layers on the
+//! packed kernels of [`crate::kernels`].
 
 use candle_core::{D, DType, Device, IndexOp, Module, Tensor};
-use candle_nn::{LayerNorm, Linear, VarBuilder};
+use candle_nn::{LayerNorm, Linear};
 
+use crate::ModelError;
 use crate::config::ModelConfig;
+use crate::kernels::{Activation, Dense};
+use crate::weights::{RowSource, WeightFile};
 
 /// `transformers` uses 1e-12 for every DistilBERT layer norm.
 const LAYER_NORM_EPS: f64 = 1e-12;
 
 pub struct DistilBertClassifier {
-    word_embeddings: Tensor,
+    /// Read straight from the mmapped checkpoint: never copied, only gathered from.
+    word_embeddings: RowSource,
     position_embeddings: Tensor,
     embeddings_norm: LayerNorm,
     layers: Vec<Layer>,
@@ -27,78 +32,115 @@ pub struct DistilBertClassifier {
 
 struct Layer {
     /// Q, K and V stacked along the output dimension: one GEMM instead of three.
-    qkv: Linear,
-    out: Linear,
+    qkv: Dense,
+    out: Dense,
     attention_norm: LayerNorm,
-    ffn_in: Linear,
-    ffn_out: Linear,
+    ffn_in: Dense,
+    ffn_out: Dense,
     output_norm: LayerNorm,
 }
 
-fn linear(vb: &VarBuilder, in_dim: usize, out_dim: usize) -> candle_core::Result<Linear> {
-    let weight = vb.get((out_dim, in_dim), "weight")?;
-    let bias = vb.get(out_dim, "bias")?;
-    Ok(Linear::new(weight, Some(bias)))
+/// Loads named weights with the shapes the config implies.
+struct Loader<'a> {
+    file: &'a WeightFile,
 }
 
-fn layer_norm(vb: &VarBuilder, dim: usize) -> candle_core::Result<LayerNorm> {
-    let weight = vb.get(dim, "weight")?;
-    let bias = vb.get(dim, "bias")?;
-    Ok(LayerNorm::new(weight, bias, LAYER_NORM_EPS))
+impl Loader<'_> {
+    fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>, ModelError> {
+        let source = self.file.matrix(name, &[len])?;
+        let mut values = vec![0f32; len];
+        source.read_row(0, &mut values);
+        Ok(values)
+    }
+
+    fn layer_norm(&self, prefix: &str, dim: usize) -> Result<LayerNorm, ModelError> {
+        let weight = self.file.tensor(&format!("{prefix}.weight"), &[dim])?;
+        let bias = self.file.tensor(&format!("{prefix}.bias"), &[dim])?;
+        Ok(LayerNorm::new(weight, bias, LAYER_NORM_EPS))
+    }
+
+    fn linear(&self, prefix: &str, in_dim: usize, out_dim: usize) -> Result<Linear, ModelError> {
+        let weight = self
+            .file
+            .tensor(&format!("{prefix}.weight"), &[out_dim, in_dim])?;
+        let bias = self.file.tensor(&format!("{prefix}.bias"), &[out_dim])?;
+        Ok(Linear::new(weight, Some(bias)))
+    }
+
+    /// One dense layer whose weight rows are the concatenation of `prefixes`' weights.
+    fn dense(
+        &self,
+        prefixes: &[String],
+        in_dim: usize,
+        out_each: usize,
+    ) -> Result<Dense, ModelError> {
+        let sources = prefixes
+            .iter()
+            .map(|p| {
+                self.file
+                    .matrix(&format!("{p}.weight"), &[out_each, in_dim])
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut bias = Vec::with_capacity(out_each * prefixes.len());
+        for p in prefixes {
+            bias.extend(self.vector(&format!("{p}.bias"), out_each)?);
+        }
+        Dense::from_rows(
+            out_each * prefixes.len(),
+            in_dim,
+            |r, row| sources[r / out_each].read_row(r % out_each, row),
+            bias,
+        )
+        .map_err(ModelError::Inference)
+    }
 }
 
 impl Layer {
-    fn load(vb: VarBuilder, config: &ModelConfig) -> candle_core::Result<Self> {
+    fn load(loader: &Loader, prefix: &str, config: &ModelConfig) -> Result<Self, ModelError> {
         let (d, h) = (config.dim, config.hidden_dim);
-        let attention = vb.pp("attention");
-        let q = linear(&attention.pp("q_lin"), d, d)?;
-        let k = linear(&attention.pp("k_lin"), d, d)?;
-        let v = linear(&attention.pp("v_lin"), d, d)?;
-        let qkv_weight = Tensor::cat(&[q.weight(), k.weight(), v.weight()], 0)?;
-        let qkv_bias = Tensor::cat(
-            &[
-                q.bias().expect("loaded with bias"),
-                k.bias().expect("loaded with bias"),
-                v.bias().expect("loaded with bias"),
-            ],
-            0,
-        )?;
+        let attention = |name: &str| format!("{prefix}.attention.{name}");
         Ok(Self {
-            qkv: Linear::new(qkv_weight, Some(qkv_bias)),
-            out: linear(&attention.pp("out_lin"), d, d)?,
-            attention_norm: layer_norm(&vb.pp("sa_layer_norm"), d)?,
-            ffn_in: linear(&vb.pp("ffn").pp("lin1"), d, h)?,
-            ffn_out: linear(&vb.pp("ffn").pp("lin2"), h, d)?,
-            output_norm: layer_norm(&vb.pp("output_layer_norm"), d)?,
+            qkv: loader.dense(
+                &[attention("q_lin"), attention("k_lin"), attention("v_lin")],
+                d,
+                d,
+            )?,
+            out: loader.dense(&[attention("out_lin")], d, d)?,
+            attention_norm: loader.layer_norm(&format!("{prefix}.sa_layer_norm"), d)?,
+            ffn_in: loader.dense(&[format!("{prefix}.ffn.lin1")], d, h)?,
+            ffn_out: loader.dense(&[format!("{prefix}.ffn.lin2")], h, d)?,
+            output_norm: loader.layer_norm(&format!("{prefix}.output_layer_norm"), d)?,
         })
     }
 }
 
 impl DistilBertClassifier {
-    /// Loads the weights. `vb` is rooted where `distilbert.*`, `pre_classifier.*` and
-    /// `classifier.*` live; checkpoints without the `distilbert.` prefix are accepted.
-    pub fn load(vb: VarBuilder, config: &ModelConfig) -> candle_core::Result<Self> {
-        let encoder = if vb.contains_tensor("distilbert.embeddings.word_embeddings.weight") {
-            vb.pp("distilbert")
+    /// Loads the weights; checkpoints with and without the `distilbert.` key prefix
+    /// are both accepted.
+    pub fn load(file: &WeightFile, config: &ModelConfig) -> Result<Self, ModelError> {
+        let p = if file.contains("distilbert.embeddings.word_embeddings.weight") {
+            "distilbert."
         } else {
-            vb.clone()
+            ""
         };
+        let loader = Loader { file };
         let d = config.dim;
-        let embeddings = encoder.pp("embeddings");
         let layers = (0..config.n_layers)
-            .map(|i| Layer::load(encoder.pp("transformer.layer").pp(i), config))
-            .collect::<candle_core::Result<Vec<_>>>()?;
+            .map(|i| Layer::load(&loader, &format!("{p}transformer.layer.{i}"), config))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
-            word_embeddings: embeddings
-                .pp("word_embeddings")
-                .get((config.vocab_size, d), "weight")?,
-            position_embeddings: embeddings
-                .pp("position_embeddings")
-                .get((config.max_position_embeddings, d), "weight")?,
-            embeddings_norm: layer_norm(&embeddings.pp("LayerNorm"), d)?,
+            word_embeddings: file.matrix(
+                &format!("{p}embeddings.word_embeddings.weight"),
+                &[config.vocab_size, d],
+            )?,
+            position_embeddings: file.tensor(
+                &format!("{p}embeddings.position_embeddings.weight"),
+                &[config.max_position_embeddings, d],
+            )?,
+            embeddings_norm: loader.layer_norm(&format!("{p}embeddings.LayerNorm"), d)?,
             layers,
-            pre_classifier: linear(&vb.pp("pre_classifier"), d, d)?,
-            classifier: linear(&vb.pp("classifier"), d, config.num_labels())?,
+            pre_classifier: loader.linear("pre_classifier", d, d)?,
+            classifier: loader.linear("classifier", d, config.num_labels())?,
             n_heads: config.n_heads,
             dim: d,
         })
@@ -114,9 +156,12 @@ impl DistilBertClassifier {
     ) -> candle_core::Result<Tensor> {
         let (batch, seq) = input_ids.dims2()?;
         let d = self.dim;
-        let words = self
-            .word_embeddings
-            .index_select(&input_ids.flatten_all()?, 0)?;
+        let ids = input_ids.flatten_all()?.to_vec1::<u32>()?;
+        let mut words = vec![0f32; ids.len() * d];
+        for (row, &id) in words.chunks_mut(d).zip(&ids) {
+            self.word_embeddings.read_row(id as usize, row);
+        }
+        let words = Tensor::from_vec(words, (batch * seq, d), &Device::Cpu)?;
         let positions = self.position_embeddings.i(0..seq)?;
         let hidden = words
             .reshape((batch, seq, d))?
@@ -148,7 +193,7 @@ impl DistilBertClassifier {
         let head_dim = d / heads;
         let qkv = layer
             .qkv
-            .forward(hidden)?
+            .forward(hidden, Activation::None)?
             .reshape((batch, seq, 3, heads, head_dim))?
             .permute((2, 0, 3, 1, 4))?; // (3, batch, heads, seq, head_dim)
         let q = (qkv.i(0)? / (head_dim as f64).sqrt())?.contiguous()?;
@@ -160,16 +205,17 @@ impl DistilBertClassifier {
             .matmul(&v)?
             .transpose(1, 2)?
             .reshape((batch * seq, d))?;
-        let attended = (layer.out.forward(&context)? + hidden)?;
+        let attended = (layer.out.forward(&context, Activation::None)? + hidden)?;
         let attended = layer.attention_norm.forward(&attended)?;
-        let ffn = layer
-            .ffn_out
-            .forward(&layer.ffn_in.forward(&attended)?.gelu_erf()?)?;
+        let ffn = layer.ffn_out.forward(
+            &layer.ffn_in.forward(&attended, Activation::GeluErf)?,
+            Activation::None,
+        )?;
         layer.output_norm.forward(&(ffn + attended)?)
     }
 
     pub fn device(&self) -> &Device {
-        self.word_embeddings.device()
+        self.position_embeddings.device()
     }
 }
 

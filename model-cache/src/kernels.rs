@@ -1,0 +1,437 @@
+//! Hand-written CPU kernels for the two places candle's CPU backend is slow on this
+//! model: the dense layers at small row counts (candle's GEMM uses AVX2 at most on
+//! stable Rust; these use AVX-512 when the CPU has it) and the exact GELU (candle
+//! computes erf one scalar at a time).
+//!
+//! `Dense` packs a `[out, in]` weight matrix once at load time into 32-column panels
+//! (`[in][32]`, contiguous) so the inner loop streams one panel with two aligned
+//! vector loads per step and reuses it from cache across up to 8 input rows. Without
+//! AVX-512 it falls back to candle's matmul on the original layout.
+
+use candle_core::{Device, Module, Tensor};
+use candle_nn::Linear;
+use rayon::prelude::*;
+
+/// Columns per packed panel: two 16-lane AVX-512 vectors.
+const PANEL: usize = 32;
+/// Input rows one kernel call handles: 8 rows x 2 vectors = 16 accumulators.
+const ROWS: usize = 8;
+
+/// What to apply to a dense layer's output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    None,
+    /// Exact (erf) GELU, as `transformers` computes `"gelu"`.
+    GeluErf,
+}
+
+/// A dense layer `y = act(x W^T + b)`.
+pub enum Dense {
+    Packed(PackedDense),
+    Candle(Linear),
+}
+
+impl Dense {
+    /// Builds from row `r` of the `[out_dim, in_dim]` weight, written by `read_row`,
+    /// and the bias. Packs for AVX-512 when the CPU has it, else keeps candle's layout.
+    pub fn from_rows(
+        out_dim: usize,
+        in_dim: usize,
+        read_row: impl Fn(usize, &mut [f32]) + Sync,
+        bias: Vec<f32>,
+    ) -> candle_core::Result<Self> {
+        if avx512_available() && out_dim.is_multiple_of(PANEL) {
+            return Ok(Dense::Packed(PackedDense::from_rows(
+                out_dim, in_dim, read_row, bias,
+            )));
+        }
+        let mut weight = vec![0f32; out_dim * in_dim];
+        weight
+            .par_chunks_mut(in_dim)
+            .enumerate()
+            .for_each(|(r, row)| read_row(r, row));
+        let weight = Tensor::from_vec(weight, (out_dim, in_dim), &Device::Cpu)?;
+        let bias = Tensor::from_vec(bias, out_dim, &Device::Cpu)?;
+        Ok(Dense::Candle(Linear::new(weight, Some(bias))))
+    }
+
+    /// From candle tensors: `weight` `[out, in]`, `bias` `[out]`.
+    pub fn new(weight: Tensor, bias: Tensor) -> candle_core::Result<Self> {
+        let (out_dim, in_dim) = weight.dims2()?;
+        let w = weight.flatten_all()?.to_vec1::<f32>()?;
+        Self::from_rows(
+            out_dim,
+            in_dim,
+            |r, row| row.copy_from_slice(&w[r * in_dim..][..in_dim]),
+            bias.to_vec1::<f32>()?,
+        )
+    }
+
+    /// `x` is `(rows, in)`; the result is `(rows, out)`.
+    pub fn forward(&self, x: &Tensor, activation: Activation) -> candle_core::Result<Tensor> {
+        match self {
+            Dense::Packed(dense) => {
+                let x = x.contiguous()?;
+                let (rows, in_dim) = x.dims2()?;
+                let (storage, layout) = x.storage_and_layout();
+                let candle_core::Storage::Cpu(cpu) = &*storage else {
+                    candle_core::bail!("packed dense layers run on the CPU only");
+                };
+                let (start, end) = layout.contiguous_offsets().expect("made contiguous above");
+                let input = &cpu.as_slice::<f32>()?[start..end];
+                let out = dense.forward(input, rows, in_dim, activation);
+                Tensor::from_vec(out, (rows, dense.out_dim), &Device::Cpu)
+            }
+            Dense::Candle(linear) => {
+                let y = linear.forward(x)?;
+                match activation {
+                    Activation::None => Ok(y),
+                    Activation::GeluErf => {
+                        let shape = y.shape().clone();
+                        let mut values = y.flatten_all()?.to_vec1::<f32>()?;
+                        values.par_chunks_mut(4096).for_each(gelu_erf_inplace);
+                        Tensor::from_vec(values, shape, &Device::Cpu)
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Weights rearranged into 32-column panels, `[panel][in][32]`.
+pub struct PackedDense {
+    panels: Vec<f32>,
+    bias: Vec<f32>,
+    in_dim: usize,
+    out_dim: usize,
+}
+
+impl PackedDense {
+    /// `read_row(r, buf)` writes row `r` of the row-major `[out_dim, in_dim]` weight
+    /// (the PyTorch `nn.Linear` layout).
+    pub fn from_rows(
+        out_dim: usize,
+        in_dim: usize,
+        read_row: impl Fn(usize, &mut [f32]) + Sync,
+        bias: Vec<f32>,
+    ) -> Self {
+        assert!(out_dim.is_multiple_of(PANEL));
+        assert_eq!(bias.len(), out_dim);
+        let mut panels = vec![0f32; out_dim * in_dim];
+        panels
+            .par_chunks_mut(in_dim * PANEL)
+            .enumerate()
+            .for_each(|(p, panel)| {
+                let mut row = vec![0f32; in_dim];
+                for col in 0..PANEL {
+                    read_row(p * PANEL + col, &mut row);
+                    for (k, &w) in row.iter().enumerate() {
+                        panel[k * PANEL + col] = w;
+                    }
+                }
+            });
+        Self {
+            panels,
+            bias,
+            in_dim,
+            out_dim,
+        }
+    }
+
+    fn forward(&self, input: &[f32], rows: usize, in_dim: usize, act: Activation) -> Vec<f32> {
+        assert_eq!(in_dim, self.in_dim);
+        assert_eq!(input.len(), rows * in_dim);
+        let mut out = vec![0f32; rows * self.out_dim];
+        let out_ptr = SendPtr(out.as_mut_ptr());
+        let panel_count = self.out_dim / PANEL;
+        let threads = rayon::current_num_threads().max(1);
+        // Contiguous runs of panels per task keep each thread's output columns together.
+        let per_task = panel_count.div_ceil(threads * 2).max(1);
+        (0..panel_count)
+            .into_par_iter()
+            .with_min_len(per_task)
+            .for_each(|p| {
+                let out_ptr = &out_ptr;
+                let panel = &self.panels[p * in_dim * PANEL..][..in_dim * PANEL];
+                let bias = &self.bias[p * PANEL..][..PANEL];
+                let mut row = 0;
+                while row < rows {
+                    let block = (rows - row).min(ROWS);
+                    // SAFETY: AVX-512 was detected before packing; each task writes only
+                    // columns [p*32, p*32+32) of rows [row, row+block), disjoint from
+                    // every other task, inside `out`, which outlives the parallel loop.
+                    unsafe {
+                        x86::dense_block(
+                            block,
+                            input[row * in_dim..].as_ptr(),
+                            in_dim,
+                            panel.as_ptr(),
+                            bias.as_ptr(),
+                            out_ptr.0.add(row * self.out_dim + p * PANEL),
+                            self.out_dim,
+                            act == Activation::GeluErf,
+                        );
+                    }
+                    row += block;
+                }
+            });
+        out
+    }
+}
+
+struct SendPtr(*mut f32);
+// SAFETY: used only to write disjoint regions from parallel tasks (see above).
+unsafe impl Sync for SendPtr {}
+unsafe impl Send for SendPtr {}
+
+/// True when this CPU can run the AVX-512 kernels.
+pub fn avx512_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *AVAILABLE.get_or_init(|| {
+            std::env::var_os("MODEL_DISABLE_AVX512").is_none()
+                && std::arch::is_x86_feature_detected!("avx512f")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+// erf(x) ~ x P(x^2) / Q(x^2) on [-4, 4] (erf is +-1 in f32 outside), the rational
+// approximation Eigen and XLA use for f32: max error ~1e-7, no exp, vectorizes.
+// Coefficients as published there (more digits than f32 holds, on purpose).
+#[allow(clippy::excessive_precision)]
+const ERF_ALPHA: [f32; 7] = [
+    -1.609_603_3e-2,
+    -2.954_599_8e-3,
+    -7.349_906_3e-4,
+    -5.692_506_4e-5,
+    -2.101_024e-6,
+    2.770_681_4e-8,
+    -2.726_142_3e-10,
+];
+#[allow(clippy::excessive_precision)]
+const ERF_BETA: [f32; 5] = [
+    -1.426_473_9e-2,
+    -7.373_329e-3,
+    -1.682_827e-3,
+    -2.133_740_6e-4,
+    -1.456_607_2e-5,
+];
+
+#[inline(always)]
+fn erf(x: f32) -> f32 {
+    let x = x.clamp(-4.0, 4.0);
+    let x2 = x * x;
+    let mut p = ERF_ALPHA[6];
+    for c in ERF_ALPHA[..6].iter().rev() {
+        p = p.mul_add(x2, *c);
+    }
+    let mut q = ERF_BETA[4];
+    for c in ERF_BETA[..4].iter().rev() {
+        q = q.mul_add(x2, *c);
+    }
+    x * p / q
+}
+
+/// `x <- x * (1 + erf(x / sqrt 2)) / 2` for every element.
+pub fn gelu_erf_inplace(values: &mut [f32]) {
+    for v in values {
+        *v = 0.5 * *v * (1.0 + erf(*v * std::f32::consts::FRAC_1_SQRT_2));
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::{ERF_ALPHA, ERF_BETA, PANEL, ROWS};
+
+    /// `out[r][0..32] = act(bias + sum_k a[r][k] * panel[k][0..32])` for `rows <= 8`.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F; `a` must hold `rows` rows of `lda` floats, `panel`
+    /// `k * 32` floats, `bias` 32, and `out` `rows` rows of `ldo` floats from 32 on.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn dense_block(
+        rows: usize,
+        a: *const f32,
+        lda: usize,
+        panel: *const f32,
+        bias: *const f32,
+        out: *mut f32,
+        ldo: usize,
+        gelu: bool,
+    ) {
+        // SAFETY: forwarded to the caller; `rows <= ROWS` picks a monomorphized kernel
+        // whose accumulators stay in registers.
+        unsafe {
+            match rows {
+                8 => block::<8>(a, lda, panel, lda, bias, out, ldo, gelu),
+                7 => block::<7>(a, lda, panel, lda, bias, out, ldo, gelu),
+                6 => block::<6>(a, lda, panel, lda, bias, out, ldo, gelu),
+                5 => block::<5>(a, lda, panel, lda, bias, out, ldo, gelu),
+                4 => block::<4>(a, lda, panel, lda, bias, out, ldo, gelu),
+                3 => block::<3>(a, lda, panel, lda, bias, out, ldo, gelu),
+                2 => block::<2>(a, lda, panel, lda, bias, out, ldo, gelu),
+                1 => block::<1>(a, lda, panel, lda, bias, out, ldo, gelu),
+                _ => unreachable!("at most {ROWS} rows per block"),
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn block<const R: usize>(
+        a: *const f32,
+        lda: usize,
+        panel: *const f32,
+        k: usize,
+        bias: *const f32,
+        out: *mut f32,
+        ldo: usize,
+        gelu: bool,
+    ) {
+        // SAFETY: bounds are the caller's contract (see `dense_block`).
+        unsafe {
+            let b_lo = _mm512_loadu_ps(bias);
+            let b_hi = _mm512_loadu_ps(bias.add(16));
+            let mut lo = [b_lo; R];
+            let mut hi = [b_hi; R];
+            for kk in 0..k {
+                let w_lo = _mm512_loadu_ps(panel.add(kk * PANEL));
+                let w_hi = _mm512_loadu_ps(panel.add(kk * PANEL + 16));
+                for r in 0..R {
+                    let x = _mm512_set1_ps(*a.add(r * lda + kk));
+                    lo[r] = _mm512_fmadd_ps(x, w_lo, lo[r]);
+                    hi[r] = _mm512_fmadd_ps(x, w_hi, hi[r]);
+                }
+            }
+            for r in 0..R {
+                let (mut l, mut h) = (lo[r], hi[r]);
+                if gelu {
+                    l = gelu_erf(l);
+                    h = gelu_erf(h);
+                }
+                _mm512_storeu_ps(out.add(r * ldo), l);
+                _mm512_storeu_ps(out.add(r * ldo + 16), h);
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    fn gelu_erf(x: __m512) -> __m512 {
+        let half = _mm512_set1_ps(0.5);
+        let one = _mm512_set1_ps(1.0);
+        let z = _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::FRAC_1_SQRT_2));
+        let z = _mm512_min_ps(_mm512_max_ps(z, _mm512_set1_ps(-4.0)), _mm512_set1_ps(4.0));
+        let z2 = _mm512_mul_ps(z, z);
+        let mut p = _mm512_set1_ps(ERF_ALPHA[6]);
+        for c in ERF_ALPHA[..6].iter().rev() {
+            p = _mm512_fmadd_ps(p, z2, _mm512_set1_ps(*c));
+        }
+        let mut q = _mm512_set1_ps(ERF_BETA[4]);
+        for c in ERF_BETA[..4].iter().rev() {
+            q = _mm512_fmadd_ps(q, z2, _mm512_set1_ps(*c));
+        }
+        let erf = _mm512_div_ps(_mm512_mul_ps(z, p), q);
+        _mm512_mul_ps(_mm512_mul_ps(half, x), _mm512_add_ps(one, erf))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reference(
+        x: &[f32],
+        w: &[f32],
+        b: &[f32],
+        rows: usize,
+        out: usize,
+        inp: usize,
+        gelu: bool,
+    ) -> Vec<f64> {
+        let mut y = vec![0f64; rows * out];
+        for r in 0..rows {
+            for o in 0..out {
+                let mut s = f64::from(b[o]);
+                for k in 0..inp {
+                    s += f64::from(x[r * inp + k]) * f64::from(w[o * inp + k]);
+                }
+                if gelu {
+                    s = 0.5 * s * (1.0 + libm_erf(s / std::f64::consts::SQRT_2));
+                }
+                y[r * out + o] = s;
+            }
+        }
+        y
+    }
+
+    fn libm_erf(x: f64) -> f64 {
+        libm::erf(x)
+    }
+
+    #[test]
+    fn gelu_matches_the_exact_erf_form() {
+        let mut xs: Vec<f32> = (-800..=800).map(|i| i as f32 / 100.0).collect();
+        let expected: Vec<f64> = xs
+            .iter()
+            .map(|&x| {
+                let x = f64::from(x);
+                0.5 * x * (1.0 + libm_erf(x / std::f64::consts::SQRT_2))
+            })
+            .collect();
+        gelu_erf_inplace(&mut xs);
+        for (got, want) in xs.iter().zip(&expected) {
+            assert!((f64::from(*got) - want).abs() < 2e-6, "{got} vs {want}");
+        }
+    }
+
+    #[test]
+    fn dense_layer_matches_a_naive_product_for_every_row_count() {
+        let (inp, out) = (70, 64);
+        let w: Vec<f32> = (0..out * inp)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 500.0)
+            .collect();
+        let b: Vec<f32> = (0..out).map(|i| (i as f32 - 30.0) / 100.0).collect();
+        let weight = Tensor::from_vec(w.clone(), (out, inp), &Device::Cpu).unwrap();
+        let bias = Tensor::from_vec(b.clone(), out, &Device::Cpu).unwrap();
+        let packed = Dense::new(weight.clone(), bias.clone()).unwrap();
+        assert_eq!(matches!(packed, Dense::Packed(_)), avx512_available());
+        let fallback = Dense::Candle(Linear::new(weight, Some(bias)));
+        for (dense, rows) in [&packed, &fallback]
+            .into_iter()
+            .flat_map(|d| [1, 3, 8, 9, 17].map(|r| (d, r)))
+        {
+            let x: Vec<f32> = (0..rows * inp)
+                .map(|i| ((i * 13 % 29) as f32 - 14.0) / 10.0)
+                .collect();
+            let xt = Tensor::from_vec(x.clone(), (rows, inp), &Device::Cpu).unwrap();
+            for gelu in [false, true] {
+                let act = if gelu {
+                    Activation::GeluErf
+                } else {
+                    Activation::None
+                };
+                let got = dense
+                    .forward(&xt, act)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap();
+                let want = reference(&x, &w, &b, rows, out, inp, gelu);
+                for (g, w) in got.iter().zip(&want) {
+                    assert!(
+                        (f64::from(*g) - w).abs() < 1e-4,
+                        "rows {rows} gelu {gelu}: {g} vs {w}"
+                    );
+                }
+            }
+        }
+    }
+}
