@@ -16,6 +16,8 @@ use rayon::prelude::*;
 const PANEL: usize = 32;
 /// Input rows one kernel call handles: 8 rows x 2 vectors = 16 accumulators.
 const ROWS: usize = 8;
+/// Inner-dimension block: a panel slice of 256 x 32 floats (32 KiB) fits in L1.
+const K_BLOCK: usize = 256;
 
 /// What to apply to a dense layer's output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,35 +148,46 @@ impl PackedDense {
         let panel_count = self.out_dim / PANEL;
         let threads = rayon::current_num_threads().max(1);
         // Contiguous runs of panels per task keep each thread's output columns together.
-        let per_task = panel_count.div_ceil(threads * 2).max(1);
-        (0..panel_count)
-            .into_par_iter()
-            .with_min_len(per_task)
-            .for_each(|p| {
-                let out_ptr = &out_ptr;
-                let panel = &self.panels[p * in_dim * PANEL..][..in_dim * PANEL];
-                let bias = &self.bias[p * PANEL..][..PANEL];
-                let mut row = 0;
-                while row < rows {
-                    let block = (rows - row).min(ROWS);
-                    // SAFETY: AVX-512 was detected before packing; each task writes only
-                    // columns [p*32, p*32+32) of rows [row, row+block), disjoint from
-                    // every other task, inside `out`, which outlives the parallel loop.
-                    unsafe {
-                        x86::dense_block(
-                            block,
-                            input[row * in_dim..].as_ptr(),
-                            in_dim,
-                            panel.as_ptr(),
-                            bias.as_ptr(),
-                            out_ptr.0.add(row * self.out_dim + p * PANEL),
-                            self.out_dim,
-                            act == Activation::GeluErf,
-                        );
+        let per_task = panel_count.div_ceil(threads).max(1);
+        let panel_ids: Vec<usize> = (0..panel_count).collect();
+        panel_ids.par_chunks(per_task).for_each(|task_panels| {
+            let out_ptr = &out_ptr;
+            // k is walked in blocks so a panel's slice (K_BLOCK x 32 floats) stays in L1
+            // while every row block of the input uses it.
+            let mut k0 = 0;
+            while k0 < in_dim {
+                let kc = (in_dim - k0).min(K_BLOCK);
+                let first = k0 == 0;
+                let last = k0 + kc == in_dim;
+                for &p in task_panels {
+                    let panel = &self.panels[p * in_dim * PANEL + k0 * PANEL..][..kc * PANEL];
+                    let bias = &self.bias[p * PANEL..][..PANEL];
+                    let mut row = 0;
+                    while row < rows {
+                        let block = (rows - row).min(ROWS);
+                        // SAFETY: AVX-512 was detected before packing; each task writes
+                        // only columns [p*32, p*32+32) of its own panels, disjoint from
+                        // every other task, inside `out`, which outlives the loop.
+                        unsafe {
+                            x86::dense_block(
+                                block,
+                                input[row * in_dim + k0..].as_ptr(),
+                                in_dim,
+                                panel.as_ptr(),
+                                kc,
+                                bias.as_ptr(),
+                                out_ptr.0.add(row * self.out_dim + p * PANEL),
+                                self.out_dim,
+                                first,
+                                last && act == Activation::GeluErf,
+                            );
+                        }
+                        row += block;
                     }
-                    row += block;
                 }
-            });
+                k0 += kc;
+            }
+        });
         out
     }
 }
@@ -250,58 +263,73 @@ mod x86 {
 
     use super::{ERF_ALPHA, ERF_BETA, PANEL, ROWS};
 
-    /// `out[r][0..32] = act(bias + sum_k a[r][k] * panel[k][0..32])` for `rows <= 8`.
+    /// `out[r][0..32] (+)= sum_{k<kc} a[r][k] * panel[k][0..32]` for `rows <= 8`,
+    /// starting from `bias` when `first`, applying GELU when `gelu`.
     ///
     /// # Safety
-    /// The CPU must support AVX-512F; `a` must hold `rows` rows of `lda` floats, `panel`
-    /// `k * 32` floats, `bias` 32, and `out` `rows` rows of `ldo` floats from 32 on.
+    /// The CPU must support AVX-512F; `a` must hold `rows` rows of `lda` floats (`kc`
+    /// used), `panel` `kc * 32` floats, `bias` 32, and `out` `rows` rows of `ldo`
+    /// floats from 32 on.
     #[allow(clippy::too_many_arguments)]
     pub unsafe fn dense_block(
         rows: usize,
         a: *const f32,
         lda: usize,
         panel: *const f32,
+        kc: usize,
         bias: *const f32,
         out: *mut f32,
         ldo: usize,
+        first: bool,
         gelu: bool,
     ) {
         // SAFETY: forwarded to the caller; `rows <= ROWS` picks a monomorphized kernel
         // whose accumulators stay in registers.
         unsafe {
+            let args = (a, lda, panel, kc, bias, out, ldo, first, gelu);
             match rows {
-                8 => block::<8>(a, lda, panel, lda, bias, out, ldo, gelu),
-                7 => block::<7>(a, lda, panel, lda, bias, out, ldo, gelu),
-                6 => block::<6>(a, lda, panel, lda, bias, out, ldo, gelu),
-                5 => block::<5>(a, lda, panel, lda, bias, out, ldo, gelu),
-                4 => block::<4>(a, lda, panel, lda, bias, out, ldo, gelu),
-                3 => block::<3>(a, lda, panel, lda, bias, out, ldo, gelu),
-                2 => block::<2>(a, lda, panel, lda, bias, out, ldo, gelu),
-                1 => block::<1>(a, lda, panel, lda, bias, out, ldo, gelu),
+                8 => block::<8>(args),
+                7 => block::<7>(args),
+                6 => block::<6>(args),
+                5 => block::<5>(args),
+                4 => block::<4>(args),
+                3 => block::<3>(args),
+                2 => block::<2>(args),
+                1 => block::<1>(args),
                 _ => unreachable!("at most {ROWS} rows per block"),
             }
         }
     }
 
+    type BlockArgs = (
+        *const f32,
+        usize,
+        *const f32,
+        usize,
+        *const f32,
+        *mut f32,
+        usize,
+        bool,
+        bool,
+    );
+
     #[target_feature(enable = "avx512f")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn block<const R: usize>(
-        a: *const f32,
-        lda: usize,
-        panel: *const f32,
-        k: usize,
-        bias: *const f32,
-        out: *mut f32,
-        ldo: usize,
-        gelu: bool,
-    ) {
+    unsafe fn block<const R: usize>(args: BlockArgs) {
+        let (a, lda, panel, kc, bias, out, ldo, first, gelu) = args;
         // SAFETY: bounds are the caller's contract (see `dense_block`).
         unsafe {
-            let b_lo = _mm512_loadu_ps(bias);
-            let b_hi = _mm512_loadu_ps(bias.add(16));
-            let mut lo = [b_lo; R];
-            let mut hi = [b_hi; R];
-            for kk in 0..k {
+            let mut lo = [_mm512_setzero_ps(); R];
+            let mut hi = [_mm512_setzero_ps(); R];
+            for r in 0..R {
+                let (src, stride) = if first {
+                    (bias, 0)
+                } else {
+                    (out as *const f32, ldo)
+                };
+                lo[r] = _mm512_loadu_ps(src.add(r * stride));
+                hi[r] = _mm512_loadu_ps(src.add(r * stride + 16));
+            }
+            for kk in 0..kc {
                 let w_lo = _mm512_loadu_ps(panel.add(kk * PANEL));
                 let w_hi = _mm512_loadu_ps(panel.add(kk * PANEL + 16));
                 for r in 0..R {
@@ -393,7 +421,8 @@ mod tests {
 
     #[test]
     fn dense_layer_matches_a_naive_product_for_every_row_count() {
-        let (inp, out) = (70, 64);
+        // 600 inputs: three k blocks, the last one partial.
+        let (inp, out) = (600, 64);
         let w: Vec<f32> = (0..out * inp)
             .map(|i| ((i * 37 % 101) as f32 - 50.0) / 500.0)
             .collect();
