@@ -92,8 +92,12 @@ impl Classifier {
 
         let weights = checkpoint.weights_path();
         let stored_dtype = crate::checkpoint::stored_dtype(&weights)?;
-        let model =
-            pool.install(|| DistilBertClassifier::load(&WeightFile::open(&weights)?, &config))?;
+        let model = pool.install(|| {
+            let file = WeightFile::open(&weights)?;
+            let model = DistilBertClassifier::load(&file, &config)?;
+            file.release_resident_pages();
+            Ok::<_, ModelError>(model)
+        })?;
         let info = ClassifierInfo {
             labels: config.labels(),
             dim: config.dim,

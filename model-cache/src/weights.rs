@@ -61,6 +61,19 @@ impl WeightFile {
         })
     }
 
+    /// Drops the mapping's resident pages once every tensor that is copied has been
+    /// copied: what stays mapped (the word embeddings) faults back in row by row from
+    /// the page cache, so RSS holds the converted weights once, not twice.
+    pub fn release_resident_pages(&self) {
+        #[cfg(unix)]
+        // SAFETY: the mapping is private and read-only; after MADV_DONTNEED a read of
+        // a file-backed page refetches the file's bytes, which never change in place.
+        let _ = unsafe {
+            self.mmap
+                .unchecked_advise(memmap2::UncheckedAdvice::DontNeed)
+        };
+    }
+
     pub fn contains(&self, name: &str) -> bool {
         self.entries.contains_key(name)
     }
