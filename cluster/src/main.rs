@@ -74,6 +74,9 @@ async fn serve(args: Args, threads: usize) -> Result<()> {
         // Signals are ours: readiness must drop before actix stops accepting.
         .disable_signals()
         .shutdown_timeout(args.shutdown_grace_secs)
+        // A client that closes its side has gone away: end its connection so the
+        // handler is dropped and the worker skips its queued job.
+        .h1_allow_half_closed(false)
         .listen(listener)
         .context("starting the HTTP server")?
         .run();

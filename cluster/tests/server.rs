@@ -394,7 +394,15 @@ fn close(a: &serde_json::Value, b: &Prediction, text: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_mixed_requests_get_exactly_their_own_answers() {
-    let server = Server::ready(&["--max-batch", "16", "--max-wait-ms", "5"]).await;
+    let server = Server::ready(&[
+        "--max-batch",
+        "16",
+        "--max-wait-ms",
+        "5",
+        "--queue-capacity",
+        "1000",
+    ])
+    .await;
     let classifier = Classifier::load(
         &Checkpoint::open(fixture()).unwrap(),
         &ClassifierOptions {
