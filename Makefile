@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: test test-deps fmt lint bench fixture-full clean
+.PHONY: test test-deps fmt lint bench fixture-full clean serve bench-server
 
 test: test-deps
 	$(CARGO) test --workspace --all-targets
@@ -28,3 +28,13 @@ bench: fixture-full
 
 clean:
 	$(CARGO) clean
+
+# sentiment-server (cluster/) on the tiny fixture: http://127.0.0.1:8080/predict
+SERVE_FIXTURE ?= .cache/fixtures/tiny
+serve:
+	@test -f $(SERVE_FIXTURE)/model.safetensors || $(CARGO) run -p model-cache -- fixture --size tiny --out $(SERVE_FIXTURE)
+	$(CARGO) run -p sentiment-server -- --model-dir $(SERVE_FIXTURE) --bind 127.0.0.1:8080
+
+# sentiment-server vs the Python reference on the full-size fixture; see README.
+bench-server:
+	cluster/bench/run.sh

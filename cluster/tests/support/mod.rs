@@ -13,15 +13,28 @@ use model_cache::fixture::{FixtureSize, FixtureSpec};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// The tiny fixture, written once per test process into cargo's per-target temp dir.
+/// The tiny fixture, written once into cargo's per-target temp dir and reused by later
+/// runs (it is deterministic); written beside and renamed so a concurrent run never
+/// sees half of it.
 pub fn fixture() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("sentiment-server-tiny-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        model_cache::fixture::write(&dir, &FixtureSpec::new(FixtureSize::Tiny)).unwrap();
+        let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        let dir = root.join("sentiment-server-fixture-tiny");
+        if dir.join("fixture.json").exists() {
+            return dir;
+        }
+        let scratch = root.join(format!(
+            "sentiment-server-fixture-tiny.{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&scratch);
+        std::fs::create_dir_all(&scratch).unwrap();
+        model_cache::fixture::write(&scratch, &FixtureSpec::new(FixtureSize::Tiny)).unwrap();
+        if std::fs::rename(&scratch, &dir).is_err() {
+            // Another run won the race; its copy is identical.
+            let _ = std::fs::remove_dir_all(&scratch);
+        }
         dir
     })
 }
