@@ -25,8 +25,10 @@ pub struct Args {
     #[arg(long, env = "MAX_BATCH", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub max_batch: u32,
 
-    /// Longest a batch waits for more texts after its first one arrives.
-    #[arg(long, env = "MAX_WAIT_MS", default_value_t = 5)]
+    /// Longest a batch waits for more texts after its first one arrives. The default 0
+    /// adds no latency to a lone request; under load batches still form, from the
+    /// requests that queue up while the previous forward pass runs.
+    #[arg(long, env = "MAX_WAIT_MS", default_value_t = 0)]
     pub max_wait_ms: u64,
 
     /// Requests that may wait for the model at once; beyond it, 503 with Retry-After.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use model_cache::{Checkpoint, Classifier, ClassifierOptions, Prediction};
 use serde_json::json;
-use support::{Server, fixture, metric, parse_metrics, request, try_request};
+use support::{Server, fixture, metric, parse_metrics, request, spawn_predict, try_request};
 use tokio::io::AsyncWriteExt;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -179,19 +179,7 @@ async fn a_full_queue_answers_503_then_recovers() {
     .await;
     let addr = server.addr;
     let burst: Vec<_> = (0..12)
-        .map(|i| {
-            tokio::spawn(async move {
-                let body = json!({"text": format!("burst {i}")}).to_string();
-                request(
-                    addr,
-                    "POST",
-                    "/predict",
-                    &[("content-type", "application/json")],
-                    body.as_bytes(),
-                )
-                .await
-            })
-        })
+        .map(|i| spawn_predict(addr, &json!({"text": format!("burst {i}")})))
         .collect();
     let mut ok = 0;
     let mut overloaded = 0;
@@ -232,19 +220,7 @@ async fn sigterm_drains_every_request_in_flight_then_exits_0() {
     .await;
     let addr = server.addr;
     let in_flight: Vec<_> = (0..8)
-        .map(|i| {
-            tokio::spawn(async move {
-                let body = json!({"text": format!("in flight {i}")}).to_string();
-                request(
-                    addr,
-                    "POST",
-                    "/predict",
-                    &[("content-type", "application/json")],
-                    body.as_bytes(),
-                )
-                .await
-            })
-        })
+        .map(|i| spawn_predict(addr, &json!({"text": format!("in flight {i}")})))
         .collect();
     // Let them all reach the queue (8 texts at 2 per 250 ms pass: about 1 s of work).
     let until = Instant::now() + Duration::from_secs(10);
@@ -439,14 +415,7 @@ async fn concurrent_mixed_requests_get_exactly_their_own_answers() {
                 } else {
                     json!({"text": picked[0]})
                 };
-                let response = request(
-                    addr,
-                    "POST",
-                    "/predict",
-                    &[("content-type", "application/json")],
-                    body.to_string().as_bytes(),
-                )
-                .await;
+                let response = spawn_predict(addr, &body).await.unwrap();
                 (picked, i % 3 == 0, response)
             })
         })
@@ -554,16 +523,7 @@ async fn clients_that_hang_up_are_dropped_before_inference() {
     .await;
     let addr = server.addr;
     // Occupies the worker for 300 ms.
-    let busy = tokio::spawn(async move {
-        request(
-            addr,
-            "POST",
-            "/predict",
-            &[("content-type", "application/json")],
-            br#"{"text": "first"}"#,
-        )
-        .await
-    });
+    let busy = spawn_predict(addr, &json!({"text": "first"}));
     tokio::time::sleep(Duration::from_millis(50)).await;
     for _ in 0..3 {
         let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();

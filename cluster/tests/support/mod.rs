@@ -223,6 +223,24 @@ pub async fn request(
         .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
 }
 
+/// POSTs `body` as JSON to `/predict` from its own task, for concurrent requests.
+pub fn spawn_predict(
+    addr: SocketAddr,
+    body: &serde_json::Value,
+) -> tokio::task::JoinHandle<Response> {
+    let body = body.to_string();
+    tokio::spawn(async move {
+        request(
+            addr,
+            "POST",
+            "/predict",
+            &[("content-type", "application/json")],
+            body.as_bytes(),
+        )
+        .await
+    })
+}
+
 /// One request on a fresh connection (`Connection: close`), read to the end. The body
 /// is written from its own task so a server that answers early (413) and stops
 /// reading cannot deadlock the test.
