@@ -197,23 +197,35 @@ async fn predict_inner(
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(too_large());
     }
-    let body = match payload.to_bytes_limited(limit).await {
-        Ok(Ok(body)) => body,
-        Ok(Err(e)) => {
+    let timeout = Duration::from_millis(state.batching.request_timeout_ms);
+    let deadline = started + timeout;
+    // The deadline covers the upload too: actix only times out a slow request head, and
+    // a client stalling mid-body would otherwise hold its connection forever.
+    let body = match tokio::time::timeout_at(deadline.into(), payload.to_bytes_limited(limit)).await
+    {
+        Ok(Ok(Ok(body))) => body,
+        Ok(Ok(Err(e))) => {
             return Err(ApiError::new(
                 ErrorKind::InvalidJson,
                 format!("reading the body failed: {e}"),
             ));
         }
-        Err(_) => return Err(too_large()),
+        Ok(Err(_)) => return Err(too_large()),
+        Err(_) => {
+            return Err(ApiError::new(
+                ErrorKind::Timeout,
+                format!(
+                    "the request body did not arrive within the request timeout of {} ms",
+                    timeout.as_millis()
+                ),
+            ));
+        }
     };
     let request = wire::parse_request(&body).map_err(|e| {
         let body = e.to_body();
         ApiError::new(body.error, body.detail)
     })?;
 
-    let timeout = Duration::from_millis(state.batching.request_timeout_ms);
-    let deadline = started + timeout;
     let (reply, answer) = oneshot::channel();
     let job = Job {
         texts: request.texts().into_iter().map(str::to_owned).collect(),

@@ -445,7 +445,7 @@ async fn concurrent_mixed_requests_get_exactly_their_own_answers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hostile_inputs_and_slow_clients_leave_it_healthy() {
-    let server = Server::ready(&[]).await;
+    let server = Server::ready(&["--request-timeout-ms", "1500"]).await;
     let addr = server.addr;
 
     server
@@ -497,6 +497,24 @@ async fn hostile_inputs_and_slow_clients_leave_it_healthy() {
         started.elapsed() < Duration::from_secs(3),
         "answers took {:?}",
         started.elapsed()
+    );
+    // Past the request timeout, a client stalled mid-body is answered and let go.
+    let mut stalled = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stalled
+        .write_all(b"POST /predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 50\r\n\r\n{\"te")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::io::AsyncReadExt::read_to_end(&mut stalled, &mut answer),
+    )
+    .await;
+    assert!(read.is_ok(), "a stalled upload was never cut off");
+    assert!(
+        String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 504"),
+        "{}",
+        String::from_utf8_lossy(&answer)
     );
     drop(slow);
     assert_eq!(
