@@ -574,3 +574,18 @@ async fn clients_that_hang_up_are_dropped_before_inference() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[test]
+fn a_model_that_cannot_load_ends_the_process_with_an_error() {
+    let missing = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_sentiment-server"))
+        .arg("--model-dir")
+        .arg(missing.path().join("nothing-here"))
+        .args(["--bind", "127.0.0.1:0", "--threads", "1"])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{log}");
+    assert!(log.contains("model load failed"), "{log}");
+    assert!(log.contains("nothing-here"), "{log}");
+}
