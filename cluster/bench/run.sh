@@ -7,7 +7,7 @@
 #
 #   cluster/bench/run.sh                 # full run, report in cluster/bench/results.md
 #   NO_PYTHON=1 cluster/bench/run.sh     # Rust server only
-#   DURATION=5 cluster/bench/run.sh      # shorter throughput runs
+#   DURATION=5 C1_REQUESTS=50 cluster/bench/run.sh   # a quicker, rougher run
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -15,6 +15,7 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 FIXTURE=${FIXTURE:-.cache/fixtures/full-f32}
 VENV=${VENV:-.venv-bench}
 DURATION=${DURATION:-20}
+C1_REQUESTS=${C1_REQUESTS:-200}
 OUT=${OUT:-cluster/bench/results.md}
 
 cargo build --release -p sentiment-server -p model-cache
@@ -36,5 +37,5 @@ fi
 
 python3 cluster/bench/run.py \
   --rust "$CARGO_TARGET_DIR/release/sentiment-server" \
-  --model-dir "$FIXTURE" --duration "$DURATION" --out "$OUT" \
+  --model-dir "$FIXTURE" --duration "$DURATION" --c1-requests "$C1_REQUESTS" --out "$OUT" \
   ${RUST_FLAGS:+--rust-flags "$RUST_FLAGS"} "${venv_args[@]}"
