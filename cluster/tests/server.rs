@@ -227,8 +227,9 @@ async fn sigterm_drains_every_request_in_flight_then_exits_0() {
     loop {
         let series = parse_metrics(&server.get("/metrics").await.text());
         let queued = metric(&series, "sentiment_queue_depth", &[]);
-        let started = metric(&series, "sentiment_batch_size_count", &[]);
-        if queued + 2.0 * started >= 8.0 || Instant::now() > until {
+        // Texts of passes already started (observed before each forward pass).
+        let started = metric(&series, "sentiment_batch_size_sum", &[]);
+        if queued + started >= 8.0 || Instant::now() > until {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
