@@ -2,7 +2,8 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: test test-deps fmt lint bench fixture-full clean up down diff moto bench-stack
+.PHONY: test test-deps fmt lint bench fixture-full clean up down diff moto bench-stack serve bench-server
+
 
 test: test-deps
 	$(CARGO) test --workspace --all-targets
@@ -53,3 +54,12 @@ down: moto
 
 bench-stack:
 	$(CARGO) bench -p stack --bench stack_cli
+# sentiment-server (cluster/) on the tiny fixture: http://127.0.0.1:8080/predict
+SERVE_FIXTURE ?= .cache/fixtures/tiny
+serve:
+	@test -f $(SERVE_FIXTURE)/model.safetensors || $(CARGO) run -p model-cache -- fixture --size tiny --out $(SERVE_FIXTURE)
+	$(CARGO) run -p sentiment-server -- --model-dir $(SERVE_FIXTURE) --bind 127.0.0.1:8080
+
+# sentiment-server vs the Python reference on the full-size fixture; see README.
+bench-server:
+	cluster/bench/run.sh
