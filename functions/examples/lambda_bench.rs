@@ -87,7 +87,9 @@ async fn main() -> Result<()> {
             bail!("cold request failed: {raw}");
         }
         let report = emulator.reports().pop().context("no report")?;
-        inits.push(ms(report.init_duration.context("cold start without init")?));
+        inits.push(ms(report
+            .init_duration
+            .context("cold start without init")?));
         colds.push(ms(elapsed));
         memory = report.max_memory_used_mb;
         emulator.shutdown();
@@ -129,7 +131,11 @@ async fn main() -> Result<()> {
         "| {} | {:.0} ({}) | {:.0} | {:.1} | {:.1} | {:.1} | {} |",
         cli.model_dir.display(),
         median(&mut inits),
-        inits.iter().map(|v| format!("{v:.0}")).collect::<Vec<_>>().join("/"),
+        inits
+            .iter()
+            .map(|v| format!("{v:.0}"))
+            .collect::<Vec<_>>()
+            .join("/"),
         median(&mut colds),
         percentile(&warms, 50.0),
         percentile(&warms, 99.0),

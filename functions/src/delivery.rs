@@ -48,13 +48,14 @@ pub enum DeliveryError {
     #[error("MODEL_S3_URI={0:?} is not of the form s3://bucket/prefix")]
     BadS3Uri(String),
     /// The checkpoint directory is missing or incomplete.
+    // The model error is part of the message, not a `source`: init reports the whole
+    // chain, and a source would print it twice.
     #[error(
-        "model at {location}: {source}. Set MODEL_DIR to a checkpoint directory, MODEL_S3_URI to an s3:// prefix, or package the model as model/ beside bootstrap"
+        "model at {location}: {problem}. Set MODEL_DIR to a checkpoint directory, MODEL_S3_URI to an s3:// prefix, or package the model as model/ beside bootstrap"
     )]
     Checkpoint {
         location: String,
-        #[source]
-        source: ModelError,
+        problem: Box<ModelError>,
     },
     /// An S3 request failed.
     #[error("fetching s3://{bucket}/{key}: {detail}")]
@@ -65,11 +66,10 @@ pub enum DeliveryError {
     },
     /// Writing the fetched files failed (is /tmp large enough? see the function's
     /// ephemeral storage setting).
-    #[error("writing {path}: {source}")]
+    #[error("writing {path}: {error}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -131,9 +131,9 @@ impl ModelLocation {
                 cache_dir,
             } => fetch_s3(bucket, prefix, cache_dir).await?,
         };
-        Checkpoint::open(&dir).map_err(|source| DeliveryError::Checkpoint {
+        Checkpoint::open(&dir).map_err(|problem| DeliveryError::Checkpoint {
             location: self.describe(),
-            source,
+            problem: Box::new(problem),
         })
     }
 }
@@ -163,9 +163,9 @@ async fn fetch_s3(bucket: &str, prefix: &str, cache_dir: &Path) -> Result<PathBu
         tracing::info!(dir = %local.display(), "reusing model fetched from S3 earlier in this sandbox");
         return Ok(local);
     }
-    let io = |path: &Path, source| DeliveryError::Io {
+    let io = |path: &Path, error| DeliveryError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     };
     tokio::fs::create_dir_all(&local)
         .await
@@ -250,13 +250,22 @@ async fn fetch_object(
             if missing && !required {
                 return Ok(None);
             }
-            let detail = aws_sdk_s3::error::DisplayErrorContext(&e).to_string();
+            // Service errors read best as S3's code and message; transport errors need
+            // the whole context (endpoint, DNS, TLS) to be diagnosable.
+            let detail = match e.as_service_error() {
+                Some(service) => format!(
+                    "{}: {} (check MODEL_S3_URI and that the function's role may s3:GetObject)",
+                    service.meta().code().unwrap_or("error"),
+                    service.meta().message().unwrap_or("no message")
+                ),
+                None => aws_sdk_s3::error::DisplayErrorContext(&e).to_string(),
+            };
             return Err(s3_err(detail));
         }
     };
-    let io = |source| DeliveryError::Io {
+    let io = |error| DeliveryError::Io {
         path: target.to_path_buf(),
-        source,
+        error,
     };
     let partial = target.with_extension("partial");
     let mut file = tokio::fs::File::create(&partial).await.map_err(io)?;

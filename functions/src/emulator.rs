@@ -351,16 +351,8 @@ impl Shared {
             };
         let mut exited = instance.exited.clone();
         let outcome = tokio::select! {
-            answer = answer => answer.map_err(|_| InvokeError::Crashed("the instance dropped the invocation".into())),
-            status = exited.wait_for(Option::is_some) => {
-                let status = status.map(|s| s.clone().unwrap_or_default()).unwrap_or_default();
-                Err(if instance.init_duration.get().is_none() {
-                    let reported = lock(&instance.init_error).clone();
-                    InvokeError::InitFailed(reported.unwrap_or_else(|| format!("the process {status} before asking for an event")))
-                } else {
-                    InvokeError::Crashed(status)
-                })
-            }
+            answer = answer => answer.map_err(|_| failure(&instance, &self.config)),
+            _ = exited.wait_for(Option::is_some) => Err(failure(&instance, &self.config)),
             () = tokio::time::sleep(limit) => Err(if instance.init_duration.get().is_none() {
                 InvokeError::InitFailed(format!("init did not finish within {:.1?}", self.config.init_timeout))
             } else {
@@ -548,6 +540,28 @@ impl Shared {
             }
         });
         Ok(instance)
+    }
+}
+
+/// Why an instance stopped without answering: a failed init (with the function's own
+/// message when it posted one to `/init/error`) or a crash mid-invocation. The process
+/// exit and the dropped invocation race; both land here so either gives the same answer.
+fn failure(instance: &Instance, config: &EmulatorConfig) -> InvokeError {
+    let status = instance
+        .exited
+        .borrow()
+        .clone()
+        .unwrap_or_else(|| "stopped".into());
+    if instance.init_duration.get().is_none() {
+        let reported = lock(&instance.init_error).clone();
+        InvokeError::InitFailed(reported.unwrap_or_else(|| {
+            format!(
+                "{} {status} before asking for an event",
+                config.bootstrap.display()
+            )
+        }))
+    } else {
+        InvokeError::Crashed(status)
     }
 }
 

@@ -93,9 +93,9 @@ async fn model_is_fetched_from_s3_into_tmp_and_reused_by_the_next_init() {
     config.env = [
         ("MODEL_DIR", ""),
         ("MODEL_S3_URI", "s3://models/tiny/v1/"),
-        ("MODEL_S3_CACHE_DIR", &tmp.path().display().to_string()),
+        ("MODEL_S3_CACHE_DIR", tmp.path().to_str().unwrap()),
         ("MODEL_THREADS", "1"),
-        ("AWS_ENDPOINT_URL", &moto.url),
+        ("AWS_ENDPOINT_URL", moto.url.as_str()),
         ("AWS_ACCESS_KEY_ID", "test"),
         ("AWS_SECRET_ACCESS_KEY", "test"),
         ("AWS_REGION", "us-east-1"),
@@ -154,8 +154,8 @@ async fn a_missing_s3_object_is_an_init_error_naming_the_key() {
     config.env = [
         ("MODEL_DIR", ""),
         ("MODEL_S3_URI", "s3://empty/none"),
-        ("MODEL_S3_CACHE_DIR", &tmp.path().display().to_string()),
-        ("AWS_ENDPOINT_URL", &moto.url),
+        ("MODEL_S3_CACHE_DIR", tmp.path().to_str().unwrap()),
+        ("AWS_ENDPOINT_URL", moto.url.as_str()),
         ("AWS_ACCESS_KEY_ID", "test"),
         ("AWS_SECRET_ACCESS_KEY", "test"),
         ("AWS_REGION", "us-east-1"),

@@ -109,13 +109,15 @@ async fn init(threads: usize) -> Result<Classifier, InitFailure> {
         threads: Some(threads),
         ..ClassifierOptions::default()
     };
+    // `{e}` already carries the cause (model-cache errors print their source), so the
+    // error is flattened into one message rather than chained.
     Classifier::load(&checkpoint, &options).map_err(|e| {
         InitFailure::new(
             "Runtime.ModelLoadError",
-            anyhow::Error::new(e).context(format!(
-                "loading the checkpoint in {}",
+            anyhow::anyhow!(
+                "loading the checkpoint in {}: {e}",
                 checkpoint.dir().display()
-            )),
+            ),
         )
     })
 }
