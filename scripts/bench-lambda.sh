@@ -9,8 +9,11 @@ TARGET_DIR=${CARGO_TARGET_DIR:-target}
 FIXTURES=${FIXTURES:-.cache/fixtures}
 MEMORY_MB=${MEMORY_MB:-3538}
 WARM=${WARM:-200}
+# PROFILE=dev reuses a test build (the numeric crates are optimized in dev too).
+PROFILE=${PROFILE:-release}
+BIN_DIR=$TARGET_DIR/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")
 
-cargo build --release -p sentiment-lambda --bins --example lambda_bench >&2
+cargo build --profile "$PROFILE" -p sentiment-lambda --bins --example lambda_bench >&2
 for dtype in f32 f16; do
   dir=$FIXTURES/full-$dtype
   if [ ! -f "$dir/model.safetensors" ]; then
@@ -18,12 +21,12 @@ for dtype in f32 f16; do
   fi
 done
 
-echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg), $(date -u +%FT%TZ), memory ${MEMORY_MB} MB"
+echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg), $(date -u +%FT%TZ); function memory ${MEMORY_MB} MB; build profile $PROFILE"
 echo
 echo "| checkpoint | init ms, median (runs) | cold request ms, median | warm p50 ms | warm p99 ms | warm function ms p50 | max memory MB |"
 echo "|---|---|---|---|---|---|---|"
 for dtype in f32 f16; do
-  "$TARGET_DIR/release/examples/lambda_bench" --bootstrap "$TARGET_DIR/release/bootstrap" \
+  "$BIN_DIR/examples/lambda_bench" --bootstrap "$BIN_DIR/bootstrap" \
     --model-dir "$FIXTURES/full-$dtype" --memory-mb "$MEMORY_MB" --warm "$WARM"
 done
 echo

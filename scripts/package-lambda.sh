@@ -34,7 +34,7 @@ if [ "$MODEL" != none ]; then
   # Refuse before the (long) release build: the weights alone decide.
   if [ "$model_bytes" -gt "$LIMIT" ]; then
     echo "package-lambda: $MODEL holds $((model_bytes / 1000000)) MB of model files; a zip package may hold" >&2
-    echo "  at most 250 MB unzipped (bootstrap included), so this checkpoint (f32?) cannot ship in the zip." >&2
+    echo "  at most 250 MB unzipped (bootstrap included), so this checkpoint cannot ship in the zip." >&2
     echo "  Options:" >&2
     echo "    - the f16 checkpoint (about half the size; computed in f32 after loading):" >&2
     echo "        cargo run --release -p model-cache -- fixture --size full --dtype f16 --out .cache/fixtures/full-f16" >&2
