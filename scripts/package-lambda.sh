@@ -6,7 +6,8 @@
 #
 # MODEL_DIR defaults to .cache/fixtures/full-f16. `none` packages bootstrap alone, for
 # the S3 route (MODEL_S3_URI) or a container image with the model in it (MODEL_DIR).
-# CARGO_LAMBDA_COMPILER=cargo builds with the host toolchain instead of zig.
+# CARGO_LAMBDA_COMPILER=cargo builds with the host toolchain instead of zig;
+# LAMBDA_BUILD=cargo skips cargo lambda for a plain `cargo build --release`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,9 +46,18 @@ if [ "$MODEL" != none ]; then
   fi
 fi
 
-echo "package-lambda: cargo lambda build --release (compiler: ${CARGO_LAMBDA_COMPILER:-zig})" >&2
-CARGO_TARGET_DIR=$TARGET_DIR cargo lambda build --release -p sentiment-lambda --bin bootstrap >&2
-BOOTSTRAP=$TARGET_DIR/lambda/bootstrap/bootstrap
+if [ "${LAMBDA_BUILD:-cargo-lambda}" = cargo ]; then
+  # Plain host release build: shares compiled dependencies with the other release
+  # builds of the workspace. Only for an x86_64 Linux host whose glibc is not newer
+  # than AL2023's (2.34) where it matters; cargo lambda with zig pins that for you.
+  echo "package-lambda: cargo build --release (host toolchain, LAMBDA_BUILD=cargo)" >&2
+  CARGO_TARGET_DIR=$TARGET_DIR cargo build --release -p sentiment-lambda --bin bootstrap >&2
+  BOOTSTRAP=$TARGET_DIR/release/bootstrap
+else
+  echo "package-lambda: cargo lambda build --release (compiler: ${CARGO_LAMBDA_COMPILER:-zig})" >&2
+  CARGO_TARGET_DIR=$TARGET_DIR cargo lambda build --release -p sentiment-lambda --bin bootstrap >&2
+  BOOTSTRAP=$TARGET_DIR/lambda/bootstrap/bootstrap
+fi
 [ -x "$BOOTSTRAP" ] || { echo "package-lambda: $BOOTSTRAP was not built" >&2; exit 1; }
 
 bootstrap_bytes=$(stat -c %s "$BOOTSTRAP")

@@ -5,6 +5,7 @@
 mod common;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -52,6 +53,25 @@ impl Drop for Moto {
     }
 }
 
+/// The function configured for `uri` on this moto, fetching into `cache_dir`.
+fn function_config(moto: &Moto, uri: &str, cache_dir: &Path) -> EmulatorConfig {
+    let mut config = EmulatorConfig::new(env!("CARGO_BIN_EXE_bootstrap"));
+    config.env = [
+        ("MODEL_DIR", ""),
+        ("MODEL_S3_URI", uri),
+        ("MODEL_S3_CACHE_DIR", cache_dir.to_str().unwrap()),
+        ("MODEL_THREADS", "1"),
+        ("AWS_ENDPOINT_URL", moto.url.as_str()),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+        ("RUST_LOG", "warn"),
+    ]
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .to_vec();
+    config
+}
+
 fn client(url: &str) -> aws_sdk_s3::Client {
     let config = aws_sdk_s3::Config::builder()
         .behavior_version(BehaviorVersion::latest())
@@ -89,20 +109,7 @@ async fn model_is_fetched_from_s3_into_tmp_and_reused_by_the_next_init() {
     }
 
     let tmp = tempfile::tempdir().unwrap();
-    let mut config = EmulatorConfig::new(env!("CARGO_BIN_EXE_bootstrap"));
-    config.env = [
-        ("MODEL_DIR", ""),
-        ("MODEL_S3_URI", "s3://models/tiny/v1/"),
-        ("MODEL_S3_CACHE_DIR", tmp.path().to_str().unwrap()),
-        ("MODEL_THREADS", "1"),
-        ("AWS_ENDPOINT_URL", moto.url.as_str()),
-        ("AWS_ACCESS_KEY_ID", "test"),
-        ("AWS_SECRET_ACCESS_KEY", "test"),
-        ("AWS_REGION", "us-east-1"),
-        ("RUST_LOG", "warn"),
-    ]
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .to_vec();
+    let mut config = function_config(&moto, "s3://models/tiny/v1/", tmp.path());
     config.keep_alive = Duration::from_millis(200);
     let emulator = Emulator::start(config, "127.0.0.1:0".parse().unwrap())
         .await
@@ -150,19 +157,7 @@ async fn a_missing_s3_object_is_an_init_error_naming_the_key() {
         .await
         .expect("bucket");
     let tmp = tempfile::tempdir().unwrap();
-    let mut config = EmulatorConfig::new(env!("CARGO_BIN_EXE_bootstrap"));
-    config.env = [
-        ("MODEL_DIR", ""),
-        ("MODEL_S3_URI", "s3://empty/none"),
-        ("MODEL_S3_CACHE_DIR", tmp.path().to_str().unwrap()),
-        ("AWS_ENDPOINT_URL", moto.url.as_str()),
-        ("AWS_ACCESS_KEY_ID", "test"),
-        ("AWS_SECRET_ACCESS_KEY", "test"),
-        ("AWS_REGION", "us-east-1"),
-        ("RUST_LOG", "warn"),
-    ]
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .to_vec();
+    let config = function_config(&moto, "s3://empty/none", tmp.path());
     let emulator = Emulator::start(config, "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
