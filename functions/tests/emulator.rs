@@ -184,3 +184,25 @@ async fn invoke_api_passes_the_plain_body_as_a_direct_invocation() {
         "{body}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_configuration_is_an_init_error_naming_the_setting() {
+    let mut config = config(&tiny());
+    config.env.push(("MODEL_THREADS".into(), "many".into()));
+    let emulator = start(config).await;
+    let reply = predict(&emulator, r#"{"text": "x"}"#).await;
+    assert_eq!(reply.status, 500, "{}", reply.body);
+    let detail = reply.json()["detail"].as_str().unwrap().to_string();
+    assert!(detail.contains("MODEL_THREADS=\"many\""), "{detail}");
+}
+
+#[test]
+fn bootstrap_outside_a_lambda_runtime_says_so() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_bootstrap"))
+        .env_remove("AWS_LAMBDA_RUNTIME_API")
+        .output()
+        .expect("run bootstrap");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("AWS_LAMBDA_RUNTIME_API"), "{stderr}");
+}

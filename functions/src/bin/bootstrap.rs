@@ -34,6 +34,15 @@ impl InitFailure {
 
 fn main() -> ExitCode {
     let started = Instant::now();
+    if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_none() {
+        // Without it there is nobody to take events or an init error: say so instead
+        // of loading a model and then panicking inside the runtime client.
+        eprintln!(
+            "bootstrap is a Lambda function: run it under Lambda or `lambda-emulator` \
+             (AWS_LAMBDA_RUNTIME_API is not set)"
+        );
+        return ExitCode::from(2);
+    }
     // Before any thread exists: candle reads RAYON_NUM_THREADS on every matmul, and
     // setting the environment is only sound while this is the only thread.
     let threads = match thread_count() {
