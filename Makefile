@@ -2,8 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: test test-deps fmt lint bench fixture-full clean up down diff moto bench-stack serve bench-server
-
+.PHONY: test test-deps fmt lint bench fixture-full clean up down diff moto bench-stack serve bench-server lambda lambda-local bench-lambda
 
 test: test-deps
 	$(CARGO) test --workspace --all-targets
@@ -27,6 +26,24 @@ $(FULL_FIXTURE)/fixture.json:
 
 bench: fixture-full
 	MODEL_BENCH_DIR=$(FULL_FIXTURE) $(CARGO) bench -p model-cache --bench classifier
+
+# The Lambda deployment zip: bootstrap + model/ when it fits the 250 MB unzipped limit.
+# LAMBDA_MODEL=none packages bootstrap alone (S3 or container-image model delivery).
+LAMBDA_MODEL ?= .cache/fixtures/full-f16
+lambda:
+	@scripts/package-lambda.sh $(LAMBDA_MODEL)
+
+# The function under the local Lambda emulator: curl -X POST -H 'content-type: application/json' \
+#   -d '{"text":"great"}' localhost:9000/predict
+LAMBDA_LOCAL_MODEL ?= .cache/fixtures/tiny
+LAMBDA_BIN_DIR = $${CARGO_TARGET_DIR:-target}/release
+lambda-local:
+	$(CARGO) build --release -p sentiment-lambda --bins
+	@[ -f $(LAMBDA_LOCAL_MODEL)/model.safetensors ] || $(CARGO) run --release -p model-cache -- fixture --size tiny --out $(LAMBDA_LOCAL_MODEL)
+	$(LAMBDA_BIN_DIR)/lambda-emulator -e MODEL_DIR=$(abspath $(LAMBDA_LOCAL_MODEL))
+
+bench-lambda:
+	@scripts/bench-lambda.sh
 
 clean:
 	$(CARGO) clean
