@@ -15,6 +15,7 @@ use stack::engine::{Stack, UNKNOWN};
 use stack::error::Short;
 use stack::providers::Registry;
 use stack::providers::aws::{self, AwsTarget, Clients};
+use stack::providers::k8s::{self, Kube, KubeSource, ObjectProvider, fake};
 
 /// Declarative infrastructure for the sentiment services: plan, apply, destroy.
 #[derive(Debug, Parser)]
@@ -102,7 +103,12 @@ enum Command {
         json: bool,
     },
     /// Print the declared desired state as JSON (no API calls).
-    Synth,
+    Synth {
+        /// Print only the Kubernetes objects, as multi-document YAML for
+        /// `kubectl apply -f -` (references resolved from state where known).
+        #[arg(long)]
+        k8s: bool,
+    },
 }
 
 struct Ctx {
@@ -127,7 +133,24 @@ fn load(cli: &Cli) -> Result<Ctx> {
     Ok(Ctx { stack, store, cfg })
 }
 
-async fn registry(cli: &Cli, cfg: &Config) -> Registry {
+/// The providers, and what must stay alive while they are used (the local
+/// Kubernetes API server).
+struct Providers {
+    reg: Registry,
+    kube: Arc<Kube>,
+    _local_api: Option<fake::Server>,
+}
+
+fn secs_env(name: &str, default: u64) -> std::time::Duration {
+    std::time::Duration::from_secs(
+        std::env::var(name)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(default),
+    )
+}
+
+async fn registry(cli: &Cli, cfg: &Config) -> Result<Providers> {
     let target = match cli.target {
         Target::Local => AwsTarget::Local {
             endpoint: cli.endpoint_url.clone(),
@@ -137,7 +160,90 @@ async fn registry(cli: &Cli, cfg: &Config) -> Registry {
     let clients = Arc::new(Clients::new(&target, &cfg.region).await);
     let mut reg = Registry::default();
     aws::register(&mut reg, &clients);
-    reg
+
+    // Where the Kubernetes API is: STACK_KUBE forces one; otherwise EKS on AWS, the
+    // current kubeconfig context when KUBECONFIG is set, else the local in-memory API.
+    let choice = std::env::var("STACK_KUBE").unwrap_or_else(|_| {
+        match (cli.target, std::env::var_os("KUBECONFIG").is_some()) {
+            (Target::Aws, _) => "eks".into(),
+            (Target::Local, true) => "kubeconfig".into(),
+            (Target::Local, false) => "local".into(),
+        }
+    });
+    let rollout = Some(secs_env("STACK_ROLLOUT_TIMEOUT_SECS", 600));
+    let (source, rollout, server) = match choice.as_str() {
+        "kubeconfig" => (KubeSource::Kubeconfig, rollout, None),
+        "eks" => (
+            KubeSource::Eks {
+                eks: clients.eks.clone(),
+                sdk: clients.sdk.clone(),
+                cluster: cfg.prefix.clone(),
+                token_file: cli.state_dir.join(format!("{}-eks-token", cfg.stack)),
+            },
+            rollout,
+            None,
+        ),
+        "local" => {
+            std::fs::create_dir_all(&cli.state_dir)
+                .with_context(|| format!("creating {}", cli.state_dir.display()))?;
+            let snap = cli
+                .state_dir
+                .join(format!("{}.{}.k8s.json", cfg.stack, cli.target.name()));
+            let api = fake::FakeApi::new(Some(snap)).await?;
+            let server = api
+                .serve(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+                .await?;
+            // No controller runs pods on the in-memory API: no rollout to wait for.
+            (KubeSource::Ready(server.client()?), None, Some(server))
+        }
+        other => bail!("STACK_KUBE={other}: expected local, kubeconfig or eks"),
+    };
+    let kube = Kube::new(source);
+    let mut p = ObjectProvider::new(kube.clone(), rollout);
+    p.delete_timeout = secs_env("STACK_DELETE_TIMEOUT_SECS", 900);
+    k8s::register(&mut reg, Arc::new(p));
+    Ok(Providers {
+        reg,
+        kube,
+        _local_api: server,
+    })
+}
+
+/// Deletes labelled objects of this stack that are no longer declared (e.g. left by
+/// an interrupted run or a renamed object).
+async fn prune(p: &Providers, stack: &Stack) -> Result<()> {
+    let keep: Vec<String> = stack
+        .resources
+        .iter()
+        .filter(|d| d.kind.starts_with("k8s:"))
+        .map(|d| k8s::prune_id(&d.props))
+        .collect();
+    let client = p.kube.client().await?;
+    for id in k8s::prune(&client, &stack.name, &keep).await? {
+        println!("Pruned {id} (labelled as this stack's, no longer declared)");
+    }
+    Ok(())
+}
+
+/// The Kubernetes objects of the declaration, references resolved from state.
+fn k8s_yaml(stack: &Stack, state: &stack::engine::state::State) -> Result<String> {
+    let outputs = |r: &str, k: &str| {
+        state
+            .resources
+            .get(r)
+            .and_then(|s| s.outputs.get(k).cloned())
+    };
+    let mut docs = Vec::new();
+    for d in stack.resources.iter().filter(|d| d.kind.starts_with("k8s:")) {
+        let (v, _) = stack::engine::resolve(&d.props, &outputs);
+        docs.push(serde_saphyr::to_string(&v).context("YAML")?);
+    }
+    Ok(docs
+        .iter()
+        .map(|d| format!("---\n{}", d.trim_end()))
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n")
 }
 
 fn confirm(what: &str) -> Result<bool> {
@@ -186,9 +292,14 @@ fn print_outputs(stack: &Stack, state: &stack::engine::state::State) {
 /// Runs one command; returns the process exit code.
 pub async fn run(cli: Cli) -> Result<i32> {
     match &cli.command {
-        Command::Synth => {
+        Command::Synth { k8s } => {
             let ctx = load(&cli)?;
-            println!("{}", serde_json::to_string_pretty(&ctx.stack)?);
+            if *k8s {
+                let state = ctx.store.load()?;
+                print!("{}", k8s_yaml(&ctx.stack, &state)?);
+            } else {
+                println!("{}", serde_json::to_string_pretty(&ctx.stack)?);
+            }
             Ok(0)
         }
         Command::Outputs { name, json } => {
@@ -223,9 +334,10 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Diff { json } => {
             let ctx = load(&cli)?;
             let _lock = ctx.store.lock("diff")?;
-            let reg = registry(&cli, &ctx.cfg).await;
+            let provs = registry(&cli, &ctx.cfg).await?;
+            let reg = &provs.reg;
             let state = ctx.store.load()?;
-            let p = plan(&ctx.stack, &state, &reg).await?;
+            let p = plan(&ctx.stack, &state, reg).await?;
             if *json {
                 let mut v = serde_json::to_value(&p)?;
                 v["summary"] = serde_json::to_value(p.summary())?;
@@ -239,22 +351,25 @@ pub async fn run(cli: Cli) -> Result<i32> {
             let ctx = load(&cli)?;
             let opts = apply_opts(*parallelism)?;
             let _lock = ctx.store.lock("up")?;
-            let reg = registry(&cli, &ctx.cfg).await;
+            let provs = registry(&cli, &ctx.cfg).await?;
+            let reg = &provs.reg;
             let state = ctx.store.load()?;
-            let p = plan(&ctx.stack, &state, &reg).await?;
+            let p = plan(&ctx.stack, &state, reg).await?;
             print!("{}", p.render());
-            execute(&ctx, &p, state, &reg, &opts, *yes, "Apply these changes?").await?;
+            execute(&ctx, &p, state, reg, &opts, *yes, "Apply these changes?").await?;
+            prune(&provs, &ctx.stack).await?;
             Ok(0)
         }
         Command::Down { yes, parallelism } => {
             let ctx = load(&cli)?;
             let opts = apply_opts(*parallelism)?;
             let _lock = ctx.store.lock("down")?;
-            let reg = registry(&cli, &ctx.cfg).await;
+            let provs = registry(&cli, &ctx.cfg).await?;
+            let reg = &provs.reg;
             let state = ctx.store.load()?;
             // An empty declaration: everything in state is planned for deletion.
             let empty = Stack::new(&ctx.stack.name);
-            let p = plan(&empty, &state, &reg).await?;
+            let p = plan(&empty, &state, reg).await?;
             print!("{}", p.render());
             let ctx = Ctx {
                 stack: empty,
@@ -264,7 +379,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 &ctx,
                 &p,
                 state,
-                &reg,
+                reg,
                 &opts,
                 *yes,
                 "Delete all these resources?",
@@ -275,9 +390,10 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Refresh { json } => {
             let ctx = load(&cli)?;
             let _lock = ctx.store.lock("refresh")?;
-            let reg = registry(&cli, &ctx.cfg).await;
+            let provs = registry(&cli, &ctx.cfg).await?;
+            let reg = &provs.reg;
             let mut state = ctx.store.load()?;
-            let p = plan(&ctx.stack, &state, &reg).await?;
+            let p = plan(&ctx.stack, &state, reg).await?;
             refresh(&ctx, &p, &mut state, *json)?;
             Ok(0)
         }
