@@ -1,0 +1,4 @@
+//! Deployable artifacts: OCI images built without a Docker daemon and pushed through
+//! the registry HTTP API.
+
+pub mod oci;
