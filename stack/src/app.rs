@@ -6,6 +6,9 @@
 //! the EKS cluster and a managed node group; and the model server on Kubernetes
 //! (namespace, Deployment, Service, HPA, PDB), applied after the node group.
 
+use std::path::Path;
+
+use crate::artifacts::image::ServerImage;
 use crate::config::Config;
 use crate::engine::{Input, Stack};
 use crate::providers::aws::{apigw, ec2, ecr, eks, iam, lambda, logs};
@@ -269,7 +272,27 @@ pub fn build(cfg: &Config) -> Stack {
     {
         s.invalid("k8s: threads, replicas and min_replicas must be >= 1, max_replicas >= min_replicas");
     }
-    let image: Input<String> = Input::Value(kc.image.clone());
+    // The image: built from the release server binary and pushed to the server
+    // repository when the binary exists; otherwise the configured image reference.
+    let image: Input<String> = if Path::new(&kc.server_binary).is_file() {
+        match ServerImage::new(
+            server_repo.output("url").into(),
+            &kc.server_binary,
+            u16::try_from(kc.port).unwrap_or(8080),
+            kc.model_env.clone(),
+        ) {
+            Ok(img) => {
+                let img = s.add("server-image", img);
+                img.output::<String>("uri").into()
+            }
+            Err(e) => {
+                s.invalid(e);
+                Input::Value(kc.image.clone())
+            }
+        }
+    } else {
+        Input::Value(kc.image.clone())
+    };
     let ns = s.add(
         "k8s-namespace",
         k8s::Namespace(manifests::namespace(&stack_name, kc)),

@@ -7,6 +7,7 @@ use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use stack::artifacts::image::{self, ImageProvider, Push};
 use stack::config::Config;
 use stack::engine::apply::{ApplyOptions, apply, exports};
 use stack::engine::plan::{Plan, diff_props, plan};
@@ -15,7 +16,7 @@ use stack::engine::{Stack, UNKNOWN};
 use stack::error::Short;
 use stack::providers::Registry;
 use stack::providers::aws::{self, AwsTarget, Clients};
-use stack::providers::k8s::{self, Kube, KubeSource, ObjectProvider, fake};
+use stack::providers::k8s::{self, Kube, KubeSource, ObjectProvider, dataplane, fake};
 
 /// Declarative infrastructure for the sentiment services: plan, apply, destroy.
 #[derive(Debug, Parser)]
@@ -109,6 +110,17 @@ enum Command {
         #[arg(long)]
         k8s: bool,
     },
+    /// The local data plane's front: a TCP proxy over the running server processes
+    /// (started by `up` on the local Kubernetes API; not for direct use).
+    #[command(hide = true)]
+    Front {
+        /// Address to listen on.
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// File listing the backends, one `host:port` a line.
+        #[arg(long)]
+        backends: PathBuf,
+    },
 }
 
 struct Ctx {
@@ -126,6 +138,9 @@ fn load(cli: &Cli) -> Result<Ctx> {
     if let Some(r) = &cli.region {
         cfg.region = r.clone();
     }
+    if let Ok(b) = std::env::var("STACK_SERVER_BIN") {
+        cfg.k8s.server_binary = b;
+    }
     let stack = stack::app::build(&cfg);
     // Everything that can be checked without an API call is checked here.
     stack.validate()?;
@@ -139,6 +154,9 @@ struct Providers {
     reg: Registry,
     kube: Arc<Kube>,
     _local_api: Option<fake::Server>,
+    /// The local data plane, when the API is the in-memory one and the server
+    /// binary exists.
+    dataplane: Option<dataplane::DataPlane>,
 }
 
 fn secs_env(name: &str, default: u64) -> std::time::Duration {
@@ -160,6 +178,12 @@ async fn registry(cli: &Cli, cfg: &Config) -> Result<Providers> {
     let clients = Arc::new(Clients::new(&target, &cfg.region).await);
     let mut reg = Registry::default();
     aws::register(&mut reg, &clients);
+    let push = match (cli.target, std::env::var("STACK_REGISTRY")) {
+        (Target::Aws, _) => Push::Ecr(clients.clone()),
+        (Target::Local, Ok(url)) => Push::Registry(url),
+        (Target::Local, Err(_)) => Push::None,
+    };
+    reg.register(image::KIND, Arc::new(ImageProvider(push)));
 
     // Where the Kubernetes API is: STACK_KUBE forces one; otherwise EKS on AWS, the
     // current kubeconfig context when KUBECONFIG is set, else the local in-memory API.
@@ -202,11 +226,42 @@ async fn registry(cli: &Cli, cfg: &Config) -> Result<Providers> {
     let mut p = ObjectProvider::new(kube.clone(), rollout);
     p.delete_timeout = secs_env("STACK_DELETE_TIMEOUT_SECS", 900);
     k8s::register(&mut reg, Arc::new(p));
+    let bin = std::path::Path::new(&cfg.k8s.server_binary);
+    let dataplane = (server.is_some() && bin.is_file()).then(|| dataplane::DataPlane {
+        dir: cli.state_dir.join("dataplane"),
+        binary: bin.to_path_buf(),
+        model_dir: std::env::var("STACK_MODEL_DIR").unwrap_or_else(|_| {
+            cfg.k8s
+                .model_env
+                .get("MODEL_DIR")
+                .cloned()
+                .unwrap_or_else(|| "models".into())
+        }),
+        front_port: std::env::var("STACK_FRONT_PORT")
+            .ok()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0),
+        front_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("stack")),
+        ready_timeout: secs_env("STACK_READY_TIMEOUT_SECS", 120),
+    });
     Ok(Providers {
         reg,
         kube,
         _local_api: server,
+        dataplane,
     })
+}
+
+/// Runs the local data plane against what the API now says (no-op elsewhere).
+async fn run_dataplane(p: &Providers, stack: &str) -> Result<()> {
+    let Some(dp) = &p.dataplane else {
+        return Ok(());
+    };
+    let client = p.kube.client().await?;
+    if let Some(addr) = dp.reconcile(&client, stack).await? {
+        println!("Local data plane: http://{addr} (front over the server processes)");
+    }
+    Ok(())
 }
 
 /// Deletes labelled objects of this stack that are no longer declared (e.g. left by
@@ -292,6 +347,10 @@ fn print_outputs(stack: &Stack, state: &stack::engine::state::State) {
 /// Runs one command; returns the process exit code.
 pub async fn run(cli: Cli) -> Result<i32> {
     match &cli.command {
+        Command::Front { listen, backends } => {
+            dataplane::serve_front(*listen, backends.clone()).await?;
+            Ok(0)
+        }
         Command::Synth { k8s } => {
             let ctx = load(&cli)?;
             if *k8s {
@@ -358,6 +417,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
             print!("{}", p.render());
             execute(&ctx, &p, state, reg, &opts, *yes, "Apply these changes?").await?;
             prune(&provs, &ctx.stack).await?;
+            run_dataplane(&provs, &ctx.stack.name).await?;
             Ok(0)
         }
         Command::Down { yes, parallelism } => {
@@ -385,6 +445,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 "Delete all these resources?",
             )
             .await?;
+            run_dataplane(&provs, &ctx.stack.name).await?;
             Ok(0)
         }
         Command::Refresh { json } => {

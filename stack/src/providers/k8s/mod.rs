@@ -12,6 +12,7 @@
 //! [`fake`] served on loopback.
 
 pub mod eks_token;
+pub mod dataplane;
 pub mod fake;
 pub mod manifests;
 
