@@ -205,10 +205,11 @@ async fn rollout_wait_follows_the_deployment_status() {
     // A controller that reports the rollout after a moment: the apply completes.
     let client = s.client().unwrap();
     let deps: Api<Deployment> = Api::namespaced(client, "ml");
-    let d = deps.get("sentiment-server").await.unwrap();
-    let generation = d.metadata.generation.unwrap_or(1);
     let controller = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(400)).await;
+        // Like the Deployment controller: report the generation it has seen.
+        let d = deps.get("sentiment-server").await.unwrap();
+        let generation = d.metadata.generation.unwrap_or(1);
         let status = json!({ "status": {
             "observedGeneration": generation,
             "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2, "availableReplicas": 2

@@ -18,6 +18,9 @@ use super::K8sError;
 
 /// Prefix of every EKS token.
 pub const PREFIX: &str = "k8s-aws-v1.";
+/// sha256 of the empty payload (botocore signs it for STS presigns; only S3 uses
+/// `UNSIGNED-PAYLOAD`).
+const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 /// How often the token file is rewritten (tokens live 15 minutes).
 pub const REFRESH: Duration = Duration::from_secs(600);
 
@@ -104,7 +107,7 @@ pub fn presigned_url(creds: &Creds, region: &str, cluster: &str, epoch_secs: u64
         .collect::<Vec<_>>()
         .join("&");
     let canonical = format!(
-        "GET\n/\n{canonical_query}\nhost:{host}\nx-k8s-aws-id:{cluster}\n\nhost;x-k8s-aws-id\nUNSIGNED-PAYLOAD"
+        "GET\n/\n{canonical_query}\nhost:{host}\nx-k8s-aws-id:{cluster}\n\nhost;x-k8s-aws-id\n{EMPTY_SHA256}"
     );
     let to_sign = format!(
         "AWS4-HMAC-SHA256\n{date}\n{scope}\n{}",
@@ -248,6 +251,7 @@ pub async fn client(
     cfg.root_cert = Some(ca);
     cfg.default_namespace = "default".into();
     cfg.auth_info.token_file = Some(token_file.display().to_string());
+    super::ensure_crypto();
     kube::Client::try_from(cfg).map_err(|e| K8sError::Client(e.to_string()))
 }
 

@@ -24,9 +24,70 @@ use tokio::task::JoinHandle;
 
 use super::K8sError;
 
+/// The fake parses `/api/v1/namespaces/{x}` as a namespaced path, so it cannot reach
+/// Namespace objects: this server keeps them itself (apply = JSON merge, like the
+/// fake's own apply), on the same snapshot.
+fn namespace_path(path: &str) -> Option<Option<String>> {
+    let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    match parts.as_slice() {
+        ["api", "v1", "namespaces"] => Some(None),
+        ["api", "v1", "namespaces", name] => Some(Some((*name).to_string())),
+        _ => None,
+    }
+}
+
+/// RFC 7386 JSON merge.
+fn merge(into: &mut Value, patch: &Value) {
+    match (into, patch) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                if v.is_null() {
+                    a.remove(k);
+                } else {
+                    merge(a.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        (a, b) => *a = b.clone(),
+    }
+}
+
+fn selector_matches(obj: &Value, query: &str) -> bool {
+    let Some(sel) = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("labelSelector="))
+    else {
+        return true;
+    };
+    let sel = sel.replace("%3D", "=").replace("%2C", ",").replace("%2F", "/");
+    sel.split(',').filter(|t| !t.is_empty()).all(|t| match t.split_once('=') {
+        Some((k, v)) => obj["metadata"]["labels"][k] == v,
+        None => obj["metadata"]["labels"].get(t).is_some(),
+    })
+}
+
+fn json_response(status: StatusCode, v: &Value) -> (StatusCode, http::HeaderMap, Bytes) {
+    let mut h = http::HeaderMap::new();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    (status, h, Bytes::from(v.to_string()))
+}
+
+fn status_response(code: u16, reason: &str, message: &str) -> (StatusCode, http::HeaderMap, Bytes) {
+    json_response(
+        StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        &serde_json::json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {},
+            "status": if code < 300 { "Success" } else { "Failure" },
+            "message": message, "reason": reason, "code": code
+        }),
+    )
+}
+
 /// Collection paths snapshotted (every kind the provider manages).
-pub const SNAPSHOT_PATHS: [&str; 5] = [
-    "/api/v1/namespaces",
+pub const SNAPSHOT_PATHS: [&str; 4] = [
     "/apis/apps/v1/deployments",
     "/api/v1/services",
     "/apis/autoscaling/v2/horizontalpodautoscalers",
@@ -39,6 +100,7 @@ pub struct FakeApi {
     client: kube::Client,
     snapshot: Option<PathBuf>,
     lock: Arc<tokio::sync::Mutex<()>>,
+    ns: Arc<std::sync::Mutex<std::collections::BTreeMap<String, Value>>>,
 }
 
 async fn build_fake(objects: Vec<Value>) -> Result<kube::Client, K8sError> {
@@ -66,10 +128,20 @@ impl FakeApi {
                 objects = v;
             }
         }
+        let (nss, objects): (Vec<Value>, Vec<Value>) =
+            objects.into_iter().partition(|o| o["kind"] == "Namespace");
+        let ns = nss
+            .into_iter()
+            .map(|o| {
+                let n = o["metadata"]["name"].as_str().unwrap_or_default().to_string();
+                (n, o)
+            })
+            .collect();
         Ok(FakeApi {
             client: build_fake(objects).await?,
             snapshot,
             lock: Arc::default(),
+            ns: Arc::new(std::sync::Mutex::new(ns)),
         })
     }
 
@@ -115,8 +187,104 @@ impl FakeApi {
         headers: &http::HeaderMap,
         body: Vec<u8>,
     ) -> Result<(StatusCode, http::HeaderMap, Bytes), K8sError> {
-        let path = uri.path();
         let query = uri.query().unwrap_or_default();
+        if let Some(name) = namespace_path(uri.path()) {
+            return self.namespaces(method, name, query, &body).await;
+        }
+        self.handle_inner(method, uri.path(), query, headers, body)
+            .await
+    }
+
+    async fn namespaces(
+        &self,
+        method: Method,
+        name: Option<String>,
+        query: &str,
+        body: &[u8],
+    ) -> Result<(StatusCode, http::HeaderMap, Bytes), K8sError> {
+        let dry = query.split('&').any(|kv| kv == "dryRun=All");
+        let mut out = {
+            let mut map = self
+                .ns
+                .lock()
+                .map_err(|_| K8sError::Local("namespace store poisoned".into()))?;
+            match (method.clone(), name) {
+                (Method::GET, None) => {
+                    let items: Vec<Value> = map
+                        .values()
+                        .filter(|o| selector_matches(o, query))
+                        .cloned()
+                        .collect();
+                    return Ok(json_response(
+                        StatusCode::OK,
+                        &serde_json::json!({
+                            "kind": "NamespaceList", "apiVersion": "v1",
+                            "metadata": { "resourceVersion": "1" }, "items": items
+                        }),
+                    ));
+                }
+                (Method::GET, Some(n)) => {
+                    return Ok(match map.get(&n) {
+                        Some(o) => json_response(StatusCode::OK, o),
+                        None => status_response(404, "NotFound", &format!("namespaces \"{n}\" not found")),
+                    });
+                }
+                (Method::PATCH, Some(n)) => {
+                    let patch: Value = serde_json::from_slice(body)
+                        .map_err(|e| K8sError::Local(format!("namespace patch: {e}")))?;
+                    let mut obj = map.get(&n).cloned().unwrap_or_else(|| {
+                        serde_json::json!({
+                            "apiVersion": "v1", "kind": "Namespace",
+                            "metadata": {
+                                "name": n,
+                                "uid": format!("ns-{n}"),
+                                "creationTimestamp": "1970-01-01T00:00:00Z"
+                            },
+                            "spec": { "finalizers": ["kubernetes"] },
+                            "status": { "phase": "Active" }
+                        })
+                    });
+                    merge(&mut obj, &patch);
+                    let rv = obj["metadata"]["resourceVersion"]
+                        .as_str()
+                        .and_then(|s| s.parse::<u64>().ok())
+                        .unwrap_or(0);
+                    obj["metadata"]["resourceVersion"] = (rv + 1).to_string().into();
+                    if !dry {
+                        map.insert(n, obj.clone());
+                    }
+                    json_response(StatusCode::OK, &obj)
+                }
+                (Method::DELETE, Some(n)) => match map.get(&n).cloned() {
+                    Some(o) => {
+                        if !dry {
+                            map.remove(&n);
+                        }
+                        json_response(StatusCode::OK, &o)
+                    }
+                    None => status_response(404, "NotFound", &format!("namespaces \"{n}\" not found")),
+                },
+                (m, _) => return Ok(status_response(405, "MethodNotAllowed", &format!("{m} on namespaces"))),
+            }
+        };
+        if !dry && out.0.is_success() {
+            self.save().await?;
+        }
+        out.1.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        Ok(out)
+    }
+
+    async fn handle_inner(
+        &self,
+        method: Method,
+        path: &str,
+        query: &str,
+        headers: &http::HeaderMap,
+        body: Vec<u8>,
+    ) -> Result<(StatusCode, http::HeaderMap, Bytes), K8sError> {
         let dry = query.split('&').any(|kv| kv == "dryRun=All");
         let mutating = method != Method::GET && method != Method::HEAD;
         let _g = if mutating {
@@ -144,7 +312,12 @@ impl FakeApi {
             let scratch = build_fake(seed).await?;
             return Self::send(&scratch, method, &target, headers, body).await;
         }
-        let out = Self::send(&self.client, method, &uri.to_string(), headers, body).await?;
+        let target = if query.is_empty() {
+            path.to_string()
+        } else {
+            format!("{path}?{query}")
+        };
+        let out = Self::send(&self.client, method, &target, headers, body).await?;
         if mutating && out.0.is_success() {
             self.save().await?;
         }
@@ -153,7 +326,13 @@ impl FakeApi {
 
     /// Every object, as the API returns it.
     pub async fn all_objects(&self) -> Result<Vec<Value>, K8sError> {
-        let mut all = Vec::new();
+        let mut all: Vec<Value> = self
+            .ns
+            .lock()
+            .map_err(|_| K8sError::Local("namespace store poisoned".into()))?
+            .values()
+            .cloned()
+            .collect();
         for p in SNAPSHOT_PATHS {
             let (st, _, b) =
                 Self::send(&self.client, Method::GET, p, &http::HeaderMap::new(), vec![]).await?;

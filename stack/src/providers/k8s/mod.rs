@@ -91,6 +91,12 @@ fn api_err(op: impl Into<String>) -> impl FnOnce(kube::Error) -> ProviderError {
     move |source| K8sError::Api { op, source }.into()
 }
 
+/// Selects the process-wide rustls crypto provider (the dependency tree enables both
+/// ring and aws-lc-rs, so rustls cannot pick one itself). Idempotent.
+pub fn ensure_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// A kube client for a plain `http://` (loopback) or `https://` URL without auth.
 pub fn http_client(url: &str) -> Result<kube::Client, K8sError> {
     let uri: http::Uri = url
@@ -98,6 +104,7 @@ pub fn http_client(url: &str) -> Result<kube::Client, K8sError> {
         .map_err(|e| K8sError::Client(format!("{url}: {e}")))?;
     let mut cfg = kube::Config::new(uri);
     cfg.default_namespace = "default".into();
+    ensure_crypto();
     kube::Client::try_from(cfg).map_err(|e| K8sError::Client(e.to_string()))
 }
 
@@ -142,9 +149,12 @@ impl Kube {
             .get_or_try_init(|| async {
                 match &self.source {
                     KubeSource::Ready(c) => Ok(c.clone()),
-                    KubeSource::Kubeconfig => kube::Client::try_default()
+                    KubeSource::Kubeconfig => {
+                        ensure_crypto();
+                        kube::Client::try_default()
                         .await
-                        .map_err(|e| K8sError::Client(e.to_string())),
+                        .map_err(|e| K8sError::Client(e.to_string()))
+                    }
                     KubeSource::Eks {
                         eks,
                         sdk,
