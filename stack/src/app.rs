@@ -270,7 +270,9 @@ pub fn build(cfg: &Config) -> Stack {
     let kc = &cfg.k8s;
     if kc.threads < 1 || kc.replicas < 1 || kc.min_replicas < 1 || kc.max_replicas < kc.min_replicas
     {
-        s.invalid("k8s: threads, replicas and min_replicas must be >= 1, max_replicas >= min_replicas");
+        s.invalid(
+            "k8s: threads, replicas and min_replicas must be >= 1, max_replicas >= min_replicas",
+        );
     }
     // The image: built from the release server binary and pushed to the server
     // repository when the binary exists; otherwise the configured image reference.
@@ -303,7 +305,10 @@ pub fn build(cfg: &Config) -> Stack {
         k8s::Deployment(manifests::deployment(&stack_name, kc, &image)),
     );
     s.depends_on(&deploy, &ns);
-    let svc = s.add("k8s-service", k8s::Service(manifests::service(&stack_name, kc)));
+    let svc = s.add(
+        "k8s-service",
+        k8s::Service(manifests::service(&stack_name, kc)),
+    );
     s.depends_on(&svc, &ns);
     let hpa = s.add(
         "k8s-hpa",

@@ -200,7 +200,7 @@ async fn registry(cli: &Cli, cfg: &Config) -> Result<Providers> {
         "eks" => (
             KubeSource::Eks {
                 eks: clients.eks.clone(),
-                sdk: clients.sdk.clone(),
+                sdk: Box::new(clients.sdk.clone()),
                 cluster: cfg.prefix.clone(),
                 token_file: cli.state_dir.join(format!("{}-eks-token", cfg.stack)),
             },
@@ -289,7 +289,11 @@ fn k8s_yaml(stack: &Stack, state: &stack::engine::state::State) -> Result<String
             .and_then(|s| s.outputs.get(k).cloned())
     };
     let mut docs = Vec::new();
-    for d in stack.resources.iter().filter(|d| d.kind.starts_with("k8s:")) {
+    for d in stack
+        .resources
+        .iter()
+        .filter(|d| d.kind.starts_with("k8s:"))
+    {
         let (v, _) = stack::engine::resolve(&d.props, &outputs);
         docs.push(serde_saphyr::to_string(&v).context("YAML")?);
     }

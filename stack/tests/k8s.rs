@@ -86,11 +86,23 @@ async fn deployment_service_hpa_create_diff_update_delete() {
     let res = ctr.resources.clone().unwrap();
     assert_eq!(res.limits.unwrap()["cpu"].0, "2", "CPU limit = threads");
     assert_eq!(
-        ctr.readiness_probe.clone().unwrap().http_get.unwrap().path.as_deref(),
+        ctr.readiness_probe
+            .clone()
+            .unwrap()
+            .http_get
+            .unwrap()
+            .path
+            .as_deref(),
         Some("/readyz")
     );
     assert_eq!(
-        ctr.liveness_probe.clone().unwrap().http_get.unwrap().path.as_deref(),
+        ctr.liveness_probe
+            .clone()
+            .unwrap()
+            .http_get
+            .unwrap()
+            .path
+            .as_deref(),
         Some("/healthz")
     );
     let mf = d.metadata.managed_fields.unwrap_or_default();
@@ -108,7 +120,10 @@ async fn deployment_service_hpa_create_diff_update_delete() {
     let dep2 = manifests::deployment(STACK, &c2, &image("reg/server@sha256:bbb"));
     let hpa2 = manifests::hpa(STACK, &c2);
     let seen = p.read(None, &dep2, None).await.unwrap().unwrap();
-    assert_eq!(seen.props["spec"]["replicas"], 2, "diff shows the live value");
+    assert_eq!(
+        seen.props["spec"]["replicas"], 2,
+        "diff shows the live value"
+    );
     assert_eq!(
         seen.props["spec"]["template"]["spec"]["containers"][0]["image"],
         "reg/server@sha256:aaa"
@@ -238,7 +253,10 @@ fn rollout_complete_needs_every_replica_updated_and_available() {
     d["status"]["replicas"] = 2.into();
     assert!(k8s::rollout_complete(&d));
     d["status"]["observedGeneration"] = 2.into();
-    assert!(!k8s::rollout_complete(&d), "controller has not seen the spec");
+    assert!(
+        !k8s::rollout_complete(&d),
+        "controller has not seen the spec"
+    );
 }
 
 /// KNOWN DIFFERENCE from a real API server: with server-side apply a field the
@@ -292,7 +310,10 @@ fn synth_k8s_prints_yaml_documents() {
     let p = common::Project::new("http://127.0.0.1:9", "synth");
     let (code, out, err) = p.run(&["synth", "--k8s"]);
     assert_eq!(code, 0, "{err}");
-    let docs: Vec<&str> = out.split("---\n").filter(|d| !d.trim().is_empty()).collect();
+    let docs: Vec<&str> = out
+        .split("---\n")
+        .filter(|d| !d.trim().is_empty())
+        .collect();
     assert_eq!(docs.len(), 5, "{out}");
     let kinds: Vec<String> = docs
         .iter()

@@ -50,7 +50,10 @@ fn registry() -> RegistryProc {
     };
     let start = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(30), "registry did not start");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "registry did not start"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     r
@@ -104,7 +107,9 @@ async fn image_push_pull_round_trip_runs_the_binary() {
     assert_eq!(by_tag, pushed);
 
     // The binary from the pulled layers runs.
-    let data = oci::extract(&layers, "/app/stack").unwrap().expect("binary in layers");
+    let data = oci::extract(&layers, "/app/stack")
+        .unwrap()
+        .expect("binary in layers");
     let dir = tempfile::tempdir().unwrap();
     let exe = dir.path().join("stack");
     std::fs::write(&exe, data).unwrap();

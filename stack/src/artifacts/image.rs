@@ -108,34 +108,33 @@ impl ImageProvider {
             "--model-dir".to_string(),
             "/models".to_string(),
         ];
-        let img = oci::server_image(base, bin, None, &args, Some(d.port), d.env.clone())
-            .map_err(perr)?;
+        let img =
+            oci::server_image(base, bin, None, &args, Some(d.port), d.env.clone()).map_err(perr)?;
         let (host, repo) = split_repo(&url);
-        let digest = match &self.0 {
-            Push::Ecr(c) => {
-                let t = c
-                    .ecr
-                    .get_authorization_token()
-                    .send()
-                    .await
-                    .map_err(|e| crate::providers::aws::api("ecr:GetAuthorizationToken", e))?;
-                let token = t
-                    .authorization_data()
-                    .first()
-                    .and_then(|a| a.authorization_token())
-                    .unwrap_or_default()
-                    .to_string();
-                oci::Registry::ecr(&format!("https://{host}"), &token)
+        let digest =
+            match &self.0 {
+                Push::Ecr(c) => {
+                    let t =
+                        c.ecr.get_authorization_token().send().await.map_err(|e| {
+                            crate::providers::aws::api("ecr:GetAuthorizationToken", e)
+                        })?;
+                    let token = t
+                        .authorization_data()
+                        .first()
+                        .and_then(|a| a.authorization_token())
+                        .unwrap_or_default()
+                        .to_string();
+                    oci::Registry::ecr(&format!("https://{host}"), &token)
+                        .push(repo, &d.tag, &img)
+                        .await
+                        .map_err(perr)?
+                }
+                Push::Registry(base) => oci::Registry::new(base, None)
                     .push(repo, &d.tag, &img)
                     .await
-                    .map_err(perr)?
-            }
-            Push::Registry(base) => oci::Registry::new(base, None)
-                .push(repo, &d.tag, &img)
-                .await
-                .map_err(perr)?,
-            Push::None => img.digest().to_string(),
-        };
+                    .map_err(perr)?,
+                Push::None => img.digest().to_string(),
+            };
         let mut outputs = Map::new();
         outputs.insert("digest".into(), digest.clone().into());
         outputs.insert("uri".into(), format!("{url}@{digest}").into());

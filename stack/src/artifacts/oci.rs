@@ -410,7 +410,10 @@ impl Registry {
         };
         let sep = if loc.contains('?') { '&' } else { '?' };
         let put = self
-            .req(reqwest::Method::PUT, &format!("{loc}{sep}digest={}", b.digest))
+            .req(
+                reqwest::Method::PUT,
+                &format!("{loc}{sep}digest={}", b.digest),
+            )
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
             .body(b.data.clone())
             .send()
@@ -476,7 +479,8 @@ impl Registry {
             msg: e.to_string(),
         })?;
         let mut fetch = Vec::new();
-        let descs = std::iter::once(&mv["config"]).chain(mv["layers"].as_array().into_iter().flatten());
+        let descs =
+            std::iter::once(&mv["config"]).chain(mv["layers"].as_array().into_iter().flatten());
         for d in descs {
             let dg = d["digest"].as_str().unwrap_or_default();
             let data = self

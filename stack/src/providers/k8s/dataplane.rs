@@ -121,7 +121,8 @@ impl DataPlane {
 
     fn spawn(&self, key: &str, template: &str) -> Result<Replica, K8sError> {
         let port = free_port()?;
-        let log = std::fs::File::create(self.dir.join(format!("{key}-{port}.log"))).map_err(lerr)?;
+        let log =
+            std::fs::File::create(self.dir.join(format!("{key}-{port}.log"))).map_err(lerr)?;
         let err = log.try_clone().map_err(lerr)?;
         let mut cmd = Command::new(&self.binary);
         cmd.args([

@@ -11,7 +11,7 @@ use aws_credential_types::provider::ProvideCredentials;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use super::K8sError;
@@ -197,7 +197,7 @@ pub async fn client(
     eks: &aws_sdk_eks::Client,
     sdk: &aws_config::SdkConfig,
     cluster: &str,
-    token_file: &PathBuf,
+    token_file: &Path,
 ) -> Result<kube::Client, K8sError> {
     let d = eks
         .describe_cluster()
@@ -229,7 +229,7 @@ pub async fn client(
     }
     write_token(token_file, &fresh_token(sdk, cluster).await?)?;
     {
-        let (sdk, cluster, file) = (sdk.clone(), cluster.to_string(), token_file.clone());
+        let (sdk, cluster, file) = (sdk.clone(), cluster.to_string(), token_file.to_path_buf());
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(REFRESH).await;

@@ -59,11 +59,16 @@ fn selector_matches(obj: &Value, query: &str) -> bool {
     else {
         return true;
     };
-    let sel = sel.replace("%3D", "=").replace("%2C", ",").replace("%2F", "/");
-    sel.split(',').filter(|t| !t.is_empty()).all(|t| match t.split_once('=') {
-        Some((k, v)) => obj["metadata"]["labels"][k] == v,
-        None => obj["metadata"]["labels"].get(t).is_some(),
-    })
+    let sel = sel
+        .replace("%3D", "=")
+        .replace("%2C", ",")
+        .replace("%2F", "/");
+    sel.split(',')
+        .filter(|t| !t.is_empty())
+        .all(|t| match t.split_once('=') {
+            Some((k, v)) => obj["metadata"]["labels"][k] == v,
+            None => obj["metadata"]["labels"].get(t).is_some(),
+        })
 }
 
 fn json_response(status: StatusCode, v: &Value) -> (StatusCode, http::HeaderMap, Bytes) {
@@ -121,19 +126,22 @@ impl FakeApi {
     /// A fresh API, loading `snapshot` when it exists.
     pub async fn new(snapshot: Option<PathBuf>) -> Result<FakeApi, K8sError> {
         let mut objects = Vec::new();
-        if let Some(p) = &snapshot {
-            if let Ok(text) = std::fs::read_to_string(p) {
-                let v: Vec<Value> = serde_json::from_str(&text)
-                    .map_err(|e| K8sError::Local(format!("{}: {e}", p.display())))?;
-                objects = v;
-            }
+        if let Some(p) = &snapshot
+            && let Ok(text) = std::fs::read_to_string(p)
+        {
+            let v: Vec<Value> = serde_json::from_str(&text)
+                .map_err(|e| K8sError::Local(format!("{}: {e}", p.display())))?;
+            objects = v;
         }
         let (nss, objects): (Vec<Value>, Vec<Value>) =
             objects.into_iter().partition(|o| o["kind"] == "Namespace");
         let ns = nss
             .into_iter()
             .map(|o| {
-                let n = o["metadata"]["name"].as_str().unwrap_or_default().to_string();
+                let n = o["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
                 (n, o)
             })
             .collect();
@@ -226,7 +234,11 @@ impl FakeApi {
                 (Method::GET, Some(n)) => {
                     return Ok(match map.get(&n) {
                         Some(o) => json_response(StatusCode::OK, o),
-                        None => status_response(404, "NotFound", &format!("namespaces \"{n}\" not found")),
+                        None => status_response(
+                            404,
+                            "NotFound",
+                            &format!("namespaces \"{n}\" not found"),
+                        ),
                     });
                 }
                 (Method::PATCH, Some(n)) => {
@@ -262,9 +274,17 @@ impl FakeApi {
                         }
                         json_response(StatusCode::OK, &o)
                     }
-                    None => status_response(404, "NotFound", &format!("namespaces \"{n}\" not found")),
+                    None => {
+                        status_response(404, "NotFound", &format!("namespaces \"{n}\" not found"))
+                    }
                 },
-                (m, _) => return Ok(status_response(405, "MethodNotAllowed", &format!("{m} on namespaces"))),
+                (m, _) => {
+                    return Ok(status_response(
+                        405,
+                        "MethodNotAllowed",
+                        &format!("{m} on namespaces"),
+                    ));
+                }
             }
         };
         if !dry && out.0.is_success() {
@@ -300,14 +320,19 @@ impl FakeApi {
             } else {
                 format!("{path}?{}", rest.join("&"))
             };
-            let (st, _, cur) =
-                Self::send(&self.client, Method::GET, path, &http::HeaderMap::new(), vec![])
-                    .await?;
+            let (st, _, cur) = Self::send(
+                &self.client,
+                Method::GET,
+                path,
+                &http::HeaderMap::new(),
+                vec![],
+            )
+            .await?;
             let mut seed = Vec::new();
-            if st == StatusCode::OK {
-                if let Ok(v) = serde_json::from_slice::<Value>(&cur) {
-                    seed.push(v);
-                }
+            if st == StatusCode::OK
+                && let Ok(v) = serde_json::from_slice::<Value>(&cur)
+            {
+                seed.push(v);
             }
             let scratch = build_fake(seed).await?;
             return Self::send(&scratch, method, &target, headers, body).await;
@@ -334,8 +359,14 @@ impl FakeApi {
             .cloned()
             .collect();
         for p in SNAPSHOT_PATHS {
-            let (st, _, b) =
-                Self::send(&self.client, Method::GET, p, &http::HeaderMap::new(), vec![]).await?;
+            let (st, _, b) = Self::send(
+                &self.client,
+                Method::GET,
+                p,
+                &http::HeaderMap::new(),
+                vec![],
+            )
+            .await?;
             if !st.is_success() {
                 continue;
             }
@@ -417,7 +448,8 @@ impl FakeApi {
                 let mut r = Response::new(Full::new(bytes));
                 *r.status_mut() = status;
                 if let Some(ct) = headers.get(http::header::CONTENT_TYPE) {
-                    r.headers_mut().insert(http::header::CONTENT_TYPE, ct.clone());
+                    r.headers_mut()
+                        .insert(http::header::CONTENT_TYPE, ct.clone());
                 } else {
                     r.headers_mut().insert(
                         http::header::CONTENT_TYPE,

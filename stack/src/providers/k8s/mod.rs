@@ -11,8 +11,8 @@
 //! and CA from DescribeCluster, token from [`eks_token`]), or the in-memory API of
 //! [`fake`] served on loopback.
 
-pub mod eks_token;
 pub mod dataplane;
+pub mod eks_token;
 pub mod fake;
 pub mod manifests;
 
@@ -53,7 +53,7 @@ pub enum K8sError {
         /// What was being done.
         op: String,
         /// The kube-rs error.
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     /// The EKS token could not be made.
     #[error("eks token: {0}")]
@@ -62,33 +62,38 @@ pub enum K8sError {
 
 impl From<K8sError> for ProviderError {
     fn from(e: K8sError) -> Self {
-        match e {
-            K8sError::Api {
-                op,
-                source: kube::Error::Api(s),
-            } => ProviderError::Api {
-                op,
+        if let K8sError::Api { op, source } = &e
+            && let kube::Error::Api(s) = source.as_ref()
+        {
+            return ProviderError::Api {
+                op: op.clone(),
                 code: s.reason.clone(),
                 message: s.message.clone(),
                 hint: (s.code == 409).then_some(
                     "another field manager owns these fields; the stack applies with force, so this is a conflict outside server-side apply",
                 ),
-            },
-            other => ProviderError::Api {
-                op: "kubernetes".into(),
-                code: "Unavailable".into(),
-                message: other.to_string(),
-                hint: Some(
-                    "check KUBECONFIG / the cluster endpoint, or use the local default (no KUBECONFIG, --target local)",
-                ),
-            },
+            };
+        }
+        ProviderError::Api {
+            op: "kubernetes".into(),
+            code: "Unavailable".into(),
+            message: e.to_string(),
+            hint: Some(
+                "check KUBECONFIG / the cluster endpoint, or use the local default (no KUBECONFIG, --target local)",
+            ),
         }
     }
 }
 
 fn api_err(op: impl Into<String>) -> impl FnOnce(kube::Error) -> ProviderError {
     let op = op.into();
-    move |source| K8sError::Api { op, source }.into()
+    move |source| {
+        K8sError::Api {
+            op,
+            source: Box::new(source),
+        }
+        .into()
+    }
 }
 
 /// Selects the process-wide rustls crypto provider (the dependency tree enables both
@@ -120,7 +125,7 @@ pub enum KubeSource {
         /// EKS SDK client.
         eks: aws_sdk_eks::Client,
         /// Credentials and region for the token.
-        sdk: aws_config::SdkConfig,
+        sdk: Box<aws_config::SdkConfig>,
         /// Cluster name.
         cluster: String,
         /// Where the token is written (kube-rs re-reads a token file as it expires).
@@ -152,8 +157,8 @@ impl Kube {
                     KubeSource::Kubeconfig => {
                         ensure_crypto();
                         kube::Client::try_default()
-                        .await
-                        .map_err(|e| K8sError::Client(e.to_string()))
+                            .await
+                            .map_err(|e| K8sError::Client(e.to_string()))
                     }
                     KubeSource::Eks {
                         eks,
@@ -248,7 +253,9 @@ fn validate_manifest(v: &Value, api_version: &str, kind: &str) -> Vec<String> {
         errs.push(format!("metadata.name `{name}` must be a DNS label"));
     }
     if v["metadata"]["labels"][LABEL_MANAGED_BY] != FIELD_MANAGER {
-        errs.push(format!("metadata.labels must carry {LABEL_MANAGED_BY}: stack"));
+        errs.push(format!(
+            "metadata.labels must carry {LABEL_MANAGED_BY}: stack"
+        ));
     }
     errs
 }
@@ -288,7 +295,10 @@ async fn target(kube: &Kube, m: &Value) -> Result<Target, ProviderError> {
     let kind = m["kind"].as_str().unwrap_or_default();
     let (ar, namespaced) = api_resource(av, kind)
         .ok_or_else(|| ProviderError::Props(format!("unsupported kind {av}/{kind}")))?;
-    let name = m["metadata"]["name"].as_str().unwrap_or_default().to_string();
+    let name = m["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let client = kube.client().await?;
     let (api, what) = if namespaced {
         let ns = m["metadata"]["namespace"].as_str().unwrap_or("default");
@@ -383,10 +393,10 @@ impl ObjectProvider {
             .await
             .map_err(api_err(format!("apply {}", t.what)))?;
         let mut live = to_json(&applied)?;
-        if t.kind == "Deployment" {
-            if let Some(timeout) = self.rollout_timeout {
-                live = wait_rollout(&t.api, &t.name, timeout).await?;
-            }
+        if t.kind == "Deployment"
+            && let Some(timeout) = self.rollout_timeout
+        {
+            live = wait_rollout(&t.api, &t.name, timeout).await?;
         }
         Ok(Observed {
             id: id_of(&live),
