@@ -47,11 +47,7 @@ fn text_of(classifier: &Classifier, tokens: usize) -> String {
     let mut text = String::new();
     for word in words.iter().cycle() {
         let candidate = format!("{text} {word}");
-        if classifier.tokenize(&[candidate.trim()]).unwrap()[0]
-            .ids
-            .len()
-            > tokens
-        {
+        if classifier.tokenize(&[candidate.trim()]).unwrap()[0].ids.len() > tokens {
             break;
         }
         text = candidate;
@@ -85,8 +81,7 @@ fn median_of(runs: usize, mut f: impl FnMut()) -> Duration {
 fn main() {
     let dir = fixture_dir();
     let checkpoint = Checkpoint::open(&dir).unwrap();
-    let weights_mib =
-        std::fs::metadata(checkpoint.weights_path()).unwrap().len() as f64 / 1048576.0;
+    let weights_mib = std::fs::metadata(checkpoint.weights_path()).unwrap().len() as f64 / 1048576.0;
     // SAFETY: single-threaded here; candle's GEMM reads this to split work.
     unsafe { model_cache::threads::export_thread_count(threads()) };
 
@@ -140,14 +135,8 @@ fn main() {
         batch as f64 / t.as_secs_f64()
     };
     let (tp8, tp32) = (per_second(8), per_second(32));
-    println!(
-        "\n== model-cache summary: full-size DistilBERT fixture, {} threads ==",
-        threads()
-    );
-    println!(
-        "load (warm page cache, median of 5) : {:>8.1} ms",
-        load.as_secs_f64() * 1e3
-    );
+    println!("\n== model-cache summary: full-size DistilBERT fixture, {} threads ==", threads());
+    println!("load (warm page cache, median of 5) : {:>8.1} ms", load.as_secs_f64() * 1e3);
     println!(
         "RSS after load                      : {:>8.1} MiB ({:.2}x the {:.0} MiB f32 weights; {:.0} MiB before load)",
         rss_after,
@@ -155,14 +144,8 @@ fn main() {
         weights_mib,
         rss_before
     );
-    println!(
-        "batch 1, 16 tokens, p50             : {:>8.2} ms",
-        p50_short.as_secs_f64() * 1e3
-    );
-    println!(
-        "batch 1, 128 tokens, p50            : {:>8.2} ms",
-        p50_long.as_secs_f64() * 1e3
-    );
+    println!("batch 1, 16 tokens, p50             : {:>8.2} ms", p50_short.as_secs_f64() * 1e3);
+    println!("batch 1, 128 tokens, p50            : {:>8.2} ms", p50_long.as_secs_f64() * 1e3);
     println!("batch 8, 16 tokens                  : {tp8:>8.1} seq/s");
     println!("batch 32, 16 tokens                 : {tp32:>8.1} seq/s");
 

@@ -17,10 +17,7 @@ fn time(name: &str, runs: usize, mut f: impl FnMut()) -> f64 {
 }
 
 fn main() -> candle_core::Result<()> {
-    let tokens: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(16);
+    let tokens: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(16);
     let dev = Device::Cpu;
     let (d, h, heads) = (768usize, 3072usize, 12usize);
     let x = Tensor::randn(0f32, 1.0, (tokens, d), &dev)?;
@@ -35,10 +32,7 @@ fn main() -> candle_core::Result<()> {
     let scores = Tensor::randn(0f32, 1.0, (1, heads, tokens, tokens), &dev)?;
     let ln_w = Tensor::ones(d, DType::F32, &dev)?;
     let ln_b = Tensor::zeros(d, DType::F32, &dev)?;
-    println!(
-        "tokens = {tokens}, RAYON_NUM_THREADS = {:?}",
-        std::env::var("RAYON_NUM_THREADS").ok()
-    );
+    println!("tokens = {tokens}, RAYON_NUM_THREADS = {:?}", std::env::var("RAYON_NUM_THREADS").ok());
     let runs = 50;
     let mut per_layer = 0.0;
     per_layer += time("qkv matmul x @ Wqkv^T (strided)", runs, || {
@@ -65,20 +59,15 @@ fn main() -> candle_core::Result<()> {
     per_layer += time("gelu_erf on (tokens, 3072)", runs, || {
         xh.gelu_erf().unwrap();
     });
-    per_layer += 2.0
-        * time("layer_norm (tokens, 768)", runs, || {
-            candle_nn::ops::layer_norm(&x, &ln_w, &ln_b, 1e-12).unwrap();
-        });
-    per_layer += 2.0
-        * time("residual add (tokens, 768)", runs, || {
-            (&x + &x).unwrap();
-        });
+    per_layer += 2.0 * time("layer_norm (tokens, 768)", runs, || {
+        candle_nn::ops::layer_norm(&x, &ln_w, &ln_b, 1e-12).unwrap();
+    });
+    per_layer += 2.0 * time("residual add (tokens, 768)", runs, || {
+        (&x + &x).unwrap();
+    });
     time("bias broadcast_add (tokens, 3072)", runs, || {
         xh.broadcast_add(&w_1.get(0).unwrap()).unwrap();
     });
-    println!(
-        "sum of listed ops per layer: {per_layer:.3} ms; x6 layers = {:.3} ms",
-        per_layer * 6.0
-    );
+    println!("sum of listed ops per layer: {per_layer:.3} ms; x6 layers = {:.3} ms", per_layer * 6.0);
     Ok(())
 }
