@@ -159,7 +159,7 @@ pub fn layer(files: &[LayerFile]) -> Result<Layer, OciError> {
     }
     let raw = tar.into_inner().map_err(w)?;
     let diff_id = digest(&raw);
-    let mut gz = GzEncoder::new(Vec::new(), Compression::new(6));
+    let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
     std::io::Write::write_all(&mut gz, &raw).map_err(w)?;
     Ok(Layer {
         blob: Blob::new(LAYER_TYPE, gz.finish().map_err(w)?),

@@ -264,7 +264,15 @@ impl DataPlane {
                     template: String::new(),
                 };
                 std::fs::write(&f, serde_json::to_string(&r).map_err(lerr)?).map_err(lerr)?;
-                Ok(Some(SocketAddr::from(([127, 0, 0, 1], port))))
+                let addr = SocketAddr::from(([127, 0, 0, 1], port));
+                let start = Instant::now();
+                while std::net::TcpStream::connect(addr).is_err() {
+                    if start.elapsed() > Duration::from_secs(10) {
+                        return Err(lerr(format!("the front did not listen on {addr}")));
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Ok(Some(addr))
             }
             (false, Some(r)) => {
                 stop(r.pid);
