@@ -537,10 +537,7 @@ impl super::Provider for ObjectProvider {
     }
 
     async fn delete(&self, _id: &str, props: &Value) -> Result<(), ProviderError> {
-        let t = match target(&self.kube, props).await {
-            Ok(t) => t,
-            Err(e) => return Err(e),
-        };
+        let t = target(&self.kube, props).await?;
         match t.api.delete(&t.name, &DeleteParams::foreground()).await {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
