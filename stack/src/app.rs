@@ -3,11 +3,16 @@
 //! ECR repositories for the server and Lambda images; IAM roles for the Lambda, the EKS
 //! cluster and its nodes; the Lambda function with its log group, behind an API Gateway
 //! HTTP API (`POST /predict`, `$default` stage); a VPC with two subnets in two zones;
-//! the EKS cluster and a managed node group.
+//! the EKS cluster and a managed node group; and the model server on Kubernetes
+//! (namespace, Deployment, Service, HPA, PDB), applied after the node group.
 
+use std::path::Path;
+
+use crate::artifacts::image::ServerImage;
 use crate::config::Config;
 use crate::engine::{Input, Stack};
 use crate::providers::aws::{apigw, ec2, ecr, eks, iam, lambda, logs};
+use crate::providers::k8s::{self, manifests};
 
 const LAMBDA_BASIC: &str = "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole";
 const EKS_CLUSTER: &str = "arn:aws:iam::aws:policy/AmazonEKSClusterPolicy";
@@ -259,6 +264,62 @@ pub fn build(cfg: &Config) -> Stack {
     if let Some(rt) = &egress {
         s.depends_on(&nodes, rt);
     }
+
+    // Kubernetes: the model server, after the node group (nothing can run before).
+    let stack_name = cfg.stack.clone();
+    let kc = &cfg.k8s;
+    if kc.threads < 1 || kc.replicas < 1 || kc.min_replicas < 1 || kc.max_replicas < kc.min_replicas
+    {
+        s.invalid(
+            "k8s: threads, replicas and min_replicas must be >= 1, max_replicas >= min_replicas",
+        );
+    }
+    // The image: built from the release server binary and pushed to the server
+    // repository when the binary exists; otherwise the configured image reference.
+    let image: Input<String> = if Path::new(&kc.server_binary).is_file() {
+        match ServerImage::new(
+            server_repo.output("url").into(),
+            &kc.server_binary,
+            u16::try_from(kc.port).unwrap_or(8080),
+            kc.model_env.clone(),
+        ) {
+            Ok(img) => {
+                let img = s.add("server-image", img);
+                img.output::<String>("uri").into()
+            }
+            Err(e) => {
+                s.invalid(e);
+                Input::Value(kc.image.clone())
+            }
+        }
+    } else {
+        Input::Value(kc.image.clone())
+    };
+    let ns = s.add(
+        "k8s-namespace",
+        k8s::Namespace(manifests::namespace(&stack_name, kc)),
+    );
+    s.depends_on(&ns, &nodes);
+    let deploy = s.add(
+        "k8s-deployment",
+        k8s::Deployment(manifests::deployment(&stack_name, kc, &image)),
+    );
+    s.depends_on(&deploy, &ns);
+    let svc = s.add(
+        "k8s-service",
+        k8s::Service(manifests::service(&stack_name, kc)),
+    );
+    s.depends_on(&svc, &ns);
+    let hpa = s.add(
+        "k8s-hpa",
+        k8s::HorizontalPodAutoscaler(manifests::hpa(&stack_name, kc)),
+    );
+    s.depends_on(&hpa, &deploy);
+    let pdb = s.add(
+        "k8s-pdb",
+        k8s::PodDisruptionBudget(manifests::pdb(&stack_name, kc)),
+    );
+    s.depends_on(&pdb, &ns);
 
     s.export("api_url", &stage.output::<String>("invoke_url"));
     s.export("function_name", &function.output::<String>("name"));

@@ -7,6 +7,7 @@ use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use stack::artifacts::image::{self, ImageProvider, Push};
 use stack::config::Config;
 use stack::engine::apply::{ApplyOptions, apply, exports};
 use stack::engine::plan::{Plan, diff_props, plan};
@@ -15,6 +16,7 @@ use stack::engine::{Stack, UNKNOWN};
 use stack::error::Short;
 use stack::providers::Registry;
 use stack::providers::aws::{self, AwsTarget, Clients};
+use stack::providers::k8s::{self, Kube, KubeSource, ObjectProvider, dataplane, fake};
 
 /// Declarative infrastructure for the sentiment services: plan, apply, destroy.
 #[derive(Debug, Parser)]
@@ -102,7 +104,23 @@ enum Command {
         json: bool,
     },
     /// Print the declared desired state as JSON (no API calls).
-    Synth,
+    Synth {
+        /// Print only the Kubernetes objects, as multi-document YAML for
+        /// `kubectl apply -f -` (references resolved from state where known).
+        #[arg(long)]
+        k8s: bool,
+    },
+    /// The local data plane's front: a TCP proxy over the running server processes
+    /// (started by `up` on the local Kubernetes API; not for direct use).
+    #[command(hide = true)]
+    Front {
+        /// Address to listen on.
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// File listing the backends, one `host:port` a line.
+        #[arg(long)]
+        backends: PathBuf,
+    },
 }
 
 struct Ctx {
@@ -120,6 +138,9 @@ fn load(cli: &Cli) -> Result<Ctx> {
     if let Some(r) = &cli.region {
         cfg.region = r.clone();
     }
+    if let Ok(b) = std::env::var("STACK_SERVER_BIN") {
+        cfg.k8s.server_binary = b;
+    }
     let stack = stack::app::build(&cfg);
     // Everything that can be checked without an API call is checked here.
     stack.validate()?;
@@ -127,7 +148,27 @@ fn load(cli: &Cli) -> Result<Ctx> {
     Ok(Ctx { stack, store, cfg })
 }
 
-async fn registry(cli: &Cli, cfg: &Config) -> Registry {
+/// The providers, and what must stay alive while they are used (the local
+/// Kubernetes API server).
+struct Providers {
+    reg: Registry,
+    kube: Arc<Kube>,
+    _local_api: Option<fake::Server>,
+    /// The local data plane, when the API is the in-memory one and the server
+    /// binary exists.
+    dataplane: Option<dataplane::DataPlane>,
+}
+
+fn secs_env(name: &str, default: u64) -> std::time::Duration {
+    std::time::Duration::from_secs(
+        std::env::var(name)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(default),
+    )
+}
+
+async fn registry(cli: &Cli, cfg: &Config) -> Result<Providers> {
     let target = match cli.target {
         Target::Local => AwsTarget::Local {
             endpoint: cli.endpoint_url.clone(),
@@ -137,7 +178,131 @@ async fn registry(cli: &Cli, cfg: &Config) -> Registry {
     let clients = Arc::new(Clients::new(&target, &cfg.region).await);
     let mut reg = Registry::default();
     aws::register(&mut reg, &clients);
-    reg
+    let push = match (cli.target, std::env::var("STACK_REGISTRY")) {
+        (Target::Aws, _) => Push::Ecr(clients.clone()),
+        (Target::Local, Ok(url)) => Push::Registry(url),
+        (Target::Local, Err(_)) => Push::None,
+    };
+    reg.register(image::KIND, Arc::new(ImageProvider(push)));
+
+    // Where the Kubernetes API is: STACK_KUBE forces one; otherwise EKS on AWS, the
+    // current kubeconfig context when KUBECONFIG is set, else the local in-memory API.
+    let choice = std::env::var("STACK_KUBE").unwrap_or_else(|_| {
+        match (cli.target, std::env::var_os("KUBECONFIG").is_some()) {
+            (Target::Aws, _) => "eks".into(),
+            (Target::Local, true) => "kubeconfig".into(),
+            (Target::Local, false) => "local".into(),
+        }
+    });
+    let rollout = Some(secs_env("STACK_ROLLOUT_TIMEOUT_SECS", 600));
+    let (source, rollout, server) = match choice.as_str() {
+        "kubeconfig" => (KubeSource::Kubeconfig, rollout, None),
+        "eks" => (
+            KubeSource::Eks {
+                eks: clients.eks.clone(),
+                sdk: Box::new(clients.sdk.clone()),
+                cluster: cfg.prefix.clone(),
+                token_file: cli.state_dir.join(format!("{}-eks-token", cfg.stack)),
+            },
+            rollout,
+            None,
+        ),
+        "local" => {
+            std::fs::create_dir_all(&cli.state_dir)
+                .with_context(|| format!("creating {}", cli.state_dir.display()))?;
+            let snap = cli
+                .state_dir
+                .join(format!("{}.{}.k8s.json", cfg.stack, cli.target.name()));
+            let api = fake::FakeApi::new(Some(snap)).await?;
+            let server = api
+                .serve(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+                .await?;
+            // No controller runs pods on the in-memory API: no rollout to wait for.
+            (KubeSource::Ready(server.client()?), None, Some(server))
+        }
+        other => bail!("STACK_KUBE={other}: expected local, kubeconfig or eks"),
+    };
+    let kube = Kube::new(source);
+    let mut p = ObjectProvider::new(kube.clone(), rollout);
+    p.delete_timeout = secs_env("STACK_DELETE_TIMEOUT_SECS", 900);
+    k8s::register(&mut reg, Arc::new(p));
+    let bin = std::path::Path::new(&cfg.k8s.server_binary);
+    let dataplane = (server.is_some() && bin.is_file()).then(|| dataplane::DataPlane {
+        dir: cli.state_dir.join("dataplane"),
+        binary: bin.to_path_buf(),
+        model_dir: std::env::var("STACK_MODEL_DIR").unwrap_or_else(|_| {
+            cfg.k8s
+                .model_env
+                .get("MODEL_DIR")
+                .cloned()
+                .unwrap_or_else(|| "models".into())
+        }),
+        front_port: std::env::var("STACK_FRONT_PORT")
+            .ok()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0),
+        front_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("stack")),
+        ready_timeout: secs_env("STACK_READY_TIMEOUT_SECS", 120),
+    });
+    Ok(Providers {
+        reg,
+        kube,
+        _local_api: server,
+        dataplane,
+    })
+}
+
+/// Runs the local data plane against what the API now says (no-op elsewhere).
+async fn run_dataplane(p: &Providers, stack: &str) -> Result<()> {
+    let Some(dp) = &p.dataplane else {
+        return Ok(());
+    };
+    let client = p.kube.client().await?;
+    if let Some(addr) = dp.reconcile(&client, stack).await? {
+        println!("Local data plane: http://{addr} (front over the server processes)");
+    }
+    Ok(())
+}
+
+/// Deletes labelled objects of this stack that are no longer declared (e.g. left by
+/// an interrupted run or a renamed object).
+async fn prune(p: &Providers, stack: &Stack) -> Result<()> {
+    let keep: Vec<String> = stack
+        .resources
+        .iter()
+        .filter(|d| d.kind.starts_with("k8s:"))
+        .map(|d| k8s::prune_id(&d.props))
+        .collect();
+    let client = p.kube.client().await?;
+    for id in k8s::prune(&client, &stack.name, &keep).await? {
+        println!("Pruned {id} (labelled as this stack's, no longer declared)");
+    }
+    Ok(())
+}
+
+/// The Kubernetes objects of the declaration, references resolved from state.
+fn k8s_yaml(stack: &Stack, state: &stack::engine::state::State) -> Result<String> {
+    let outputs = |r: &str, k: &str| {
+        state
+            .resources
+            .get(r)
+            .and_then(|s| s.outputs.get(k).cloned())
+    };
+    let mut docs = Vec::new();
+    for d in stack
+        .resources
+        .iter()
+        .filter(|d| d.kind.starts_with("k8s:"))
+    {
+        let (v, _) = stack::engine::resolve(&d.props, &outputs);
+        docs.push(serde_saphyr::to_string(&v).context("YAML")?);
+    }
+    Ok(docs
+        .iter()
+        .map(|d| format!("---\n{}", d.trim_end()))
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n")
 }
 
 fn confirm(what: &str) -> Result<bool> {
@@ -186,9 +351,18 @@ fn print_outputs(stack: &Stack, state: &stack::engine::state::State) {
 /// Runs one command; returns the process exit code.
 pub async fn run(cli: Cli) -> Result<i32> {
     match &cli.command {
-        Command::Synth => {
+        Command::Front { listen, backends } => {
+            dataplane::serve_front(*listen, backends.clone()).await?;
+            Ok(0)
+        }
+        Command::Synth { k8s } => {
             let ctx = load(&cli)?;
-            println!("{}", serde_json::to_string_pretty(&ctx.stack)?);
+            if *k8s {
+                let state = ctx.store.load()?;
+                print!("{}", k8s_yaml(&ctx.stack, &state)?);
+            } else {
+                println!("{}", serde_json::to_string_pretty(&ctx.stack)?);
+            }
             Ok(0)
         }
         Command::Outputs { name, json } => {
@@ -223,9 +397,10 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Diff { json } => {
             let ctx = load(&cli)?;
             let _lock = ctx.store.lock("diff")?;
-            let reg = registry(&cli, &ctx.cfg).await;
+            let provs = registry(&cli, &ctx.cfg).await?;
+            let reg = &provs.reg;
             let state = ctx.store.load()?;
-            let p = plan(&ctx.stack, &state, &reg).await?;
+            let p = plan(&ctx.stack, &state, reg).await?;
             if *json {
                 let mut v = serde_json::to_value(&p)?;
                 v["summary"] = serde_json::to_value(p.summary())?;
@@ -239,22 +414,26 @@ pub async fn run(cli: Cli) -> Result<i32> {
             let ctx = load(&cli)?;
             let opts = apply_opts(*parallelism)?;
             let _lock = ctx.store.lock("up")?;
-            let reg = registry(&cli, &ctx.cfg).await;
+            let provs = registry(&cli, &ctx.cfg).await?;
+            let reg = &provs.reg;
             let state = ctx.store.load()?;
-            let p = plan(&ctx.stack, &state, &reg).await?;
+            let p = plan(&ctx.stack, &state, reg).await?;
             print!("{}", p.render());
-            execute(&ctx, &p, state, &reg, &opts, *yes, "Apply these changes?").await?;
+            execute(&ctx, &p, state, reg, &opts, *yes, "Apply these changes?").await?;
+            prune(&provs, &ctx.stack).await?;
+            run_dataplane(&provs, &ctx.stack.name).await?;
             Ok(0)
         }
         Command::Down { yes, parallelism } => {
             let ctx = load(&cli)?;
             let opts = apply_opts(*parallelism)?;
             let _lock = ctx.store.lock("down")?;
-            let reg = registry(&cli, &ctx.cfg).await;
+            let provs = registry(&cli, &ctx.cfg).await?;
+            let reg = &provs.reg;
             let state = ctx.store.load()?;
             // An empty declaration: everything in state is planned for deletion.
             let empty = Stack::new(&ctx.stack.name);
-            let p = plan(&empty, &state, &reg).await?;
+            let p = plan(&empty, &state, reg).await?;
             print!("{}", p.render());
             let ctx = Ctx {
                 stack: empty,
@@ -264,20 +443,22 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 &ctx,
                 &p,
                 state,
-                &reg,
+                reg,
                 &opts,
                 *yes,
                 "Delete all these resources?",
             )
             .await?;
+            run_dataplane(&provs, &ctx.stack.name).await?;
             Ok(0)
         }
         Command::Refresh { json } => {
             let ctx = load(&cli)?;
             let _lock = ctx.store.lock("refresh")?;
-            let reg = registry(&cli, &ctx.cfg).await;
+            let provs = registry(&cli, &ctx.cfg).await?;
+            let reg = &provs.reg;
             let mut state = ctx.store.load()?;
-            let p = plan(&ctx.stack, &state, &reg).await?;
+            let p = plan(&ctx.stack, &state, reg).await?;
             refresh(&ctx, &p, &mut state, *json)?;
             Ok(0)
         }

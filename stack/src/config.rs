@@ -44,6 +44,70 @@ pub struct Config {
     pub network: NetworkConfig,
     /// The EKS cluster and node group.
     pub eks: EksConfig,
+    /// The Kubernetes workload (the model server).
+    pub k8s: K8sConfig,
+}
+
+/// The model server's Kubernetes objects.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct K8sConfig {
+    /// Namespace of every object.
+    pub namespace: String,
+    /// Name of the Deployment, Service, HPA and PDB.
+    pub app: String,
+    /// The image when none is built and pushed by the stack (e.g. a local tag).
+    pub image: String,
+    /// Replicas declared on the Deployment (the HPA scales between its bounds).
+    pub replicas: i32,
+    /// HPA bounds and target.
+    pub min_replicas: i32,
+    /// See `min_replicas`.
+    pub max_replicas: i32,
+    /// Target average CPU utilization, percent of the request.
+    pub cpu_target_percent: i32,
+    /// Scale-down stabilization window in seconds.
+    pub scale_down_window_s: i32,
+    /// Threads the server uses for inference = the CPU limit (cores).
+    pub threads: i32,
+    /// Memory request and limit.
+    pub memory: String,
+    /// Port the server listens on.
+    pub port: i32,
+    /// The server's graceful drain, in seconds (its shutdown timeout).
+    pub drain_s: i32,
+    /// `MODEL_*` environment of the server.
+    pub model_env: BTreeMap<String, String>,
+    /// Service type: `ClusterIP` or `LoadBalancer`.
+    pub service_type: String,
+    /// Path of the release server binary (the image's entrypoint, the local data
+    /// plane's process); overridden by `STACK_SERVER_BIN`.
+    pub server_binary: String,
+}
+
+impl Default for K8sConfig {
+    fn default() -> Self {
+        K8sConfig {
+            namespace: "sentiment".into(),
+            app: "sentiment-server".into(),
+            image: "sentiment-server:latest".into(),
+            replicas: 2,
+            min_replicas: 2,
+            max_replicas: 6,
+            cpu_target_percent: 70,
+            scale_down_window_s: 300,
+            threads: 2,
+            memory: "1Gi".into(),
+            port: 8080,
+            drain_s: 20,
+            model_env: BTreeMap::from([
+                ("MODEL_DIR".to_string(), "/models".to_string()),
+                ("MODEL_THREADS".to_string(), "2".to_string()),
+            ]),
+            service_type: "LoadBalancer".into(),
+            server_binary: "target/release/sentiment-server".into(),
+        }
+    }
 }
 
 /// Lambda settings.
@@ -105,6 +169,7 @@ impl Default for Config {
             log_retention_days: 14,
             network: NetworkConfig::default(),
             eks: EksConfig::default(),
+            k8s: K8sConfig::default(),
         }
     }
 }

@@ -7,6 +7,7 @@
 //! infrastructure is declared in [`app`].
 
 pub mod app;
+pub mod artifacts;
 pub mod config;
 pub mod engine;
 pub mod error;

@@ -296,14 +296,14 @@ impl Stack {
                 .push(format!("{} `{name}`: cannot serialize: {e}", R::KIND));
             Value::Null
         });
-        if R::TAGGABLE {
-            if let Value::Object(m) = &mut props {
-                let tags = m.entry("tags").or_insert_with(|| json!({}));
-                if let Value::Object(t) = tags {
-                    t.insert(TAG_STACK.into(), self.name.clone().into());
-                    t.insert(TAG_MANAGED_BY.into(), "stack".into());
-                    t.insert(TAG_RESOURCE.into(), name.into());
-                }
+        if R::TAGGABLE
+            && let Value::Object(m) = &mut props
+        {
+            let tags = m.entry("tags").or_insert_with(|| json!({}));
+            if let Value::Object(t) = tags {
+                t.insert(TAG_STACK.into(), self.name.clone().into());
+                t.insert(TAG_MANAGED_BY.into(), "stack".into());
+                t.insert(TAG_RESOURCE.into(), name.into());
             }
         }
         self.resources.push(ResourceDecl {

@@ -1,11 +1,11 @@
 //! Providers: one per resource kind, each implementing [`Provider`] (read, create,
 //! update, delete, plus which properties force a replacement).
 //!
-//! `aws/` talks to AWS through the AWS SDK for Rust. A `k8s/` module (Deployment,
-//! Service, HPA through kube-rs server-side apply) will sit beside it and register its
-//! kinds in [`Registry`] the same way.
+//! `aws/` talks to AWS through the AWS SDK for Rust; `k8s/` applies Kubernetes objects
+//! (Namespace, Deployment, Service, HPA, PDB) through kube-rs server-side apply.
 
 pub mod aws;
+pub mod k8s;
 
 use async_trait::async_trait;
 use serde::de::DeserializeOwned;

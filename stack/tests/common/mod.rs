@@ -167,7 +167,9 @@ impl Project {
             .env_remove("STACK_CONFIG")
             .env_remove("STACK_TARGET")
             .env_remove("STACK_FAULT_AFTER")
-            .env_remove("STACK_STATE_DIR");
+            .env_remove("STACK_STATE_DIR")
+            .env_remove("KUBECONFIG")
+            .env_remove("STACK_KUBE");
         c
     }
 
@@ -376,4 +378,4 @@ pub async fn tagged(c: &stack::providers::aws::Clients, stack: &str) -> Vec<Stri
 /// attachments, the Lambda permission, the integration and the route).
 pub const TAGGABLE_RESOURCES: usize = 15;
 /// Every resource the app declares.
-pub const ALL_RESOURCES: usize = 24;
+pub const ALL_RESOURCES: usize = 29;

@@ -54,6 +54,8 @@ pub struct Clients {
     pub sts: aws_sdk_sts::Client,
     /// How long to wait for slow resources (EKS cluster, node group).
     pub wait_timeout: Duration,
+    /// The shared SDK configuration (credentials for the EKS token).
+    pub sdk: aws_config::SdkConfig,
     account: Arc<tokio::sync::OnceCell<String>>,
 }
 
@@ -87,6 +89,7 @@ impl Clients {
                     .unwrap_or(1800),
             ),
             account: Arc::default(),
+            sdk: conf,
         }
     }
 

@@ -1,0 +1,5 @@
+//! Deployable artifacts: OCI images built without a Docker daemon and pushed through
+//! the registry HTTP API.
+
+pub mod image;
+pub mod oci;

@@ -1,0 +1,337 @@
+//! The Kubernetes provider through kube-rs over HTTP against the in-memory API
+//! (kube-fake-client served on loopback), the EKS token vector, and `synth --k8s`.
+
+mod common;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use stack::config::K8sConfig;
+use stack::engine::Input;
+use stack::error::ProviderError;
+use stack::providers::Provider;
+use stack::providers::k8s::{self, Kube, KubeSource, ObjectProvider, eks_token, fake, manifests};
+
+const STACK: &str = "t";
+
+async fn server() -> fake::Server {
+    fake::FakeApi::new(None)
+        .await
+        .unwrap()
+        .serve(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap()
+}
+
+fn provider(s: &fake::Server, rollout: Option<Duration>) -> ObjectProvider {
+    let mut p = ObjectProvider::new(Kube::new(KubeSource::Ready(s.client().unwrap())), rollout);
+    p.delete_timeout = Duration::from_secs(5);
+    p
+}
+
+fn cfg() -> K8sConfig {
+    K8sConfig {
+        namespace: "ml".into(),
+        ..K8sConfig::default()
+    }
+}
+
+fn image(s: &str) -> Input<String> {
+    Input::Value(s.into())
+}
+
+/// Whether a read finds the object matching the declaration (no diff).
+async fn unchanged(p: &ObjectProvider, desired: &Value) -> bool {
+    let o = p.read(None, desired, None).await.unwrap().expect("exists");
+    &o.props == desired
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployment_service_hpa_create_diff_update_delete() {
+    let s = server().await;
+    let p = provider(&s, None);
+    let c = cfg();
+    let ns = manifests::namespace(STACK, &c);
+    let dep = manifests::deployment(STACK, &c, &image("reg/server@sha256:aaa"));
+    let svc = manifests::service(STACK, &c);
+    let hpa = manifests::hpa(STACK, &c);
+
+    // Create.
+    for m in [&ns, &dep, &svc, &hpa] {
+        assert!(p.read(None, m, None).await.unwrap().is_none());
+        let o = p.create(m).await.unwrap();
+        assert_eq!(o.outputs["name"], m["metadata"]["name"]);
+    }
+    let client = s.client().unwrap();
+    let deps: Api<Deployment> = Api::namespaced(client.clone(), "ml");
+    let d = deps.get("sentiment-server").await.unwrap();
+    let spec = d.spec.unwrap();
+    let labels = d.metadata.labels.unwrap();
+    assert_eq!(labels[k8s::LABEL_MANAGED_BY], "stack");
+    assert_eq!(spec.replicas, Some(2));
+    let ru = spec.strategy.unwrap().rolling_update.unwrap();
+    assert_eq!(
+        ru.max_unavailable,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(0))
+    );
+    let pod = spec.template.spec.unwrap();
+    assert_eq!(pod.termination_grace_period_seconds, Some(30));
+    let ctr = &pod.containers[0];
+    assert_eq!(ctr.image.as_deref(), Some("reg/server@sha256:aaa"));
+    let res = ctr.resources.clone().unwrap();
+    assert_eq!(res.limits.unwrap()["cpu"].0, "2", "CPU limit = threads");
+    assert_eq!(
+        ctr.readiness_probe
+            .clone()
+            .unwrap()
+            .http_get
+            .unwrap()
+            .path
+            .as_deref(),
+        Some("/readyz")
+    );
+    assert_eq!(
+        ctr.liveness_probe
+            .clone()
+            .unwrap()
+            .http_get
+            .unwrap()
+            .path
+            .as_deref(),
+        Some("/healthz")
+    );
+    let mf = d.metadata.managed_fields.unwrap_or_default();
+    assert!(mf.iter().any(|m| m.manager.as_deref() == Some("stack")));
+
+    // No-op diff: everything reads back as declared.
+    for m in [&ns, &dep, &svc, &hpa] {
+        assert!(unchanged(&p, m).await, "{}", m["kind"]);
+    }
+
+    // Update replicas and image; the HPA target.
+    let mut c2 = c.clone();
+    c2.replicas = 3;
+    c2.cpu_target_percent = 50;
+    let dep2 = manifests::deployment(STACK, &c2, &image("reg/server@sha256:bbb"));
+    let hpa2 = manifests::hpa(STACK, &c2);
+    let seen = p.read(None, &dep2, None).await.unwrap().unwrap();
+    assert_eq!(
+        seen.props["spec"]["replicas"], 2,
+        "diff shows the live value"
+    );
+    assert_eq!(
+        seen.props["spec"]["template"]["spec"]["containers"][0]["image"],
+        "reg/server@sha256:aaa"
+    );
+    assert!(!unchanged(&p, &hpa2).await);
+    p.update(&seen.id, &seen.props, &dep2).await.unwrap();
+    p.update("ml/sentiment-server", &hpa, &hpa2).await.unwrap();
+    assert!(unchanged(&p, &dep2).await);
+    assert!(unchanged(&p, &hpa2).await);
+    let d = deps.get("sentiment-server").await.unwrap().spec.unwrap();
+    assert_eq!(d.replicas, Some(3));
+    assert_eq!(
+        d.template.spec.unwrap().containers[0].image.as_deref(),
+        Some("reg/server@sha256:bbb")
+    );
+    let h: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), "ml");
+    let h = h.get("sentiment-server").await.unwrap().spec.unwrap();
+    assert_eq!(
+        h.metrics.unwrap()[0]
+            .resource
+            .as_ref()
+            .unwrap()
+            .target
+            .average_utilization,
+        Some(50)
+    );
+
+    // Delete (foreground) and read back nothing.
+    for m in [&hpa2, &svc, &dep2] {
+        p.delete("", m).await.unwrap();
+        assert!(p.read(None, m, None).await.unwrap().is_none());
+    }
+    // Deleting what is gone succeeds.
+    p.delete("", &svc).await.unwrap();
+    let svcs: Api<Service> = Api::namespaced(client, "ml");
+    assert!(svcs.get_opt("sentiment-server").await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_diff_persists_nothing() {
+    let s = server().await;
+    let p = provider(&s, None);
+    let c = cfg();
+    let dep = manifests::deployment(STACK, &c, &image("a"));
+    p.create(&dep).await.unwrap();
+    let changed = manifests::deployment(STACK, &c, &image("b"));
+    for _ in 0..2 {
+        let o = p.read(None, &changed, None).await.unwrap().unwrap();
+        assert_eq!(
+            o.props["spec"]["template"]["spec"]["containers"][0]["image"],
+            "a"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_deletes_labelled_objects_no_longer_declared() {
+    let s = server().await;
+    let p = provider(&s, None);
+    let c = cfg();
+    let dep = manifests::deployment(STACK, &c, &image("a"));
+    let svc = manifests::service(STACK, &c);
+    let pdb = manifests::pdb(STACK, &c);
+    let other = manifests::service("another-stack", &c);
+    let mut other = other;
+    other["metadata"]["name"] = "other".into();
+    for m in [&dep, &svc, &pdb, &other] {
+        p.create(m).await.unwrap();
+    }
+    let keep = vec![k8s::prune_id(&dep), k8s::prune_id(&svc)];
+    let client = s.client().unwrap();
+    let pruned = k8s::prune(&client, STACK, &keep).await.unwrap();
+    assert_eq!(pruned, vec!["PodDisruptionBudget ml/sentiment-server"]);
+    assert!(p.read(None, &pdb, None).await.unwrap().is_none());
+    assert!(p.read(None, &dep, None).await.unwrap().is_some());
+    assert!(
+        p.read(None, &other, None).await.unwrap().is_some(),
+        "another stack's objects are left alone"
+    );
+    assert!(k8s::prune(&client, STACK, &keep).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_wait_follows_the_deployment_status() {
+    let s = server().await;
+    let c = cfg();
+    let dep = manifests::deployment(STACK, &c, &image("a"));
+
+    // Nothing reports progress: the wait times out.
+    let p = provider(&s, Some(Duration::from_millis(600)));
+    let e = p.create(&dep).await.unwrap_err();
+    assert!(matches!(e, ProviderError::Timeout { .. }), "{e}");
+
+    // A controller that reports the rollout after a moment: the apply completes.
+    let client = s.client().unwrap();
+    let deps: Api<Deployment> = Api::namespaced(client, "ml");
+    let controller = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        // Like the Deployment controller: report the generation it has seen.
+        let d = deps.get("sentiment-server").await.unwrap();
+        let generation = d.metadata.generation.unwrap_or(1);
+        let status = json!({ "status": {
+            "observedGeneration": generation,
+            "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2, "availableReplicas": 2
+        }});
+        deps.patch_status(
+            "sentiment-server",
+            &PatchParams::default(),
+            &Patch::Merge(&status),
+        )
+        .await
+        .unwrap();
+    });
+    let p = provider(&s, Some(Duration::from_secs(10)));
+    p.update("ml/sentiment-server", &dep, &dep).await.unwrap();
+    controller.await.unwrap();
+}
+
+#[test]
+fn rollout_complete_needs_every_replica_updated_and_available() {
+    let mut d = json!({
+        "metadata": { "generation": 3 },
+        "spec": { "replicas": 2 },
+        "status": { "observedGeneration": 3, "replicas": 3, "updatedReplicas": 2, "availableReplicas": 2 }
+    });
+    assert!(!k8s::rollout_complete(&d), "an old replica is still there");
+    d["status"]["replicas"] = 2.into();
+    assert!(k8s::rollout_complete(&d));
+    d["status"]["observedGeneration"] = 2.into();
+    assert!(
+        !k8s::rollout_complete(&d),
+        "controller has not seen the spec"
+    );
+}
+
+/// KNOWN DIFFERENCE from a real API server: with server-side apply a field the
+/// manager stops applying is removed there; kube-fake-client merges the apply, so the
+/// field stays. This test pins the fake's behaviour so a fix upstream is noticed;
+/// the provider does not rely on either (a real server's dry run shows the removal).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn known_difference_fake_merges_fields_no_longer_applied() {
+    let s = server().await;
+    let p = provider(&s, None);
+    let c = cfg();
+    let mut with = manifests::service(STACK, &c);
+    with["metadata"]["annotations"] = json!({ "example.com/extra": "1" });
+    p.create(&with).await.unwrap();
+    let without = manifests::service(STACK, &c);
+    p.update("", &with, &without).await.unwrap();
+    let svcs: Api<Service> = Api::namespaced(s.client().unwrap(), "ml");
+    let live = svcs.get("sentiment-server").await.unwrap();
+    let kept = live
+        .metadata
+        .annotations
+        .unwrap_or_default()
+        .contains_key("example.com/extra");
+    assert!(kept, "fake keeps the field (a real API server removes it)");
+}
+
+#[test]
+fn eks_token_matches_botocore_vector() {
+    // Computed by stack/tests/data/eks_token_vector.py (botocore's SigV4QueryAuth).
+    let creds = eks_token::Creds {
+        access_key: "AKIDEXAMPLE".into(),
+        secret_key: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".into(),
+        session_token: Some("session/token+example=".into()),
+    };
+    let url = "https://sts.us-west-2.amazonaws.com/?Action=GetCallerIdentity&Version=2011-06-15&X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIDEXAMPLE%2F20261129%2Fus-west-2%2Fsts%2Faws4_request&X-Amz-Date=20261129T010203Z&X-Amz-Expires=60&X-Amz-SignedHeaders=host%3Bx-k8s-aws-id&X-Amz-Security-Token=session%2Ftoken%2Bexample%3D&X-Amz-Signature=ec0b473489d0490ba4eaf39f2d2ee96d185dc8b3deed923fac42ab598b259182";
+    let t = 1_795_914_123;
+    assert_eq!(
+        eks_token::presigned_url(&creds, "us-west-2", "demo-cluster", t),
+        url
+    );
+    let token = eks_token::token(&creds, "us-west-2", "demo-cluster", t);
+    assert_eq!(
+        token,
+        "k8s-aws-v1.aHR0cHM6Ly9zdHMudXMtd2VzdC0yLmFtYXpvbmF3cy5jb20vP0FjdGlvbj1HZXRDYWxsZXJJZGVudGl0eSZWZXJzaW9uPTIwMTEtMDYtMTUmWC1BbXotQWxnb3JpdGhtPUFXUzQtSE1BQy1TSEEyNTYmWC1BbXotQ3JlZGVudGlhbD1BS0lERVhBTVBMRSUyRjIwMjYxMTI5JTJGdXMtd2VzdC0yJTJGc3RzJTJGYXdzNF9yZXF1ZXN0JlgtQW16LURhdGU9MjAyNjExMjlUMDEwMjAzWiZYLUFtei1FeHBpcmVzPTYwJlgtQW16LVNpZ25lZEhlYWRlcnM9aG9zdCUzQngtazhzLWF3cy1pZCZYLUFtei1TZWN1cml0eS1Ub2tlbj1zZXNzaW9uJTJGdG9rZW4lMkJleGFtcGxlJTNEJlgtQW16LVNpZ25hdHVyZT1lYzBiNDczNDg5ZDA0OTBiYTRlYWYzOWYyZDJlZTk2ZDE4NWRjOGIzZGVlZDkyM2ZhYzQyYWI1OThiMjU5MTgy"
+    );
+    assert!(!token.contains('='), "base64url without padding");
+}
+
+#[test]
+fn synth_k8s_prints_yaml_documents() {
+    let p = common::Project::new("http://127.0.0.1:9", "synth");
+    let (code, out, err) = p.run(&["synth", "--k8s"]);
+    assert_eq!(code, 0, "{err}");
+    let docs: Vec<&str> = out
+        .split("---\n")
+        .filter(|d| !d.trim().is_empty())
+        .collect();
+    assert_eq!(docs.len(), 5, "{out}");
+    let kinds: Vec<String> = docs
+        .iter()
+        .map(|d| {
+            let v: Value = serde_saphyr::from_str(d).unwrap();
+            assert_eq!(v["metadata"]["labels"][k8s::LABEL_MANAGED_BY], "stack");
+            v["kind"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "Namespace",
+            "Deployment",
+            "Service",
+            "HorizontalPodAutoscaler",
+            "PodDisruptionBudget"
+        ]
+    );
+    assert!(out.contains("maxUnavailable: 0"), "{out}");
+}
