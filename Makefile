@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: test test-deps fmt lint bench fixture-full clean up down diff moto bench-stack serve bench-server lambda lambda-local bench-lambda
+.PHONY: up-artifacts test test-deps fmt lint bench fixture-full clean up down diff moto bench-stack serve bench-server lambda lambda-local bench-lambda
 
 test: test-deps
 	$(CARGO) test --workspace --all-targets
@@ -63,8 +63,19 @@ moto:
 diff: moto
 	@$(STACK_ENV) $(STACK) diff; rc=$$?; [ $$rc -eq 2 ] && exit 0 || exit $$rc
 
-up: moto
-	$(STACK_ENV) $(STACK) up --yes
+# What `make up` deploys: the Lambda zip (bootstrap + model), the release server binary
+# the local data plane runs (and the image carries), and a model for both. The local
+# default packages with the host toolchain (shares the workspace's release build) and a
+# tiny fixture; UP_MODEL=<checkpoint dir> serves another (e.g. make fixture-full's).
+UP_MODEL ?= .cache/fixtures/tiny
+UP_LAMBDA_BUILD := $(if $(filter local,$(STACK_TARGET)),cargo,cargo-lambda)
+up-artifacts:
+	@[ -f $(UP_MODEL)/model.safetensors ] || $(CARGO) run --release -p model-cache -- fixture --size tiny --out $(UP_MODEL)
+	$(CARGO) build --release -p sentiment-server
+	LAMBDA_BUILD=$(UP_LAMBDA_BUILD) scripts/package-lambda.sh $(UP_MODEL)
+
+up: moto up-artifacts
+	STACK_MODEL_DIR=$(abspath $(UP_MODEL)) $(STACK_ENV) $(STACK) up --yes
 
 down: moto
 	$(STACK_ENV) $(STACK) down --yes

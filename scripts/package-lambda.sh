@@ -17,7 +17,7 @@ OUT=${LAMBDA_OUT:-$TARGET_DIR/lambda/sentiment.zip}
 # Lambda's limit is 250 MB unzipped (262,144,000 bytes), bootstrap included.
 LIMIT=262144000
 
-if ! command -v cargo-lambda >/dev/null 2>&1; then
+if [ "${LAMBDA_BUILD:-cargo-lambda}" != cargo ] && ! command -v cargo-lambda >/dev/null 2>&1; then
   echo "package-lambda: cargo-lambda is missing; install it with: pip install cargo-lambda" >&2
   exit 1
 fi

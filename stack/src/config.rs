@@ -177,7 +177,7 @@ impl Default for Config {
 impl Default for LambdaConfig {
     fn default() -> Self {
         LambdaConfig {
-            zip_path: "target/lambda/bootstrap.zip".into(),
+            zip_path: "target/lambda/sentiment.zip".into(),
             image_uri: None,
             memory_mb: 2048,
             timeout_s: 30,
