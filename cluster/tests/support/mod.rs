@@ -100,10 +100,10 @@ impl Server {
     pub async fn wait_ready(&self) {
         let until = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(r) = try_request(self.addr, "GET", "/readyz", &[], b"").await {
-                if r.status == 200 {
-                    return;
-                }
+            if let Ok(r) = try_request(self.addr, "GET", "/readyz", &[], b"").await
+                && r.status == 200
+            {
+                return;
             }
             assert!(Instant::now() < until, "not ready after 60 s");
             tokio::time::sleep(Duration::from_millis(20)).await;
