@@ -56,7 +56,6 @@ pub struct BatchStats {
 pub struct Classifier {
     tokenizer: TextTokenizer,
     model: DistilBertClassifier,
-    labels: Vec<String>,
     pool: rayon::ThreadPool,
     info: ClassifierInfo,
 }
@@ -114,7 +113,6 @@ impl Classifier {
         Ok(Self {
             tokenizer,
             model,
-            labels: config.labels(),
             pool,
             info,
         })
@@ -125,7 +123,7 @@ impl Classifier {
     }
 
     pub fn labels(&self) -> &[String] {
-        &self.labels
+        &self.info.labels
     }
 
     /// Classifies `texts`, one prediction each, in order.
@@ -168,7 +166,7 @@ impl Classifier {
                             |acc, (i, p)| if p > acc.1 { (i, p) } else { acc },
                         );
                 Prediction {
-                    label: self.labels[best].clone(),
+                    label: self.info.labels[best].clone(),
                     score,
                     truncated: enc.truncated,
                 }

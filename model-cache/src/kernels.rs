@@ -58,6 +58,7 @@ impl Dense {
     }
 
     /// From candle tensors: `weight` `[out, in]`, `bias` `[out]`.
+    #[cfg(test)]
     pub fn new(weight: Tensor, bias: Tensor) -> candle_core::Result<Self> {
         let (out_dim, in_dim) = weight.dims2()?;
         let w = weight.flatten_all()?.to_vec1::<f32>()?;
