@@ -152,6 +152,7 @@ fn load_and_serve(
         &ClassifierOptions {
             threads: Some(threads),
             max_length: None,
+            precision: args.model.precision,
         },
     )
     .with_context(|| format!("loading model from {}", checkpoint.dir().display()))?;

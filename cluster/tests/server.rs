@@ -384,7 +384,7 @@ async fn concurrent_mixed_requests_get_exactly_their_own_answers() {
         &Checkpoint::open(fixture()).unwrap(),
         &ClassifierOptions {
             threads: Some(1),
-            max_length: None,
+            ..ClassifierOptions::default()
         },
     )
     .unwrap();

@@ -4,13 +4,15 @@
 //!
 //! `make bench` (or `MODEL_BENCH_DIR=<full fixture> cargo bench -p model-cache`).
 //! `MODEL_BENCH_THREADS` sets the thread count (default 2, the setting).
+//! `MODEL_BENCH_PRECISION=bf16` measures the opt-in AMX bf16 mode instead, and then
+//! also reports its drift from f32 scores on the same checkpoint.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use model_cache::fixture::{FixtureSize, FixtureSpec};
-use model_cache::{Checkpoint, Classifier, ClassifierOptions};
+use model_cache::{Checkpoint, Classifier, ClassifierOptions, Precision};
 
 fn fixture_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("MODEL_BENCH_DIR") {
@@ -31,10 +33,74 @@ fn threads() -> usize {
         .unwrap_or(2)
 }
 
+fn precision() -> Precision {
+    std::env::var("MODEL_BENCH_PRECISION")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .map_or(Precision::F32, |v| v.parse().unwrap())
+}
+
+/// Largest score difference and label agreement of `classifier` against an f32
+/// classifier of the same checkpoint, over texts of 4 to 200 tokens.
+fn drift_from_f32(checkpoint: &Checkpoint, classifier: &Classifier) -> (f64, usize, usize) {
+    let f32_classifier = Classifier::load(
+        checkpoint,
+        &ClassifierOptions {
+            precision: Precision::F32,
+            ..options()
+        },
+    )
+    .unwrap();
+    let words = [
+        "terrible",
+        "wonderful",
+        "plot",
+        "boring",
+        "акт",
+        "fine",
+        "not",
+        "great",
+        "🙂",
+        "slow",
+        "the",
+        "acting",
+        "was",
+        "moving",
+        "awful",
+        "brilliant",
+        "café",
+        "mediocre",
+    ];
+    let texts: Vec<String> = (0..64)
+        .map(|i| {
+            (0..(2 + i * 3))
+                .map(|j| words[(i * 7 + j * 5) % words.len()])
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let (mut worst, mut same) = (0f64, 0);
+    for chunk in refs.chunks(16) {
+        let a = classifier.classify(chunk).unwrap();
+        let b = f32_classifier.classify(chunk).unwrap();
+        for (a, b) in a.iter().zip(&b) {
+            if a.label == b.label {
+                same += 1;
+                worst = worst.max((a.score - b.score).abs() as f64);
+            } else {
+                worst = worst.max((a.score - (1.0 - b.score)).abs() as f64);
+            }
+        }
+    }
+    (worst, same, refs.len())
+}
+
 fn options() -> ClassifierOptions {
     ClassifierOptions {
         threads: Some(threads()),
         max_length: None,
+        precision: precision(),
     }
 }
 
@@ -140,9 +206,12 @@ fn main() {
         batch as f64 / t.as_secs_f64()
     };
     let (tp8, tp32) = (per_second(8), per_second(32));
+    let info = classifier.info();
     println!(
-        "\n== model-cache summary: full-size DistilBERT fixture, {} threads ==",
-        threads()
+        "\n== model-cache summary: full-size DistilBERT fixture, {} threads, {} ({}) ==",
+        threads(),
+        info.compute_dtype,
+        info.kernel
     );
     println!(
         "load (warm page cache, median of 5) : {:>8.1} ms",
@@ -165,11 +234,21 @@ fn main() {
     );
     println!("batch 8, 16 tokens                  : {tp8:>8.1} seq/s");
     println!("batch 32, 16 tokens                 : {tp32:>8.1} seq/s");
+    let drift = (info.compute_dtype != "f32").then(|| drift_from_f32(&checkpoint, &classifier));
+    if let Some((worst, same, total)) = drift {
+        println!(
+            "drift from f32 (64 texts)           : max |score diff| {worst:.4}, same label {same}/{total}"
+        );
+    }
 
     if let Some(path) = std::env::var_os("MODEL_BENCH_JSON") {
         let summary = serde_json::json!({
             "engine": "candle (model-cache)",
             "threads": threads(),
+            "precision": info.compute_dtype,
+            "kernel": info.kernel,
+            "max_score_drift_from_f32": drift.map(|d| d.0),
+            "same_label_as_f32": drift.map(|d| format!("{}/{}", d.1, d.2)),
             "load_ms": load.as_secs_f64() * 1e3,
             "rss_after_load_mib": rss_after,
             "rss_before_load_mib": rss_before,

@@ -2,10 +2,11 @@
 
 use std::path::PathBuf;
 
+use crate::kernels::Precision;
 use crate::source::{DEFAULT_MODEL_ID, DEFAULT_REVISION, ModelSource, default_cache_dir};
 
 /// `--model-dir`, `--model-id`, `--model-revision`, `--model-cache-dir`, `--offline`,
-/// each with an environment fallback.
+/// `--precision`, each with an environment fallback.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ModelArgs {
     /// A checkpoint directory to use as is (config.json, model.safetensors, tokenizer).
@@ -23,6 +24,10 @@ pub struct ModelArgs {
     /// Never contact the Hub.
     #[arg(long, env = "HF_HUB_OFFLINE", value_parser = parse_flag, default_value = "false")]
     pub offline: bool,
+    /// What the encoder's dense layers compute in: f32 (matches transformers to 1e-5)
+    /// or bf16 (opt-in, AMX tiles on Sapphire Rapids and later; f32 elsewhere).
+    #[arg(long, env = "MODEL_PRECISION", default_value = "f32")]
+    pub precision: Precision,
 }
 
 fn parse_flag(value: &str) -> Result<bool, String> {

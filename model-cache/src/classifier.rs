@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::checkpoint::Checkpoint;
 use crate::config::ModelConfig;
+use crate::kernels::{Precision, effective_precision, kernel_name};
 use crate::model::{DistilBertClassifier, probabilities};
 use crate::tokenizer::{Encoded, PaddedBatch, TextTokenizer};
 use crate::weights::WeightFile;
@@ -21,6 +22,8 @@ pub struct ClassifierOptions {
     /// Token limit per text, `[CLS]` and `[SEP]` included; `None` means the model's
     /// `max_position_embeddings`. Larger values are clamped to it.
     pub max_length: Option<usize>,
+    /// What the encoder's dense layers compute in; bf16 is opt-in and needs AMX.
+    pub precision: Precision,
 }
 
 /// What the servers report about the loaded model (`/info`, start-up log).
@@ -33,9 +36,13 @@ pub struct ClassifierInfo {
     pub vocab_size: usize,
     pub max_length: usize,
     pub parameters: usize,
-    /// The dtype stored in the checkpoint; inference computes in f32.
+    /// The dtype stored in the checkpoint.
     pub stored_dtype: String,
+    /// What the dense layers compute in here (`f32`, or `bf16` when requested and the
+    /// CPU has AMX); everything else is f32.
     pub compute_dtype: String,
+    /// The dense-layer kernel: `amx-bf16`, `avx512-f32` or `candle-f32`.
+    pub kernel: String,
     pub threads: usize,
     pub load_seconds: f64,
 }
@@ -93,7 +100,7 @@ impl Classifier {
         let stored_dtype = crate::checkpoint::stored_dtype(&weights)?;
         let model = pool.install(|| {
             let file = WeightFile::open(&weights)?;
-            let model = DistilBertClassifier::load(&file, &config)?;
+            let model = DistilBertClassifier::load(&file, &config, options.precision)?;
             file.release_resident_pages();
             Ok::<_, ModelError>(model)
         })?;
@@ -106,7 +113,8 @@ impl Classifier {
             max_length,
             parameters: config.parameter_count(),
             stored_dtype,
-            compute_dtype: "F32".into(),
+            compute_dtype: effective_precision(options.precision).to_string(),
+            kernel: kernel_name(options.precision).into(),
             threads,
             load_seconds: started.elapsed().as_secs_f64(),
         };

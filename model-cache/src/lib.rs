@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 
 pub use checkpoint::{Checkpoint, CheckpointInfo};
 pub use classifier::{BatchStats, Classifier, ClassifierInfo, ClassifierOptions};
+pub use kernels::Precision;
 pub use source::{ModelSource, SourceError};
 pub use wire::{ErrorBody, ErrorKind, PredictRequest, PredictResponse, Prediction};
 

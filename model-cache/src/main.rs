@@ -106,6 +106,7 @@ fn main() -> Result<()> {
                 &ClassifierOptions {
                     threads: Some(thread_count),
                     max_length: None,
+                    precision: model.precision,
                 },
             )?;
             let texts = if texts.is_empty() {

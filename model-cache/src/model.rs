@@ -12,7 +12,7 @@ use candle_nn::{LayerNorm, Linear};
 
 use crate::ModelError;
 use crate::config::ModelConfig;
-use crate::kernels::{Activation, Dense};
+use crate::kernels::{Activation, Dense, Precision};
 use crate::weights::{RowSource, WeightFile};
 
 /// `transformers` uses 1e-12 for every DistilBERT layer norm.
@@ -43,6 +43,7 @@ struct Layer {
 /// Loads named weights with the shapes the config implies.
 struct Loader<'a> {
     file: &'a WeightFile,
+    precision: Precision,
 }
 
 impl Loader<'_> {
@@ -90,6 +91,7 @@ impl Loader<'_> {
             in_dim,
             |r, row| sources[r / out_each].read_row(r % out_each, row),
             bias,
+            self.precision,
         )
         .map_err(ModelError::Inference)
     }
@@ -116,14 +118,18 @@ impl Layer {
 
 impl DistilBertClassifier {
     /// Loads the weights; checkpoints with and without the `distilbert.` key prefix
-    /// are both accepted.
-    pub fn load(file: &WeightFile, config: &ModelConfig) -> Result<Self, ModelError> {
+    /// are both accepted. `precision` applies to the encoder's dense layers.
+    pub fn load(
+        file: &WeightFile,
+        config: &ModelConfig,
+        precision: Precision,
+    ) -> Result<Self, ModelError> {
         let p = if file.contains("distilbert.embeddings.word_embeddings.weight") {
             "distilbert."
         } else {
             ""
         };
-        let loader = Loader { file };
+        let loader = Loader { file, precision };
         let d = config.dim;
         let layers = (0..config.n_layers)
             .map(|i| Layer::load(&loader, &format!("{p}transformer.layer.{i}"), config))

@@ -4,7 +4,7 @@
 mod common;
 
 use model_cache::fixture::{FixtureDtype, FixtureSize};
-use model_cache::{Checkpoint, Classifier, ClassifierOptions};
+use model_cache::{Checkpoint, Classifier, ClassifierOptions, Precision};
 use serde_json::json;
 
 fn texts() -> Vec<String> {
@@ -45,7 +45,7 @@ fn load(dir: &std::path::Path) -> Classifier {
         &checkpoint,
         &ClassifierOptions {
             threads: Some(2),
-            max_length: None,
+            ..ClassifierOptions::default()
         },
     )
     .unwrap()
@@ -121,7 +121,7 @@ fn classification_is_deterministic_across_loads_and_thread_counts() {
         &Checkpoint::open(dir.path()).unwrap(),
         &ClassifierOptions {
             threads: Some(1),
-            max_length: None,
+            ..ClassifierOptions::default()
         },
     )
     .unwrap()
@@ -131,5 +131,50 @@ fn classification_is_deterministic_across_loads_and_thread_counts() {
     for (a, b) in one.iter().zip(&two) {
         assert_eq!(a.label, b.label);
         assert!((a.score - b.score).abs() < 1e-6);
+    }
+}
+
+#[test]
+fn bf16_mode_stays_near_f32_and_batching_still_changes_nothing() {
+    if !model_cache::kernels::amx_available() {
+        eprintln!("skipped: this CPU has no AMX-BF16, so bf16 requests run in f32");
+        return;
+    }
+    let dir = common::fixture(FixtureSize::Tiny, FixtureDtype::F32);
+    let exact = load(dir.path());
+    let bf16 = Classifier::load(
+        &Checkpoint::open(dir.path()).unwrap(),
+        &ClassifierOptions {
+            threads: Some(2),
+            precision: Precision::Bf16,
+            ..ClassifierOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(bf16.info().compute_dtype, "bf16");
+    assert_eq!(bf16.info().kernel, "amx-bf16");
+    let texts = texts();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let want = exact.classify(&refs).unwrap();
+    let got = bf16.classify(&refs).unwrap();
+    for ((text, g), w) in refs.iter().zip(&got).zip(&want) {
+        let p_positive = |p: &model_cache::Prediction| {
+            if p.label == w.label {
+                p.score
+            } else {
+                1.0 - p.score
+            }
+        };
+        // bf16 keeps 8 bits of mantissa: scores move by ~1e-3 here, never by 0.05.
+        assert!(
+            (p_positive(g) - p_positive(w)).abs() < 0.05,
+            "{text:?}: bf16 {g:?} vs f32 {w:?}"
+        );
+    }
+    // Rows never mix inside a tile: a text scores the same alone and in a batch.
+    for (text, in_batch) in refs.iter().zip(&got) {
+        let alone = &bf16.classify(&[text]).unwrap()[0];
+        assert_eq!(alone.label, in_batch.label, "{text:?}");
+        assert!((alone.score - in_batch.score).abs() < 1e-5, "{text:?}");
     }
 }

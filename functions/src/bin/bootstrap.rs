@@ -114,8 +114,18 @@ async fn init(threads: usize) -> Result<Classifier, InitFailure> {
         .resolve()
         .await
         .map_err(|e| InitFailure::new(e.error_type(), e))?;
+    let precision = match std::env::var("MODEL_PRECISION") {
+        Ok(value) if !value.is_empty() => value.parse().map_err(|e: String| {
+            InitFailure::new(
+                "Runtime.ConfigError",
+                anyhow::anyhow!("MODEL_PRECISION: {e}"),
+            )
+        })?,
+        _ => model_cache::Precision::F32,
+    };
     let options = ClassifierOptions {
         threads: Some(threads),
+        precision,
         ..ClassifierOptions::default()
     };
     // `{e}` already carries the cause (model-cache errors print their source), so the
