@@ -20,14 +20,20 @@ fi
 
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-MODEL_BENCH_DIR="$fixture" MODEL_BENCH_THREADS="$threads" MODEL_BENCH_JSON="$out/candle.json" \
-  cargo bench -p model-cache --bench classifier
-OMP_NUM_THREADS="$threads" .venv-bench/bin/python model-cache/bench/pytorch_reference.py "$fixture" "$threads" > "$out/torch.json"
+precisions=(f32)
+if grep -qw amx_bf16 /proc/cpuinfo; then precisions+=(bf16); fi
+for precision in "${precisions[@]}"; do
+  MODEL_BENCH_DIR="$fixture" MODEL_BENCH_THREADS="$threads" MODEL_BENCH_PRECISION="$precision" \
+    MODEL_BENCH_JSON="$out/candle-$precision.json" cargo bench -p model-cache --bench classifier
+  OMP_NUM_THREADS="$threads" .venv-bench/bin/python model-cache/bench/pytorch_reference.py \
+    "$fixture" "$threads" "$precision" > "$out/torch-$precision.json"
+done
 
 mkdir -p bench/results
-python3 - "$out/candle.json" "$out/torch.json" "$threads" > bench/results/model-cache.md <<'PY'
-import json, platform, subprocess, sys, datetime
-candle, torch = (json.load(open(p)) for p in sys.argv[1:3])
+python3 - "$out" "$threads" "${precisions[@]}" > bench/results/model-cache.md <<'PY'
+import json, os, sys, datetime
+out, threads, precisions = sys.argv[1], sys.argv[2], sys.argv[3:]
+load = lambda name: json.load(open(os.path.join(out, name)))
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 rows = [
     ("load, warm page cache (ms)", "load_ms", "lower"),
@@ -37,13 +43,23 @@ rows = [
     ("batch 8 x 16 tokens (seq/s)", "batch8_seq_per_s", "higher"),
     ("batch 32 x 16 tokens (seq/s)", "batch32_seq_per_s", "higher"),
 ]
-print(f"# model-cache vs PyTorch, full-size DistilBERT fixture\n")
-print(f"{datetime.date.today()} · {cpu} · {sys.argv[3]} threads · {torch['engine']}\n")
-print("| measure | candle (model-cache) | PyTorch | candle / PyTorch |")
-print("|---|---:|---:|---:|")
-for name, key, better in rows:
-    a, b = candle[key], torch[key]
-    print(f"| {name} | {a:.1f} | {b:.1f} | {a / b:.2f} ({better} is better) |")
-print(f"\nf32 weights: {candle['weights_mib']:.0f} MiB. Command: `scripts/bench-model.sh`.")
+print("# model-cache vs PyTorch, full-size DistilBERT fixture\n")
+torch_engine = load("torch-f32.json")["engine"]
+print(f"{datetime.date.today()} · {cpu} · {threads} threads · {torch_engine}\n")
+for precision in precisions:
+    candle, torch = load(f"candle-{precision}.json"), load(f"torch-{precision}.json")
+    how = "" if precision == "f32" else " (model-cache `--precision bf16`; PyTorch `torch.autocast(\"cpu\", torch.bfloat16)`)"
+    print(f"## {precision}{how}\n")
+    print(f"model-cache kernel: `{candle.get('kernel', '?')}`\n")
+    print("| measure | model-cache | PyTorch | model-cache / PyTorch |")
+    print("|---|---:|---:|---:|")
+    for name, key, better in rows:
+        a, b = candle[key], torch[key]
+        print(f"| {name} | {a:.1f} | {b:.1f} | {a / b:.2f} ({better} is better) |")
+    if candle.get("max_score_drift_from_f32") is not None:
+        print(f"\nmodel-cache bf16 drift from its f32 scores over 64 texts: max |score diff| "
+              f"{candle['max_score_drift_from_f32']:.4f}, same label {candle['same_label_as_f32']}.")
+    print()
+print(f"f32 weights: {load('candle-f32.json')['weights_mib']:.0f} MiB. Command: `scripts/bench-model.sh`.")
 PY
 cat bench/results/model-cache.md

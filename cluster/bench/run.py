@@ -133,6 +133,13 @@ def measure(target, args):
     target.spawn()
     try:
         target.wait_first_200()
+        info_url = target.url.replace("/predict", "/info")
+        try:
+            with urllib.request.urlopen(info_url, timeout=5) as r:
+                info = json.load(r)
+            result["kernel"] = f"{info.get('compute_dtype')} ({info.get('kernel')})"
+        except (OSError, ValueError):
+            result["kernel"] = None
         for _ in range(20):
             post(target.url, LONG)
         result["c1_short"] = hey(target.url, SHORT, 1, requests=args.c1_requests)
@@ -151,7 +158,8 @@ def loadavg():
 
 
 def report(results, args, load_before, load_after):
-    rust, py = results["sentiment-server"], results.get("python-reference")
+    rust_names = [n for n in results if n != "python-reference"]
+    py = results.get("python-reference")
     rows = [
         ("cold start, spawn → first 200 (s, median of %d)" % args.cold_starts, "cold_start_s", None, "{:.3f}"),
         ("c=1 ~10 words p50 (ms)", "c1_short", "p50", "{:.1f}"),
@@ -167,6 +175,7 @@ def report(results, args, load_before, load_after):
         ("c=32 p99 (ms)", "c32", "p99", "{:.1f}"),
         ("peak RSS (MiB)", "peak_rss_mib", None, "{:.0f}"),
     ]
+    kernels = {n: r.get("kernel") for n, r in results.items() if r.get("kernel")}
 
     def cell(res, key, sub, fmt):
         if res is None:
@@ -174,21 +183,28 @@ def report(results, args, load_before, load_after):
         v = res[key][sub] if sub else res[key]
         return v, fmt.format(v) if v is not None else "n/a"
 
+    header = " | ".join(rust_names)
+    ratios = " | ".join(f"{n} / Python" for n in rust_names)
     lines = [
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.node()}: "
         f"{os.cpu_count()} CPUs, load average {load_before} before, {load_after} after. "
         f"Fixture: `{args.model_dir}`.",
         "",
-        "| measure | sentiment-server | Python reference | Rust / Python |",
-        "|---|---:|---:|---:|",
+        f"| measure | {header} | Python reference | {ratios} |",
+        "|---|" + "---:|" * (2 * len(rust_names) + 1),
     ]
     for label, key, sub, fmt in rows:
-        rv, rs = cell(rust, key, sub, fmt)
         pv, ps = cell(py, key, sub, fmt)
-        ratio = f"{rv / pv:.2f}×" if rv is not None and pv else "n/a"
-        lines.append(f"| {label} | {rs} | {ps} | {ratio} |")
+        values, shares = [], []
+        for name in rust_names:
+            rv, rs = cell(results[name], key, sub, fmt)
+            values.append(rs)
+            shares.append(f"{rv / pv:.2f}×" if rv is not None and pv else "n/a")
+        lines.append(f"| {label} | {' | '.join(values)} | {ps} | {' | '.join(shares)} |")
     bad = {n: {k: r[k]["codes"] for k in ("c1_short", "c1_long", "c8", "c32")} for n, r in results.items()}
     lines += ["", f"Status codes per run: `{json.dumps(bad)}`"]
+    if kernels:
+        lines += ["", f"Dense-layer kernels (from `/info`): `{json.dumps(kernels)}`"]
     return "\n".join(lines) + "\n"
 
 
@@ -200,21 +216,31 @@ def main():
     ap.add_argument("--duration", type=int, default=20)
     ap.add_argument("--cold-starts", type=int, default=5)
     ap.add_argument("--c1-requests", type=int, default=200)
-    ap.add_argument("--rust-flags", default="", help="extra sentiment-server flags")
+    ap.add_argument("--rust-flags", default="", help="extra sentiment-server flags (every variant)")
+    ap.add_argument(
+        "--variant",
+        action="append",
+        help="NAME=FLAGS: a sentiment-server configuration to measure, e.g. "
+        "'bf16=--precision bf16' (repeatable; default: f32= and bf16=--precision bf16)",
+    )
     ap.add_argument("--out", help="also write the report here")
     args = ap.parse_args()
 
     load_before = loadavg()
     results = {}
-    port = free_port()
-    rust = Target(
-        "sentiment-server",
-        [args.rust, "--model-dir", args.model_dir, "--bind", f"127.0.0.1:{port}"] + args.rust_flags.split(),
-        {"RUST_LOG": "warn"},
-        port,
-    )
-    results["sentiment-server"] = measure(rust, args)
-    print(json.dumps(results["sentiment-server"]), file=sys.stderr)
+    for variant in args.variant or ["f32=", "bf16=--precision bf16"]:
+        name, _, flags = variant.partition("=")
+        port = free_port()
+        rust = Target(
+            f"sentiment-server {name}",
+            [args.rust, "--model-dir", args.model_dir, "--bind", f"127.0.0.1:{port}"]
+            + args.rust_flags.split()
+            + flags.split(),
+            {"RUST_LOG": "warn"},
+            port,
+        )
+        results[rust.name] = measure(rust, args)
+        print(json.dumps(results[rust.name]), file=sys.stderr)
     if args.venv:
         port = free_port()
         here = os.path.dirname(os.path.abspath(__file__))

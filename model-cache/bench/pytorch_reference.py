@@ -2,8 +2,12 @@
 on the same checkpoint directory, for a side-by-side comparison.
 
 Run by scripts/bench-model.sh inside .venv-bench (torch is never a test dependency).
-argv: checkpoint dir, threads. Prints one JSON object.
+argv: checkpoint dir, threads, and optionally `bf16` to run under
+`torch.autocast("cpu", dtype=torch.bfloat16)` (oneDNN's AMX kernels where the CPU has
+them), PyTorch's own bf16 route, to compare with model-cache's opt-in bf16 mode.
+Prints one JSON object.
 """
+import contextlib
 import json
 import resource
 import sys
@@ -49,6 +53,12 @@ def text_of(tokenizer, tokens):
 
 def main():
     directory, threads = sys.argv[1], int(sys.argv[2])
+    precision = sys.argv[3] if len(sys.argv) > 3 else "f32"
+    autocast = (
+        (lambda: torch.autocast("cpu", dtype=torch.bfloat16))
+        if precision == "bf16"
+        else contextlib.nullcontext
+    )
     torch.set_num_threads(threads)
     rss_before = rss_mib()
     start = time.perf_counter()
@@ -59,7 +69,7 @@ def main():
     load = timed(5, lambda: AutoModelForSequenceClassification.from_pretrained(directory).eval())
 
     def classify(texts):
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast():
             enc = tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
             return torch.softmax(model(**enc).logits, dim=-1)
 
@@ -70,6 +80,7 @@ def main():
     json.dump(
         {
             "engine": f"pytorch {torch.__version__}",
+            "precision": precision,
             "threads": threads,
             "first_load_ms": first_load * 1e3,
             "load_ms": load * 1e3,
