@@ -4,6 +4,7 @@
 //!
 //! `make bench` (or `MODEL_BENCH_DIR=<full fixture> cargo bench -p model-cache`).
 //! `MODEL_BENCH_THREADS` sets the thread count (default 2, the setting).
+//! `MODEL_BENCH_QUICK=1` skips criterion's sampling and prints only the summary.
 //! `MODEL_BENCH_PRECISION=bf16` measures the opt-in AMX bf16 mode instead, and then
 //! also reports its drift from f32 scores on the same checkpoint.
 
@@ -166,19 +167,21 @@ fn main() {
 
     let short = text_of(&classifier, 16);
     let long = text_of(&classifier, 128);
+    // MODEL_BENCH_QUICK=1: only the summary figures below, for quick A/B comparisons.
+    let quick = std::env::var_os("MODEL_BENCH_QUICK").is_some();
     let mut criterion = Criterion::default()
         .configure_from_args()
         .sample_size(20)
         .warm_up_time(Duration::from_secs(2))
         .measurement_time(Duration::from_secs(6));
-    {
+    if !quick {
         let mut group = criterion.benchmark_group("batch1");
         for (name, text) in [("16_tokens", &short), ("128_tokens", &long)] {
             group.bench_function(name, |b| b.iter(|| classifier.classify(&[text]).unwrap()));
         }
         group.finish();
     }
-    {
+    if !quick {
         let mut group = criterion.benchmark_group("throughput_16_tokens");
         for batch in [8usize, 32] {
             let texts: Vec<&str> = std::iter::repeat_n(short.as_str(), batch).collect();

@@ -30,6 +30,13 @@ pub struct DistilBertClassifier {
     dim: usize,
 }
 
+/// How a layer attends: the fused AVX-512 kernel given which keys are real tokens,
+/// or candle ops given the additive `(batch, 1, 1, seq)` mask.
+enum Attention {
+    Fused(Vec<bool>),
+    Candle(Tensor),
+}
+
 struct Layer {
     /// Q, K and V stacked along the output dimension: one GEMM instead of three.
     qkv: Dense,
@@ -175,12 +182,17 @@ impl DistilBertClassifier {
             .reshape((batch * seq, d))?;
         let mut hidden = self.embeddings_norm.forward(&hidden)?;
 
-        // Additive mask over keys: 0 where attended, the most negative f32 where padded,
-        // as `transformers` does with `masked_fill(finfo.min)`.
-        let mask_bias = ((attention_mask.to_dtype(DType::F32)? - 1.0)? * f64::from(f32::MAX))?
-            .reshape((batch, 1, 1, seq))?;
+        let mask = attention_mask.to_dtype(DType::F32)?;
+        let attention = if crate::kernels::avx512_available() {
+            let attended = mask.flatten_all()?.to_vec1::<f32>()?;
+            Attention::Fused(attended.into_iter().map(|m| m > 0.5).collect())
+        } else {
+            // Additive mask over keys: 0 where attended, the most negative f32 where
+            // padded, as `transformers` does with `masked_fill(finfo.min)`.
+            Attention::Candle(((mask - 1.0)? * f64::from(f32::MAX))?.reshape((batch, 1, 1, seq))?)
+        };
         for layer in &self.layers {
-            hidden = self.layer_forward(layer, &hidden, &mask_bias, batch, seq)?;
+            hidden = self.layer_forward(layer, &hidden, &attention, batch, seq)?;
         }
         let cls = hidden.reshape((batch, seq, d))?.i((.., 0))?.contiguous()?;
         let pooled = self.pre_classifier.forward(&cls)?.relu()?;
@@ -191,26 +203,46 @@ impl DistilBertClassifier {
         &self,
         layer: &Layer,
         hidden: &Tensor,
-        mask_bias: &Tensor,
+        attention: &Attention,
         batch: usize,
         seq: usize,
     ) -> candle_core::Result<Tensor> {
         let (d, heads) = (self.dim, self.n_heads);
         let head_dim = d / heads;
-        let qkv = layer
-            .qkv
-            .forward(hidden, Activation::None)?
-            .reshape((batch, seq, 3, heads, head_dim))?
-            .permute((2, 0, 3, 1, 4))?; // (3, batch, heads, seq, head_dim)
-        let q = (qkv.i(0)? / (head_dim as f64).sqrt())?.contiguous()?;
-        let k = qkv.i(1)?.contiguous()?;
-        let v = qkv.i(2)?.contiguous()?;
-        let scores = q.matmul(&k.t()?)?.broadcast_add(mask_bias)?;
-        let weights = candle_nn::ops::softmax_last_dim(&scores)?;
-        let context = weights
-            .matmul(&v)?
-            .transpose(1, 2)?
-            .reshape((batch * seq, d))?;
+        let qkv = layer.qkv.forward(hidden, Activation::None)?;
+        let context = match attention {
+            #[cfg(target_arch = "x86_64")]
+            Attention::Fused(attended) => {
+                let shape = crate::kernels::attention::AttentionShape {
+                    batch,
+                    seq,
+                    heads,
+                    head_dim,
+                };
+                let context = crate::kernels::with_cpu_rows(&qkv, |values, _, _| {
+                    Ok(crate::kernels::attention::attention(
+                        values, attended, shape,
+                    ))
+                })?;
+                Tensor::from_vec(context, (batch * seq, d), &Device::Cpu)?
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            Attention::Fused(_) => unreachable!("the fused attention needs AVX-512"),
+            Attention::Candle(mask_bias) => {
+                let qkv = qkv
+                    .reshape((batch, seq, 3, heads, head_dim))?
+                    .permute((2, 0, 3, 1, 4))?; // (3, batch, heads, seq, head_dim)
+                let q = (qkv.i(0)? / (head_dim as f64).sqrt())?.contiguous()?;
+                let k = qkv.i(1)?.contiguous()?;
+                let v = qkv.i(2)?.contiguous()?;
+                let scores = q.matmul(&k.t()?)?.broadcast_add(mask_bias)?;
+                let weights = candle_nn::ops::softmax_last_dim(&scores)?;
+                weights
+                    .matmul(&v)?
+                    .transpose(1, 2)?
+                    .reshape((batch * seq, d))?
+            }
+        };
         let attended = (layer.out.forward(&context, Activation::None)? + hidden)?;
         let attended = layer.attention_norm.forward(&attended)?;
         let ffn = layer.ffn_out.forward(

@@ -4,8 +4,13 @@ use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
 fn model_cache(args: &[&str], stdin: Option<&str>) -> Output {
+    model_cache_with_env(args, stdin, &[])
+}
+
+fn model_cache_with_env(args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_model-cache"))
         .args(args)
+        .envs(env.iter().copied())
         .env("HF_HUB_OFFLINE", "1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -103,4 +108,44 @@ fn predict_refuses_blank_text_and_missing_models_clearly() {
         err.contains("no checkpoint found") && err.contains("model-cache fixture"),
         "{err}"
     );
+}
+
+/// Machines without AVX-512 (most Lambda and arm64 hosts) run candle's matmul and
+/// attention instead of the hand-written kernels: same scores, whichever runs here.
+#[test]
+fn portable_path_without_avx512_gives_the_same_scores() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("ckpt");
+    let ckpt = ckpt.to_str().unwrap();
+    stdout(&model_cache(
+        &["fixture", "--size", "tiny", "--out", ckpt],
+        None,
+    ));
+    let texts = [
+        "predict",
+        "--model-dir",
+        ckpt,
+        "I loved it",
+        "awful, just awful and far too long for what it had to say",
+        "ok",
+    ];
+    let scores = |env: &[(&str, &str)]| -> Vec<(String, f64)> {
+        stdout(&model_cache_with_env(&texts, None, env))
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (
+                    v["label"].as_str().unwrap().to_owned(),
+                    v["score"].as_f64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let fast = scores(&[]);
+    let portable = scores(&[("MODEL_DISABLE_AVX512", "1"), ("MODEL_DISABLE_AMX", "1")]);
+    assert_eq!(fast.len(), 3);
+    for ((la, sa), (lb, sb)) in fast.iter().zip(&portable) {
+        assert_eq!(la, lb);
+        assert!((sa - sb).abs() < 1e-5, "{sa} vs {sb}");
+    }
 }

@@ -16,6 +16,8 @@ use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
 mod amx;
+#[cfg(target_arch = "x86_64")]
+pub mod attention;
 
 /// Columns per packed panel: two 16-lane AVX-512 vectors.
 const PANEL: usize = 32;
@@ -172,7 +174,7 @@ impl Dense {
 }
 
 /// Runs `f(values, rows, cols)` on the f32 contents of the 2-D CPU tensor `x`.
-fn with_cpu_rows<T>(
+pub(crate) fn with_cpu_rows<T>(
     x: &Tensor,
     f: impl FnOnce(&[f32], usize, usize) -> candle_core::Result<T>,
 ) -> candle_core::Result<T> {
