@@ -14,6 +14,7 @@ PROFILE=${PROFILE:-release}
 BIN_DIR=$TARGET_DIR/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")
 
 cargo build --profile "$PROFILE" -p sentiment-lambda --bins --example lambda_bench >&2
+cargo build --profile "$PROFILE" -p sentiment-server >&2
 for dtype in f32 f16; do
   dir=$FIXTURES/full-$dtype
   if [ ! -f "$dir/model.safetensors" ]; then
@@ -29,5 +30,9 @@ for dtype in f32 f16; do
   "$BIN_DIR/examples/lambda_bench" --bootstrap "$BIN_DIR/bootstrap" \
     --model-dir "$FIXTURES/full-$dtype" --memory-mb "$MEMORY_MB" --warm "$WARM"
 done
+# The Kubernetes server with the same client, text and thread count: the target is a
+# warm p50 within 10% of its single-request latency.
+"$BIN_DIR/examples/lambda_bench" --server "$BIN_DIR/sentiment-server" \
+  --model-dir "$FIXTURES/full-f32" --memory-mb "$MEMORY_MB" --warm "$WARM"
 echo
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

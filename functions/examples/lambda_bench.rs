@@ -8,6 +8,11 @@
 //! `cargo run --release -p sentiment-lambda --example lambda_bench -- \
 //!    --bootstrap target/release/bootstrap --model-dir .cache/fixtures/full-f16`
 //! (`scripts/bench-lambda.sh` runs it for the f32 and f16 checkpoints.)
+//!
+//! With `--server <sentiment-server binary>` it measures the Kubernetes server instead,
+//! with the same client, text and thread count, for the "warm p50 within 10% of the
+//! server's" comparison: "init" is then spawn → first 200 and the function columns
+//! are the server's `x-inference-time`.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -20,8 +25,8 @@ use sentiment_lambda::emulator::{Emulator, EmulatorConfig};
 
 #[derive(Parser)]
 struct Cli {
-    #[arg(long)]
-    bootstrap: PathBuf,
+    #[arg(long, required_unless_present = "server")]
+    bootstrap: Option<PathBuf>,
     #[arg(long)]
     model_dir: PathBuf,
     /// Cold starts to take the median of.
@@ -33,6 +38,9 @@ struct Cli {
     /// Function memory size (sets the thread count like Lambda: 1 vCPU per 1,769 MB).
     #[arg(long, default_value_t = 3538)]
     memory_mb: u32,
+    /// Measure this sentiment-server binary instead of the Lambda function.
+    #[arg(long)]
+    server: Option<PathBuf>,
 }
 
 const BODY: &str = r#"{"text": "The film was a delight from start to finish, with sharp writing and a generous heart."}"#;
@@ -65,10 +73,96 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
+/// The row for the sentiment-server: same client, text and threads as the function.
+fn measure_server(cli: &Cli, server: &std::path::Path) -> Result<()> {
+    let threads = model_cache::threads::lambda_vcpus(cli.memory_mb);
+    let spawn = || -> Result<(std::process::Child, SocketAddr)> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        let child = std::process::Command::new(server)
+            .args([
+                "--bind",
+                &addr.to_string(),
+                "--threads",
+                &threads.to_string(),
+            ])
+            .arg("--model-dir")
+            .arg(&cli.model_dir)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", server.display()))?;
+        Ok((child, addr))
+    };
+    let first_200 = |addr: SocketAddr| -> Result<Duration> {
+        let started = Instant::now();
+        loop {
+            if let Ok((_, 200, _)) = post(addr) {
+                return Ok(started.elapsed());
+            }
+            if started.elapsed() > Duration::from_secs(120) {
+                bail!("the server never answered 200");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    let mut inits = Vec::new();
+    for _ in 0..cli.cold {
+        let (mut child, addr) = spawn()?;
+        let elapsed = first_200(addr);
+        child.kill()?;
+        child.wait()?;
+        inits.push(ms(elapsed?));
+    }
+    let (mut child, addr) = spawn()?;
+    first_200(addr)?;
+    let mut warms = Vec::with_capacity(cli.warm);
+    let mut inference = Vec::with_capacity(cli.warm);
+    for _ in 0..cli.warm {
+        let (elapsed, status, raw) = post(addr)?;
+        if status != 200 {
+            bail!("server request failed: {raw}");
+        }
+        warms.push(ms(elapsed));
+        if let Some(v) = raw
+            .lines()
+            .find_map(|l| l.strip_prefix("x-inference-time: "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+        {
+            inference.push(v);
+        }
+    }
+    child.kill()?;
+    child.wait()?;
+    for v in [&mut inits, &mut warms, &mut inference] {
+        v.sort_by(f64::total_cmp);
+    }
+    println!(
+        "| sentiment-server, {} threads, {} | {:.0} (spawn → first 200) | — | {:.1} | {:.1} | {} (inference) | — |",
+        threads,
+        cli.model_dir.display(),
+        percentile(&inits, 50.0),
+        percentile(&warms, 50.0),
+        percentile(&warms, 99.0),
+        if inference.is_empty() {
+            "n/a".to_owned()
+        } else {
+            format!("{:.1}", percentile(&inference, 50.0))
+        },
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
-    let mut config = EmulatorConfig::new(&cli.bootstrap);
+    if let Some(server) = &cli.server {
+        return tokio::task::block_in_place(|| measure_server(&cli, server));
+    }
+    let mut config = EmulatorConfig::new(cli.bootstrap.as_ref().context("--bootstrap")?);
     config.env = vec![
         ("MODEL_DIR".into(), cli.model_dir.display().to_string()),
         ("RUST_LOG".into(), "warn".into()),
