@@ -28,6 +28,18 @@ pub struct Observed {
     pub outputs: Map<String, Value>,
 }
 
+impl Observed {
+    /// What an apply reports: the id, the desired properties (now applied) and the
+    /// outputs of the read made right after it (none when that read found nothing).
+    pub fn applied(id: impl Into<String>, desired: &Value, now: Option<Observed>) -> Observed {
+        Observed {
+            id: id.into(),
+            props: desired.clone(),
+            outputs: now.map(|n| n.outputs).unwrap_or_default(),
+        }
+    }
+}
+
 /// One resource kind's lifecycle.
 #[async_trait]
 pub trait Provider: Send + Sync {
