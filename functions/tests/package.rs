@@ -43,7 +43,11 @@ async fn packaged_zip_runs_under_the_emulator_with_the_bundled_model() {
     assert!(st.success());
     let bootstrap = task.join("bootstrap");
     let mode = std::fs::metadata(&bootstrap).unwrap().permissions().mode();
-    assert_eq!(mode & 0o111, 0o111, "bootstrap must be executable in the zip");
+    assert_eq!(
+        mode & 0o111,
+        0o111,
+        "bootstrap must be executable in the zip"
+    );
     assert!(task.join("model/config.json").is_file());
     assert!(task.join("model/model.safetensors").is_file());
 

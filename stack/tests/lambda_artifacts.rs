@@ -179,10 +179,17 @@ async fn lambda_from_a_container_image() {
     let (code, out, _) = p.run(&["diff"]);
     assert_eq!(code, 0, "{out}");
 
-    // A new model: a new image, the function's ImageUri follows.
+    // A new model: a new image, and in the same run the function's ImageUri follows.
     std::fs::write(model.join("config.json"), b"{\"v\": 2}").unwrap();
+    let (code, out, _) = p.run(&["diff"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("~ aws:lambda:Function `lambda-function`"),
+        "{out}"
+    );
     let (code, out, err) = p.run(&["up", "--yes"]);
     assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("2 updated"), "{out}");
     let f = c
         .lambda
         .get_function()

@@ -263,6 +263,11 @@ impl Provider for ImageProvider {
         &[]
     }
 
+    // A rebuilt image is a new digest, so a new `uri` for its users.
+    fn update_changes_outputs(&self) -> bool {
+        true
+    }
+
     async fn read(
         &self,
         id: Option<&str>,

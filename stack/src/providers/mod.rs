@@ -50,6 +50,12 @@ pub trait Provider: Send + Sync {
     fn create_before_delete(&self) -> bool {
         false
     }
+    /// Whether an in-place update can change the outputs (an image's digest): the
+    /// plan then treats them as unknown, so dependents (the Deployment, the function)
+    /// are updated in the same run with the new values.
+    fn update_changes_outputs(&self) -> bool {
+        false
+    }
     /// Reads the resource. `id` is the id in state, or `None` to look it up by the
     /// deterministic name or tags in `desired` (adopting what an interrupted run made).
     /// `prior` holds the last-applied properties, for attributes the API does not echo.
