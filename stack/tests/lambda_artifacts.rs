@@ -110,7 +110,7 @@ async fn zip_over_50_mb_goes_through_s3() {
     assert!(
         c.s3.head_object()
             .bucket(bucket)
-            .key(&facts2.s3_key())
+            .key(facts2.s3_key())
             .send()
             .await
             .is_ok()

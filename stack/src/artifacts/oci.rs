@@ -721,12 +721,13 @@ impl Registry {
                 .get(reqwest::header::WWW_AUTHENTICATE)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string);
-            if r.status() == reqwest::StatusCode::UNAUTHORIZED && !retried {
-                if let Some(ch) = challenge.filter(|c| c.starts_with("Bearer ")) {
-                    self.authenticate(&ch).await?;
-                    retried = true;
-                    continue;
-                }
+            if r.status() == reqwest::StatusCode::UNAUTHORIZED
+                && !retried
+                && let Some(ch) = challenge.filter(|c| c.starts_with("Bearer "))
+            {
+                self.authenticate(&ch).await?;
+                retried = true;
+                continue;
             }
             let r = check(op, r).await?;
             let ct = r
