@@ -7,7 +7,8 @@
 # MODEL_DIR defaults to .cache/fixtures/full-f16. `none` packages bootstrap alone, for
 # the S3 route (MODEL_S3_URI) or a container image with the model in it (MODEL_DIR).
 # CARGO_LAMBDA_COMPILER=cargo builds with the host toolchain instead of zig;
-# LAMBDA_BUILD=cargo skips cargo lambda for a plain `cargo build --release`.
+# LAMBDA_BUILD=cargo skips cargo lambda for a plain `cargo build --release`;
+# LAMBDA_BUILD=none packages an already built LAMBDA_BOOTSTRAP=path (the tests do).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,7 +18,7 @@ OUT=${LAMBDA_OUT:-$TARGET_DIR/lambda/sentiment.zip}
 # Lambda's limit is 250 MB unzipped (262,144,000 bytes), bootstrap included.
 LIMIT=262144000
 
-if [ "${LAMBDA_BUILD:-cargo-lambda}" != cargo ] && ! command -v cargo-lambda >/dev/null 2>&1; then
+if [ "${LAMBDA_BUILD:-cargo-lambda}" = cargo-lambda ] && ! command -v cargo-lambda >/dev/null 2>&1; then
   echo "package-lambda: cargo-lambda is missing; install it with: pip install cargo-lambda" >&2
   exit 1
 fi
@@ -46,7 +47,9 @@ if [ "$MODEL" != none ]; then
   fi
 fi
 
-if [ "${LAMBDA_BUILD:-cargo-lambda}" = cargo ]; then
+if [ "${LAMBDA_BUILD:-cargo-lambda}" = none ]; then
+  BOOTSTRAP=${LAMBDA_BOOTSTRAP:?LAMBDA_BUILD=none needs LAMBDA_BOOTSTRAP=path/to/bootstrap}
+elif [ "${LAMBDA_BUILD:-cargo-lambda}" = cargo ]; then
   # Plain host release build: shares compiled dependencies with the other release
   # builds of the workspace. Only for an x86_64 Linux host whose glibc is not newer
   # than AL2023's (2.34) where it matters; cargo lambda with zig pins that for you.

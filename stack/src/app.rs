@@ -10,8 +10,10 @@ use std::path::Path;
 
 use crate::artifacts::image::ServerImage;
 use crate::config::Config;
-use crate::engine::{Input, Stack};
-use crate::providers::aws::{apigw, ec2, ecr, eks, iam, lambda, logs};
+use std::collections::BTreeMap;
+
+use crate::engine::{Handle, Input, Stack, UNKNOWN};
+use crate::providers::aws::{apigw, ec2, ecr, eks, iam, lambda, logs, s3};
 use crate::providers::k8s::{self, manifests};
 
 const LAMBDA_BASIC: &str = "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole";
@@ -22,9 +24,30 @@ const EKS_NODE: [&str; 3] = [
     "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryReadOnly",
 ];
 
+/// What declaring the stack may require of the local disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BuildOptions {
+    /// Whether the Lambda artifacts (the zip, or the bootstrap for the image) must
+    /// exist. `stack synth --k8s` prints Kubernetes objects only and needs none.
+    pub lambda_artifacts: bool,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        BuildOptions {
+            lambda_artifacts: true,
+        }
+    }
+}
+
 /// Declares the stack for `cfg`. Configuration problems are collected in the stack and
 /// reported by [`Stack::validate`], before any API call.
 pub fn build(cfg: &Config) -> Stack {
+    build_with(cfg, BuildOptions::default())
+}
+
+/// [`build`] with options.
+pub fn build_with(cfg: &Config, opts: BuildOptions) -> Stack {
     let mut s = Stack::new(&cfg.stack);
     let p = &cfg.prefix;
     if p.is_empty()
@@ -71,18 +94,7 @@ pub fn build(cfg: &Config) -> Stack {
             tags: Default::default(),
         },
     );
-    let code = match &cfg.lambda.image_uri {
-        Some(uri) => lambda::Code::Image { uri: uri.clone() },
-        None => lambda::Code::zip(&cfg.lambda.zip_path).unwrap_or_else(|e| {
-            s.invalid(format!(
-                "{e} (build it first, or set lambda.zip_path / lambda.image_uri in the config)"
-            ));
-            lambda::Code::Zip {
-                path: cfg.lambda.zip_path.clone(),
-                sha256: String::new(),
-            }
-        }),
-    };
+    let code = lambda_code(&mut s, cfg, opts, &lambda_repo);
     let mut f = lambda::Function::new(fn_name, lambda_role.output::<String>("arn"), code);
     f.memory_mb = cfg.lambda.memory_mb;
     f.timeout_s = cfg.lambda.timeout_s;
@@ -284,6 +296,7 @@ pub fn build(cfg: &Config) -> Stack {
             kc.model_env.clone(),
         ) {
             Ok(img) => {
+                let img = img.on_base(kc.base_image.clone());
                 let img = s.add("server-image", img);
                 img.output::<String>("uri").into()
             }
@@ -310,9 +323,24 @@ pub fn build(cfg: &Config) -> Stack {
         k8s::Service(manifests::service(&stack_name, kc)),
     );
     s.depends_on(&svc, &ns);
+    // The HPA's CPU metric comes from metrics-server: an EKS add-on, after the nodes
+    // (its pods need somewhere to run), before the HPA (which references it).
+    let metrics = s.add(
+        "eks-metrics-server",
+        eks::Addon {
+            cluster: cluster.output("name").into(),
+            name: "metrics-server".into(),
+            version: cfg.eks.metrics_server_version.clone(),
+            tags: Default::default(),
+        },
+    );
+    s.depends_on(&metrics, &nodes);
     let hpa = s.add(
         "k8s-hpa",
-        k8s::HorizontalPodAutoscaler(manifests::hpa(&stack_name, kc)),
+        k8s::HorizontalPodAutoscaler(manifests::with_metrics_source(
+            manifests::hpa(&stack_name, kc),
+            &metrics.output::<String>("name").into(),
+        )),
     );
     s.depends_on(&hpa, &deploy);
     let pdb = s.add(
@@ -334,4 +362,146 @@ pub fn build(cfg: &Config) -> Stack {
     s.export("cluster_name", &cluster.output::<String>("name"));
     s.export("cluster_endpoint", &cluster.output::<String>("endpoint"));
     s
+}
+
+/// The Lambda function's code: an existing image, an image built from `bootstrap`, or
+/// the zip, directly or (over 50 MB) through a content-addressed S3 object.
+fn lambda_code(
+    s: &mut Stack,
+    cfg: &Config,
+    opts: BuildOptions,
+    repo: &Handle<ecr::Repository>,
+) -> lambda::Code {
+    let lc = &cfg.lambda;
+    if let Some(uri) = &lc.image_uri {
+        return lambda::Code::Image {
+            uri: uri.clone().into(),
+        };
+    }
+    match lc.package.as_str() {
+        "image" => {
+            let img = ServerImage::lambda(
+                repo.output("url").into(),
+                &lc.bootstrap,
+                lc.model_dir.as_deref(),
+                BTreeMap::new(),
+            );
+            match img {
+                Ok(img) => {
+                    let img = s.add("lambda-image", img.on_base(lc.base_image.clone()));
+                    lambda::Code::Image {
+                        uri: img.output::<String>("uri").into(),
+                    }
+                }
+                Err(e) => {
+                    if opts.lambda_artifacts {
+                        s.invalid(format!(
+                            "{e} (build it first with `cargo lambda build --release -p sentiment-lambda`, or set lambda.bootstrap)"
+                        ));
+                    }
+                    lambda::Code::Image {
+                        uri: UNKNOWN.to_string().into(),
+                    }
+                }
+            }
+        }
+        "zip" => match lambda::ZipFacts::of(&lc.zip_path) {
+            Ok(z) if z.needs_s3() => {
+                let p = &cfg.prefix;
+                let bucket = s.add(
+                    "lambda-artifacts",
+                    s3::Bucket {
+                        name: lc
+                            .s3_bucket
+                            .clone()
+                            .unwrap_or_else(|| format!("{p}-lambda-artifacts")),
+                        account_suffix: true,
+                        tags: Default::default(),
+                    },
+                );
+                let object = s.add(
+                    "lambda-zip",
+                    s3::Object {
+                        bucket: bucket.output("name").into(),
+                        key: z.s3_key(),
+                        source: lc.zip_path.clone(),
+                        sha256: z.sha256_b64.clone(),
+                    },
+                );
+                lambda::Code::S3 {
+                    bucket: object.output("bucket").into(),
+                    key: object.output("key").into(),
+                    sha256: z.sha256_b64,
+                }
+            }
+            Ok(z) => lambda::Code::Zip {
+                path: lc.zip_path.clone(),
+                sha256: z.sha256_b64,
+            },
+            Err(e) => {
+                if opts.lambda_artifacts {
+                    s.invalid(format!(
+                        "{e} (build it first, or set lambda.zip_path / lambda.image_uri in the config)"
+                    ));
+                }
+                lambda::Code::Zip {
+                    path: lc.zip_path.clone(),
+                    sha256: String::new(),
+                }
+            }
+        },
+        other => {
+            s.invalid(format!("lambda.package `{other}` must be zip or image"));
+            lambda::Code::Zip {
+                path: lc.zip_path.clone(),
+                sha256: String::new(),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deps_of(s: &Stack, name: &str) -> Vec<String> {
+        s.resources
+            .iter()
+            .find(|d| d.name == name)
+            .unwrap_or_else(|| panic!("{name} declared"))
+            .deps()
+    }
+
+    #[test]
+    fn metrics_server_sits_between_the_node_group_and_the_hpa() {
+        let s = build_with(
+            &Config::default(),
+            BuildOptions {
+                lambda_artifacts: false,
+            },
+        );
+        assert!(deps_of(&s, "eks-metrics-server").contains(&"eks-nodes".to_string()));
+        assert!(deps_of(&s, "eks-metrics-server").contains(&"eks-cluster".to_string()));
+        assert!(deps_of(&s, "k8s-hpa").contains(&"eks-metrics-server".to_string()));
+        let addon = s.resources.iter().find(|d| d.name == "eks-metrics-server");
+        assert_eq!(addon.unwrap().props["name"], "metrics-server");
+    }
+
+    #[test]
+    fn missing_lambda_artifacts_are_an_error_unless_not_needed() {
+        let mut cfg = Config::default();
+        cfg.lambda.zip_path = "/nonexistent/sentiment.zip".into();
+        assert!(build(&cfg).validate().is_err());
+        let s = build_with(
+            &cfg,
+            BuildOptions {
+                lambda_artifacts: false,
+            },
+        );
+        assert!(s.validate().is_ok());
+        cfg.lambda.package = "image".into();
+        cfg.lambda.bootstrap = "/nonexistent/bootstrap".into();
+        let err = build(&cfg).validate().unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/bootstrap"), "{err}");
+    }
 }

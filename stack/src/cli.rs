@@ -130,6 +130,10 @@ struct Ctx {
 }
 
 fn load(cli: &Cli) -> Result<Ctx> {
+    load_with(cli, stack::app::BuildOptions::default())
+}
+
+fn load_with(cli: &Cli, opts: stack::app::BuildOptions) -> Result<Ctx> {
     let path = cli.config.clone().or_else(|| {
         let p = PathBuf::from("stack.json");
         p.exists().then_some(p)
@@ -141,7 +145,7 @@ fn load(cli: &Cli) -> Result<Ctx> {
     if let Ok(b) = std::env::var("STACK_SERVER_BIN") {
         cfg.k8s.server_binary = b;
     }
-    let stack = stack::app::build(&cfg);
+    let stack = stack::app::build_with(&cfg, opts);
     // Everything that can be checked without an API call is checked here.
     stack.validate()?;
     let store = LocalStore::new(&cli.state_dir, &cfg.stack, cli.target.name());
@@ -184,6 +188,20 @@ async fn registry(cli: &Cli, cfg: &Config) -> Result<Providers> {
         (Target::Local, Err(_)) => Push::None,
     };
     reg.register(image::KIND, Arc::new(ImageProvider(push)));
+    // EKS add-ons: the real API on AWS; on the local target only when asked for
+    // (moto has no add-on API, and there is no EKS cluster to run one in).
+    let addons = std::env::var("STACK_EKS_ADDONS").unwrap_or_else(|_| match cli.target {
+        Target::Aws => "api".into(),
+        Target::Local => "state".into(),
+    });
+    match addons.as_str() {
+        "api" => {}
+        "state" => reg.register(
+            aws::eks::ADDON_KIND,
+            Arc::new(aws::eks::AddonProvider::StateOnly),
+        ),
+        other => bail!("STACK_EKS_ADDONS={other}: expected api or state"),
+    }
 
     // Where the Kubernetes API is: STACK_KUBE forces one; otherwise EKS on AWS, the
     // current kubeconfig context when KUBECONFIG is set, else the local in-memory API.
@@ -356,7 +374,11 @@ pub async fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::Synth { k8s } => {
-            let ctx = load(&cli)?;
+            // The Kubernetes objects need no Lambda artifact.
+            let opts = stack::app::BuildOptions {
+                lambda_artifacts: !*k8s,
+            };
+            let ctx = load_with(&cli, opts)?;
             if *k8s {
                 let state = ctx.store.load()?;
                 print!("{}", k8s_yaml(&ctx.stack, &state)?);

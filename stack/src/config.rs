@@ -83,6 +83,10 @@ pub struct K8sConfig {
     /// Path of the release server binary (the image's entrypoint, the local data
     /// plane's process); overridden by `STACK_SERVER_BIN`.
     pub server_binary: String,
+    /// Base image of the server image, pulled from a registry (e.g.
+    /// `public.ecr.aws/docker/library/debian:bookworm-slim`); `None`: a minimal base
+    /// made of the binary's shared libraries.
+    pub base_image: Option<String>,
 }
 
 impl Default for K8sConfig {
@@ -106,6 +110,7 @@ impl Default for K8sConfig {
             ]),
             service_type: "LoadBalancer".into(),
             server_binary: "target/release/sentiment-server".into(),
+            base_image: None,
         }
     }
 }
@@ -117,8 +122,22 @@ pub struct LambdaConfig {
     /// Path of the zip package (custom runtime, `bootstrap` inside). Ignored when
     /// `image_uri` is set.
     pub zip_path: String,
-    /// A container image instead of the zip.
+    /// An existing container image instead of the zip (wins over `package`).
     pub image_uri: Option<String>,
+    /// `zip` (default): the zip at `zip_path`, uploaded directly, or through an S3
+    /// bucket the stack creates when it is over 50 MB. `image`: a container image
+    /// built from `bootstrap` (and `model_dir`) and pushed to the Lambda repository.
+    pub package: String,
+    /// The `bootstrap` binary for the image package (`cargo lambda build --release`).
+    pub bootstrap: String,
+    /// Model directory copied into the image (`/opt/model`, `MODEL_DIR`); `None`:
+    /// none (the function then needs `MODEL_S3_URI`).
+    pub model_dir: Option<String>,
+    /// Base image of the Lambda image, pulled from a registry; `None`: minimal base.
+    pub base_image: Option<String>,
+    /// Bucket (name prefix; the account id is appended) for zips over 50 MB;
+    /// default `<prefix>-lambda-artifacts`.
+    pub s3_bucket: Option<String>,
     /// Memory in MB.
     pub memory_mb: i32,
     /// Timeout in seconds.
@@ -157,6 +176,9 @@ pub struct EksConfig {
     pub desired_size: i32,
     /// Maximum nodes.
     pub max_size: i32,
+    /// Version of the `metrics-server` add-on (what the HPA's CPU metric needs);
+    /// `None`: EKS's default for the cluster version.
+    pub metrics_server_version: Option<String>,
 }
 
 impl Default for Config {
@@ -179,6 +201,11 @@ impl Default for LambdaConfig {
         LambdaConfig {
             zip_path: "target/lambda/sentiment.zip".into(),
             image_uri: None,
+            package: "zip".into(),
+            bootstrap: "target/lambda/bootstrap/bootstrap".into(),
+            model_dir: None,
+            base_image: None,
+            s3_bucket: None,
             memory_mb: 2048,
             timeout_s: 30,
             architecture: "x86_64".into(),
@@ -206,6 +233,7 @@ impl Default for EksConfig {
             min_size: 1,
             desired_size: 2,
             max_size: 3,
+            metrics_server_version: None,
         }
     }
 }

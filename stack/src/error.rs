@@ -68,6 +68,8 @@ pub fn is_not_found_code(code: &str) -> bool {
             | "RepositoryNotFoundException"
             | "NotFoundException"
             | "NotFound"
+            | "NoSuchBucket"
+            | "NoSuchKey"
             | "InvalidVpcID.NotFound"
             | "InvalidSubnetID.NotFound"
     ) || code.ends_with(".NotFound")

@@ -1,10 +1,12 @@
 //! OCI image build, push and pull against a local `docker-registry` the test starts.
 
 use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use stack::artifacts::oci;
@@ -120,4 +122,306 @@ async fn image_push_pull_round_trip_runs_the_binary() {
     // The base layer names the non-root user.
     let passwd = oci::extract(&layers[..1], "/etc/passwd").unwrap().unwrap();
     assert!(String::from_utf8_lossy(&passwd).contains(":65532:65532:"));
+}
+
+/// A base image pushed as an OCI index: a manifest for this machine's architecture
+/// (a layer with `/etc/os-release`, env `BASE_VAR=1`, `PATH`) and one for another.
+/// Returns the base's layer digest for this architecture.
+async fn push_base_index(url: &str) -> String {
+    let r = oci::Registry::new(url, None);
+    let mk = |arch: &str, text: &str| {
+        let l = oci::layer(&[oci::LayerFile {
+            dest: "/etc/os-release".into(),
+            data: text.as_bytes().to_vec(),
+            mode: 0o644,
+        }])
+        .unwrap();
+        oci::Image::new(
+            vec![l],
+            &oci::ImageConfig {
+                entrypoint: vec!["/bin/sh".into()],
+                env: BTreeMap::from([
+                    ("BASE_VAR".to_string(), "1".to_string()),
+                    ("PATH".to_string(), "/usr/bin:/bin".to_string()),
+                ]),
+                port: None,
+                user: "0:0".into(),
+                architecture: arch.into(),
+            },
+        )
+    };
+    let other = if oci::host_arch() == "amd64" {
+        "arm64"
+    } else {
+        "amd64"
+    };
+    let mine = mk(oci::host_arch(), "ID=testbase\n");
+    let theirs = mk(other, "ID=otherarch\n");
+    r.push("base", "mine", &mine).await.unwrap();
+    r.push("base", "theirs", &theirs).await.unwrap();
+    let entry = |img: &oci::Image, arch: &str| {
+        serde_json::json!({
+            "mediaType": oci::MANIFEST_TYPE,
+            "digest": img.digest(),
+            "size": img.manifest.data.len(),
+            "platform": { "os": "linux", "architecture": arch }
+        })
+    };
+    // The other architecture first: picking the first entry would be wrong.
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [entry(&theirs, other), entry(&mine, oci::host_arch())]
+    });
+    let put = reqwest::Client::new()
+        .put(format!("{url}/v2/base/manifests/multi"))
+        .header("content-type", "application/vnd.oci.image.index.v1+json")
+        .body(index.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success(), "{:?}", put.text().await);
+    mine.layers[0].blob.digest.clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_built_on_a_pulled_base_image() {
+    let reg = registry();
+    let base_layer = push_base_index(&reg.url).await;
+    let host = reg.url.trim_start_matches("http://");
+    let bin = env!("CARGO_BIN_EXE_stack");
+    let env = BTreeMap::from([("MODEL_DIR".to_string(), "/models".to_string())]);
+    let img = stack::artifacts::image::ServerImage::new(
+        format!("{host}/sentiment/server").into(),
+        bin,
+        8080,
+        env,
+    )
+    .unwrap()
+    .on_base(Some(format!("{host}/base:multi")));
+    let built = img.build().await.unwrap();
+
+    // The base's layer (this architecture's, from the index) comes first, then ours.
+    assert_eq!(built.layers.len(), 2);
+    assert_eq!(built.layers[0].blob.digest, base_layer);
+    let cfg: serde_json::Value = serde_json::from_slice(&built.config.data).unwrap();
+    let envs: Vec<&str> = cfg["config"]["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert!(envs.contains(&"BASE_VAR=1"), "{envs:?}");
+    assert!(envs.contains(&"PATH=/usr/bin:/bin"), "{envs:?}");
+    assert!(envs.contains(&"MODEL_DIR=/models"), "{envs:?}");
+    assert_eq!(cfg["config"]["Entrypoint"][0], "/app/stack");
+    assert_eq!(cfg["config"]["User"], oci::NONROOT);
+    assert_eq!(cfg["architecture"], oci::host_arch());
+    assert_eq!(cfg["history"].as_array().unwrap().len(), 2);
+
+    // Push, pull back: same digests, base layers included, both layers' files there.
+    let r = oci::Registry::new(&reg.url, None);
+    let pushed = r.push("sentiment/server", "v1", &built).await.unwrap();
+    assert_eq!(pushed, built.digest());
+    let (digest, config, layers) = r.pull("sentiment/server", &pushed).await.unwrap();
+    assert_eq!(digest, pushed);
+    assert_eq!(config.digest, built.config.digest);
+    let got: Vec<&str> = layers.iter().map(|b| b.digest.as_str()).collect();
+    let want: Vec<&str> = built
+        .layers
+        .iter()
+        .map(|l| l.blob.digest.as_str())
+        .collect();
+    assert_eq!(got, want);
+    assert!(got.contains(&base_layer.as_str()));
+    let os = oci::extract(&layers, "/etc/os-release").unwrap().unwrap();
+    assert_eq!(os, b"ID=testbase\n");
+    assert!(oci::extract(&layers, "/app/stack").unwrap().is_some());
+
+    // Deterministic: building again on the same base gives the same image.
+    assert_eq!(img.build().await.unwrap().digest(), built.digest());
+}
+
+/// A front for the registry that wants a bearer token, as Docker Hub and public ECR
+/// do: 401 with a `WWW-Authenticate: Bearer` challenge, a token endpoint that checks
+/// `service` and `scope`, then the registry's answers passed through.
+fn token_front(upstream: &str) -> (String, Arc<Mutex<Vec<String>>>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let me = format!("http://{}", l.local_addr().unwrap());
+    let up = upstream.trim_start_matches("http://").to_string();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (me2, log2) = (me.clone(), log.clone());
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut r = BufReader::new(conn.try_clone().unwrap());
+            let mut head = Vec::new();
+            loop {
+                let mut h = String::new();
+                if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                    break;
+                }
+                head.push(h.trim_end().to_string());
+            }
+            let first = head.first().cloned().unwrap_or_default();
+            let path = first.split_whitespace().nth(1).unwrap_or("").to_string();
+            log2.lock().unwrap().push(path.clone());
+            let authed = head
+                .iter()
+                .any(|h| h.eq_ignore_ascii_case("authorization: Bearer t0k3n"));
+            if path.starts_with("/token?") {
+                let ok = path.contains("service=stub-registry")
+                    && path.contains("scope=repository%3Abase%3Apull");
+                let body = if ok { r#"{"token":"t0k3n"}"# } else { "{}" };
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            } else if !authed {
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 401 Unauthorized\r\nwww-authenticate: Bearer realm=\"{me2}/token\",service=\"stub-registry\",scope=\"repository:base:pull\"\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                );
+            } else {
+                // Pass the request through (GETs only), without keep-alive.
+                let mut u = std::net::TcpStream::connect(&up).unwrap();
+                let mut req = format!("{first}\r\nHost: {up}\r\nConnection: close\r\n");
+                for h in head.iter().skip(1) {
+                    let l = h.to_ascii_lowercase();
+                    if !(l.starts_with("host:") || l.starts_with("connection:")) {
+                        req.push_str(h);
+                        req.push_str("\r\n");
+                    }
+                }
+                req.push_str("\r\n");
+                u.write_all(req.as_bytes()).unwrap();
+                let mut answer = Vec::new();
+                u.read_to_end(&mut answer).unwrap();
+                let _ = conn.write_all(&answer);
+            }
+        }
+    });
+    (me, log)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn base_image_pulled_through_the_bearer_token_flow() {
+    let reg = registry();
+    let base_layer = push_base_index(&reg.url).await;
+    let (front, log) = token_front(&reg.url);
+    let r = oci::ImageRef::parse(&format!(
+        "{}/base:multi",
+        front.trim_start_matches("http://")
+    ))
+    .unwrap();
+    assert_eq!(r.base, front);
+    let base = oci::pull_base_ref(&format!(
+        "{}/base:multi",
+        front.trim_start_matches("http://")
+    ))
+    .await
+    .unwrap();
+    assert_eq!(base.layers.len(), 1);
+    assert_eq!(base.layers[0].blob.digest, base_layer);
+    let log = log.lock().unwrap();
+    // One challenge, one token, then everything with the token.
+    assert_eq!(
+        log.iter().filter(|p| p.starts_with("/token?")).count(),
+        1,
+        "{log:?}"
+    );
+}
+
+#[test]
+fn image_references_and_challenges_parse() {
+    let r = oci::ImageRef::parse("public.ecr.aws/docker/library/debian:bookworm-slim").unwrap();
+    assert_eq!(
+        (r.base.as_str(), r.repo.as_str(), r.reference.as_str()),
+        (
+            "https://public.ecr.aws",
+            "docker/library/debian",
+            "bookworm-slim"
+        )
+    );
+    let r = oci::ImageRef::parse("debian").unwrap();
+    assert_eq!(
+        (r.base.as_str(), r.repo.as_str(), r.reference.as_str()),
+        ("https://registry-1.docker.io", "library/debian", "latest")
+    );
+    let r = oci::ImageRef::parse("127.0.0.1:5001/a/b@sha256:abc").unwrap();
+    assert_eq!(
+        (r.base.as_str(), r.repo.as_str(), r.reference.as_str()),
+        ("http://127.0.0.1:5001", "a/b", "sha256:abc")
+    );
+    let r = oci::ImageRef::parse("http://reg.internal:80/x:1").unwrap();
+    assert_eq!(r.base, "http://reg.internal:80");
+    assert!(oci::ImageRef::parse("ftp://x/y").is_err());
+
+    let c = oci::bearer_challenge(
+        r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/debian:pull""#,
+    )
+    .unwrap();
+    assert_eq!(c["realm"], "https://auth.docker.io/token");
+    assert_eq!(c["service"], "registry.docker.io");
+    assert_eq!(c["scope"], "repository:library/debian:pull");
+    assert!(oci::bearer_challenge(r#"Basic realm="x""#).is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lambda_image_runs_bootstrap_with_the_model_in_it() {
+    let reg = registry();
+    let model = tempfile::tempdir().unwrap();
+    std::fs::write(model.path().join("config.json"), b"{\"dim\": 8}").unwrap();
+    std::fs::write(model.path().join("model.safetensors"), b"weights").unwrap();
+    // Any executable stands in for bootstrap: the layout is what is tested.
+    let bin = env!("CARGO_BIN_EXE_stack");
+    let host = reg.url.trim_start_matches("http://");
+    let img = stack::artifacts::image::ServerImage::lambda(
+        format!("{host}/sentiment/lambda").into(),
+        bin,
+        Some(model.path().to_str().unwrap()),
+        BTreeMap::new(),
+    )
+    .unwrap();
+    let built = img.build().await.unwrap();
+    let cfg: serde_json::Value = serde_json::from_slice(&built.config.data).unwrap();
+    assert_eq!(
+        cfg["config"]["Entrypoint"],
+        serde_json::json!(["/var/runtime/bootstrap"])
+    );
+    assert_eq!(
+        cfg["config"]["Env"],
+        serde_json::json!(["MODEL_DIR=/opt/model"])
+    );
+    assert!(cfg["config"].get("ExposedPorts").is_none());
+
+    let r = oci::Registry::new(&reg.url, None);
+    let pushed = r.push("sentiment/lambda", "v1", &built).await.unwrap();
+    let (digest, _, layers) = r.pull("sentiment/lambda", &pushed).await.unwrap();
+    assert_eq!(digest, built.digest());
+    let boot = oci::extract(&layers, "/var/runtime/bootstrap")
+        .unwrap()
+        .unwrap();
+    assert_eq!(boot, std::fs::read(bin).unwrap());
+    let conf = oci::extract(&layers, "/opt/model/config.json")
+        .unwrap()
+        .unwrap();
+    assert_eq!(conf, b"{\"dim\": 8}");
+
+    // A changed model is a changed declaration (and image).
+    let before = serde_json::to_value(&img).unwrap();
+    std::fs::write(model.path().join("config.json"), b"{\"dim\": 9}").unwrap();
+    let img2 = stack::artifacts::image::ServerImage::lambda(
+        format!("{host}/sentiment/lambda").into(),
+        bin,
+        Some(model.path().to_str().unwrap()),
+        BTreeMap::new(),
+    )
+    .unwrap();
+    assert_ne!(
+        before["model_sha256"],
+        serde_json::to_value(&img2).unwrap()["model_sha256"]
+    );
+    assert_ne!(img2.build().await.unwrap().digest(), built.digest());
 }

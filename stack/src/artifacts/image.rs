@@ -1,7 +1,8 @@
-//! The server image as a stack resource (`oci:Image`): built from the release binary
-//! and pushed when its content changes; its `uri` output (`<repository>@<digest>`)
-//! feeds the Deployment, so a changed binary rolls the Deployment and an unchanged one
-//! shows no change at all.
+//! Container images as a stack resource (`oci:Image`): the model server's and the
+//! Lambda function's, built from the release binary (on the minimal `ldd` base or on a
+//! base image pulled from a registry) and pushed when their content changes; the `uri`
+//! output (`<repository>@<digest>`) feeds the Deployment or the function, so a changed
+//! binary rolls them and an unchanged one shows no change at all.
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -20,7 +21,26 @@ use crate::providers::{Observed, Provider, props};
 /// The kind.
 pub const KIND: &str = "oci:Image";
 
-/// A server image.
+/// What the image runs.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Layout {
+    /// The model server: `/app/<binary> --bind 0.0.0.0:<port> --model-dir /models`.
+    #[default]
+    Server,
+    /// A Lambda function (`provided.al2023` conventions): `/var/runtime/bootstrap` as
+    /// the entrypoint, the model under `/opt/model` = `MODEL_DIR`.
+    Lambda,
+}
+
+impl Layout {
+    fn is_server(&self) -> bool {
+        *self == Layout::Server
+    }
+}
+
+/// A container image built by the stack. (Named for its first use; the Lambda image
+/// is the same resource with [`Layout::Lambda`].)
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ServerImage {
     /// Repository URL (`host/path`), e.g. the ECR repository's `url` output.
@@ -31,29 +51,124 @@ pub struct ServerImage {
     pub binary: String,
     /// sha256 of the binary: what makes a rebuild show up in the plan.
     pub binary_sha256: String,
-    /// Port the server listens on.
+    /// Port the server listens on (unused by the Lambda layout).
     pub port: u16,
     /// Image environment.
     pub env: BTreeMap<String, String>,
+    /// What the image runs.
+    #[serde(default, skip_serializing_if = "Layout::is_server")]
+    pub layout: Layout,
+    /// A base image pulled from a registry (e.g.
+    /// `public.ecr.aws/docker/library/debian:bookworm-slim`); `None`: the minimal base
+    /// made of the binary's shared libraries. Pin it by digest for reproducible images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_image: Option<String>,
+    /// A model directory whose files go into the image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_dir: Option<String>,
+    /// sha256 over the model files (names and contents), so a new model shows up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_sha256: Option<String>,
+}
+
+fn sha256_file(path: &str, what: &str) -> Result<String, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{what} `{path}`: {e}"))?;
+    Ok(hex::encode(Sha256::digest(&bytes)))
+}
+
+/// sha256 over the top-level files of a directory, names and contents, in name order.
+pub fn dir_sha256(dir: &str) -> Result<String, String> {
+    let err = |e: std::io::Error| format!("model directory `{dir}`: {e}");
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .map_err(err)?
+        .filter_map(Result::ok)
+        .filter(|e| e.path().is_file())
+        .map(|e| e.file_name())
+        .collect();
+    names.sort();
+    let mut h = Sha256::new();
+    for n in names {
+        h.update(n.as_encoded_bytes());
+        h.update([0]);
+        h.update(std::fs::read(Path::new(dir).join(&n)).map_err(err)?);
+    }
+    Ok(hex::encode(h.finalize()))
 }
 
 impl ServerImage {
-    /// Declares the image of `binary`; fails when the binary cannot be read.
+    /// Declares the server image of `binary`; fails when the binary cannot be read.
     pub fn new(
         repository_url: Input<String>,
         binary: &str,
         port: u16,
         env: BTreeMap<String, String>,
     ) -> Result<ServerImage, String> {
-        let bytes = std::fs::read(binary).map_err(|e| format!("server binary `{binary}`: {e}"))?;
         Ok(ServerImage {
             repository_url,
             tag: "latest".into(),
             binary: binary.into(),
-            binary_sha256: hex::encode(Sha256::digest(&bytes)),
+            binary_sha256: sha256_file(binary, "server binary")?,
             port,
             env,
+            layout: Layout::Server,
+            base_image: None,
+            model_dir: None,
+            model_sha256: None,
         })
+    }
+
+    /// Declares the Lambda image of `bootstrap`, with the model of `model_dir` in it.
+    pub fn lambda(
+        repository_url: Input<String>,
+        bootstrap: &str,
+        model_dir: Option<&str>,
+        env: BTreeMap<String, String>,
+    ) -> Result<ServerImage, String> {
+        let model_sha256 = model_dir.map(dir_sha256).transpose()?;
+        Ok(ServerImage {
+            repository_url,
+            tag: "latest".into(),
+            binary: bootstrap.into(),
+            binary_sha256: sha256_file(bootstrap, "lambda bootstrap")?,
+            port: 0,
+            env,
+            layout: Layout::Lambda,
+            base_image: None,
+            model_dir: model_dir.map(str::to_string),
+            model_sha256,
+        })
+    }
+
+    /// Builds on `base` (a registry reference) instead of the minimal base.
+    pub fn on_base(mut self, base: Option<String>) -> Self {
+        self.base_image = base;
+        self
+    }
+
+    /// Builds the image (pulling the base image when one is set).
+    pub async fn build(&self) -> Result<oci::Image, oci::OciError> {
+        let bin = Path::new(&self.binary);
+        let base: oci::BaseImage = match &self.base_image {
+            Some(r) => oci::pull_base_ref(r).await?,
+            None => oci::minimal_base(bin)?.into(),
+        };
+        match self.layout {
+            Layout::Server => {
+                let args = [
+                    "--bind".to_string(),
+                    format!("0.0.0.0:{}", self.port),
+                    "--model-dir".to_string(),
+                    "/models".to_string(),
+                ];
+                oci::server_image(base, bin, None, &args, Some(self.port), self.env.clone())
+            }
+            Layout::Lambda => oci::lambda_image(
+                base,
+                bin,
+                self.model_dir.as_deref().map(Path::new),
+                self.env.clone(),
+            ),
+        }
     }
 }
 
@@ -61,11 +176,16 @@ impl Resource for ServerImage {
     const KIND: &'static str = KIND;
     const TAGGABLE: bool = false;
     fn validate(&self) -> Vec<String> {
-        if self.binary_sha256.len() == 64 {
-            vec![]
-        } else {
-            vec!["binary_sha256 must be a sha256".into()]
+        let mut e = vec![];
+        if self.binary_sha256.len() != 64 {
+            e.push("binary_sha256 must be a sha256".into());
         }
+        if let Some(b) = &self.base_image
+            && let Err(err) = oci::ImageRef::parse(b)
+        {
+            e.push(format!("base_image: {err}"));
+        }
+        e
     }
 }
 
@@ -100,16 +220,7 @@ impl ImageProvider {
     async fn build_push(&self, desired: &Value) -> Result<Observed, ProviderError> {
         let d: ServerImage = props(desired)?;
         let url = d.repository_url.as_str().to_string();
-        let bin = Path::new(&d.binary);
-        let base = oci::minimal_base(bin).map_err(perr)?;
-        let args = [
-            "--bind".to_string(),
-            format!("0.0.0.0:{}", d.port),
-            "--model-dir".to_string(),
-            "/models".to_string(),
-        ];
-        let img =
-            oci::server_image(base, bin, None, &args, Some(d.port), d.env.clone()).map_err(perr)?;
+        let img = d.build().await.map_err(perr)?;
         let (host, repo) = split_repo(&url);
         let digest =
             match &self.0 {
@@ -150,6 +261,11 @@ impl ImageProvider {
 impl Provider for ImageProvider {
     fn replace_fields(&self) -> &'static [&'static str] {
         &[]
+    }
+
+    // A rebuilt image is a new digest, so a new `uri` for its users.
+    fn update_changes_outputs(&self) -> bool {
+        true
     }
 
     async fn read(

@@ -231,7 +231,23 @@ pub struct Image {
 impl Image {
     /// Assembles config and manifest over `layers`.
     pub fn new(layers: Vec<Layer>, c: &ImageConfig) -> Image {
-        let env: Vec<String> = c.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        Image::on(None, layers, c)
+    }
+
+    /// Assembles config and manifest over `layers`, the first of which come from a
+    /// base image whose config is `base`: its environment is kept (ours wins on the
+    /// same name) and its history continues.
+    pub fn on(base: Option<&Value>, layers: Vec<Layer>, c: &ImageConfig) -> Image {
+        let mut env_map: BTreeMap<String, String> = BTreeMap::new();
+        let base_env = base
+            .and_then(|b| b.pointer("/config/Env"))
+            .and_then(Value::as_array);
+        for kv in base_env.into_iter().flatten().filter_map(Value::as_str) {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            env_map.insert(k.into(), v.into());
+        }
+        env_map.extend(c.env.clone());
+        let env: Vec<String> = env_map.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let mut cfg = json!({
             "Entrypoint": c.entrypoint,
             "Env": env,
@@ -241,6 +257,21 @@ impl Image {
         if let Some(p) = c.port {
             cfg["ExposedPorts"] = json!({ format!("{p}/tcp"): {} });
         }
+        let base_layers = base
+            .and_then(|b| b.pointer("/rootfs/diff_ids"))
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
+        let mut history: Vec<Value> = base
+            .and_then(|b| b.get("history"))
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        history.extend(
+            layers
+                .iter()
+                .skip(base_layers)
+                .map(|_| json!({ "created_by": "stack" })),
+        );
         let config = json!({
             "architecture": c.architecture,
             "os": "linux",
@@ -249,7 +280,7 @@ impl Image {
                 "type": "layers",
                 "diff_ids": layers.iter().map(|l| l.diff_id.clone()).collect::<Vec<_>>()
             },
-            "history": layers.iter().map(|_| json!({ "created_by": "stack" })).collect::<Vec<_>>()
+            "history": history
         });
         let config = Blob::new(CONFIG_TYPE, config.to_string().into_bytes());
         let manifest = json!({
@@ -271,10 +302,84 @@ impl Image {
     }
 }
 
-/// The server image: a base layer and a layer with the binary at `/app/<name>` (and
-/// model files under `/models` when given), running as non-root.
+/// What an image is built on: the minimal `ldd` layer, or a base image pulled from a
+/// registry (its layers and its config).
+#[derive(Debug, Clone)]
+pub struct BaseImage {
+    /// Layers, bottom first.
+    pub layers: Vec<Layer>,
+    /// The base's image config (`None` for the minimal base).
+    pub config: Option<Value>,
+}
+
+impl From<Layer> for BaseImage {
+    fn from(l: Layer) -> BaseImage {
+        BaseImage {
+            layers: vec![l],
+            config: None,
+        }
+    }
+}
+
+/// The architecture of this build, as OCI names it.
+pub fn host_arch() -> &'static str {
+    if cfg!(target_arch = "aarch64") {
+        "arm64"
+    } else {
+        "amd64"
+    }
+}
+
+/// The files of a model directory (top level), placed under `dest`.
+pub fn model_files(dir: &Path, dest: &str) -> Result<Vec<LayerFile>, OciError> {
+    let mut files = Vec::new();
+    let rd = std::fs::read_dir(dir).map_err(io(dir))?;
+    for e in rd {
+        let e = e.map_err(io(dir))?;
+        let p: PathBuf = e.path();
+        if p.is_file() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            files.push(LayerFile::from_path(&p, &format!("{dest}/{n}"), 0o644)?);
+        }
+    }
+    Ok(files)
+}
+
+/// An image of `base` plus one layer holding `files`, run as non-root.
+pub fn app_image(
+    base: BaseImage,
+    files: &[LayerFile],
+    entrypoint: Vec<String>,
+    port: Option<u16>,
+    env: BTreeMap<String, String>,
+) -> Result<Image, OciError> {
+    let app = layer(files)?;
+    let architecture = base
+        .config
+        .as_ref()
+        .and_then(|c| c.get("architecture"))
+        .and_then(Value::as_str)
+        .unwrap_or(host_arch())
+        .to_string();
+    let mut layers = base.layers;
+    layers.push(app);
+    Ok(Image::on(
+        base.config.as_ref(),
+        layers,
+        &ImageConfig {
+            entrypoint,
+            env,
+            port,
+            user: NONROOT.into(),
+            architecture,
+        },
+    ))
+}
+
+/// The server image: a base and a layer with the binary at `/app/<name>` (and model
+/// files under `/models` when given), running as non-root.
 pub fn server_image(
-    base: Layer,
+    base: impl Into<BaseImage>,
     binary: &Path,
     models: Option<&Path>,
     args: &[String],
@@ -288,33 +393,146 @@ pub fn server_image(
     let dest = format!("/app/{name}");
     let mut files = vec![LayerFile::from_path(binary, &dest, 0o755)?];
     if let Some(dir) = models {
-        let rd = std::fs::read_dir(dir).map_err(io(dir))?;
-        for e in rd {
-            let e = e.map_err(io(dir))?;
-            let p: PathBuf = e.path();
-            if p.is_file() {
-                let n = e.file_name().to_string_lossy().into_owned();
-                files.push(LayerFile::from_path(&p, &format!("/models/{n}"), 0o644)?);
-            }
-        }
+        files.extend(model_files(dir, "/models")?);
     }
-    let app = layer(&files)?;
     let mut entrypoint = vec![dest];
     entrypoint.extend(args.iter().cloned());
-    Ok(Image::new(
-        vec![base, app],
-        &ImageConfig {
-            entrypoint,
-            env,
-            port,
-            user: NONROOT.into(),
-            architecture: if cfg!(target_arch = "aarch64") {
-                "arm64".into()
-            } else {
-                "amd64".into()
-            },
-        },
-    ))
+    app_image(base.into(), &files, entrypoint, port, env)
+}
+
+/// Where Lambda's `provided.al2023` images keep the runtime's `bootstrap`.
+pub const LAMBDA_BOOTSTRAP: &str = "/var/runtime/bootstrap";
+/// Where the Lambda image keeps the model (`MODEL_DIR`).
+pub const LAMBDA_MODEL_DIR: &str = "/opt/model";
+
+/// The Lambda container image: `bootstrap` at `/var/runtime/bootstrap` as the
+/// entrypoint (it speaks the Runtime API Lambda points it at), the model files under
+/// `/opt/model` with `MODEL_DIR` naming it when given.
+pub fn lambda_image(
+    base: impl Into<BaseImage>,
+    bootstrap: &Path,
+    model: Option<&Path>,
+    mut env: BTreeMap<String, String>,
+) -> Result<Image, OciError> {
+    let mut files = vec![LayerFile::from_path(bootstrap, LAMBDA_BOOTSTRAP, 0o755)?];
+    if let Some(dir) = model {
+        files.extend(model_files(dir, LAMBDA_MODEL_DIR)?);
+        env.insert("MODEL_DIR".into(), LAMBDA_MODEL_DIR.into());
+    }
+    app_image(
+        base.into(),
+        &files,
+        vec![LAMBDA_BOOTSTRAP.into()],
+        None,
+        env,
+    )
+}
+
+/// A parsed image reference such as `public.ecr.aws/docker/library/debian:bookworm-slim`,
+/// `debian:bookworm` (Docker Hub), `127.0.0.1:5001/base@sha256:…` or, to force the
+/// scheme, `http://host:port/repo:tag`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRef {
+    /// Registry base URL, e.g. `https://public.ecr.aws`.
+    pub base: String,
+    /// Repository path, e.g. `docker/library/debian`.
+    pub repo: String,
+    /// Tag or `sha256:` digest.
+    pub reference: String,
+}
+
+impl ImageRef {
+    /// Parses a reference; loopback registries default to plain HTTP, others to HTTPS.
+    pub fn parse(s: &str) -> Result<ImageRef, OciError> {
+        let bad = |why: &str| OciError::Registry {
+            op: "parse image reference".into(),
+            msg: format!("`{s}`: {why}"),
+        };
+        let (scheme, rest) = match s.split_once("://") {
+            Some((sc @ ("http" | "https"), r)) => (Some(sc), r),
+            Some(_) => return Err(bad("scheme must be http or https")),
+            None => (None, s),
+        };
+        let (host, path) = match rest.split_once('/') {
+            Some((h, p)) if h.contains('.') || h.contains(':') || h == "localhost" => {
+                (h.to_string(), p.to_string())
+            }
+            _ => ("registry-1.docker.io".to_string(), rest.to_string()),
+        };
+        let (path, reference) = if let Some((p, d)) = path.split_once('@') {
+            (p.to_string(), d.to_string())
+        } else {
+            match path.rsplit_once(':') {
+                Some((p, t)) if !t.contains('/') => (p.to_string(), t.to_string()),
+                _ => (path.clone(), "latest".to_string()),
+            }
+        };
+        let mut repo = path;
+        if host == "registry-1.docker.io" && !repo.contains('/') {
+            repo = format!("library/{repo}");
+        }
+        if repo.is_empty() || reference.is_empty() {
+            return Err(bad("expected [registry/]repository[:tag|@digest]"));
+        }
+        let loopback = ["localhost", "127.", "[::1]"]
+            .iter()
+            .any(|p| host.starts_with(p));
+        let scheme = scheme.unwrap_or(if loopback { "http" } else { "https" });
+        Ok(ImageRef {
+            base: format!("{scheme}://{host}"),
+            repo,
+            reference,
+        })
+    }
+}
+
+/// The parameters of a `WWW-Authenticate: Bearer realm="…",service="…",scope="…"`
+/// challenge, or `None` for another scheme.
+pub fn bearer_challenge(header: &str) -> Option<BTreeMap<String, String>> {
+    let rest = header.trim().strip_prefix("Bearer ")?;
+    let mut out = BTreeMap::new();
+    let mut chars = rest.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| *c == ',' || c.is_whitespace()) {
+            chars.next();
+        }
+        let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
+        if key.is_empty() {
+            break;
+        }
+        let mut val = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => val.extend(chars.next()),
+                    '"' => break,
+                    c => val.push(c),
+                }
+            }
+        } else {
+            val = chars.by_ref().take_while(|c| *c != ',').collect();
+        }
+        out.insert(key.trim().to_string(), val);
+    }
+    out.contains_key("realm").then_some(out)
+}
+
+/// Media types a manifest request accepts: single-platform manifests and indexes,
+/// OCI and Docker.
+const ACCEPT_MANIFESTS: &str = "application/vnd.oci.image.manifest.v1+json, \
+application/vnd.oci.image.index.v1+json, \
+application/vnd.docker.distribution.manifest.v2+json, \
+application/vnd.docker.distribution.manifest.list.v2+json";
+
+/// Docker's media types for what OCI calls a gzip'd layer and a config: the same
+/// bytes, so they are renamed when the layer goes into an OCI manifest.
+fn oci_media_type(t: &str) -> &str {
+    match t {
+        "application/vnd.docker.image.rootfs.diff.tar.gzip" => LAYER_TYPE,
+        "application/vnd.docker.container.image.v1+json" => CONFIG_TYPE,
+        t => t,
+    }
 }
 
 /// A registry reached over HTTP(S) with optional basic credentials.
@@ -322,6 +540,9 @@ pub fn server_image(
 pub struct Registry {
     base: String,
     auth: Option<String>,
+    /// A bearer token obtained from the registry's token service after a 401 (the
+    /// anonymous pull flow of Docker Hub, public ECR, GHCR…).
+    bearer: std::sync::Arc<std::sync::Mutex<Option<String>>>,
     http: reqwest::Client,
 }
 
@@ -356,6 +577,7 @@ impl Registry {
         Registry {
             base: base.trim_end_matches('/').to_string(),
             auth,
+            bearer: Default::default(),
             http: reqwest::Client::new(),
         }
     }
@@ -369,10 +591,49 @@ impl Registry {
 
     fn req(&self, m: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
         let b = self.http.request(m, url);
-        match &self.auth {
-            Some(a) => b.header(reqwest::header::AUTHORIZATION, a),
-            None => b,
+        let bearer = self.bearer.lock().ok().and_then(|t| t.clone());
+        match (bearer, &self.auth) {
+            (Some(t), _) => b.header(reqwest::header::AUTHORIZATION, format!("Bearer {t}")),
+            (None, Some(a)) => b.header(reqwest::header::AUTHORIZATION, a),
+            (None, None) => b,
         }
+    }
+
+    /// Answers a `401` carrying a Bearer challenge: asks the token service named by
+    /// `realm` for a token (anonymously, or with the basic credentials when set) for
+    /// `service` and `scope`, and keeps it for the following requests.
+    async fn authenticate(&self, challenge: &str) -> Result<(), OciError> {
+        let err = |msg: String| OciError::Registry {
+            op: "token".into(),
+            msg,
+        };
+        let c = bearer_challenge(challenge)
+            .ok_or_else(|| err(format!("unsupported challenge `{challenge}`")))?;
+        let mut q: Vec<(&str, &str)> = Vec::new();
+        for k in ["service", "scope"] {
+            if let Some(v) = c.get(k) {
+                q.push((k, v));
+            }
+        }
+        let mut r = self.http.get(&c["realm"]).query(&q);
+        if let Some(a) = &self.auth {
+            r = r.header(reqwest::header::AUTHORIZATION, a);
+        }
+        let r = r.send().await.map_err(reg_err("token"))?;
+        let v: Value = check("token", r)
+            .await?
+            .json()
+            .await
+            .map_err(reg_err("token"))?;
+        let t = v
+            .get("token")
+            .or_else(|| v.get("access_token"))
+            .and_then(Value::as_str)
+            .ok_or_else(|| err(format!("no token in the answer of {}", c["realm"])))?;
+        if let Ok(mut b) = self.bearer.lock() {
+            *b = Some(t.to_string());
+        }
+        Ok(())
     }
 
     async fn push_blob(&self, repo: &str, b: &Blob) -> Result<(), OciError> {
@@ -445,35 +706,101 @@ impl Registry {
             .map_or_else(|| img.manifest.digest.clone(), str::to_string))
     }
 
-    async fn get(&self, op: &str, url: &str, accept: &str) -> Result<Vec<u8>, OciError> {
-        let r = self
-            .req(reqwest::Method::GET, url)
-            .header(reqwest::header::ACCEPT, accept)
-            .send()
-            .await
-            .map_err(reg_err(op))?;
-        let r = check(op, r).await?;
-        Ok(r.bytes().await.map_err(reg_err(op))?.to_vec())
+    /// GET with the bearer token flow on a `401`. Returns the body and content type.
+    async fn get(&self, op: &str, url: &str, accept: &str) -> Result<(Vec<u8>, String), OciError> {
+        let mut retried = false;
+        loop {
+            let r = self
+                .req(reqwest::Method::GET, url)
+                .header(reqwest::header::ACCEPT, accept)
+                .send()
+                .await
+                .map_err(reg_err(op))?;
+            let challenge = r
+                .headers()
+                .get(reqwest::header::WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            if r.status() == reqwest::StatusCode::UNAUTHORIZED
+                && !retried
+                && let Some(ch) = challenge.filter(|c| c.starts_with("Bearer "))
+            {
+                self.authenticate(&ch).await?;
+                retried = true;
+                continue;
+            }
+            let r = check(op, r).await?;
+            let ct = r
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            return Ok((r.bytes().await.map_err(reg_err(op))?.to_vec(), ct));
+        }
     }
 
-    /// Pulls the manifest (by tag or digest), its config and layers, verifying every
-    /// digest. Returns (manifest digest, config blob, layer blobs).
+    /// The manifest for `reference` on `os/arch`: a single-platform manifest as is, or
+    /// from an index / manifest list the entry for the platform. Returns (digest,
+    /// bytes), verified against the digest asked for.
+    pub async fn manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        arch: &str,
+    ) -> Result<(String, Vec<u8>), OciError> {
+        let parse = |b: &[u8]| -> Result<Value, OciError> {
+            serde_json::from_slice(b).map_err(|e| OciError::Registry {
+                op: "parse manifest".into(),
+                msg: e.to_string(),
+            })
+        };
+        let mut reference = reference.to_string();
+        for _ in 0..2 {
+            let (m, ct) = self
+                .get(
+                    "get manifest",
+                    &format!("{}/v2/{repo}/manifests/{reference}", self.base),
+                    ACCEPT_MANIFESTS,
+                )
+                .await?;
+            let md = digest(&m);
+            if reference.starts_with("sha256:") && reference != md {
+                return Err(OciError::Digest(reference));
+            }
+            let mv = parse(&m)?;
+            let mt = mv["mediaType"].as_str().unwrap_or(&ct);
+            if !(mt.contains("index") || mt.contains("manifest.list")) {
+                return Ok((md, m));
+            }
+            let entries = mv["manifests"].as_array().cloned().unwrap_or_default();
+            let pick = entries.iter().find(|e| {
+                e.pointer("/platform/os").and_then(Value::as_str) == Some("linux")
+                    && e.pointer("/platform/architecture").and_then(Value::as_str) == Some(arch)
+            });
+            let Some(d) = pick.and_then(|e| e["digest"].as_str()) else {
+                return Err(OciError::Registry {
+                    op: "get manifest".into(),
+                    msg: format!("{repo}:{reference} has no linux/{arch} image in its index"),
+                });
+            };
+            reference = d.to_string();
+        }
+        Err(OciError::Registry {
+            op: "get manifest".into(),
+            msg: format!("{repo}: an index pointing at another index"),
+        })
+    }
+
+    /// Pulls the manifest (by tag or digest; from an index, the `linux/<host arch>`
+    /// entry), its config and layers, verifying every digest. Returns (manifest
+    /// digest, config blob, layer blobs).
     pub async fn pull(
         &self,
         repo: &str,
         reference: &str,
     ) -> Result<(String, Blob, Vec<Blob>), OciError> {
-        let m = self
-            .get(
-                "get manifest",
-                &format!("{}/v2/{repo}/manifests/{reference}", self.base),
-                MANIFEST_TYPE,
-            )
-            .await?;
-        let md = digest(&m);
-        if reference.starts_with("sha256:") && reference != md {
-            return Err(OciError::Digest(reference.into()));
-        }
+        let (md, m) = self.manifest(repo, reference, host_arch()).await?;
         let mv: Value = serde_json::from_slice(&m).map_err(|e| OciError::Registry {
             op: "parse manifest".into(),
             msg: e.to_string(),
@@ -483,7 +810,7 @@ impl Registry {
             std::iter::once(&mv["config"]).chain(mv["layers"].as_array().into_iter().flatten());
         for d in descs {
             let dg = d["digest"].as_str().unwrap_or_default();
-            let data = self
+            let (data, _) = self
                 .get(
                     "get blob",
                     &format!("{}/v2/{repo}/blobs/{dg}", self.base),
@@ -493,11 +820,66 @@ impl Registry {
             if digest(&data) != dg {
                 return Err(OciError::Digest(dg.into()));
             }
-            fetch.push(Blob::new(d["mediaType"].as_str().unwrap_or_default(), data));
+            let mt = oci_media_type(d["mediaType"].as_str().unwrap_or_default());
+            fetch.push(Blob::new(mt, data));
         }
         let config = fetch.remove(0);
         Ok((md, config, fetch))
     }
+
+    /// Pulls an image to build on: its layers (with their `diff_id`s from its config)
+    /// and its config. Only gzip'd tar layers are accepted (what OCI and Docker
+    /// registries serve for ordinary images).
+    pub async fn pull_base(&self, repo: &str, reference: &str) -> Result<BaseImage, OciError> {
+        let (_, config, blobs) = self.pull(repo, reference).await?;
+        let cv: Value = serde_json::from_slice(&config.data).map_err(|e| OciError::Registry {
+            op: "parse image config".into(),
+            msg: e.to_string(),
+        })?;
+        let diff_ids: Vec<String> = cv
+            .pointer("/rootfs/diff_ids")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect();
+        if diff_ids.len() != blobs.len() {
+            return Err(OciError::Registry {
+                op: "pull base".into(),
+                msg: format!(
+                    "{repo}:{reference}: {} layers but {} diff_ids in its config",
+                    blobs.len(),
+                    diff_ids.len()
+                ),
+            });
+        }
+        let mut layers = Vec::new();
+        for (blob, diff_id) in blobs.into_iter().zip(diff_ids) {
+            if blob.media_type != LAYER_TYPE {
+                return Err(OciError::Registry {
+                    op: "pull base".into(),
+                    msg: format!(
+                        "{repo}:{reference}: layer {} is `{}`, only gzip'd tar layers are supported",
+                        blob.digest, blob.media_type
+                    ),
+                });
+            }
+            layers.push(Layer { blob, diff_id });
+        }
+        Ok(BaseImage {
+            layers,
+            config: Some(cv),
+        })
+    }
+}
+
+/// Pulls the base image named by a reference (see [`ImageRef`]) anonymously, through
+/// the bearer token flow when the registry asks for it.
+pub async fn pull_base_ref(reference: &str) -> Result<BaseImage, OciError> {
+    let r = ImageRef::parse(reference)?;
+    Registry::new(&r.base, None)
+        .pull_base(&r.repo, &r.reference)
+        .await
 }
 
 /// Extracts one file from gzip'd tar layers (the last layer holding it wins).

@@ -313,6 +313,9 @@ pub async fn plan(stack: &Stack, state: &State, reg: &Registry) -> Result<Plan, 
                         pending.insert(decl.name.clone());
                         Action::Replace { forced_by: forced }
                     } else if !changes.is_empty() {
+                        if p.update_changes_outputs() {
+                            pending.insert(decl.name.clone());
+                        }
                         Action::Update
                     } else {
                         Action::NoOp

@@ -28,6 +28,18 @@ pub struct Observed {
     pub outputs: Map<String, Value>,
 }
 
+impl Observed {
+    /// What an apply reports: the id, the desired properties (now applied) and the
+    /// outputs of the read made right after it (none when that read found nothing).
+    pub fn applied(id: impl Into<String>, desired: &Value, now: Option<Observed>) -> Observed {
+        Observed {
+            id: id.into(),
+            props: desired.clone(),
+            outputs: now.map(|n| n.outputs).unwrap_or_default(),
+        }
+    }
+}
+
 /// One resource kind's lifecycle.
 #[async_trait]
 pub trait Provider: Send + Sync {
@@ -36,6 +48,12 @@ pub trait Provider: Send + Sync {
     /// Whether a replacement may create the new resource before deleting the old one
     /// (false when the physical name is fixed and would collide).
     fn create_before_delete(&self) -> bool {
+        false
+    }
+    /// Whether an in-place update can change the outputs (an image's digest): the
+    /// plan then treats them as unknown, so dependents (the Deployment, the function)
+    /// are updated in the same run with the new values.
+    fn update_changes_outputs(&self) -> bool {
         false
     }
     /// Reads the resource. `id` is the id in state, or `None` to look it up by the

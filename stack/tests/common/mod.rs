@@ -378,4 +378,4 @@ pub async fn tagged(c: &stack::providers::aws::Clients, stack: &str) -> Vec<Stri
 /// attachments, the Lambda permission, the integration and the route).
 pub const TAGGABLE_RESOURCES: usize = 15;
 /// Every resource the app declares.
-pub const ALL_RESOURCES: usize = 29;
+pub const ALL_RESOURCES: usize = 30;

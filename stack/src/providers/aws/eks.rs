@@ -4,14 +4,14 @@
 use async_trait::async_trait;
 use aws_sdk_eks::client::Waiters;
 use aws_sdk_eks::types::{
-    AuthenticationMode, CreateAccessConfigRequest, NodegroupScalingConfig,
+    AuthenticationMode, CreateAccessConfigRequest, NodegroupScalingConfig, ResolveConflicts,
     UpdateAccessConfigRequest, VpcConfigRequest,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-use super::{Clients, Tags, api, none_if_missing, tag_delta, waiter_err};
+use super::{Clients, Tags, api, none_if_missing, waiter_err};
 use crate::engine::{Input, Resource};
 use crate::error::ProviderError;
 use crate::providers::{Observed, Provider, props, to_value};
@@ -20,6 +20,8 @@ use crate::providers::{Observed, Provider, props, to_value};
 pub const CLUSTER_KIND: &str = "aws:eks:Cluster";
 /// Kind name of [`NodeGroup`].
 pub const NODEGROUP_KIND: &str = "aws:eks:NodeGroup";
+/// Kind name of [`Addon`].
+pub const ADDON_KIND: &str = "aws:eks:Addon";
 
 /// An EKS cluster.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -163,28 +165,43 @@ fn strs(v: &[Input<String>]) -> Vec<String> {
 }
 
 async fn retag(c: &Clients, arn: &str, old: &Tags, new: &Tags) -> Result<(), ProviderError> {
-    let (set, rm) = tag_delta(old, new);
-    if !set.is_empty() {
+    let set = |t: Tags| async move {
         let r = c
             .eks
             .tag_resource()
             .resource_arn(arn)
-            .set_tags(Some(set.into_iter().collect()))
-            .send()
-            .await;
-        r.map_err(|e| api("eks:TagResource", e))?;
-    }
-    if !rm.is_empty() {
+            .set_tags(Some(t.into_iter().collect()));
+        r.send()
+            .await
+            .map(|_| ())
+            .map_err(|e| api("eks:TagResource", e))
+    };
+    let rm = |k: Vec<String>| async move {
         let r = c
             .eks
             .untag_resource()
             .resource_arn(arn)
-            .set_tag_keys(Some(rm))
-            .send()
-            .await;
-        r.map_err(|e| api("eks:UntagResource", e))?;
-    }
-    Ok(())
+            .set_tag_keys(Some(k));
+        r.send()
+            .await
+            .map(|_| ())
+            .map_err(|e| api("eks:UntagResource", e))
+    };
+    super::retag(old, new, set, rm).await
+}
+
+/// The end of every EKS update: retag the resource just read (`now`) and report it.
+async fn updated(
+    c: &Clients,
+    id: &str,
+    now: Option<Observed>,
+    old: &Tags,
+    new: &Tags,
+    desired: &Value,
+) -> Result<Observed, ProviderError> {
+    let done = Observed::applied(id, desired, now);
+    retag(c, &super::arn_output(&done.outputs), old, new).await?;
+    Ok(done)
 }
 
 /// Provider for [`Cluster`].
@@ -288,11 +305,7 @@ impl Provider for ClusterProvider {
         r.map_err(|e| api("eks:CreateCluster", e))?;
         self.wait_active(&d.name).await?;
         let now = self.read(Some(&d.name), desired, Some(desired)).await?;
-        Ok(Observed {
-            id: d.name.clone(),
-            props: desired.clone(),
-            outputs: now.map(|n| n.outputs).unwrap_or_default(),
-        })
+        Ok(Observed::applied(d.name.clone(), desired, now))
     }
 
     async fn update(
@@ -332,18 +345,7 @@ impl Provider for ClusterProvider {
             self.wait_active(id).await?;
         }
         let now = self.read(Some(id), desired, Some(desired)).await?;
-        let outs = now.map(|n| n.outputs).unwrap_or_default();
-        let arn = outs
-            .get("arn")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        retag(&self.0, &arn, &o.tags, &d.tags).await?;
-        Ok(Observed {
-            id: id.into(),
-            props: desired.clone(),
-            outputs: outs,
-        })
+        updated(&self.0, id, now, &o.tags, &d.tags, desired).await
     }
 
     async fn delete(&self, id: &str, _props: &Value) -> Result<(), ProviderError> {
@@ -471,11 +473,7 @@ impl Provider for NodeGroupProvider {
         self.wait_active(cluster, &d.name).await?;
         let id = format!("{cluster}|{}", d.name);
         let now = self.read(Some(&id), desired, None).await?;
-        Ok(Observed {
-            id,
-            props: desired.clone(),
-            outputs: now.map(|n| n.outputs).unwrap_or_default(),
-        })
+        Ok(Observed::applied(id, desired, now))
     }
 
     async fn update(
@@ -501,18 +499,7 @@ impl Provider for NodeGroupProvider {
             self.wait_active(cluster, name).await?;
         }
         let now = self.read(Some(id), desired, None).await?;
-        let outs = now.map(|n| n.outputs).unwrap_or_default();
-        let arn = outs
-            .get("arn")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        retag(&self.0, &arn, &o.tags, &d.tags).await?;
-        Ok(Observed {
-            id: id.into(),
-            props: desired.clone(),
-            outputs: outs,
-        })
+        updated(&self.0, id, now, &o.tags, &d.tags, desired).await
     }
 
     async fn delete(&self, id: &str, _props: &Value) -> Result<(), ProviderError> {
@@ -546,5 +533,217 @@ impl Provider for NodeGroupProvider {
                 e,
             )
         })
+    }
+}
+
+/// An EKS add-on, e.g. `metrics-server` (the community add-on the HPA's CPU metric
+/// needs). Created with `resolveConflicts=OVERWRITE` so it takes over a hand-installed
+/// copy; waits for `ACTIVE` after create and update, and for its disappearance after
+/// delete.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Addon {
+    /// Cluster name (forces replacement).
+    pub cluster: Input<String>,
+    /// Add-on name, e.g. `metrics-server` (forces replacement).
+    pub name: String,
+    /// Add-on version, e.g. `v0.7.2-eksbuild.1`; `None`: EKS's default for the
+    /// cluster's Kubernetes version (then version changes by EKS are not drift).
+    #[serde(default)]
+    pub version: Option<String>,
+    /// Tags.
+    #[serde(default)]
+    pub tags: Tags,
+}
+
+impl Resource for Addon {
+    const KIND: &'static str = ADDON_KIND;
+    fn validate(&self) -> Vec<String> {
+        let ok = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
+        let mut e = vec![];
+        if self.name.is_empty() || self.name.len() > 100 || !self.name.chars().all(ok) {
+            e.push(format!(
+                "add-on name `{}` must be 1-100 chars of [a-z0-9-]",
+                self.name
+            ));
+        }
+        if self.version.as_deref().is_some_and(|v| !v.starts_with('v')) {
+            e.push(format!(
+                "add-on version `{}` must look like v0.7.2-eksbuild.1",
+                self.version.as_deref().unwrap_or_default()
+            ));
+        }
+        e
+    }
+}
+
+/// Provider for [`Addon`]; id `cluster|addon`.
+pub enum AddonProvider {
+    /// The EKS add-on API (`CreateAddon`, `DescribeAddon`, `UpdateAddon`,
+    /// `DeleteAddon`).
+    Api(Arc<Clients>),
+    /// An endpoint without the add-on API (moto 5.2 has none) and no cluster to put
+    /// it in: the add-on is recorded in state only, so the local stack has the same
+    /// shape and order as on AWS. Its `version` output is `local`.
+    StateOnly,
+}
+
+fn addon_outputs(name: &str, version: &str, arn: &str) -> serde_json::Map<String, Value> {
+    let v = json!({ "name": name, "version": version, "arn": arn });
+    v.as_object().cloned().unwrap_or_default()
+}
+
+impl AddonProvider {
+    async fn wait_active(c: &Clients, cluster: &str, name: &str) -> Result<(), ProviderError> {
+        let t = c.wait_timeout;
+        let w = c
+            .eks
+            .wait_until_addon_active()
+            .cluster_name(cluster)
+            .addon_name(name)
+            .wait(t)
+            .await;
+        w.map(|_| ())
+            .map_err(|e| waiter_err("eks:DescribeAddon", "add-on ACTIVE", t.as_secs(), e))
+    }
+}
+
+#[async_trait]
+impl Provider for AddonProvider {
+    fn replace_fields(&self) -> &'static [&'static str] {
+        &["cluster", "name"]
+    }
+
+    async fn read(
+        &self,
+        id: Option<&str>,
+        desired: &Value,
+        prior: Option<&Value>,
+    ) -> Result<Option<Observed>, ProviderError> {
+        let d: Addon = props(desired)?;
+        let key = format!("{}|{}", d.cluster.as_str(), d.name);
+        let id = id.unwrap_or(&key);
+        let (cluster, name) = split(id);
+        let c = match self {
+            AddonProvider::Api(c) => c,
+            // Exists exactly when the state says it was applied.
+            AddonProvider::StateOnly => {
+                return Ok(prior.map(|p| Observed {
+                    id: id.into(),
+                    props: p.clone(),
+                    outputs: addon_outputs(name, "local", ""),
+                }));
+            }
+        };
+        let r = c
+            .eks
+            .describe_addon()
+            .cluster_name(cluster)
+            .addon_name(name)
+            .send()
+            .await;
+        let Some(r) = none_if_missing(r.map_err(|e| api("eks:DescribeAddon", e)))? else {
+            return Ok(None);
+        };
+        let Some(a) = r.addon() else {
+            return Ok(None);
+        };
+        let version = a.addon_version().unwrap_or_default();
+        let obs = Addon {
+            cluster: Input::Value(a.cluster_name().unwrap_or(cluster).to_string()),
+            name: a.addon_name().unwrap_or(name).to_string(),
+            // Unpinned: whatever EKS chose is what was asked for.
+            version: d.version.as_ref().map(|_| version.to_string()),
+            tags: super::user_tags(a.tags().cloned().unwrap_or_default()),
+        };
+        let outputs = addon_outputs(&obs.name, version, a.addon_arn().unwrap_or_default());
+        Ok(Some(Observed {
+            id: format!("{}|{}", obs.cluster.as_str(), obs.name),
+            props: to_value(&obs)?,
+            outputs,
+        }))
+    }
+
+    async fn create(&self, desired: &Value) -> Result<Observed, ProviderError> {
+        let d: Addon = props(desired)?;
+        let cluster = d.cluster.as_str();
+        let id = format!("{cluster}|{}", d.name);
+        let AddonProvider::Api(c) = self else {
+            return Ok(Observed {
+                id,
+                props: desired.clone(),
+                outputs: addon_outputs(&d.name, "local", ""),
+            });
+        };
+        let r = c
+            .eks
+            .create_addon()
+            .cluster_name(cluster)
+            .addon_name(&d.name)
+            .set_addon_version(d.version.clone())
+            .resolve_conflicts(ResolveConflicts::Overwrite)
+            .set_tags(Some(d.tags.clone().into_iter().collect()))
+            .send()
+            .await;
+        r.map_err(|e| api("eks:CreateAddon", e))?;
+        Self::wait_active(c, cluster, &d.name).await?;
+        let now = self.read(Some(&id), desired, None).await?;
+        Ok(Observed::applied(id, desired, now))
+    }
+
+    async fn update(
+        &self,
+        id: &str,
+        observed: &Value,
+        desired: &Value,
+    ) -> Result<Observed, ProviderError> {
+        let AddonProvider::Api(c) = self else {
+            return self.create(desired).await;
+        };
+        let o: Addon = props(observed)?;
+        let d: Addon = props(desired)?;
+        let (cluster, name) = split(id);
+        if o.version != d.version {
+            let r = c
+                .eks
+                .update_addon()
+                .cluster_name(cluster)
+                .addon_name(name)
+                .set_addon_version(d.version.clone())
+                .resolve_conflicts(ResolveConflicts::Overwrite)
+                .send()
+                .await;
+            r.map_err(|e| api("eks:UpdateAddon", e))?;
+            Self::wait_active(c, cluster, name).await?;
+        }
+        let now = self.read(Some(id), desired, None).await?;
+        updated(c, id, now, &o.tags, &d.tags, desired).await
+    }
+
+    async fn delete(&self, id: &str, _props: &Value) -> Result<(), ProviderError> {
+        let AddonProvider::Api(c) = self else {
+            return Ok(());
+        };
+        let (cluster, name) = split(id);
+        let r = c
+            .eks
+            .delete_addon()
+            .cluster_name(cluster)
+            .addon_name(name)
+            .send()
+            .await;
+        match r.map_err(|e| api("eks:DeleteAddon", e)) {
+            Err(e) if e.is_not_found() => return Ok(()),
+            r => r?,
+        };
+        let t = c.wait_timeout;
+        let w = c
+            .eks
+            .wait_until_addon_deleted()
+            .cluster_name(cluster)
+            .addon_name(name)
+            .wait(t)
+            .await;
+        w.map(|_| ())
+            .map_err(|e| waiter_err("eks:DescribeAddon", "add-on deleted", t.as_secs(), e))
     }
 }

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Clients, Tags, api, none_if_missing, ok_if_missing, tag_delta, waiter_err};
+use super::{Clients, Tags, api, none_if_missing, ok_if_missing, waiter_err};
 use crate::engine::{Input, Resource};
 use crate::error::ProviderError;
 use crate::providers::{Observed, Provider, props, to_value};
@@ -35,30 +35,106 @@ pub enum Code {
         /// Base64 SHA-256 of the file.
         sha256: String,
     },
-    /// A container image URI (e.g. in ECR).
+    /// A zip uploaded to S3 first (packages over [`DIRECT_UPLOAD_MAX`] cannot go in
+    /// the request); `sha256` as for `Zip`.
+    S3 {
+        /// Bucket.
+        bucket: Input<String>,
+        /// Key (content-addressed).
+        key: Input<String>,
+        /// Base64 SHA-256 of the zip.
+        sha256: String,
+    },
+    /// A container image URI (e.g. in ECR), `<repository>@sha256:…` when the stack
+    /// builds it.
     Image {
         /// Image URI.
-        uri: String,
+        uri: Input<String>,
     },
+}
+
+/// The largest zip Lambda takes in the request itself (50 MB); larger ones go
+/// through S3.
+pub const DIRECT_UPLOAD_MAX: u64 = 50 * 1024 * 1024;
+
+/// What the stack needs to know about a zip package.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ZipFacts {
+    /// Size in bytes.
+    pub size: u64,
+    /// Base64 SHA-256 (Lambda's `CodeSha256`).
+    pub sha256_b64: String,
+    /// Hex SHA-256 (the content-addressed S3 key).
+    pub sha256_hex: String,
+}
+
+impl ZipFacts {
+    /// Reads and hashes the zip at `path`. Errors name the path.
+    pub fn of(path: &str) -> Result<ZipFacts, String> {
+        let bytes = std::fs::read(path).map_err(|e| format!("lambda zip `{path}`: {e}"))?;
+        if !bytes.starts_with(b"PK") {
+            return Err(format!("lambda zip `{path}` is not a zip file"));
+        }
+        let h = Sha256::digest(&bytes);
+        Ok(ZipFacts {
+            size: bytes.len() as u64,
+            sha256_b64: b64(&h),
+            sha256_hex: hex::encode(h),
+        })
+    }
+    /// Whether the zip must be uploaded through S3.
+    pub fn needs_s3(&self) -> bool {
+        self.size > DIRECT_UPLOAD_MAX
+    }
+    /// The content-addressed S3 key.
+    pub fn s3_key(&self) -> String {
+        format!("lambda/{}.zip", self.sha256_hex)
+    }
 }
 
 impl Code {
     /// Declares a zip package, hashing it now. Errors name the path.
     pub fn zip(path: &str) -> Result<Code, String> {
-        let bytes = std::fs::read(path).map_err(|e| format!("lambda zip `{path}`: {e}"))?;
-        if !bytes.starts_with(b"PK") {
-            return Err(format!("lambda zip `{path}` is not a zip file"));
-        }
+        let f = ZipFacts::of(path)?;
         Ok(Code::Zip {
             path: path.into(),
-            sha256: b64(&Sha256::digest(&bytes)),
+            sha256: f.sha256_b64,
         })
     }
     fn package_type(&self) -> &'static str {
         match self {
-            Code::Zip { .. } => "Zip",
+            Code::Zip { .. } | Code::S3 { .. } => "Zip",
             Code::Image { .. } => "Image",
         }
+    }
+    /// The same kind of code with the observed hash (`CodeSha256`), for zip packages.
+    fn observed_zip(&self, sha256: String) -> Code {
+        match self {
+            Code::S3 { bucket, key, .. } => Code::S3 {
+                bucket: bucket.clone(),
+                key: key.clone(),
+                sha256,
+            },
+            // The path is local knowledge: keep the declared one, compare the hash.
+            Code::Zip { path, .. } => Code::Zip {
+                path: path.clone(),
+                sha256,
+            },
+            Code::Image { .. } => Code::Zip {
+                path: String::new(),
+                sha256,
+            },
+        }
+    }
+    /// The code as the CreateFunction request wants it.
+    fn function_code(&self) -> Result<FunctionCode, ProviderError> {
+        let b = FunctionCode::builder();
+        Ok(match self {
+            Code::Zip { path, .. } => b.zip_file(read_zip(path)?),
+            Code::S3 { bucket, key, .. } => b.s3_bucket(bucket.as_str()).s3_key(key.as_str()),
+            Code::Image { uri } => b.image_uri(uri.as_str()),
+        }
+        .build())
     }
 }
 
@@ -257,23 +333,13 @@ impl Provider for FunctionProvider {
         };
         let package_type = c.package_type().map_or("Zip", |p| p.as_str()).to_string();
         let code = if package_type == "Image" {
+            let uri = r.code().and_then(|c| c.image_uri()).unwrap_or_default();
             Code::Image {
-                uri: r
-                    .code()
-                    .and_then(|c| c.image_uri())
-                    .unwrap_or_default()
-                    .to_string(),
+                uri: Input::Value(uri.to_string()),
             }
         } else {
-            // The path is local knowledge: keep the declared one, compare the hash.
-            let path = match &d.code {
-                Code::Zip { path, .. } => path.clone(),
-                Code::Image { .. } => String::new(),
-            };
-            Code::Zip {
-                path,
-                sha256: c.code_sha256().unwrap_or_default().to_string(),
-            }
+            d.code
+                .observed_zip(c.code_sha256().unwrap_or_default().to_string())
         };
         let obs = Function {
             name: c.function_name().unwrap_or(name).to_string(),
@@ -306,10 +372,7 @@ impl Provider for FunctionProvider {
 
     async fn create(&self, desired: &Value) -> Result<Observed, ProviderError> {
         let d: Function = props(desired)?;
-        let code = match &d.code {
-            Code::Zip { path, .. } => FunctionCode::builder().zip_file(read_zip(path)?).build(),
-            Code::Image { uri } => FunctionCode::builder().image_uri(uri).build(),
-        };
+        let code = d.code.function_code()?;
         let env = Environment::builder()
             .set_variables(Some(d.env.clone().into_iter().collect()))
             .build();
@@ -394,7 +457,8 @@ impl Provider for FunctionProvider {
                 .architectures(Architecture::from(d.architecture.as_str()));
             req = match &d.code {
                 Code::Zip { path, .. } => req.zip_file(read_zip(path)?),
-                Code::Image { uri } => req.image_uri(uri),
+                Code::S3 { bucket, key, .. } => req.s3_bucket(bucket.as_str()).s3_key(key.as_str()),
+                Code::Image { uri } => req.image_uri(uri.as_str()),
             };
             req.send()
                 .await
@@ -402,39 +466,31 @@ impl Provider for FunctionProvider {
             self.wait_updated(id).await?;
         }
         let now = self.read(Some(id), desired, None).await?;
-        let outs = now.map(|n| n.outputs).unwrap_or_default();
-        let arn = outs
-            .get("arn")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        let (set, rm) = tag_delta(&o.tags, &d.tags);
-        if !set.is_empty() {
-            let r = self
-                .0
-                .lambda
+        let outputs = now.map(|n| n.outputs).unwrap_or_default();
+        let arn = super::arn_output(&outputs);
+        let lambda = &self.0.lambda;
+        let set = |t: Tags| async {
+            let r = lambda
                 .tag_resource()
                 .resource(&arn)
-                .set_tags(Some(set.into_iter().collect()))
-                .send()
-                .await;
-            r.map_err(|e| api("lambda:TagResource", e))?;
-        }
-        if !rm.is_empty() {
-            let r = self
-                .0
-                .lambda
-                .untag_resource()
-                .resource(&arn)
-                .set_tag_keys(Some(rm))
-                .send()
-                .await;
-            r.map_err(|e| api("lambda:UntagResource", e))?;
-        }
+                .set_tags(Some(t.into_iter().collect()));
+            r.send()
+                .await
+                .map(|_| ())
+                .map_err(|e| api("lambda:TagResource", e))
+        };
+        let rm = |k: Vec<String>| async {
+            let r = lambda.untag_resource().resource(&arn).set_tag_keys(Some(k));
+            r.send()
+                .await
+                .map(|_| ())
+                .map_err(|e| api("lambda:UntagResource", e))
+        };
+        super::retag(&o.tags, &d.tags, set, rm).await?;
         Ok(Observed {
             id: id.into(),
             props: desired.clone(),
-            outputs: outs,
+            outputs,
         })
     }
 

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 
-use super::{Clients, Tags, api, none_if_missing, ok_if_missing, tag_delta};
+use super::{Clients, Tags, api, none_if_missing, ok_if_missing};
 use crate::engine::Resource;
 use crate::error::ProviderError;
 use crate::providers::{Observed, Provider, props, to_value};
@@ -160,39 +160,34 @@ impl Provider for LogGroupProvider {
             self.put_retention(id, d.retention_days).await?;
         }
         let now = self.read(Some(id), desired, None).await?;
-        let outs = now.map(|n| n.outputs).unwrap_or_default();
-        let arn = outs
-            .get("arn")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        let (set, rm) = tag_delta(&o.tags, &d.tags);
-        if !set.is_empty() {
-            let r = self
-                .0
-                .logs
+        let outputs = now.map(|n| n.outputs).unwrap_or_default();
+        let arn = super::arn_output(&outputs);
+        let logs = &self.0.logs;
+        let set = |t: Tags| async {
+            let r = logs
                 .tag_resource()
                 .resource_arn(&arn)
-                .set_tags(Some(set.into_iter().collect()))
-                .send()
-                .await;
-            r.map_err(|e| api("logs:TagResource", e))?;
-        }
-        if !rm.is_empty() {
-            let r = self
-                .0
-                .logs
+                .set_tags(Some(t.into_iter().collect()));
+            r.send()
+                .await
+                .map(|_| ())
+                .map_err(|e| api("logs:TagResource", e))
+        };
+        let rm = |k: Vec<String>| async {
+            let r = logs
                 .untag_resource()
                 .resource_arn(&arn)
-                .set_tag_keys(Some(rm))
-                .send()
-                .await;
-            r.map_err(|e| api("logs:UntagResource", e))?;
-        }
+                .set_tag_keys(Some(k));
+            r.send()
+                .await
+                .map(|_| ())
+                .map_err(|e| api("logs:UntagResource", e))
+        };
+        super::retag(&o.tags, &d.tags, set, rm).await?;
         Ok(Observed {
             id: id.into(),
             props: desired.clone(),
-            outputs: outs,
+            outputs,
         })
     }
 

@@ -8,6 +8,7 @@ pub mod eks;
 pub mod iam;
 pub mod lambda;
 pub mod logs;
+pub mod s3;
 
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
@@ -52,6 +53,8 @@ pub struct Clients {
     pub ec2: aws_sdk_ec2::Client,
     /// STS (account id).
     pub sts: aws_sdk_sts::Client,
+    /// S3 (Lambda zips over the direct-upload limit). Path-style on the local target.
+    pub s3: aws_sdk_s3::Client,
     /// How long to wait for slow resources (EKS cluster, node group).
     pub wait_timeout: Duration,
     /// The shared SDK configuration (credentials for the EKS token).
@@ -82,6 +85,11 @@ impl Clients {
             logs: aws_sdk_cloudwatchlogs::Client::new(&conf),
             ec2: aws_sdk_ec2::Client::new(&conf),
             sts: aws_sdk_sts::Client::new(&conf),
+            s3: aws_sdk_s3::Client::from_conf(
+                aws_sdk_s3::config::Builder::from(&conf)
+                    .force_path_style(matches!(target, AwsTarget::Local { .. }))
+                    .build(),
+            ),
             wait_timeout: Duration::from_secs(
                 std::env::var("STACK_WAIT_TIMEOUT_SECS")
                     .ok()
@@ -145,6 +153,14 @@ pub fn register(reg: &mut Registry, c: &Arc<Clients>) {
     reg.register(
         eks::NODEGROUP_KIND,
         Arc::new(eks::NodeGroupProvider(c.clone())),
+    );
+    reg.register(s3::BUCKET_KIND, Arc::new(s3::BucketProvider(c.clone())));
+    reg.register(s3::OBJECT_KIND, Arc::new(s3::ObjectProvider(c.clone())));
+    // Real EKS add-ons; the local target replaces this provider when its endpoint has
+    // no add-on API (see `eks::AddonProvider`).
+    reg.register(
+        eks::ADDON_KIND,
+        Arc::new(eks::AddonProvider::Api(c.clone())),
     );
 }
 
@@ -222,6 +238,34 @@ pub fn tag_delta(old: &Tags, new: &Tags) -> (Tags, Vec<String>) {
         .cloned()
         .collect();
     (set, rm)
+}
+
+/// Applies the tag changes from `old` to `new` through a service's own tag and untag
+/// calls, each made only when it has something to do.
+pub async fn retag<S, SF, R, RF>(old: &Tags, new: &Tags, set: S, rm: R) -> Result<(), ProviderError>
+where
+    S: FnOnce(Tags) -> SF,
+    SF: std::future::Future<Output = Result<(), ProviderError>>,
+    R: FnOnce(Vec<String>) -> RF,
+    RF: std::future::Future<Output = Result<(), ProviderError>>,
+{
+    let (add, remove) = tag_delta(old, new);
+    if !add.is_empty() {
+        set(add).await?;
+    }
+    if !remove.is_empty() {
+        rm(remove).await?;
+    }
+    Ok(())
+}
+
+/// The `arn` output of a resource just read (empty when the read found nothing).
+pub fn arn_output(outputs: &serde_json::Map<String, serde_json::Value>) -> String {
+    outputs
+        .get("arn")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// Retries `f` while it fails with an error `retryable` accepts, with exponential

@@ -151,6 +151,17 @@ pub fn hpa(stack: &str, c: &K8sConfig) -> Value {
     })
 }
 
+/// The annotation naming what supplies the HPA's CPU metric (the `metrics-server`
+/// add-on on EKS): a reference, so the HPA is applied after it.
+pub const METRICS_ANNOTATION: &str = "stack.sentiment/metrics-source";
+
+/// `hpa` annotated with its metrics source (and so depending on it).
+pub fn with_metrics_source(mut hpa: Value, source: &Input<String>) -> Value {
+    hpa["metadata"]["annotations"] =
+        json!({ METRICS_ANNOTATION: serde_json::to_value(source).unwrap_or(Value::Null) });
+    hpa
+}
+
 /// Keeps all but one replica up through voluntary disruptions (node drains).
 pub fn pdb(stack: &str, c: &K8sConfig) -> Value {
     json!({

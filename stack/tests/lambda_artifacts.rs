@@ -1,0 +1,218 @@
+//! The Lambda's deployable artifacts against moto: a zip over 50 MB goes through a
+//! content-addressed S3 object (unchanged zip: no diff; changed zip: new object,
+//! UpdateFunctionCode from S3, old object removed), and the container-image package.
+
+mod common;
+
+use common::{Project, clients, moto, write_zip};
+
+/// Incompressible bytes (xorshift64*), so the zip really is over the limit.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        out.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+const BIG: usize = 51 * 1024 * 1024;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zip_over_50_mb_goes_through_s3() {
+    let m = moto();
+    let p = Project::new(&m.endpoint, "big");
+    let c = clients(&m.endpoint).await;
+    let zip = p.path("bootstrap.zip");
+    write_zip(&zip, &noise(BIG, 1));
+    let facts = stack::providers::aws::lambda::ZipFacts::of(zip.to_str().unwrap()).unwrap();
+    assert!(facts.needs_s3());
+    let key = facts.s3_key();
+    assert_eq!(key, format!("lambda/{}.zip", facts.sha256_hex));
+
+    let (code, out, err) = p.run(&["up", "--yes"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("+ aws:s3:Bucket `lambda-artifacts`"), "{out}");
+    assert!(out.contains("+ aws:s3:Object `lambda-zip`"), "{out}");
+
+    // The object is there under its content address, in the account-suffixed bucket.
+    let bucket = "big-lambda-artifacts-123456789012";
+    let head =
+        c.s3.head_object()
+            .bucket(bucket)
+            .key(&key)
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(
+        head.content_length(),
+        Some(std::fs::metadata(&zip).unwrap().len() as i64)
+    );
+    // The function's code came from that object.
+    let f = c
+        .lambda
+        .get_function()
+        .function_name("big-predict")
+        .send()
+        .await
+        .unwrap();
+    let conf = f.configuration().unwrap();
+    assert_eq!(conf.code_sha256(), Some(facts.sha256_b64.as_str()));
+    assert_eq!(
+        conf.code_size(),
+        std::fs::metadata(&zip).unwrap().len() as i64
+    );
+    let loc = f.code().and_then(|c| c.location()).unwrap_or_default();
+    assert!(
+        loc.ends_with(&key),
+        "code location {loc} is not the S3 object {key}"
+    );
+
+    // Unchanged zip: nothing to do.
+    let (code, out, _) = p.run(&["diff"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out, err) = p.run(&["up", "--yes"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!out.contains("Apply complete"), "{out}");
+
+    // A new zip: a new object, the code updated from it, the old object gone.
+    write_zip(&zip, &noise(BIG, 2));
+    let facts2 = stack::providers::aws::lambda::ZipFacts::of(zip.to_str().unwrap()).unwrap();
+    let (code, out, _) = p.run(&["diff"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("~ aws:lambda:Function `lambda-function`"),
+        "{out}"
+    );
+    let (code, out, err) = p.run(&["up", "--yes"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let f = c
+        .lambda
+        .get_function()
+        .function_name("big-predict")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        f.configuration().unwrap().code_sha256(),
+        Some(facts2.sha256_b64.as_str())
+    );
+    assert!(
+        f.code()
+            .and_then(|c| c.location())
+            .unwrap_or_default()
+            .ends_with(&facts2.s3_key())
+    );
+    assert!(
+        c.s3.head_object()
+            .bucket(bucket)
+            .key(facts2.s3_key())
+            .send()
+            .await
+            .is_ok()
+    );
+    assert!(
+        c.s3.head_object()
+            .bucket(bucket)
+            .key(&key)
+            .send()
+            .await
+            .is_err()
+    );
+    let (code, out, _) = p.run(&["diff"]);
+    assert_eq!(code, 0, "{out}");
+
+    // Down removes object and bucket.
+    let (code, out, err) = p.run(&["down", "--yes"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(c.s3.head_bucket().bucket(bucket).send().await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_zip_is_uploaded_directly() {
+    let m = moto();
+    let p = Project::new(&m.endpoint, "small");
+    let (code, out, _) = p.run(&["diff"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(!out.contains("aws:s3:"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lambda_from_a_container_image() {
+    let m = moto();
+    let p = Project::new(&m.endpoint, "img");
+    let c = clients(&m.endpoint).await;
+    // Any executable stands in for bootstrap; no zip is needed for this package.
+    std::fs::remove_file(p.path("bootstrap.zip")).unwrap();
+    let model = p.path("model");
+    std::fs::create_dir(&model).unwrap();
+    std::fs::write(model.join("config.json"), b"{}").unwrap();
+    p.config("img", |v| {
+        v["lambda"]["package"] = "image".into();
+        v["lambda"]["bootstrap"] = env!("CARGO_BIN_EXE_stack").into();
+        v["lambda"]["model_dir"] = model.display().to_string().into();
+    });
+    let (code, out, err) = p.run(&["up", "--yes"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("+ oci:Image `lambda-image`"), "{out}");
+    let f = c
+        .lambda
+        .get_function()
+        .function_name("img-predict")
+        .send()
+        .await
+        .unwrap();
+    let conf = f.configuration().unwrap();
+    assert_eq!(conf.package_type().map(|t| t.as_str()), Some("Image"));
+    assert_eq!(conf.runtime(), None);
+    let uri = f.code().and_then(|c| c.image_uri()).unwrap().to_string();
+    let st = p.state("img");
+    let digest = st["resources"]["lambda-image"]["outputs"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(uri.ends_with(&format!("/img/lambda@{digest}")), "{uri}");
+    let (code, out, _) = p.run(&["diff"]);
+    assert_eq!(code, 0, "{out}");
+
+    // A new model: a new image, and in the same run the function's ImageUri follows.
+    std::fs::write(model.join("config.json"), b"{\"v\": 2}").unwrap();
+    let (code, out, _) = p.run(&["diff"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("~ aws:lambda:Function `lambda-function`"),
+        "{out}"
+    );
+    let (code, out, err) = p.run(&["up", "--yes"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("2 updated"), "{out}");
+    let f = c
+        .lambda
+        .get_function()
+        .function_name("img-predict")
+        .send()
+        .await
+        .unwrap();
+    let uri2 = f.code().and_then(|c| c.image_uri()).unwrap().to_string();
+    assert_ne!(uri, uri2);
+    let (code, out, _) = p.run(&["diff"]);
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn synth_k8s_needs_no_lambda_zip() {
+    let p = Project::new("http://127.0.0.1:9", "synth");
+    std::fs::remove_file(p.path("bootstrap.zip")).unwrap();
+    let (code, out, err) = p.run(&["synth", "--k8s"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("kind: HorizontalPodAutoscaler"), "{out}");
+    assert!(out.contains("stack.sentiment/metrics-source"), "{out}");
+    // Everything else still insists on it, before any API call.
+    let (code, _, err) = p.run(&["diff"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("bootstrap.zip"), "{err}");
+}
