@@ -18,9 +18,20 @@ OUT=${LAMBDA_OUT:-$TARGET_DIR/lambda/sentiment.zip}
 # Lambda's limit is 250 MB unzipped (262,144,000 bytes), bootstrap included.
 LIMIT=262144000
 
+# cargo lambda from PyPI: a prebuilt binary plus zig (the ziglang package), in seconds;
+# `cargo install cargo-lambda` would compile for about 45 minutes on 2 cores.
 if [ "${LAMBDA_BUILD:-cargo-lambda}" = cargo-lambda ] && ! command -v cargo-lambda >/dev/null 2>&1; then
-  echo "package-lambda: cargo-lambda is missing; install it with: pip install cargo-lambda" >&2
-  exit 1
+  PY=${PYTHON:-python3}
+  echo "package-lambda: cargo-lambda is missing; $PY -m pip install cargo-lambda" >&2
+  $PY -m pip install --quiet --disable-pip-version-check cargo-lambda >&2 || {
+    echo "package-lambda: could not install cargo-lambda; install it (pip install cargo-lambda)" >&2
+    echo "  or build with the host toolchain: LAMBDA_BUILD=cargo make lambda" >&2
+    exit 1
+  }
+  # pip may put the script in a directory that is not on PATH (e.g. ~/.local/bin).
+  PATH="$($PY -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$($PY -m site --user-base)/bin:$PATH"
+  hash -r
+  command -v cargo-lambda >/dev/null 2>&1 || { echo "package-lambda: cargo-lambda installed but not on PATH" >&2; exit 1; }
 fi
 
 model_bytes=0

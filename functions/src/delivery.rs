@@ -7,24 +7,18 @@
 //!    from there by a later init in the same sandbox. Warm invocations reuse the loaded
 //!    classifier and never touch S3.
 //! 3. Otherwise `model/` beside `bootstrap` (`$LAMBDA_TASK_ROOT/model`): the zip route.
+//!
+//! The fetching, verification (size + sha256) and reuse live in `model_cache::source`
+//! (its S3 stage); this module maps the function's environment onto a
+//! [`ModelSource`] and its errors onto the Runtime API's `errorType`s.
 
 use std::path::{Path, PathBuf};
 
-use model_cache::{Checkpoint, ModelError};
-use serde::{Deserialize, Serialize};
-use tokio::io::AsyncWriteExt;
+use model_cache::source::{DEFAULT_MODEL_ID, DEFAULT_REVISION, S3Location};
+use model_cache::{Checkpoint, ModelError, ModelSource, SourceError};
 
-/// Files fetched from S3: (name, required). A checkpoint needs a tokenizer.json or a
-/// vocab.txt; which one is checked by `Checkpoint::open` afterwards.
-const S3_FILES: [(&str, bool); 5] = [
-    ("config.json", true),
-    ("model.safetensors", true),
-    ("tokenizer.json", false),
-    ("vocab.txt", false),
-    ("tokenizer_config.json", false),
-];
-/// Written last into an S3 cache directory: its presence means every file arrived.
-const COMPLETE_MARKER: &str = ".s3-complete.json";
+/// Where the fetched copy of an S3 model lives unless `MODEL_S3_CACHE_DIR` says otherwise.
+pub const DEFAULT_S3_CACHE_DIR: &str = "/tmp/sentiment-model";
 
 /// Where to load the model from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,8 +29,7 @@ pub enum ModelLocation {
     Bundled(PathBuf),
     /// An S3 prefix, fetched into `cache_dir`.
     S3 {
-        bucket: String,
-        prefix: String,
+        location: S3Location,
         cache_dir: PathBuf,
     },
 }
@@ -57,20 +50,10 @@ pub enum DeliveryError {
         location: String,
         problem: Box<ModelError>,
     },
-    /// An S3 request failed.
-    #[error("fetching s3://{bucket}/{key}: {detail}")]
-    S3 {
-        bucket: String,
-        key: String,
-        detail: String,
-    },
-    /// Writing the fetched files failed (is /tmp large enough? see the function's
-    /// ephemeral storage setting).
-    #[error("writing {path}: {error}")]
-    Io {
-        path: PathBuf,
-        error: std::io::Error,
-    },
+    /// Fetching from S3 (or writing the copy) failed; the message names the bucket and
+    /// key, or the local path (is /tmp large enough? see the ephemeral storage setting).
+    #[error("{0}")]
+    Source(SourceError),
 }
 
 impl DeliveryError {
@@ -79,7 +62,11 @@ impl DeliveryError {
         match self {
             DeliveryError::BadS3Uri(_) => "Runtime.ConfigError",
             DeliveryError::Checkpoint { .. } => "Runtime.ModelNotFound",
-            DeliveryError::S3 { .. } | DeliveryError::Io { .. } => "Runtime.ModelFetchError",
+            DeliveryError::Source(e) => match e {
+                SourceError::BadS3Uri(_) | SourceError::S3Disabled(_) => "Runtime.ConfigError",
+                SourceError::ModelDir(_) | SourceError::NotFound { .. } => "Runtime.ModelNotFound",
+                _ => "Runtime.ModelFetchError",
+            },
         }
     }
 }
@@ -92,13 +79,12 @@ impl ModelLocation {
             return Ok(ModelLocation::Dir(dir.into()));
         }
         if let Some(uri) = var("MODEL_S3_URI") {
-            let (bucket, prefix) = parse_s3_uri(&uri)?;
+            let location = S3Location::parse(&uri).map_err(|_| DeliveryError::BadS3Uri(uri))?;
             let cache_dir = var("MODEL_S3_CACHE_DIR")
                 .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("/tmp/sentiment-model"));
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_S3_CACHE_DIR));
             return Ok(ModelLocation::S3 {
-                bucket,
-                prefix,
+                location,
                 cache_dir,
             });
         }
@@ -117,169 +103,46 @@ impl ModelLocation {
         match self {
             ModelLocation::Dir(dir) => format!("MODEL_DIR {}", dir.display()),
             ModelLocation::Bundled(dir) => format!("bundled {}", dir.display()),
-            ModelLocation::S3 { bucket, prefix, .. } => format!("s3://{bucket}/{prefix}"),
+            ModelLocation::S3 { location, .. } => location.to_string(),
         }
     }
 
-    /// Opens the checkpoint, fetching it from S3 first when that is the location.
-    pub async fn resolve(&self) -> Result<Checkpoint, DeliveryError> {
-        let dir = match self {
-            ModelLocation::Dir(dir) | ModelLocation::Bundled(dir) => dir.clone(),
+    /// The model-cache source for this location: a directory as is, or the S3 stage
+    /// (verified copy in `cache_dir`, else a fetch). The Hub is never consulted.
+    pub fn source(&self) -> ModelSource {
+        let (model_dir, cache_dir, s3) = match self {
+            ModelLocation::Dir(dir) | ModelLocation::Bundled(dir) => {
+                (Some(dir.clone()), PathBuf::from(DEFAULT_S3_CACHE_DIR), None)
+            }
             ModelLocation::S3 {
-                bucket,
-                prefix,
+                location,
                 cache_dir,
-            } => fetch_s3(bucket, prefix, cache_dir).await?,
+            } => (None, cache_dir.clone(), Some(location.clone())),
         };
-        Checkpoint::open(&dir).map_err(|problem| DeliveryError::Checkpoint {
-            location: self.describe(),
-            problem: Box::new(problem),
+        ModelSource {
+            model_dir,
+            model_id: DEFAULT_MODEL_ID.into(),
+            revision: DEFAULT_REVISION.into(),
+            cache_dir,
+            hub_endpoint: None,
+            offline: false,
+            s3,
+            s3_endpoint: None,
+        }
+    }
+
+    /// Opens the checkpoint, fetching it from S3 first when that is the location (or
+    /// reusing the copy an earlier init in this sandbox fetched and verified). Blocking:
+    /// call it from init, not from inside an async task.
+    pub fn resolve(&self) -> Result<Checkpoint, DeliveryError> {
+        self.source().resolve().map_err(|e| match e {
+            SourceError::ModelDir(problem) => DeliveryError::Checkpoint {
+                location: self.describe(),
+                problem: Box::new(problem),
+            },
+            other => DeliveryError::Source(other),
         })
     }
-}
-
-/// `s3://bucket/some/prefix/` → ("bucket", "some/prefix").
-pub fn parse_s3_uri(uri: &str) -> Result<(String, String), DeliveryError> {
-    let rest = uri
-        .strip_prefix("s3://")
-        .ok_or_else(|| DeliveryError::BadS3Uri(uri.into()))?;
-    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-    if bucket.is_empty() {
-        return Err(DeliveryError::BadS3Uri(uri.into()));
-    }
-    Ok((bucket.into(), prefix.trim_matches('/').into()))
-}
-
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
-struct Fetched {
-    files: Vec<(String, u64)>,
-}
-
-/// The local directory for an S3 prefix: reused when a previous init in this sandbox
-/// completed it, else fetched now (all files concurrently).
-async fn fetch_s3(bucket: &str, prefix: &str, cache_dir: &Path) -> Result<PathBuf, DeliveryError> {
-    let local = cache_dir.join(bucket).join(prefix.replace('/', "--"));
-    if is_complete(&local) {
-        tracing::info!(dir = %local.display(), "reusing model fetched from S3 earlier in this sandbox");
-        return Ok(local);
-    }
-    let io = |path: &Path, error| DeliveryError::Io {
-        path: path.to_path_buf(),
-        error,
-    };
-    tokio::fs::create_dir_all(&local)
-        .await
-        .map_err(|e| io(&local, e))?;
-    let client = s3_client().await;
-    let mut tasks = tokio::task::JoinSet::new();
-    for (name, required) in S3_FILES {
-        let key = if prefix.is_empty() {
-            name.to_string()
-        } else {
-            format!("{prefix}/{name}")
-        };
-        let (client, bucket, target) = (client.clone(), bucket.to_string(), local.join(name));
-        tasks.spawn(async move {
-            fetch_object(&client, &bucket, &key, &target, required)
-                .await
-                .map(|size| size.map(|s| (name.to_string(), s)))
-        });
-    }
-    let mut files = Vec::new();
-    while let Some(joined) = tasks.join_next().await {
-        let fetched = joined.map_err(|e| DeliveryError::S3 {
-            bucket: bucket.into(),
-            key: prefix.into(),
-            detail: format!("download task failed: {e}"),
-        })??;
-        files.extend(fetched);
-    }
-    files.sort();
-    let marker = local.join(COMPLETE_MARKER);
-    let text = serde_json::to_vec(&Fetched { files }).unwrap_or_default();
-    tokio::fs::write(&marker, text)
-        .await
-        .map_err(|e| io(&marker, e))?;
-    Ok(local)
-}
-
-/// True when the marker lists files that are all present with their recorded sizes.
-fn is_complete(local: &Path) -> bool {
-    let Ok(text) = std::fs::read(local.join(COMPLETE_MARKER)) else {
-        return false;
-    };
-    let Ok(fetched) = serde_json::from_slice::<Fetched>(&text) else {
-        return false;
-    };
-    fetched
-        .files
-        .iter()
-        .all(|(name, size)| std::fs::metadata(local.join(name)).is_ok_and(|m| m.len() == *size))
-}
-
-async fn s3_client() -> aws_sdk_s3::Client {
-    let shared = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    // Local S3 stand-ins (moto, MinIO) serve buckets as paths, not as subdomains.
-    let custom_endpoint = ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]
-        .iter()
-        .any(|name| std::env::var(name).is_ok_and(|v| !v.is_empty()));
-    let config = aws_sdk_s3::config::Builder::from(&shared)
-        .force_path_style(custom_endpoint)
-        .build();
-    aws_sdk_s3::Client::from_conf(config)
-}
-
-/// Streams one object to `target` through a temporary file and a rename. `Ok(None)`
-/// when an optional object does not exist.
-async fn fetch_object(
-    client: &aws_sdk_s3::Client,
-    bucket: &str,
-    key: &str,
-    target: &Path,
-    required: bool,
-) -> Result<Option<u64>, DeliveryError> {
-    let s3_err = |detail: String| DeliveryError::S3 {
-        bucket: bucket.into(),
-        key: key.into(),
-        detail,
-    };
-    let output = match client.get_object().bucket(bucket).key(key).send().await {
-        Ok(output) => output,
-        Err(e) => {
-            let missing = e.as_service_error().is_some_and(|s| s.is_no_such_key());
-            if missing && !required {
-                return Ok(None);
-            }
-            // Service errors read best as S3's code and message; transport errors need
-            // the whole context (endpoint, DNS, TLS) to be diagnosable.
-            let detail = match e.as_service_error() {
-                Some(service) => format!(
-                    "{}: {} (check MODEL_S3_URI and that the function's role may s3:GetObject)",
-                    service.meta().code().unwrap_or("error"),
-                    service.meta().message().unwrap_or("no message")
-                ),
-                None => aws_sdk_s3::error::DisplayErrorContext(&e).to_string(),
-            };
-            return Err(s3_err(detail));
-        }
-    };
-    let io = |error| DeliveryError::Io {
-        path: target.to_path_buf(),
-        error,
-    };
-    let partial = target.with_extension("partial");
-    let mut file = tokio::fs::File::create(&partial).await.map_err(io)?;
-    let mut body = output.body;
-    let mut size = 0u64;
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| s3_err(e.to_string()))?;
-        size += chunk.len() as u64;
-        file.write_all(&chunk).await.map_err(io)?;
-    }
-    file.flush().await.map_err(io)?;
-    drop(file);
-    tokio::fs::rename(&partial, target).await.map_err(io)?;
-    Ok(Some(size))
 }
 
 #[cfg(test)]
@@ -287,15 +150,45 @@ mod tests {
     use super::*;
 
     #[test]
-    fn s3_uris_split_into_bucket_and_prefix() {
-        let parse = |u: &str| parse_s3_uri(u).unwrap();
-        assert_eq!(parse("s3://b"), ("b".into(), "".into()));
-        assert_eq!(parse("s3://b/"), ("b".into(), "".into()));
-        assert_eq!(
-            parse("s3://b/models/f16/"),
-            ("b".into(), "models/f16".into())
+    fn error_types_tell_configuration_from_missing_model_from_fetch_failure() {
+        let bundled = ModelLocation::Bundled("/nonexistent/model".into());
+        let err = bundled.resolve().unwrap_err();
+        assert_eq!(err.error_type(), "Runtime.ModelNotFound");
+        let text = err.to_string();
+        assert!(
+            text.contains("bundled /nonexistent/model") && text.contains("Set MODEL_DIR"),
+            "{text}"
         );
-        assert!(parse_s3_uri("https://b/x").is_err());
-        assert!(parse_s3_uri("s3:///x").is_err());
+
+        let s3 = |e| DeliveryError::Source(e).error_type();
+        assert_eq!(s3(SourceError::BadS3Uri("x".into())), "Runtime.ConfigError");
+        assert_eq!(
+            s3(SourceError::S3 {
+                bucket: "b".into(),
+                key: "k".into(),
+                detail: "NoSuchKey".into()
+            }),
+            "Runtime.ModelFetchError"
+        );
+        assert_eq!(
+            DeliveryError::BadS3Uri("x".into()).error_type(),
+            "Runtime.ConfigError"
+        );
+    }
+
+    #[test]
+    fn an_s3_location_maps_to_the_s3_stage_with_the_sandbox_cache() {
+        let location = ModelLocation::S3 {
+            location: S3Location::parse("s3://models/tiny/v1/").unwrap(),
+            cache_dir: "/tmp/x".into(),
+        };
+        assert_eq!(location.describe(), "s3://models/tiny/v1/");
+        let source = location.source();
+        assert!(source.model_dir.is_none());
+        assert_eq!(source.s3.as_ref().unwrap().prefix, "tiny/v1");
+        assert_eq!(
+            source.cache_entry(),
+            Path::new("/tmp/x/s3--models/tiny--v1")
+        );
     }
 }

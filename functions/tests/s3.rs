@@ -120,7 +120,7 @@ async fn model_is_fetched_from_s3_into_tmp_and_reused_by_the_next_init() {
     let first = tokio::task::spawn_blocking(ask).await.unwrap();
     assert_eq!(first.status, 200, "{}", first.body);
     assert_eq!(first.header("x-lambda-cold"), Some("true"));
-    let local = tmp.path().join("models").join("tiny--v1");
+    let local = tmp.path().join("s3--models").join("tiny--v1");
     assert!(
         local.join("model.safetensors").is_file(),
         "nothing in {}",

@@ -3,10 +3,12 @@
 use std::path::PathBuf;
 
 use crate::kernels::Precision;
-use crate::source::{DEFAULT_MODEL_ID, DEFAULT_REVISION, ModelSource, default_cache_dir};
+use crate::source::{
+    DEFAULT_MODEL_ID, DEFAULT_REVISION, ModelSource, S3Location, default_cache_dir,
+};
 
 /// `--model-dir`, `--model-id`, `--model-revision`, `--model-cache-dir`, `--offline`,
-/// `--precision`, each with an environment fallback.
+/// `--model-s3-uri`, `--precision`, each with an environment fallback.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ModelArgs {
     /// A checkpoint directory to use as is (config.json, model.safetensors, tokenizer).
@@ -28,6 +30,10 @@ pub struct ModelArgs {
     /// or bf16 (opt-in, AMX tiles on Sapphire Rapids and later; f32 elsewhere).
     #[arg(long, env = "MODEL_PRECISION", default_value = "f32")]
     pub precision: Precision,
+    /// Fetch the checkpoint from this S3 prefix (s3://bucket/prefix) instead of the Hub;
+    /// needs a build with the `s3` feature. AWS_ENDPOINT_URL_S3 points it at a stand-in.
+    #[arg(long, env = "MODEL_S3_URI")]
+    pub model_s3_uri: Option<S3Location>,
 }
 
 fn parse_flag(value: &str) -> Result<bool, String> {
@@ -50,6 +56,8 @@ impl ModelArgs {
                 .unwrap_or_else(default_cache_dir),
             hub_endpoint: std::env::var("HF_ENDPOINT").ok().filter(|v| !v.is_empty()),
             offline: self.offline,
+            s3: self.model_s3_uri.clone(),
+            s3_endpoint: None,
         }
     }
 }

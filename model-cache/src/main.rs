@@ -21,7 +21,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Download a model from the Hugging Face Hub into the verified cache.
+    /// Download a model from the Hugging Face Hub (or --model-s3-uri) into the verified cache.
     Fetch {
         #[command(flatten)]
         model: ModelArgs,
@@ -41,6 +41,9 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Write manifest.json (size + sha256 of each file) into a checkpoint directory, so
+    /// that a copy uploaded to S3 is verified file by file when fetched.
+    Manifest { dir: PathBuf },
     /// Print a checkpoint's dimensions, parameter count, dtype and sha256 as JSON.
     Info { dir: PathBuf },
     /// Classify texts (arguments, or one per line on stdin); one JSON line per text.
@@ -64,7 +67,7 @@ fn main() -> Result<()> {
             let source = model.source();
             let checkpoint = source
                 .fetch()
-                .with_context(|| format!("fetching {}@{}", source.model_id, source.revision))?;
+                .with_context(|| format!("fetching from {}", source.remote()))?;
             println!("{}", checkpoint.dir().display());
         }
         Command::Fixture {
@@ -87,6 +90,10 @@ fn main() -> Result<()> {
             let summary = model_cache::fixture::write(&out, &spec)
                 .with_context(|| format!("writing fixture to {}", out.display()))?;
             println!("{}", serde_json::to_string(&summary)?);
+        }
+        Command::Manifest { dir } => {
+            let path = model_cache::source::write_checkpoint_manifest(&dir)?;
+            println!("{}", path.display());
         }
         Command::Info { dir } => {
             let info = Checkpoint::open(&dir)?.info()?;

@@ -62,6 +62,8 @@ fn source(cache: &Path, endpoint: Option<&str>, offline: bool) -> ModelSource {
         cache_dir: cache.to_path_buf(),
         hub_endpoint: endpoint.map(str::to_owned),
         offline,
+        s3: None,
+        s3_endpoint: None,
     }
 }
 

@@ -53,16 +53,16 @@ fn main() -> ExitCode {
     unsafe { threads::export_thread_count(threads) };
     init_logging();
 
+    let classifier = match init(threads) {
+        Ok(classifier) => classifier,
+        Err(failure) => return fail(failure),
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(runtime) => runtime,
         Err(e) => return fail(InitFailure::new("Runtime.InitError", e)),
-    };
-    let classifier = match runtime.block_on(init(threads)) {
-        Ok(classifier) => classifier,
-        Err(failure) => return fail(failure),
     };
     let init_duration = started.elapsed();
     let info = classifier.info();
@@ -107,12 +107,12 @@ fn thread_count() -> anyhow::Result<usize> {
     }
 }
 
-async fn init(threads: usize) -> Result<Classifier, InitFailure> {
+/// Resolves the model (an S3 fetch runs on its own short-lived runtime) and loads it.
+fn init(threads: usize) -> Result<Classifier, InitFailure> {
     let location = ModelLocation::from_env().map_err(|e| InitFailure::new(e.error_type(), e))?;
     tracing::info!(model = %location.describe(), threads, "loading model");
     let checkpoint = location
         .resolve()
-        .await
         .map_err(|e| InitFailure::new(e.error_type(), e))?;
     let precision = match std::env::var("MODEL_PRECISION") {
         Ok(value) if !value.is_empty() => value.parse().map_err(|e: String| {
