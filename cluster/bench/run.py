@@ -137,7 +137,8 @@ def measure(target, args):
         try:
             with urllib.request.urlopen(info_url, timeout=5) as r:
                 info = json.load(r)
-            result["kernel"] = f"{info.get('compute_dtype')} ({info.get('kernel')})"
+            model = info.get("model") or {}
+            result["kernel"] = f"{model.get('compute_dtype')} ({model.get('kernel')})"
         except (OSError, ValueError):
             result["kernel"] = None
         for _ in range(20):

@@ -97,10 +97,26 @@ fn measure_server(cli: &Cli, server: &std::path::Path) -> Result<()> {
             .with_context(|| format!("starting {}", server.display()))?;
         Ok((child, addr))
     };
+    // Readiness is polled with GET /readyz, as a load balancer would: a POST /predict
+    // refused before the model is ready leaves its body unread, and actix then holds
+    // the connection for its 1 s client-disconnect timeout.
+    let ready = |addr: SocketAddr| -> bool {
+        let Ok(mut stream) = TcpStream::connect(addr) else {
+            return false;
+        };
+        let mut raw = String::new();
+        write!(
+            stream,
+            "GET /readyz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )
+        .is_ok()
+            && stream.read_to_string(&mut raw).is_ok()
+            && raw.starts_with("HTTP/1.1 200")
+    };
     let first_200 = |addr: SocketAddr| -> Result<Duration> {
         let started = Instant::now();
         loop {
-            if let Ok((_, 200, _)) = post(addr) {
+            if ready(addr) && matches!(post(addr), Ok((_, 200, _))) {
                 return Ok(started.elapsed());
             }
             if started.elapsed() > Duration::from_secs(120) {
