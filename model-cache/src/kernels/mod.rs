@@ -518,46 +518,56 @@ mod tests {
         }
     }
 
-    #[test]
-    fn dense_layer_matches_a_naive_product_for_every_row_count() {
-        // 600 inputs: three k blocks, the last one partial.
-        let (inp, out) = (600, 64);
+    /// A `[out, inp]` test weight and bias, as values and as tensors.
+    fn test_layer(inp: usize, out: usize) -> (Vec<f32>, Vec<f32>, Tensor, Tensor) {
         let w: Vec<f32> = (0..out * inp)
             .map(|i| ((i * 37 % 101) as f32 - 50.0) / 500.0)
             .collect();
         let b: Vec<f32> = (0..out).map(|i| (i as f32 - 30.0) / 100.0).collect();
         let weight = Tensor::from_vec(w.clone(), (out, inp), &Device::Cpu).unwrap();
         let bias = Tensor::from_vec(b.clone(), out, &Device::Cpu).unwrap();
+        (w, b, weight, bias)
+    }
+
+    /// Largest difference between `dense` on `rows` test inputs and the exact product.
+    fn max_error(dense: &Dense, rows: usize, w: &[f32], b: &[f32], gelu: bool) -> f64 {
+        let (out, inp) = (b.len(), w.len() / b.len());
+        let x: Vec<f32> = (0..rows * inp)
+            .map(|i| ((i * 13 % 29) as f32 - 14.0) / 10.0)
+            .collect();
+        let xt = Tensor::from_vec(x.clone(), (rows, inp), &Device::Cpu).unwrap();
+        let act = if gelu {
+            Activation::GeluErf
+        } else {
+            Activation::None
+        };
+        let got = dense
+            .forward(&xt, act)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let want = reference(&x, w, b, rows, out, inp, gelu);
+        assert_eq!(got.len(), want.len());
+        got.iter()
+            .zip(&want)
+            .map(|(g, w)| (f64::from(*g) - w).abs())
+            .fold(0.0, f64::max)
+    }
+
+    #[test]
+    fn dense_layer_matches_a_naive_product_for_every_row_count() {
+        // 600 inputs: three k blocks, the last one partial.
+        let (w, b, weight, bias) = test_layer(600, 64);
         let packed = Dense::new(weight.clone(), bias.clone(), Precision::F32).unwrap();
         assert_eq!(matches!(packed, Dense::Packed(_)), avx512_available());
         let fallback = Dense::Candle(Linear::new(weight, Some(bias)));
-        for (dense, rows) in [&packed, &fallback]
-            .into_iter()
-            .flat_map(|d| [1, 3, 8, 9, 17].map(|r| (d, r)))
-        {
-            let x: Vec<f32> = (0..rows * inp)
-                .map(|i| ((i * 13 % 29) as f32 - 14.0) / 10.0)
-                .collect();
-            let xt = Tensor::from_vec(x.clone(), (rows, inp), &Device::Cpu).unwrap();
-            for gelu in [false, true] {
-                let act = if gelu {
-                    Activation::GeluErf
-                } else {
-                    Activation::None
-                };
-                let got = dense
-                    .forward(&xt, act)
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .to_vec1::<f32>()
-                    .unwrap();
-                let want = reference(&x, &w, &b, rows, out, inp, gelu);
-                for (g, w) in got.iter().zip(&want) {
-                    assert!(
-                        (f64::from(*g) - w).abs() < 1e-4,
-                        "rows {rows} gelu {gelu}: {g} vs {w}"
-                    );
+        for dense in [&packed, &fallback] {
+            for rows in [1, 3, 8, 9, 17] {
+                for gelu in [false, true] {
+                    let error = max_error(dense, rows, &w, &b, gelu);
+                    assert!(error < 1e-4, "rows {rows} gelu {gelu}: max error {error}");
                 }
             }
         }
@@ -570,44 +580,16 @@ mod tests {
             return;
         }
         // Neither dimension a whole number of tiles: padding must not leak into results.
-        let (inp, out) = (100, 50);
-        let w: Vec<f32> = (0..out * inp)
-            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 500.0)
-            .collect();
-        let b: Vec<f32> = (0..out).map(|i| (i as f32 - 30.0) / 100.0).collect();
-        let weight = Tensor::from_vec(w.clone(), (out, inp), &Device::Cpu).unwrap();
-        let bias = Tensor::from_vec(b.clone(), out, &Device::Cpu).unwrap();
+        let (w, b, weight, bias) = test_layer(100, 50);
         let dense = Dense::new(weight, bias, Precision::Bf16).unwrap();
         assert!(matches!(dense, Dense::Amx(_)));
         for rows in [1, 15, 16, 17, 33, 70] {
-            let x: Vec<f32> = (0..rows * inp)
-                .map(|i| ((i * 13 % 29) as f32 - 14.0) / 10.0)
-                .collect();
-            let xt = Tensor::from_vec(x.clone(), (rows, inp), &Device::Cpu).unwrap();
             for gelu in [false, true] {
-                let act = if gelu {
-                    Activation::GeluErf
-                } else {
-                    Activation::None
-                };
-                let got = dense
-                    .forward(&xt, act)
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .to_vec1::<f32>()
-                    .unwrap();
-                let want = reference(&x, &w, &b, rows, out, inp, gelu);
-                assert_eq!(got.len(), want.len());
                 // Each of the 100 products carries two bf16 roundings (2^-8 relative
                 // each); summed magnitudes here stay under 2.6, so 0.03 is ~3x the
                 // worst case seen and far below an indexing mistake (~0.1-1).
-                let worst = got
-                    .iter()
-                    .zip(&want)
-                    .map(|(g, w)| (f64::from(*g) - w).abs())
-                    .fold(0.0, f64::max);
-                assert!(worst < 0.03, "rows {rows} gelu {gelu}: max error {worst}");
+                let error = max_error(&dense, rows, &w, &b, gelu);
+                assert!(error < 0.03, "rows {rows} gelu {gelu}: max error {error}");
             }
         }
     }
