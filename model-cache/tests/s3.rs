@@ -7,12 +7,12 @@
 #![cfg(feature = "s3")]
 
 mod common;
+#[path = "support/moto_server.rs"]
+mod moto_server;
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Once;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 use model_cache::fixture::{FixtureDtype, FixtureSize};
@@ -42,48 +42,20 @@ fn aws_env() {
     });
 }
 
-/// moto_server on a free port, stopped on drop.
+/// The shared moto_server plus this test's S3 helpers over its REST API.
 struct Moto {
-    child: Child,
+    _server: moto_server::Moto,
     url: String,
 }
 
 impl Moto {
-    /// Ports are picked by binding and releasing, so two tests can race for one: the
-    /// moto that loses exits at once ("address in use") while the port answers for
-    /// the other test's server. Only a server that is still ours once the port
-    /// answers is used; otherwise, another port.
     fn start() -> Self {
         aws_env();
-        for _ in 0..5 {
-            let port = TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("free port")
-                .port();
-            let mut child = Command::new("moto_server")
-                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("moto_server is not installed: run scripts/test-deps.sh (pip install 'moto[server]')");
-            let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while TcpStream::connect(addr).is_err() && child.try_wait().unwrap().is_none() {
-                assert!(
-                    Instant::now() < deadline,
-                    "moto_server did not start on {addr}"
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            std::thread::sleep(Duration::from_millis(200));
-            if child.try_wait().unwrap().is_none() {
-                return Self {
-                    child,
-                    url: format!("http://{addr}"),
-                };
-            }
+        let server = moto_server::Moto::start();
+        Self {
+            url: server.url.clone(),
+            _server: server,
         }
-        panic!("moto_server kept exiting at start (5 ports tried)");
     }
 
     fn request(&self, method: &str, path: &str) -> ureq::Request {
@@ -139,13 +111,6 @@ impl Moto {
             s3: Some(S3Location::parse(uri).unwrap()),
             s3_endpoint: Some(self.url.clone()),
         }
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -345,8 +310,17 @@ fn missing_objects_and_buckets_are_named() {
         .resolve()
         .unwrap_err()
         .to_string();
+    // Files are fetched concurrently: whichever missing key fails first is named.
     assert!(
-        text.contains("s3://empty/none/config.json") && text.contains("NoSuchKey"),
+        [
+            "config.json",
+            "model.safetensors",
+            "tokenizer.json",
+            "vocab.txt"
+        ]
+        .iter()
+        .any(|f| text.contains(&format!("s3://empty/none/{f}")))
+            && text.contains("NoSuchKey"),
         "{text}"
     );
 
