@@ -138,24 +138,10 @@ fn fetches_into_the_cache_verifies_and_reuses_the_copy_without_s3() {
         checkpoint.dir(),
         cache.path().join("s3--models").join("tiny--v1")
     );
-    for file in ["config.json", "model.safetensors", "tokenizer.json"] {
-        assert_eq!(
-            read(checkpoint.dir().join(file)),
-            read(fixture.path().join(file)),
-            "{file}"
-        );
-    }
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&read(checkpoint.dir().join("manifest.json"))).unwrap();
-    let weights = manifest["files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["name"] == "model.safetensors")
-        .expect("weights in the manifest");
-    assert_eq!(
-        weights["sha256"],
-        model_cache::sha256_file(&fixture.path().join("model.safetensors")).unwrap()
+    common::assert_cached_copy(
+        checkpoint.dir(),
+        fixture.path(),
+        &["config.json", "model.safetensors", "tokenizer.json"],
     );
     // Nothing half-written is left beside the entry.
     let leftovers: Vec<_> = std::fs::read_dir(cache.path().join("s3--models"))

@@ -125,29 +125,15 @@ fn fetch_fills_a_verified_cache_that_then_works_offline() {
     let checkpoint = source(cache.path(), Some(&hub.endpoint), false)
         .resolve()
         .unwrap();
-    for file in [
-        "config.json",
-        "model.safetensors",
-        "tokenizer.json",
-        "vocab.txt",
-    ] {
-        assert_eq!(
-            read(checkpoint.dir().join(file)),
-            read(fixture.path().join(file)),
-            "{file}"
-        );
-    }
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&read(checkpoint.dir().join("manifest.json"))).unwrap();
-    let weights = manifest["files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["name"] == "model.safetensors")
-        .unwrap();
-    assert_eq!(
-        weights["sha256"],
-        model_cache::sha256_file(&fixture.path().join("model.safetensors")).unwrap()
+    common::assert_cached_copy(
+        checkpoint.dir(),
+        fixture.path(),
+        &[
+            "config.json",
+            "model.safetensors",
+            "tokenizer.json",
+            "vocab.txt",
+        ],
     );
 
     drop(hub);

@@ -65,3 +65,24 @@ pub fn real_vocab() -> Option<PathBuf> {
         .join("bert-base-uncased.txt");
     path.is_file().then_some(path)
 }
+
+/// Asserts that the cached checkpoint in `copy` holds `files` byte for byte as in
+/// `original`, and that its manifest records the weights' sha256.
+pub fn assert_cached_copy(copy: &Path, original: &Path, files: &[&str]) {
+    let read = |path: PathBuf| std::fs::read(path).unwrap();
+    for file in files {
+        assert_eq!(read(copy.join(file)), read(original.join(file)), "{file}");
+    }
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&read(copy.join("manifest.json"))).unwrap();
+    let weights = manifest["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "model.safetensors")
+        .expect("weights in the manifest");
+    assert_eq!(
+        weights["sha256"],
+        model_cache::sha256_file(&original.join("model.safetensors")).unwrap()
+    );
+}
