@@ -159,13 +159,15 @@ async fn lambda_from_a_container_image() {
     let (code, out, err) = p.run(&["up", "--yes"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("+ oci:Image `lambda-image`"), "{out}");
-    let f = c
-        .lambda
-        .get_function()
-        .function_name("img-predict")
-        .send()
-        .await
-        .unwrap();
+    let function = || async {
+        c.lambda
+            .get_function()
+            .function_name("img-predict")
+            .send()
+            .await
+            .unwrap()
+    };
+    let f = function().await;
     let conf = f.configuration().unwrap();
     assert_eq!(conf.package_type().map(|t| t.as_str()), Some("Image"));
     assert_eq!(conf.runtime(), None);
@@ -190,13 +192,7 @@ async fn lambda_from_a_container_image() {
     let (code, out, err) = p.run(&["up", "--yes"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("2 updated"), "{out}");
-    let f = c
-        .lambda
-        .get_function()
-        .function_name("img-predict")
-        .send()
-        .await
-        .unwrap();
+    let f = function().await;
     let uri2 = f.code().and_then(|c| c.image_uri()).unwrap().to_string();
     assert_ne!(uri, uri2);
     let (code, out, _) = p.run(&["diff"]);
