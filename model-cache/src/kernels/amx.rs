@@ -198,8 +198,9 @@ impl AmxDense {
         let b0 = self.tiles[(2 * pair) * self.k_tiles * TILE_ELEMS..].as_ptr();
         let b1 = self.tiles[(2 * pair + 1) * self.k_tiles * TILE_ELEMS..].as_ptr();
         let c = scratch.0.as_mut_ptr().cast::<f32>();
+        // Row strides in bytes: scratch rows hold 32 f32; weight tile rows 16 bf16 pairs.
         const C_STRIDE: usize = 2 * TILE_COLS * 4;
-        const B_STRIDE: usize = 2 * TILE_COLS;
+        const B_STRIDE: usize = TILE_COLS * 2 * 2;
         // SAFETY: pointer ranges are the caller's contract; tmm0-3 accumulate, tmm4-5
         // hold A, tmm6-7 hold B.
         unsafe {
@@ -230,7 +231,7 @@ impl AmxDense {
                         b0 = in(reg) b0.add(kt * TILE_ELEMS),
                         b1 = in(reg) b1.add(kt * TILE_ELEMS),
                         sa = in(reg) a_stride,
-                        sb = in(reg) B_STRIDE * 2,
+                        sb = in(reg) B_STRIDE,
                         options(nostack, preserves_flags, readonly),
                     );
                 }
@@ -254,7 +255,7 @@ impl AmxDense {
                         b0 = in(reg) b0.add(kt * TILE_ELEMS),
                         b1 = in(reg) b1.add(kt * TILE_ELEMS),
                         sa = in(reg) a_stride,
-                        sb = in(reg) B_STRIDE * 2,
+                        sb = in(reg) B_STRIDE,
                         options(nostack, preserves_flags, readonly),
                     );
                 }
