@@ -41,10 +41,40 @@ struct Layer {
     /// Q, K and V stacked along the output dimension: one GEMM instead of three.
     qkv: Dense,
     out: Dense,
-    attention_norm: LayerNorm,
+    attention_norm: ResidualNorm,
     ffn_in: Dense,
     ffn_out: Dense,
-    output_norm: LayerNorm,
+    output_norm: ResidualNorm,
+}
+
+/// A layer norm applied to a sum `x + residual`: one fused pass with AVX-512, candle's
+/// add and layer norm elsewhere.
+struct ResidualNorm {
+    candle: LayerNorm,
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+}
+
+impl ResidualNorm {
+    fn forward(&self, x: &Tensor, residual: &Tensor) -> candle_core::Result<Tensor> {
+        #[cfg(target_arch = "x86_64")]
+        if crate::kernels::avx512_available() {
+            use crate::kernels::with_cpu_rows;
+            return with_cpu_rows(x, |x, rows, cols| {
+                with_cpu_rows(residual, |residual, _, _| {
+                    let out = crate::kernels::norm::add_layer_norm(
+                        x,
+                        residual,
+                        &self.gamma,
+                        &self.beta,
+                        LAYER_NORM_EPS as f32,
+                    );
+                    Tensor::from_vec(out, (rows, cols), &Device::Cpu)
+                })
+            });
+        }
+        self.candle.forward(&(x + residual)?)
+    }
 }
 
 /// Loads named weights with the shapes the config implies.
@@ -65,6 +95,14 @@ impl Loader<'_> {
         let weight = self.file.tensor(&format!("{prefix}.weight"), &[dim])?;
         let bias = self.file.tensor(&format!("{prefix}.bias"), &[dim])?;
         Ok(LayerNorm::new(weight, bias, LAYER_NORM_EPS))
+    }
+
+    fn residual_norm(&self, prefix: &str, dim: usize) -> Result<ResidualNorm, ModelError> {
+        Ok(ResidualNorm {
+            candle: self.layer_norm(prefix, dim)?,
+            gamma: self.vector(&format!("{prefix}.weight"), dim)?,
+            beta: self.vector(&format!("{prefix}.bias"), dim)?,
+        })
     }
 
     fn linear(&self, prefix: &str, in_dim: usize, out_dim: usize) -> Result<Linear, ModelError> {
@@ -115,10 +153,10 @@ impl Layer {
                 d,
             )?,
             out: loader.dense(&[attention("out_lin")], d, d)?,
-            attention_norm: loader.layer_norm(&format!("{prefix}.sa_layer_norm"), d)?,
+            attention_norm: loader.residual_norm(&format!("{prefix}.sa_layer_norm"), d)?,
             ffn_in: loader.dense(&[format!("{prefix}.ffn.lin1")], d, h)?,
             ffn_out: loader.dense(&[format!("{prefix}.ffn.lin2")], h, d)?,
-            output_norm: loader.layer_norm(&format!("{prefix}.output_layer_norm"), d)?,
+            output_norm: loader.residual_norm(&format!("{prefix}.output_layer_norm"), d)?,
         })
     }
 }
@@ -243,13 +281,14 @@ impl DistilBertClassifier {
                     .reshape((batch * seq, d))?
             }
         };
-        let attended = (layer.out.forward(&context, Activation::None)? + hidden)?;
-        let attended = layer.attention_norm.forward(&attended)?;
+        let attended = layer
+            .attention_norm
+            .forward(&layer.out.forward(&context, Activation::None)?, hidden)?;
         let ffn = layer.ffn_out.forward(
             &layer.ffn_in.forward(&attended, Activation::GeluErf)?,
             Activation::None,
         )?;
-        layer.output_norm.forward(&(ffn + attended)?)
+        layer.output_norm.forward(&ffn, &attended)
     }
 
     pub fn device(&self) -> &Device {

@@ -24,6 +24,8 @@ use rayon::prelude::*;
 mod amx;
 #[cfg(target_arch = "x86_64")]
 pub mod attention;
+#[cfg(target_arch = "x86_64")]
+pub mod norm;
 
 /// Columns per packed panel: two 16-lane AVX-512 vectors.
 const PANEL: usize = 32;
