@@ -229,14 +229,21 @@ impl DistilBertClassifier {
             // padded, as `transformers` does with `masked_fill(finfo.min)`.
             Attention::Candle(((mask - 1.0)? * f64::from(f32::MAX))?.reshape((batch, 1, 1, seq))?)
         };
-        for layer in &self.layers {
-            hidden = self.layer_forward(layer, &hidden, &attention, batch, seq)?;
+        // The head reads only [CLS]'s last hidden state, and after the last layer's
+        // attention nothing mixes tokens: that layer runs its queries, output
+        // projection and feed-forward for [CLS] alone (exact, and a sixth of the
+        // model's work at 16 tokens or more skipped).
+        let (last, earlier) = self.layers.split_last().expect("at least one layer");
+        for layer in earlier {
+            hidden = self.layer_forward(layer, &hidden, &attention, batch, seq, seq)?;
         }
-        let cls = hidden.reshape((batch, seq, d))?.i((.., 0))?.contiguous()?;
+        let cls = self.layer_forward(last, &hidden, &attention, batch, seq, 1)?;
         let pooled = self.pre_classifier.forward(&cls)?.relu()?;
         self.classifier.forward(&pooled)
     }
 
+    /// One encoder layer over `(batch * seq, d)` hidden states; the result keeps the
+    /// first `queries` positions of each sequence, `(batch * queries, d)`.
     fn layer_forward(
         &self,
         layer: &Layer,
@@ -244,6 +251,7 @@ impl DistilBertClassifier {
         attention: &Attention,
         batch: usize,
         seq: usize,
+        queries: usize,
     ) -> candle_core::Result<Tensor> {
         let (d, heads) = (self.dim, self.n_heads);
         let head_dim = d / heads;
@@ -256,13 +264,14 @@ impl DistilBertClassifier {
                     seq,
                     heads,
                     head_dim,
+                    queries,
                 };
                 let context = crate::kernels::with_cpu_rows(&qkv, |values, _, _| {
                     Ok(crate::kernels::attention::attention(
                         values, attended, shape,
                     ))
                 })?;
-                Tensor::from_vec(context, (batch * seq, d), &Device::Cpu)?
+                Tensor::from_vec(context, (batch * queries, d), &Device::Cpu)?
             }
             #[cfg(not(target_arch = "x86_64"))]
             Attention::Fused(_) => unreachable!("the fused attention needs AVX-512"),
@@ -270,7 +279,8 @@ impl DistilBertClassifier {
                 let qkv = qkv
                     .reshape((batch, seq, 3, heads, head_dim))?
                     .permute((2, 0, 3, 1, 4))?; // (3, batch, heads, seq, head_dim)
-                let q = (qkv.i(0)? / (head_dim as f64).sqrt())?.contiguous()?;
+                let q =
+                    (qkv.i(0)?.narrow(2, 0, queries)? / (head_dim as f64).sqrt())?.contiguous()?;
                 let k = qkv.i(1)?.contiguous()?;
                 let v = qkv.i(2)?.contiguous()?;
                 let scores = q.matmul(&k.t()?)?.broadcast_add(mask_bias)?;
@@ -278,12 +288,20 @@ impl DistilBertClassifier {
                 weights
                     .matmul(&v)?
                     .transpose(1, 2)?
-                    .reshape((batch * seq, d))?
+                    .reshape((batch * queries, d))?
             }
+        };
+        let hidden = if queries == seq {
+            hidden.clone()
+        } else {
+            hidden
+                .reshape((batch, seq, d))?
+                .narrow(1, 0, queries)?
+                .reshape((batch * queries, d))?
         };
         let attended = layer
             .attention_norm
-            .forward(&layer.out.forward(&context, Activation::None)?, hidden)?;
+            .forward(&layer.out.forward(&context, Activation::None)?, &hidden)?;
         let ffn = layer.ffn_out.forward(
             &layer.ffn_in.forward(&attended, Activation::GeluErf)?,
             Activation::None,

@@ -22,11 +22,15 @@ pub struct AttentionShape {
     pub seq: usize,
     pub heads: usize,
     pub head_dim: usize,
+    /// Query positions computed per sequence, from the first: `seq` for every token,
+    /// 1 for `[CLS]` alone (all the classifier reads from the last layer).
+    pub queries: usize,
 }
 
 /// `qkv` is `(batch * seq, 3 * d)` with Q, K, V side by side (head `h` at columns
 /// `h * head_dim..` of each); `attended[b * seq + j]` says whether key `j` of sequence
-/// `b` is a real token. Returns the context, `(batch * seq, d)`.
+/// `b` is a real token. Returns the context of the first `queries` positions of each
+/// sequence, `(batch * queries, d)`.
 ///
 /// Call only when [`super::avx512_available`] is true.
 pub fn attention(qkv: &[f32], attended: &[bool], shape: AttentionShape) -> Vec<f32> {
@@ -35,11 +39,13 @@ pub fn attention(qkv: &[f32], attended: &[bool], shape: AttentionShape) -> Vec<f
         seq,
         heads,
         head_dim,
+        queries,
     } = shape;
     let d = heads * head_dim;
     assert_eq!(qkv.len(), batch * seq * 3 * d);
     assert_eq!(attended.len(), batch * seq);
-    let mut context = vec![0f32; batch * seq * d];
+    assert!(queries <= seq);
+    let mut context = vec![0f32; batch * queries * d];
     let context_ptr = SendPtr(context.as_mut_ptr());
     let scale = 1.0 / (head_dim as f32).sqrt();
     (0..batch * heads).into_par_iter().for_each(|task| {
@@ -58,14 +64,14 @@ pub fn attention(qkv: &[f32], attended: &[bool], shape: AttentionShape) -> Vec<f
             }
         }
         let mut scores = vec![0f32; padded];
-        for i in 0..seq {
+        for i in 0..queries {
             let q = &rows[i * 3 * d + h * head_dim..][..head_dim];
             // SAFETY: AVX-512F is the caller's contract; every slice is sized above,
             // and task (b, h) writes only row block b, columns of head h.
             unsafe {
                 x86::scores(q, &k_t, padded, scale, &mut scores);
                 x86::softmax_in_place(&mut scores[..keys.len()]);
-                let out = context_ptr.0.add((b * seq + i) * d + h * head_dim);
+                let out = context_ptr.0.add((b * queries + i) * d + h * head_dim);
                 x86::weighted_values(
                     &scores[..keys.len()],
                     &keys,
@@ -326,6 +332,7 @@ mod tests {
             seq: 37,
             heads: 3,
             head_dim,
+            queries: 37,
         };
         let d = shape.heads * shape.head_dim;
         let qkv: Vec<f32> = (0..shape.batch * shape.seq * 3 * d)
@@ -347,6 +354,7 @@ mod tests {
         let alone_shape = AttentionShape {
             batch: 1,
             seq: 20,
+            queries: 20,
             ..shape
         };
         let alone_qkv: Vec<f32> = (0..20)
@@ -354,5 +362,16 @@ mod tests {
             .collect();
         let alone = attention(&alone_qkv, &[true; 20], alone_shape);
         assert_eq!(&alone[..], &got[shape.seq * d..][..20 * d]);
+        // [CLS] alone: the first row of each sequence, unchanged.
+        let first = attention(
+            &qkv,
+            &attended,
+            AttentionShape {
+                queries: 1,
+                ..shape
+            },
+        );
+        assert_eq!(&first[..d], &got[..d]);
+        assert_eq!(&first[d..], &got[shape.seq * d..][..d]);
     }
 }
