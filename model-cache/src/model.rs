@@ -33,6 +33,7 @@ pub struct DistilBertClassifier {
 /// How a layer attends: the fused AVX-512 kernel given which keys are real tokens,
 /// or candle ops given the additive `(batch, 1, 1, seq)` mask.
 enum Attention {
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     Fused(Vec<bool>),
     Candle(Tensor),
 }
@@ -49,6 +50,7 @@ struct Layer {
 
 /// A layer norm applied to a sum `x + residual`: one fused pass with AVX-512, candle's
 /// add and layer norm elsewhere.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 struct ResidualNorm {
     candle: LayerNorm,
     gamma: Vec<f32>,
