@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 
-use super::{Clients, Tags, api, none_if_missing, ok_if_missing, tag_delta};
+use super::{Clients, Tags, api, none_if_missing, obj, ok_if_missing, split_id, tag_delta};
 use crate::engine::{Input, Resource, TAG_RESOURCE, TAG_STACK};
 use crate::error::ProviderError;
 use crate::providers::{Observed, Provider, props, to_value};
@@ -143,14 +143,6 @@ impl Resource for Stage {
 
 fn api_arn(c: &Clients, id: &str) -> String {
     format!("arn:aws:apigateway:{}::/apis/{id}", c.region)
-}
-
-fn obj(v: Value) -> Map<String, Value> {
-    v.as_object().cloned().unwrap_or_default()
-}
-
-fn split(id: &str) -> (&str, &str) {
-    id.split_once('|').unwrap_or((id, ""))
 }
 
 async fn retag(c: &Clients, arn: &str, old: &Tags, new: &Tags) -> Result<(), ProviderError> {
@@ -330,7 +322,7 @@ impl Provider for IntegrationProvider {
         let d: Integration = props(desired)?;
         let r = match id {
             Some(id) => {
-                let (api_id, iid) = split(id);
+                let (api_id, iid) = split_id(id);
                 let r = self
                     .0
                     .apigw
@@ -422,7 +414,7 @@ impl Provider for IntegrationProvider {
         desired: &Value,
     ) -> Result<Observed, ProviderError> {
         let d: Integration = props(desired)?;
-        let (api_id, iid) = split(id);
+        let (api_id, iid) = split_id(id);
         let r = self
             .0
             .apigw
@@ -443,7 +435,7 @@ impl Provider for IntegrationProvider {
     }
 
     async fn delete(&self, id: &str, _props: &Value) -> Result<(), ProviderError> {
-        let (api_id, iid) = split(id);
+        let (api_id, iid) = split_id(id);
         let r = self
             .0
             .apigw
@@ -477,7 +469,7 @@ impl Provider for RouteProvider {
         let d: Route = props(desired)?;
         let (api_id, rid, key, target) = match id {
             Some(id) => {
-                let (api_id, rid) = split(id);
+                let (api_id, rid) = split_id(id);
                 let r = self
                     .0
                     .apigw
@@ -552,7 +544,7 @@ impl Provider for RouteProvider {
         desired: &Value,
     ) -> Result<Observed, ProviderError> {
         let d: Route = props(desired)?;
-        let (api_id, rid) = split(id);
+        let (api_id, rid) = split_id(id);
         let r = self
             .0
             .apigw
@@ -572,7 +564,7 @@ impl Provider for RouteProvider {
     }
 
     async fn delete(&self, id: &str, _props: &Value) -> Result<(), ProviderError> {
-        let (api_id, rid) = split(id);
+        let (api_id, rid) = split_id(id);
         let r = self
             .0
             .apigw
@@ -620,7 +612,7 @@ impl Provider for StageProvider {
     ) -> Result<Option<Observed>, ProviderError> {
         let d: Stage = props(desired)?;
         let key = format!("{}|{}", d.api_id.as_str(), d.name);
-        let (api_id, name) = split(id.unwrap_or(&key));
+        let (api_id, name) = split_id(id.unwrap_or(&key));
         let r = self
             .0
             .apigw
@@ -676,7 +668,7 @@ impl Provider for StageProvider {
     ) -> Result<Observed, ProviderError> {
         let o: Stage = props(observed)?;
         let d: Stage = props(desired)?;
-        let (api_id, name) = split(id);
+        let (api_id, name) = split_id(id);
         if o.auto_deploy != d.auto_deploy {
             let r = self
                 .0
@@ -700,7 +692,7 @@ impl Provider for StageProvider {
     }
 
     async fn delete(&self, id: &str, _props: &Value) -> Result<(), ProviderError> {
-        let (api_id, name) = split(id);
+        let (api_id, name) = split_id(id);
         let r = self
             .0
             .apigw

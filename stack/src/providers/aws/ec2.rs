@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Clients, Tags, api, ok_if_missing, tag_delta};
+use super::{Clients, Tags, api, obj, ok_if_missing, tag_delta};
 use crate::engine::{Input, Resource, TAG_RESOURCE, TAG_STACK};
 use crate::error::ProviderError;
 use crate::providers::{Observed, Provider, props, to_value};
@@ -152,7 +152,7 @@ async fn retag(c: &Clients, id: &str, old: &Tags, new: &Tags) -> Result<(), Prov
 }
 
 fn id_out(id: &str) -> Map<String, Value> {
-    json!({ "id": id }).as_object().cloned().unwrap_or_default()
+    obj(json!({ "id": id }))
 }
 
 fn dependency_violation(e: &ProviderError) -> bool {

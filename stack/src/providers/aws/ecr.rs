@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 
-use super::{Clients, Tags, api, none_if_missing, ok_if_missing, tag_delta};
+use super::{Clients, Tags, api, none_if_missing, obj, ok_if_missing, tag_delta};
 use crate::engine::Resource;
 use crate::error::ProviderError;
 use crate::providers::{Observed, Provider, props, to_value};
@@ -122,7 +122,7 @@ fn ecr_tag(k: &str, v: &str) -> Result<aws_sdk_ecr::types::Tag, ProviderError> {
 
 fn outputs(arn: &str, uri: &str, name: &str) -> Map<String, Value> {
     let v = json!({ "arn": arn, "url": uri, "name": name });
-    v.as_object().cloned().unwrap_or_default()
+    obj(v)
 }
 
 #[async_trait]

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-use super::{Clients, Tags, api, none_if_missing, waiter_err};
+use super::{Clients, Tags, api, none_if_missing, obj, split_id, waiter_err};
 use crate::engine::{Input, Resource};
 use crate::error::ProviderError;
 use crate::providers::{Observed, Provider, props, to_value};
@@ -276,7 +276,7 @@ impl Provider for ClusterProvider {
         Ok(Some(Observed {
             id: obs.name.clone(),
             props: to_value(&obs)?,
-            outputs: outputs.as_object().cloned().unwrap_or_default(),
+            outputs: obj(outputs),
         }))
     }
 
@@ -370,10 +370,6 @@ impl Provider for ClusterProvider {
 /// Provider for [`NodeGroup`]; id `cluster|nodegroup`.
 pub struct NodeGroupProvider(pub Arc<Clients>);
 
-fn split(id: &str) -> (&str, &str) {
-    id.split_once('|').unwrap_or((id, ""))
-}
-
 impl NodeGroupProvider {
     async fn wait_active(&self, cluster: &str, name: &str) -> Result<(), ProviderError> {
         let t = self.0.wait_timeout;
@@ -418,7 +414,7 @@ impl Provider for NodeGroupProvider {
     ) -> Result<Option<Observed>, ProviderError> {
         let d: NodeGroup = props(desired)?;
         let key = format!("{}|{}", d.cluster.as_str(), d.name);
-        let (cluster, name) = split(id.unwrap_or(&key));
+        let (cluster, name) = split_id(id.unwrap_or(&key));
         let r = self
             .0
             .eks
@@ -449,7 +445,7 @@ impl Provider for NodeGroupProvider {
         Ok(Some(Observed {
             id: format!("{cluster}|{name}"),
             props: to_value(&obs)?,
-            outputs: outputs.as_object().cloned().unwrap_or_default(),
+            outputs: obj(outputs),
         }))
     }
 
@@ -484,7 +480,7 @@ impl Provider for NodeGroupProvider {
     ) -> Result<Observed, ProviderError> {
         let o: NodeGroup = props(observed)?;
         let d: NodeGroup = props(desired)?;
-        let (cluster, name) = split(id);
+        let (cluster, name) = split_id(id);
         if (o.min_size, o.desired_size, o.max_size) != (d.min_size, d.desired_size, d.max_size) {
             let r = self
                 .0
@@ -503,7 +499,7 @@ impl Provider for NodeGroupProvider {
     }
 
     async fn delete(&self, id: &str, _props: &Value) -> Result<(), ProviderError> {
-        let (cluster, name) = split(id);
+        let (cluster, name) = split_id(id);
         let r = self
             .0
             .eks
@@ -589,7 +585,7 @@ pub enum AddonProvider {
 
 fn addon_outputs(name: &str, version: &str, arn: &str) -> serde_json::Map<String, Value> {
     let v = json!({ "name": name, "version": version, "arn": arn });
-    v.as_object().cloned().unwrap_or_default()
+    obj(v)
 }
 
 impl AddonProvider {
@@ -622,7 +618,7 @@ impl Provider for AddonProvider {
         let d: Addon = props(desired)?;
         let key = format!("{}|{}", d.cluster.as_str(), d.name);
         let id = id.unwrap_or(&key);
-        let (cluster, name) = split(id);
+        let (cluster, name) = split_id(id);
         let c = match self {
             AddonProvider::Api(c) => c,
             // Exists exactly when the state says it was applied.
@@ -701,7 +697,7 @@ impl Provider for AddonProvider {
         };
         let o: Addon = props(observed)?;
         let d: Addon = props(desired)?;
-        let (cluster, name) = split(id);
+        let (cluster, name) = split_id(id);
         if o.version != d.version {
             let r = c
                 .eks
@@ -723,7 +719,7 @@ impl Provider for AddonProvider {
         let AddonProvider::Api(c) = self else {
             return Ok(());
         };
-        let (cluster, name) = split(id);
+        let (cluster, name) = split_id(id);
         let r = c
             .eks
             .delete_addon()

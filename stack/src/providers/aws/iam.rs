@@ -6,7 +6,7 @@ use serde_json::{Map, Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Clients, Tags, api, none_if_missing, ok_if_missing, tag_delta};
+use super::{Clients, Tags, api, none_if_missing, obj, ok_if_missing, split_id, tag_delta};
 use crate::engine::{Input, Resource};
 use crate::error::ProviderError;
 use crate::providers::{Observed, Provider, props, to_value};
@@ -120,10 +120,7 @@ fn iam_tag(k: &str, v: &str) -> Result<aws_sdk_iam::types::Tag, ProviderError> {
 }
 
 fn role_outputs(arn: &str, name: &str) -> Map<String, Value> {
-    json!({ "arn": arn, "name": name })
-        .as_object()
-        .cloned()
-        .unwrap_or_default()
+    obj(json!({ "arn": arn, "name": name }))
 }
 
 /// Provider for [`Role`].
@@ -299,10 +296,6 @@ fn role_not_visible(e: &ProviderError) -> bool {
 
 /// Provider for [`RolePolicyAttachment`]; its id is `role|policy_arn`.
 pub struct AttachmentProvider(pub Arc<Clients>);
-
-fn split_id(id: &str) -> (&str, &str) {
-    id.split_once('|').unwrap_or((id, ""))
-}
 
 #[async_trait]
 impl Provider for AttachmentProvider {

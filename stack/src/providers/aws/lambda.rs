@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Clients, Tags, api, none_if_missing, ok_if_missing, waiter_err};
+use super::{Clients, Tags, api, none_if_missing, obj, ok_if_missing, split_id, waiter_err};
 use crate::engine::{Input, Resource};
 use crate::error::ProviderError;
 use crate::providers::{Observed, Provider, props, to_value};
@@ -263,10 +263,7 @@ fn fn_outputs(c: &Clients, arn: &str, name: &str) -> Map<String, Value> {
         "arn:aws:apigateway:{}:lambda:path/2015-03-31/functions/{arn}/invocations",
         c.region
     );
-    json!({ "arn": arn, "name": name, "invoke_arn": invoke })
-        .as_object()
-        .cloned()
-        .unwrap_or_default()
+    obj(json!({ "arn": arn, "name": name, "invoke_arn": invoke }))
 }
 
 fn read_zip(path: &str) -> Result<Blob, ProviderError> {
@@ -641,7 +638,7 @@ impl Provider for PermissionProvider {
     }
 
     async fn delete(&self, id: &str, _props: &Value) -> Result<(), ProviderError> {
-        let (function, sid) = id.split_once('|').unwrap_or((id, ""));
+        let (function, sid) = split_id(id);
         let r = self
             .0
             .lambda

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 
-use super::{Clients, Tags, api, none_if_missing, ok_if_missing};
+use super::{Clients, Tags, api, none_if_missing, obj, ok_if_missing};
 use crate::engine::Resource;
 use crate::error::ProviderError;
 use crate::providers::{Observed, Provider, props, to_value};
@@ -52,10 +52,7 @@ impl Resource for LogGroup {
 pub struct LogGroupProvider(pub Arc<Clients>);
 
 fn outputs(arn: &str, name: &str) -> Map<String, Value> {
-    json!({ "arn": arn, "name": name })
-        .as_object()
-        .cloned()
-        .unwrap_or_default()
+    obj(json!({ "arn": arn, "name": name }))
 }
 
 impl LogGroupProvider {

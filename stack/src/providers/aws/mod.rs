@@ -293,6 +293,19 @@ where
     }
 }
 
+/// A resource's outputs from a `json!({...})` object literal.
+pub fn obj(v: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+    match v {
+        serde_json::Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    }
+}
+
+/// The two parts of a composite resource id `a|b` (`b` empty when there is no `|`).
+pub fn split_id(id: &str) -> (&str, &str) {
+    id.split_once('|').unwrap_or((id, ""))
+}
+
 /// Maps a waiter failure to a [`ProviderError`].
 pub fn waiter_err<E: std::fmt::Display>(op: &str, what: &str, secs: u64, e: E) -> ProviderError {
     let msg = e.to_string();

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 
-use super::{Clients, Tags, api, none_if_missing, ok_if_missing};
+use super::{Clients, Tags, api, none_if_missing, obj, ok_if_missing, split_id};
 use crate::engine::{Input, Resource};
 use crate::error::ProviderError;
 use crate::providers::{Observed, Provider, props, to_value};
@@ -87,10 +87,7 @@ impl BucketProvider {
 }
 
 fn bucket_outputs(name: &str) -> Map<String, Value> {
-    json!({ "name": name, "arn": format!("arn:aws:s3:::{name}") })
-        .as_object()
-        .cloned()
-        .unwrap_or_default()
+    obj(json!({ "name": name, "arn": format!("arn:aws:s3:::{name}") }))
 }
 
 #[async_trait]
@@ -218,10 +215,7 @@ impl Resource for Object {
 pub struct ObjectProvider(pub Arc<Clients>);
 
 fn object_outputs(bucket: &str, key: &str) -> Map<String, Value> {
-    json!({ "bucket": bucket, "key": key })
-        .as_object()
-        .cloned()
-        .unwrap_or_default()
+    obj(json!({ "bucket": bucket, "key": key }))
 }
 
 #[async_trait]
@@ -302,7 +296,7 @@ impl Provider for ObjectProvider {
     }
 
     async fn delete(&self, id: &str, _props: &Value) -> Result<(), ProviderError> {
-        let (bucket, key) = id.split_once('|').unwrap_or((id, ""));
+        let (bucket, key) = split_id(id);
         let r = self
             .0
             .s3
