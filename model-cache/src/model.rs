@@ -99,11 +99,17 @@ impl Loader<'_> {
         Ok(LayerNorm::new(weight, bias, LAYER_NORM_EPS))
     }
 
+    /// Reads the weights once: the candle layer norm is made from the same vectors.
     fn residual_norm(&self, prefix: &str, dim: usize) -> Result<ResidualNorm, ModelError> {
+        let gamma = self.vector(&format!("{prefix}.weight"), dim)?;
+        let beta = self.vector(&format!("{prefix}.bias"), dim)?;
+        let tensor =
+            |v: &[f32]| Tensor::from_slice(v, dim, &Device::Cpu).map_err(ModelError::Inference);
+        let candle = LayerNorm::new(tensor(&gamma)?, tensor(&beta)?, LAYER_NORM_EPS);
         Ok(ResidualNorm {
-            candle: self.layer_norm(prefix, dim)?,
-            gamma: self.vector(&format!("{prefix}.weight"), dim)?,
-            beta: self.vector(&format!("{prefix}.bias"), dim)?,
+            candle,
+            gamma,
+            beta,
         })
     }
 
