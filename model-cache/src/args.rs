@@ -26,8 +26,9 @@ pub struct ModelArgs {
     /// Never contact the Hub.
     #[arg(long, env = "HF_HUB_OFFLINE", value_parser = parse_flag, default_value = "false")]
     pub offline: bool,
-    /// What the encoder's dense layers compute in: f32 (matches transformers to 1e-5)
-    /// or bf16 (opt-in, AMX tiles on Sapphire Rapids and later; f32 elsewhere).
+    /// What the encoder's dense layers compute in: f32 (matches transformers to 1e-5);
+    /// on AMX tiles (Sapphire Rapids and later; f32 elsewhere) bf16x3 (f32's accuracy
+    /// from three bf16 products) or bf16 (one product, drift up to ~0.01).
     #[arg(long, env = "MODEL_PRECISION", default_value = "f32")]
     pub precision: Precision,
     /// Fetch the checkpoint from this S3 prefix (s3://bucket/prefix) instead of the Hub;

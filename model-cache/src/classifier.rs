@@ -41,7 +41,7 @@ pub struct ClassifierInfo {
     /// What the dense layers compute in here (`f32`, or `bf16` when requested and the
     /// CPU has AMX); everything else is f32.
     pub compute_dtype: String,
-    /// The dense-layer kernel: `amx-bf16`, `avx512-f32` or `candle-f32`.
+    /// The dense-layer kernel: `amx-bf16`, `amx-bf16x3`, `avx512-f32` or `candle-f32`.
     pub kernel: String,
     pub threads: usize,
     pub load_seconds: f64,

@@ -40,20 +40,25 @@ fn texts() -> Vec<String> {
 }
 
 fn load(dir: &std::path::Path) -> Classifier {
+    load_in(dir, Precision::F32)
+}
+
+fn load_in(dir: &std::path::Path, precision: Precision) -> Classifier {
     let checkpoint = Checkpoint::open(dir).unwrap();
     Classifier::load(
         &checkpoint,
         &ClassifierOptions {
             threads: Some(2),
+            precision,
             ..ClassifierOptions::default()
         },
     )
     .unwrap()
 }
 
-fn assert_matches_numpy(dtype: FixtureDtype) {
+fn assert_matches_numpy(dtype: FixtureDtype, precision: Precision) {
     let dir = common::fixture(FixtureSize::Tiny, dtype);
-    let classifier = load(dir.path());
+    let classifier = load_in(dir.path(), precision);
     let texts = texts();
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let encoded = classifier.tokenize(&refs).unwrap();
@@ -83,13 +88,22 @@ fn assert_matches_numpy(dtype: FixtureDtype) {
 
 #[test]
 fn f32_logits_match_numpy_reference() {
-    assert_matches_numpy(FixtureDtype::F32);
+    assert_matches_numpy(FixtureDtype::F32, Precision::F32);
+}
+
+#[test]
+fn bf16x3_logits_match_numpy_reference_as_closely_as_f32() {
+    if !model_cache::kernels::amx_available() {
+        eprintln!("skipped: this CPU has no AMX-BF16, so bf16x3 requests run in f32");
+        return;
+    }
+    assert_matches_numpy(FixtureDtype::F32, Precision::Bf16x3);
 }
 
 #[test]
 fn f16_and_bf16_checkpoints_match_numpy_on_the_same_stored_weights() {
-    assert_matches_numpy(FixtureDtype::F16);
-    assert_matches_numpy(FixtureDtype::Bf16);
+    assert_matches_numpy(FixtureDtype::F16, Precision::F32);
+    assert_matches_numpy(FixtureDtype::Bf16, Precision::F32);
 }
 
 #[test]
@@ -135,46 +149,41 @@ fn classification_is_deterministic_across_loads_and_thread_counts() {
 }
 
 #[test]
-fn bf16_mode_stays_near_f32_and_batching_still_changes_nothing() {
+fn amx_modes_stay_near_f32_and_batching_still_changes_nothing() {
     if !model_cache::kernels::amx_available() {
         eprintln!("skipped: this CPU has no AMX-BF16, so bf16 requests run in f32");
         return;
     }
     let dir = common::fixture(FixtureSize::Tiny, FixtureDtype::F32);
     let exact = load(dir.path());
-    let bf16 = Classifier::load(
-        &Checkpoint::open(dir.path()).unwrap(),
-        &ClassifierOptions {
-            threads: Some(2),
-            precision: Precision::Bf16,
-            ..ClassifierOptions::default()
-        },
-    )
-    .unwrap();
-    assert_eq!(bf16.info().compute_dtype, "bf16");
-    assert_eq!(bf16.info().kernel, "amx-bf16");
     let texts = texts();
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let want = exact.classify(&refs).unwrap();
-    let got = bf16.classify(&refs).unwrap();
-    for ((text, g), w) in refs.iter().zip(&got).zip(&want) {
-        let p_positive = |p: &model_cache::Prediction| {
-            if p.label == w.label {
-                p.score
-            } else {
-                1.0 - p.score
-            }
-        };
-        // bf16 keeps 8 bits of mantissa: scores move by ~1e-3 here, never by 0.05.
-        assert!(
-            (p_positive(g) - p_positive(w)).abs() < 0.05,
-            "{text:?}: bf16 {g:?} vs f32 {w:?}"
-        );
-    }
-    // Rows never mix inside a tile: a text scores the same alone and in a batch.
-    for (text, in_batch) in refs.iter().zip(&got) {
-        let alone = &bf16.classify(&[text]).unwrap()[0];
-        assert_eq!(alone.label, in_batch.label, "{text:?}");
-        assert!((alone.score - in_batch.score).abs() < 1e-5, "{text:?}");
+    // bf16 keeps 8 bits of mantissa: scores move by ~1e-3 here, never by 0.05. bf16x3
+    // keeps ~16: within f32's own distance from numpy.
+    for (precision, bound) in [(Precision::Bf16, 0.05), (Precision::Bf16x3, 1e-4)] {
+        let amx = load_in(dir.path(), precision);
+        assert_eq!(amx.info().compute_dtype, precision.to_string());
+        assert_eq!(amx.info().kernel, format!("amx-{precision}"));
+        let got = amx.classify(&refs).unwrap();
+        for ((text, g), w) in refs.iter().zip(&got).zip(&want) {
+            let p_positive = |p: &model_cache::Prediction| {
+                if p.label == w.label {
+                    p.score
+                } else {
+                    1.0 - p.score
+                }
+            };
+            assert!(
+                (p_positive(g) - p_positive(w)).abs() < bound,
+                "{text:?}: {precision} {g:?} vs f32 {w:?}"
+            );
+        }
+        // Rows never mix inside a tile: a text scores the same alone and in a batch.
+        for (text, in_batch) in refs.iter().zip(&got) {
+            let alone = &amx.classify(&[text]).unwrap()[0];
+            assert_eq!(alone.label, in_batch.label, "{text:?}");
+            assert!((alone.score - in_batch.score).abs() < 1e-5, "{text:?}");
+        }
     }
 }

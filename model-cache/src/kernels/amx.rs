@@ -68,10 +68,38 @@ fn request_tile_data_permission() -> bool {
     false
 }
 
-/// A `[out, in]` weight in bf16 tiles, `[out tile][in tile][16 x 16 pairs]`, both
-/// dimensions zero-padded to whole tiles (out to pairs of tiles).
+/// How many bf16 products a dense layer sums per f32 product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Passes {
+    /// `bf16(x) * bf16(w)`: 8 significant bits per operand.
+    One,
+    /// `x = hi + lo` and `w = hi + lo`, each part a bf16; sums `hi*hi + lo*hi + hi*lo`
+    /// (the dropped `lo*lo` is 2^-16 of the product): about 16 significant bits per
+    /// operand, close to f32's 24 at three times the tile work.
+    Three,
+}
+
+impl Passes {
+    /// bf16 parts stored per value: `hi`, or `hi` and `lo`.
+    fn parts(self) -> usize {
+        match self {
+            Passes::One => 1,
+            Passes::Three => 2,
+        }
+    }
+}
+
+/// bf16 values per cache line.
+const LINE_U16: usize = 32;
+
+/// A `[out, in]` weight in bf16 tiles, `[out tile][in tile][part][16 x 16 pairs]`,
+/// both dimensions zero-padded to whole tiles (out to pairs of tiles).
 pub struct AmxDense {
+    /// Over-allocated by a line so the tiles start on one: a tile row that splits a
+    /// line costs two loads (measured: 40% of the kernel's speed).
     tiles: Vec<u16>,
+    start: usize,
+    passes: Passes,
     bias: Vec<f32>,
     in_dim: usize,
     out_dim: usize,
@@ -87,17 +115,22 @@ impl AmxDense {
         in_dim: usize,
         read_row: impl Fn(usize, &mut [f32]) + Sync,
         bias: Vec<f32>,
+        passes: Passes,
     ) -> Self {
         assert_eq!(bias.len(), out_dim);
+        let parts = passes.parts();
         let k_tiles = in_dim.div_ceil(TILE_K);
         let n_tiles = out_dim.div_ceil(2 * TILE_COLS) * 2;
-        let mut tiles = vec![0u16; n_tiles * k_tiles * TILE_ELEMS];
-        tiles
-            .par_chunks_mut(k_tiles * TILE_ELEMS)
+        let strip_len = k_tiles * parts * TILE_ELEMS;
+        let mut tiles = vec![0u16; n_tiles * strip_len + LINE_U16];
+        // The heap buffer does not move with the Vec, so this offset stays valid.
+        let start = tiles.as_ptr().align_offset(64);
+        tiles[start..][..n_tiles * strip_len]
+            .par_chunks_mut(strip_len)
             .enumerate()
             .for_each(|(nt, strip)| {
                 let mut row = vec![0f32; in_dim];
-                let mut row_bf16 = vec![0u16; padded_inputs(k_tiles)];
+                let mut packed = vec![0u16; k_tiles * parts * TILE_K];
                 for col in 0..TILE_COLS {
                     let n = nt * TILE_COLS + col;
                     if n >= out_dim {
@@ -105,10 +138,13 @@ impl AmxDense {
                     }
                     read_row(n, &mut row);
                     // SAFETY: AVX-512F comes with every AMX CPU, checked in `available`.
-                    unsafe { to_bf16(&row, &mut row_bf16[..in_dim]) };
-                    // Tile row p of k tile kt holds, for each column, inputs 2p and 2p+1.
-                    for (kt, tile) in strip.chunks_exact_mut(TILE_ELEMS).enumerate() {
-                        let inputs = &row_bf16[kt * TILE_K..][..TILE_K];
+                    unsafe { pack_row(&row, &mut packed, parts) };
+                    // Tile row p of a k tile holds, for each column, inputs 2p and 2p+1;
+                    // `packed` is in tile order already ([k tile][part][32]).
+                    for (tile, inputs) in strip
+                        .chunks_exact_mut(TILE_ELEMS)
+                        .zip(packed.chunks_exact(TILE_K))
+                    {
                         for (p, pair) in inputs.chunks_exact(2).enumerate() {
                             let at = p * 2 * TILE_COLS + col * 2;
                             tile[at..at + 2].copy_from_slice(pair);
@@ -118,6 +154,8 @@ impl AmxDense {
             });
         Self {
             tiles,
+            start,
+            passes,
             bias,
             in_dim,
             out_dim,
@@ -133,91 +171,113 @@ impl AmxDense {
     /// `input` is `rows x in_dim` f32, row-major; returns `rows x out_dim`.
     pub fn forward(&self, input: &[f32], rows: usize, act: Activation) -> Vec<f32> {
         assert_eq!(input.len(), rows * self.in_dim);
-        let k_pad = padded_inputs(self.k_tiles);
+        let parts = self.passes.parts();
+        // Each input row as `[k tile][part][32]`, so a tile of one part is 16 rows of
+        // one line each at a fixed stride.
+        let row_len = self.k_tiles * parts * TILE_K;
         let rows_pad = rows.div_ceil(TILE_ROWS) * TILE_ROWS;
-        let mut a = vec![0u16; rows_pad * k_pad];
-        a.par_chunks_mut(k_pad)
-            .zip(input.par_chunks(self.in_dim))
-            // SAFETY: AVX-512F comes with every AMX CPU, checked in `available`.
-            .for_each(|(dst, src)| unsafe { to_bf16(src, &mut dst[..self.in_dim]) });
+        let mut a_buf = vec![0u16; rows_pad * row_len + LINE_U16];
+        let a_start = a_buf.as_ptr().align_offset(64);
+        let a = &mut a_buf[a_start..][..rows_pad * row_len];
+        a.par_chunks_mut(TILE_ROWS * row_len)
+            .zip(input.par_chunks(TILE_ROWS * self.in_dim))
+            .for_each(|(dst, src)| {
+                for (dst, src) in dst
+                    .chunks_exact_mut(row_len)
+                    .zip(src.chunks_exact(self.in_dim))
+                {
+                    // SAFETY: AVX-512F comes with every AMX CPU, checked in `available`.
+                    unsafe { pack_row(src, dst, parts) };
+                }
+            });
+        let a = &*a;
 
-        let mut out = vec![0f32; rows * self.out_dim];
+        // Not zeroed: every element is written by `store` before anything reads it.
+        let mut out = Vec::<f32>::with_capacity(rows * self.out_dim);
         let out_ptr = SendPtr(out.as_mut_ptr());
         let pairs = self.n_tiles / 2;
         let threads = rayon::current_num_threads().max(1);
         let per_task = pairs.div_ceil(threads).max(1);
         let chunk_rows =
-            (CHUNK_BYTES / (k_pad * 2) / (2 * TILE_ROWS) * (2 * TILE_ROWS)).max(2 * TILE_ROWS);
-        let pair_ids: Vec<usize> = (0..pairs).collect();
-        pair_ids.par_chunks(per_task).for_each(|task_pairs| {
-            let out_ptr = &out_ptr;
-            let mut scratch = Scratch([[0f32; 2 * TILE_COLS]; 2 * TILE_ROWS]);
-            // SAFETY: AMX was enabled in `available` (the caller's contract); tiles are
-            // configured for this thread here and released before returning.
-            unsafe { configure_tiles() };
-            let mut row0 = 0;
-            while row0 < rows_pad {
-                let chunk_end = (row0 + chunk_rows).min(rows_pad);
-                for &pair in task_pairs {
-                    let mut r = row0;
-                    while r < chunk_end {
-                        let tiles = if r + TILE_ROWS < chunk_end { 2 } else { 1 };
-                        // SAFETY: `a` holds rows_pad x k_pad bf16 and `r + 16 * tiles <=
-                        // rows_pad`; the weight strip holds k_tiles tiles per column tile.
-                        unsafe {
-                            self.multiply(&a, k_pad, r, tiles, pair, &mut scratch);
+            (CHUNK_BYTES / (row_len * 2) / (2 * TILE_ROWS) * (2 * TILE_ROWS)).max(2 * TILE_ROWS);
+        (0..pairs)
+            .step_by(per_task)
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .for_each(|first_pair| {
+                let out_ptr = &out_ptr;
+                let task_pairs = first_pair..(first_pair + per_task).min(pairs);
+                let mut scratch = Scratch([[0f32; 2 * TILE_COLS]; 2 * TILE_ROWS]);
+                // SAFETY: AMX was enabled in `available` (the caller's contract); tiles
+                // are configured for this thread here and released before returning.
+                unsafe { configure_tiles() };
+                let mut row0 = 0;
+                while row0 < rows_pad {
+                    let chunk_end = (row0 + chunk_rows).min(rows_pad);
+                    for pair in task_pairs.clone() {
+                        let mut r = row0;
+                        while r < chunk_end {
+                            let two = r + TILE_ROWS < chunk_end;
+                            // SAFETY: `a` holds rows_pad rows of row_len bf16 and
+                            // `r + 16 * (1 + two) <= rows_pad`; the weight strips hold
+                            // k_tiles * parts tiles per column tile.
+                            unsafe { self.multiply(a, row_len, r, two, pair, &mut scratch) };
+                            let valid = rows.saturating_sub(r).min(TILE_ROWS * (1 + two as usize));
+                            // SAFETY: each task writes columns of its own pairs only,
+                            // rows < rows.
+                            unsafe { self.store(&scratch, r, valid, pair, act, out_ptr.0) };
+                            r += TILE_ROWS * (1 + two as usize);
                         }
-                        let valid = (rows.saturating_sub(r)).min(tiles * TILE_ROWS);
-                        // SAFETY: each task writes columns of its own pairs only, rows < rows.
-                        unsafe { self.store(&scratch, r, valid, pair, act, out_ptr.0) };
-                        r += tiles * TILE_ROWS;
                     }
+                    row0 = chunk_end;
                 }
-                row0 = chunk_end;
-            }
-            // SAFETY: matches `configure_tiles` above.
-            unsafe { asm!("tilerelease", options(nostack, preserves_flags)) };
-        });
+                // SAFETY: matches `configure_tiles` above.
+                unsafe { asm!("tilerelease", options(nostack, preserves_flags)) };
+            });
+        // SAFETY: the tasks cover every pair and every row (see `store`).
+        unsafe { out.set_len(rows * self.out_dim) };
         out
     }
 
-    /// C tiles for rows `r..r + 16 * tiles` and columns of tile pair `pair` into
-    /// `scratch` (row-major, 32 columns).
+    /// C tiles for rows `r..r + 16` (and `r + 16..r + 32` when `two`) and the columns
+    /// of tile pair `pair` into `scratch` (row-major, 32 columns).
     #[target_feature(enable = "avx512f")]
     unsafe fn multiply(
         &self,
         a: &[u16],
-        k_pad: usize,
+        row_len: usize,
         r: usize,
-        tiles: usize,
+        two: bool,
         pair: usize,
         scratch: &mut Scratch,
     ) {
-        let a_stride = k_pad * 2;
-        let a0 = a[r * k_pad..].as_ptr();
-        let b0 = self.tiles[(2 * pair) * self.k_tiles * TILE_ELEMS..].as_ptr();
-        let b1 = self.tiles[(2 * pair + 1) * self.k_tiles * TILE_ELEMS..].as_ptr();
+        let parts = self.passes.parts();
+        let sa = row_len * 2;
+        let a0 = a[r * row_len..].as_ptr();
+        let a1 = a0.wrapping_add(TILE_ROWS * row_len);
+        let strip = self.k_tiles * parts * TILE_ELEMS;
+        let b0 = self.tiles[self.start + 2 * pair * strip..].as_ptr();
+        let b1 = self.tiles[self.start + (2 * pair + 1) * strip..].as_ptr();
         let c = scratch.0.as_mut_ptr().cast::<f32>();
         // Row strides in bytes: scratch rows hold 32 f32; weight tile rows 16 bf16 pairs.
         const C_STRIDE: usize = 2 * TILE_COLS * 4;
-        const B_STRIDE: usize = TILE_COLS * 2 * 2;
-        // SAFETY: pointer ranges are the caller's contract; tmm0-3 accumulate, tmm4-5
-        // hold A, tmm6-7 hold B.
+        const SB: usize = TILE_COLS * 2 * 2;
+        // SAFETY: pointer ranges are the caller's contract (a1 is read only when
+        // `two`); tmm0-3 accumulate, tmm4-5 hold A, tmm6-7 hold B.
         unsafe {
             asm!(
                 "tilezero tmm0",
                 "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
                 options(nostack, preserves_flags)
             );
-            if tiles == 2 {
-                asm!(
-                    "tilezero tmm2",
-                    "tilezero tmm3",
-                    options(nostack, preserves_flags)
-                );
-                let a1 = a0.add(TILE_ROWS * k_pad);
-                for kt in 0..self.k_tiles {
-                    asm!(
+            for kt in 0..self.k_tiles {
+                // Offsets of this k tile's `hi` parts; `lo` follows each `hi`.
+                let ao = kt * parts * TILE_K;
+                let bo = kt * parts * TILE_ELEMS;
+                match (two, self.passes) {
+                    (true, Passes::One) => asm!(
                         "tileloadd tmm4, [{a0} + {sa}*1]",
                         "tileloadd tmm6, [{b0} + {sb}*1]",
                         "tdpbf16ps tmm0, tmm4, tmm6",
@@ -226,38 +286,79 @@ impl AmxDense {
                         "tileloadd tmm5, [{a1} + {sa}*1]",
                         "tdpbf16ps tmm2, tmm5, tmm6",
                         "tdpbf16ps tmm3, tmm5, tmm7",
-                        a0 = in(reg) a0.add(kt * TILE_K),
-                        a1 = in(reg) a1.add(kt * TILE_K),
-                        b0 = in(reg) b0.add(kt * TILE_ELEMS),
-                        b1 = in(reg) b1.add(kt * TILE_ELEMS),
-                        sa = in(reg) a_stride,
-                        sb = in(reg) B_STRIDE,
+                        a0 = in(reg) a0.add(ao),
+                        a1 = in(reg) a1.add(ao),
+                        b0 = in(reg) b0.add(bo),
+                        b1 = in(reg) b1.add(bo),
+                        sa = in(reg) sa,
+                        sb = in(reg) SB,
                         options(nostack, preserves_flags, readonly),
-                    );
-                }
-                asm!(
-                    "tilestored [{c2} + {sc}*1], tmm2",
-                    "tilestored [{c3} + {sc}*1], tmm3",
-                    c2 = in(reg) c.add(TILE_ROWS * 2 * TILE_COLS),
-                    c3 = in(reg) c.add(TILE_ROWS * 2 * TILE_COLS + TILE_COLS),
-                    sc = in(reg) C_STRIDE,
-                    options(nostack, preserves_flags),
-                );
-            } else {
-                for kt in 0..self.k_tiles {
-                    asm!(
+                    ),
+                    (false, Passes::One) => asm!(
                         "tileloadd tmm4, [{a0} + {sa}*1]",
                         "tileloadd tmm6, [{b0} + {sb}*1]",
                         "tdpbf16ps tmm0, tmm4, tmm6",
                         "tileloadd tmm7, [{b1} + {sb}*1]",
                         "tdpbf16ps tmm1, tmm4, tmm7",
-                        a0 = in(reg) a0.add(kt * TILE_K),
-                        b0 = in(reg) b0.add(kt * TILE_ELEMS),
-                        b1 = in(reg) b1.add(kt * TILE_ELEMS),
-                        sa = in(reg) a_stride,
-                        sb = in(reg) B_STRIDE,
+                        a0 = in(reg) a0.add(ao),
+                        b0 = in(reg) b0.add(bo),
+                        b1 = in(reg) b1.add(bo),
+                        sa = in(reg) sa,
+                        sb = in(reg) SB,
                         options(nostack, preserves_flags, readonly),
-                    );
+                    ),
+                    // hi*hi, then lo*hi with the B tiles still loaded, then hi*lo.
+                    (true, Passes::Three) => asm!(
+                        "tileloadd tmm4, [{a0} + {sa}*1]",
+                        "tileloadd tmm6, [{b0} + {sb}*1]",
+                        "tdpbf16ps tmm0, tmm4, tmm6",
+                        "tileloadd tmm7, [{b1} + {sb}*1]",
+                        "tdpbf16ps tmm1, tmm4, tmm7",
+                        "tileloadd tmm5, [{a1} + {sa}*1]",
+                        "tdpbf16ps tmm2, tmm5, tmm6",
+                        "tdpbf16ps tmm3, tmm5, tmm7",
+                        "tileloadd tmm4, [{a0} + {sa}*1 + 64]",
+                        "tdpbf16ps tmm0, tmm4, tmm6",
+                        "tdpbf16ps tmm1, tmm4, tmm7",
+                        "tileloadd tmm5, [{a1} + {sa}*1 + 64]",
+                        "tdpbf16ps tmm2, tmm5, tmm6",
+                        "tdpbf16ps tmm3, tmm5, tmm7",
+                        "tileloadd tmm6, [{b0} + {sb}*1 + 1024]",
+                        "tileloadd tmm4, [{a0} + {sa}*1]",
+                        "tdpbf16ps tmm0, tmm4, tmm6",
+                        "tileloadd tmm7, [{b1} + {sb}*1 + 1024]",
+                        "tdpbf16ps tmm1, tmm4, tmm7",
+                        "tileloadd tmm5, [{a1} + {sa}*1]",
+                        "tdpbf16ps tmm2, tmm5, tmm6",
+                        "tdpbf16ps tmm3, tmm5, tmm7",
+                        a0 = in(reg) a0.add(ao),
+                        a1 = in(reg) a1.add(ao),
+                        b0 = in(reg) b0.add(bo),
+                        b1 = in(reg) b1.add(bo),
+                        sa = in(reg) sa,
+                        sb = in(reg) SB,
+                        options(nostack, preserves_flags, readonly),
+                    ),
+                    (false, Passes::Three) => asm!(
+                        "tileloadd tmm4, [{a0} + {sa}*1]",
+                        "tileloadd tmm6, [{b0} + {sb}*1]",
+                        "tdpbf16ps tmm0, tmm4, tmm6",
+                        "tileloadd tmm7, [{b1} + {sb}*1]",
+                        "tdpbf16ps tmm1, tmm4, tmm7",
+                        "tileloadd tmm5, [{a0} + {sa}*1 + 64]",
+                        "tdpbf16ps tmm0, tmm5, tmm6",
+                        "tdpbf16ps tmm1, tmm5, tmm7",
+                        "tileloadd tmm6, [{b0} + {sb}*1 + 1024]",
+                        "tdpbf16ps tmm0, tmm4, tmm6",
+                        "tileloadd tmm7, [{b1} + {sb}*1 + 1024]",
+                        "tdpbf16ps tmm1, tmm4, tmm7",
+                        a0 = in(reg) a0.add(ao),
+                        b0 = in(reg) b0.add(bo),
+                        b1 = in(reg) b1.add(bo),
+                        sa = in(reg) sa,
+                        sb = in(reg) SB,
+                        options(nostack, preserves_flags, readonly),
+                    ),
                 }
             }
             asm!(
@@ -268,6 +369,16 @@ impl AmxDense {
                 sc = in(reg) C_STRIDE,
                 options(nostack, preserves_flags),
             );
+            if two {
+                asm!(
+                    "tilestored [{c2} + {sc}*1], tmm2",
+                    "tilestored [{c3} + {sc}*1], tmm3",
+                    c2 = in(reg) c.add(TILE_ROWS * 2 * TILE_COLS),
+                    c3 = in(reg) c.add(TILE_ROWS * 2 * TILE_COLS + TILE_COLS),
+                    sc = in(reg) C_STRIDE,
+                    options(nostack, preserves_flags),
+                );
+            }
         }
     }
 
@@ -309,11 +420,6 @@ impl AmxDense {
     }
 }
 
-/// Inputs padded to whole k tiles.
-fn padded_inputs(k_tiles: usize) -> usize {
-    k_tiles * TILE_K
-}
-
 /// 32 rows x 32 columns of f32 results, aligned for the tile stores.
 #[repr(C, align(64))]
 struct Scratch([[f32; 2 * TILE_COLS]; 2 * TILE_ROWS]);
@@ -337,7 +443,9 @@ unsafe fn configure_tiles() {
     };
 }
 
-/// f32 to bf16 bits, rounding to nearest even (what `torch.bfloat16` casts do).
+/// f32 to bf16 bits, rounding to nearest even (what `torch.bfloat16` casts do): the
+/// scalar reference for [`pack_row`].
+#[cfg(test)]
 fn bf16_bits(x: f32) -> u16 {
     let bits = x.to_bits();
     if x.is_nan() {
@@ -347,27 +455,41 @@ fn bf16_bits(x: f32) -> u16 {
     ((bits + rounding) >> 16) as u16
 }
 
-/// `dst[i] = bf16(src[i])`, rounding to nearest even; NaN is not expected in
-/// activations and is not preserved.
+/// Writes `src` into `dst` in tile order, `[k tile][part][32]`: part 0 is `bf16(x)`,
+/// part 1 (when `parts` is 2) `bf16(x - part 0)`, so `x = hi + lo` to ~16 significant
+/// bits. Rounds to nearest even (what `torch.bfloat16` casts do); inputs past the end
+/// of `src` are written as zeros. NaN is not expected and not preserved.
+///
+/// # Safety
+/// The CPU must support AVX-512F; `dst` must hold whole k tiles for `src`.
 #[target_feature(enable = "avx512f")]
-unsafe fn to_bf16(src: &[f32], dst: &mut [u16]) {
-    assert_eq!(src.len(), dst.len());
-    let mut i = 0;
-    let lsb_mask = _mm512_set1_epi32(1);
-    let bias = _mm512_set1_epi32(0x7fff);
-    while i + 16 <= src.len() {
-        // SAFETY: `i + 16 <= len` for both slices.
-        unsafe {
-            let bits = _mm512_castps_si512(_mm512_loadu_ps(src.as_ptr().add(i)));
-            let lsb = _mm512_and_si512(_mm512_srli_epi32::<16>(bits), lsb_mask);
-            let rounded = _mm512_add_epi32(bits, _mm512_add_epi32(bias, lsb));
-            let halves = _mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(rounded));
-            _mm256_storeu_si256(dst.as_mut_ptr().add(i).cast(), halves);
+unsafe fn pack_row(src: &[f32], dst: &mut [u16], parts: usize) {
+    assert!(dst.len() >= src.len().div_ceil(TILE_K) * TILE_K * parts);
+    let round = |x: __m512| {
+        let bits = _mm512_castps_si512(x);
+        let lsb = _mm512_and_si512(_mm512_srli_epi32::<16>(bits), _mm512_set1_epi32(1));
+        let rounded = _mm512_add_epi32(bits, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), lsb));
+        _mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(rounded))
+    };
+    for (t, tile_row) in dst.chunks_exact_mut(parts * TILE_K).enumerate() {
+        for half in 0..2 {
+            let k = t * TILE_K + half * 16;
+            let n = src.len().saturating_sub(k).min(16);
+            let mask = ((1u32 << n) - 1) as __mmask16;
+            // SAFETY: the mask limits the load to the `n` values that exist (masked-out
+            // lanes never fault); the stores stay inside `tile_row`.
+            unsafe {
+                let x = _mm512_maskz_loadu_ps(mask, src.as_ptr().wrapping_add(k));
+                let hi = round(x);
+                _mm256_storeu_si256(tile_row.as_mut_ptr().add(half * 16).cast(), hi);
+                if parts == 2 {
+                    let hi_f =
+                        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(hi)));
+                    let lo = round(_mm512_sub_ps(x, hi_f));
+                    _mm256_storeu_si256(tile_row.as_mut_ptr().add(TILE_K + half * 16).cast(), lo);
+                }
+            }
         }
-        i += 16;
-    }
-    for (d, s) in dst[i..].iter_mut().zip(&src[i..]) {
-        *d = bf16_bits(*s);
     }
 }
 
@@ -383,13 +505,38 @@ mod tests {
         // 1 + 3 * 2^-8 is halfway too: the even neighbour is 1 + 2^-6.
         assert_eq!(bf16_bits(1.0 + 3.0 / 256.0), 0x3f82);
         assert_eq!(bf16_bits(-2.0), 0xc000);
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            let src: Vec<f32> = (0..37).map(|i| 1.0 + i as f32 / 256.0 - 0.07).collect();
-            let mut dst = vec![0u16; src.len()];
-            // SAFETY: AVX-512F was just detected.
-            unsafe { to_bf16(&src, &mut dst) };
-            let want: Vec<u16> = src.iter().map(|&x| bf16_bits(x)).collect();
-            assert_eq!(dst, want);
+    }
+
+    #[test]
+    fn rows_pack_into_tile_order_as_hi_and_lo_parts() {
+        if !std::arch::is_x86_feature_detected!("avx512f") {
+            return;
+        }
+        // 37 inputs: one whole k tile and a partial one, whose tail must be zeros.
+        let src: Vec<f32> = (0..37)
+            .map(|i| (1.0 + i as f32 / 256.0 - 0.07) * 1.3)
+            .collect();
+        let from_bits = |b: u16| f32::from_bits(u32::from(b) << 16);
+        for parts in [1, 2] {
+            let mut dst = vec![0xffffu16; 2 * parts * TILE_K];
+            // SAFETY: AVX-512F was just detected; `dst` holds two k tiles.
+            unsafe { pack_row(&src, &mut dst, parts) };
+            for k in 0..2 * TILE_K {
+                let at = (k / TILE_K) * parts * TILE_K + k % TILE_K;
+                let x = src.get(k).copied().unwrap_or(0.0);
+                let hi = bf16_bits(x);
+                assert_eq!(dst[at], hi, "hi of input {k}, {parts} parts");
+                if parts == 2 {
+                    let lo = dst[at + TILE_K];
+                    assert_eq!(lo, bf16_bits(x - from_bits(hi)), "lo of input {k}");
+                    // hi + lo carries ~16 significant bits.
+                    let error = (x - from_bits(hi) - from_bits(lo)).abs();
+                    assert!(
+                        error <= x.abs() * 2f32.powi(-16),
+                        "input {k}: error {error}"
+                    );
+                }
+            }
         }
     }
 }
