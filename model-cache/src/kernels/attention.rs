@@ -15,6 +15,20 @@ use rayon::prelude::*;
 
 use super::SendPtr;
 
+/// Queries computed together: 4 rows x 4 key blocks of scores, or 4 rows x 64 value
+/// columns, are 16 accumulators.
+const QUERY_BLOCK: usize = 4;
+
+/// Where the V rows of one (sequence, head) are: row `keys[s]` at
+/// `rows[keys[s] * stride + offset..][..head_dim]`.
+struct ValueRows<'a> {
+    rows: &'a [f32],
+    keys: &'a [usize],
+    stride: usize,
+    offset: usize,
+    head_dim: usize,
+}
+
 /// Shapes of one attention call.
 #[derive(Debug, Clone, Copy)]
 pub struct AttentionShape {
@@ -63,25 +77,53 @@ pub fn attention(qkv: &[f32], attended: &[bool], shape: AttentionShape) -> Vec<f
                 k_t[c * padded + slot] = v;
             }
         }
-        let mut scores = vec![0f32; padded];
-        for i in 0..queries {
-            let q = &rows[i * 3 * d + h * head_dim..][..head_dim];
-            // SAFETY: AVX-512F is the caller's contract; every slice is sized above,
-            // and task (b, h) writes only row block b, columns of head h.
+        let mut scores = vec![0f32; QUERY_BLOCK * padded];
+        let mut i = 0;
+        while i < queries {
+            // Blocks of queries share each K and V load (the single-query loop was
+            // bound by those loads); the last few queries go one at a time.
+            let block = if i + QUERY_BLOCK <= queries {
+                QUERY_BLOCK
+            } else {
+                1
+            };
+            let out = |qi: usize| {
+                // Task (b, h) writes only row block b, columns of head h.
+                context_ptr
+                    .0
+                    .wrapping_add((b * queries + i + qi) * d + h * head_dim)
+            };
+            let q = |qi: usize| &rows[(i + qi) * 3 * d + h * head_dim..][..head_dim];
+            // SAFETY: AVX-512F is the caller's contract; every slice is sized above.
             unsafe {
-                x86::scores(q, &k_t, padded, scale, &mut scores);
-                x86::softmax_in_place(&mut scores[..keys.len()]);
-                let out = context_ptr.0.add((b * queries + i) * d + h * head_dim);
-                x86::weighted_values(
-                    &scores[..keys.len()],
-                    &keys,
+                if block == QUERY_BLOCK {
+                    let qs: [&[f32]; QUERY_BLOCK] = std::array::from_fn(q);
+                    x86::scores(qs, &k_t, padded, scale, &mut scores);
+                } else {
+                    x86::scores([q(0)], &k_t, padded, scale, &mut scores);
+                }
+                for weights in scores.chunks_exact_mut(padded).take(block) {
+                    x86::softmax_in_place(&mut weights[..keys.len()]);
+                }
+                let values = ValueRows {
                     rows,
-                    3 * d,
-                    2 * d + h * head_dim,
+                    keys: &keys,
+                    stride: 3 * d,
+                    offset: 2 * d + h * head_dim,
                     head_dim,
-                    out,
-                );
+                };
+                if block == QUERY_BLOCK {
+                    x86::weighted_values::<QUERY_BLOCK>(
+                        &values,
+                        &scores,
+                        padded,
+                        std::array::from_fn(out),
+                    );
+                } else {
+                    x86::weighted_values(&values, &scores, padded, [out(0)]);
+                }
             }
+            i += block;
         }
     });
     context
@@ -91,57 +133,66 @@ pub fn attention(qkv: &[f32], attended: &[bool], shape: AttentionShape) -> Vec<f
 mod x86 {
     use std::arch::x86_64::*;
 
-    /// `scores[j] = scale * q . k_t[.., j]` for `j < padded` (`k_t` is `[q.len()][padded]`).
+    /// `scores[r * padded + j] = scale * q[r] . k_t[.., j]` for `j < padded` and each of
+    /// the `R` query rows (`k_t` is `[head_dim][padded]`).
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn scores(
-        q: &[f32],
+    pub(super) unsafe fn scores<const R: usize>(
+        q: [&[f32]; R],
         k_t: &[f32],
         padded: usize,
         scale: f32,
         scores: &mut [f32],
     ) {
-        assert!(k_t.len() >= q.len() * padded && scores.len() >= padded);
+        let head_dim = q[0].len();
+        assert!(q.iter().all(|q| q.len() == head_dim));
+        assert!(k_t.len() >= head_dim * padded && scores.len() >= R * padded);
         let mut block = 0;
-        // Four 16-key blocks at a time: four independent FMA chains hide the latency.
+        // Four 16-key blocks at a time: independent FMA chains hide the latency.
         while block + 64 <= padded {
             // SAFETY: `block + 64 <= padded`, sizes asserted above.
-            unsafe { score_blocks::<4>(q, k_t, padded, block, scale, scores) };
+            unsafe { score_blocks::<R, 4>(q, k_t, padded, block, scale, scores) };
             block += 64;
         }
         while block < padded {
             // SAFETY: `block + 16 <= padded` (padded is a multiple of 16).
-            unsafe { score_blocks::<1>(q, k_t, padded, block, scale, scores) };
+            unsafe { score_blocks::<R, 1>(q, k_t, padded, block, scale, scores) };
             block += 16;
         }
     }
 
     #[target_feature(enable = "avx512f")]
-    unsafe fn score_blocks<const N: usize>(
-        q: &[f32],
+    unsafe fn score_blocks<const R: usize, const N: usize>(
+        q: [&[f32]; R],
         k_t: &[f32],
         padded: usize,
         block: usize,
         scale: f32,
         scores: &mut [f32],
     ) {
-        let mut acc = [_mm512_setzero_ps(); N];
-        for (c, &qc) in q.iter().enumerate() {
-            let qc = _mm512_set1_ps(qc);
-            for (n, a) in acc.iter_mut().enumerate() {
-                // SAFETY: `block + 16 * N <= padded` (caller) and `c < q.len()`.
-                let k = unsafe { _mm512_loadu_ps(k_t.as_ptr().add(c * padded + block + 16 * n)) };
-                *a = _mm512_fmadd_ps(qc, k, *a);
+        let mut acc = [[_mm512_setzero_ps(); N]; R];
+        for c in 0..q[0].len() {
+            // SAFETY: `block + 16 * N <= padded` (caller) and `c < head_dim`.
+            let k: [__m512; N] = std::array::from_fn(|n| unsafe {
+                _mm512_loadu_ps(k_t.as_ptr().add(c * padded + block + 16 * n))
+            });
+            for (row, q) in acc.iter_mut().zip(q) {
+                let qc = _mm512_set1_ps(q[c]);
+                for (a, k) in row.iter_mut().zip(k) {
+                    *a = _mm512_fmadd_ps(qc, k, *a);
+                }
             }
         }
         let scale = _mm512_set1_ps(scale);
-        for (n, a) in acc.iter().enumerate() {
-            // SAFETY: `block + 16 * N <= padded <= scores.len()`.
-            unsafe {
-                _mm512_storeu_ps(
-                    scores.as_mut_ptr().add(block + 16 * n),
-                    _mm512_mul_ps(*a, scale),
-                )
-            };
+        for (r, row) in acc.iter().enumerate() {
+            for (n, a) in row.iter().enumerate() {
+                // SAFETY: `block + 16 * N <= padded` and `R * padded <= scores.len()`.
+                unsafe {
+                    _mm512_storeu_ps(
+                        scores.as_mut_ptr().add(r * padded + block + 16 * n),
+                        _mm512_mul_ps(*a, scale),
+                    )
+                };
+            }
         }
     }
 
@@ -186,19 +237,27 @@ mod x86 {
         }
     }
 
-    /// `out[..head_dim] = sum_s weights[s] * V[keys[s]]`, where V row `j` starts at
-    /// `rows[j * stride + offset]`.
-    #[allow(clippy::too_many_arguments)]
+    /// `out[r][..head_dim] = sum_s weights[r * padded + s] * V[keys[s]]` for each of the
+    /// `R` query rows.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F; each `out[r]` must have `head_dim` writable values
+    /// and `weights` `R * padded` with `padded >= keys.len()`.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn weighted_values(
+    pub(super) unsafe fn weighted_values<const R: usize>(
+        values: &super::ValueRows,
         weights: &[f32],
-        keys: &[usize],
-        rows: &[f32],
-        stride: usize,
-        offset: usize,
-        head_dim: usize,
-        out: *mut f32,
+        padded: usize,
+        out: [*mut f32; R],
     ) {
+        let super::ValueRows {
+            rows,
+            keys,
+            stride,
+            offset,
+            head_dim,
+        } = *values;
+        assert!(weights.len() >= R * padded && padded >= keys.len());
         for c in (0..head_dim).step_by(64) {
             let width = (head_dim - c).min(64);
             let lanes = width.div_ceil(16);
@@ -206,19 +265,25 @@ mod x86 {
                 let n = width.saturating_sub(l * 16).min(16);
                 if n == 16 { 0xffff } else { (1u16 << n) - 1 }
             });
-            let mut acc = [_mm512_setzero_ps(); 4];
-            for (&w, &j) in weights.iter().zip(keys) {
-                let w = _mm512_set1_ps(w);
+            let mut acc = [[_mm512_setzero_ps(); 4]; R];
+            for (s, &j) in keys.iter().enumerate() {
                 let v = &rows[j * stride + offset + c..][..width];
-                for (l, a) in acc.iter_mut().enumerate().take(lanes) {
-                    // SAFETY: the mask keeps the load inside `v`'s `width` values.
-                    let x = unsafe { _mm512_maskz_loadu_ps(masks[l], v.as_ptr().add(l * 16)) };
-                    *a = _mm512_fmadd_ps(w, x, *a);
+                // SAFETY: the masks keep the loads inside `v`'s `width` values.
+                let x: [__m512; 4] = std::array::from_fn(|l| unsafe {
+                    _mm512_maskz_loadu_ps(masks[l], v.as_ptr().add((l * 16).min(width)))
+                });
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let w = _mm512_set1_ps(weights[r * padded + s]);
+                    for (a, x) in row.iter_mut().zip(x).take(lanes) {
+                        *a = _mm512_fmadd_ps(w, x, *a);
+                    }
                 }
             }
-            for (l, a) in acc.iter().enumerate().take(lanes) {
-                // SAFETY: `out` has `head_dim` values (caller's contract); masked to them.
-                unsafe { _mm512_mask_storeu_ps(out.add(c + l * 16), masks[l], *a) };
+            for (row, out) in acc.iter().zip(out) {
+                for (l, a) in row.iter().enumerate().take(lanes) {
+                    // SAFETY: `out` has `head_dim` values (caller's contract); masked to them.
+                    unsafe { _mm512_mask_storeu_ps(out.add(c + l * 16), masks[l], *a) };
+                }
             }
         }
     }
@@ -319,20 +384,23 @@ mod tests {
             eprintln!("skipped: no AVX-512 (the model uses candle's attention there)");
             return;
         }
-        // Two sequences padded to 37 tokens: one full, one with 20 real tokens;
-        // 17 and 37 keys are not whole 16-key blocks.
+        // Two sequences padded to `seq` tokens: one full, one with 20 real tokens;
+        // 20, 37 and 70 keys are not whole 16-key blocks, 70 has a 64-key block, and
+        // 37 and 70 queries end in a partial block of 4.
         for head_dim in [8, 32, 72] {
-            check_against_reference(head_dim);
+            for seq in [37, 70] {
+                check_against_reference(head_dim, seq);
+            }
         }
     }
 
-    fn check_against_reference(head_dim: usize) {
+    fn check_against_reference(head_dim: usize, seq: usize) {
         let shape = AttentionShape {
             batch: 2,
-            seq: 37,
+            seq,
             heads: 3,
             head_dim,
-            queries: 37,
+            queries: seq,
         };
         let d = shape.heads * shape.head_dim;
         let qkv: Vec<f32> = (0..shape.batch * shape.seq * 3 * d)
@@ -347,7 +415,7 @@ mod tests {
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
             assert!(
                 (f64::from(*g) - w).abs() < 1e-5,
-                "head_dim {head_dim}, value {i}: {g} vs {w}"
+                "head_dim {head_dim}, seq {seq}, value {i}: {g} vs {w}"
             );
         }
         // The padded sequence's real rows equal the same sequence run alone.
