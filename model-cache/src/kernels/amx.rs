@@ -13,6 +13,8 @@
 
 use std::arch::asm;
 use std::arch::x86_64::*;
+use std::cell::RefCell;
+use std::ops::Range;
 
 use rayon::prelude::*;
 
@@ -27,8 +29,19 @@ const TILE_K: usize = 32;
 /// bf16 values in one packed weight tile: 16 rows of 16 column pairs.
 const TILE_ELEMS: usize = TILE_ROWS * TILE_K;
 /// Input rows per chunk: each thread walks its weights once per chunk, so the chunk's
-/// bf16 inputs should stay in L2 (about 512 KiB) while it does.
+/// bf16 inputs (of one k block) should stay in L2 (about 512 KiB) while it does.
 const CHUNK_BYTES: usize = 512 * 1024;
+/// k tiles per k block (768 inputs). Wider layers (the 3072-input FFN output) are
+/// walked a block at a time, partial sums kept in f32, so one block of inputs stays
+/// in L2 for every weight panel instead of the whole row being streamed again per
+/// panel (bf16x3 inputs of 150 rows x 3072 are 1.8 MB).
+const K_BLOCK_TILES: usize = 24;
+
+thread_local! {
+    /// Each thread's partial sums between k blocks, `[pair][chunk row][32]`, kept
+    /// between calls.
+    static PARTIAL_SUMS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
 
 /// True when the CPU has AMX-BF16 and the kernel lets this process use the tile data
 /// (Linux asks processes to request it: `arch_prctl(ARCH_REQ_XCOMP_PERM)`).
@@ -198,8 +211,13 @@ impl AmxDense {
         let pairs = self.n_tiles / 2;
         let threads = rayon::current_num_threads().max(1);
         let per_task = pairs.div_ceil(threads).max(1);
+        let k_blocks: Vec<Range<usize>> = (0..self.k_tiles)
+            .step_by(K_BLOCK_TILES)
+            .map(|k0| k0..(k0 + K_BLOCK_TILES).min(self.k_tiles))
+            .collect();
+        let block_bytes = K_BLOCK_TILES.min(self.k_tiles) * parts * TILE_K * 2;
         let chunk_rows =
-            (CHUNK_BYTES / (row_len * 2) / (2 * TILE_ROWS) * (2 * TILE_ROWS)).max(2 * TILE_ROWS);
+            (CHUNK_BYTES / block_bytes / (2 * TILE_ROWS) * (2 * TILE_ROWS)).max(2 * TILE_ROWS);
         (0..pairs)
             .step_by(per_task)
             .collect::<Vec<_>>()
@@ -208,31 +226,69 @@ impl AmxDense {
                 let out_ptr = &out_ptr;
                 let task_pairs = first_pair..(first_pair + per_task).min(pairs);
                 let mut scratch = Scratch([[0f32; 2 * TILE_COLS]; 2 * TILE_ROWS]);
-                // SAFETY: AMX was enabled in `available` (the caller's contract); tiles
-                // are configured for this thread here and released before returning.
-                unsafe { configure_tiles() };
-                let mut row0 = 0;
-                while row0 < rows_pad {
-                    let chunk_end = (row0 + chunk_rows).min(rows_pad);
-                    for pair in task_pairs.clone() {
-                        let mut r = row0;
-                        while r < chunk_end {
-                            let two = r + TILE_ROWS < chunk_end;
-                            // SAFETY: `a` holds rows_pad rows of row_len bf16 and
-                            // `r + 16 * (1 + two) <= rows_pad`; the weight strips hold
-                            // k_tiles * parts tiles per column tile.
-                            unsafe { self.multiply(a, row_len, r, two, pair, &mut scratch) };
-                            let valid = rows.saturating_sub(r).min(TILE_ROWS * (1 + two as usize));
-                            // SAFETY: each task writes columns of its own pairs only,
-                            // rows < rows.
-                            unsafe { self.store(&scratch, r, valid, pair, act, out_ptr.0) };
-                            r += TILE_ROWS * (1 + two as usize);
+                // No rayon call below, so this borrow cannot be re-entered on this
+                // thread while it is held.
+                PARTIAL_SUMS.with_borrow_mut(|partial| {
+                    if k_blocks.len() > 1 {
+                        let len = task_pairs.len() * chunk_rows * 2 * TILE_COLS;
+                        if partial.len() < len {
+                            partial.resize(len, 0.0);
                         }
                     }
-                    row0 = chunk_end;
-                }
-                // SAFETY: matches `configure_tiles` above.
-                unsafe { asm!("tilerelease", options(nostack, preserves_flags)) };
+                    // SAFETY: AMX was enabled in `available` (the caller's contract);
+                    // tiles are configured for this thread here and released below.
+                    unsafe { configure_tiles() };
+                    let mut row0 = 0;
+                    while row0 < rows_pad {
+                        let chunk_end = (row0 + chunk_rows).min(rows_pad);
+                        for (kb, k_range) in k_blocks.iter().enumerate() {
+                            let last = kb + 1 == k_blocks.len();
+                            for (local, pair) in task_pairs.clone().enumerate() {
+                                let mut r = row0;
+                                while r < chunk_end {
+                                    let two = r + TILE_ROWS < chunk_end;
+                                    // One k block: the sums go straight to `scratch`;
+                                    // more: to this (pair, rows)'s place in `partial`,
+                                    // the same 32 x 32 layout.
+                                    let sums = if k_blocks.len() == 1 {
+                                        scratch.0.as_mut_ptr().cast::<f32>()
+                                    } else {
+                                        partial[(local * chunk_rows + r - row0) * 2 * TILE_COLS..]
+                                            .as_mut_ptr()
+                                    };
+                                    // SAFETY: `a` holds rows_pad rows of row_len bf16
+                                    // and `r + 16 * (1 + two) <= rows_pad`; the weight
+                                    // strips hold k_tiles * parts tiles per column tile;
+                                    // `sums` has 32 x 32 floats (partial was sized above).
+                                    unsafe {
+                                        self.multiply(
+                                            a,
+                                            row_len,
+                                            r,
+                                            two,
+                                            pair,
+                                            k_range.clone(),
+                                            kb > 0,
+                                            sums,
+                                        )
+                                    };
+                                    if last {
+                                        let valid = rows
+                                            .saturating_sub(r)
+                                            .min(TILE_ROWS * (1 + two as usize));
+                                        // SAFETY: each task writes columns of its own
+                                        // pairs only, rows < rows; `sums` as above.
+                                        unsafe { self.store(sums, r, valid, pair, act, out_ptr.0) };
+                                    }
+                                    r += TILE_ROWS * (1 + two as usize);
+                                }
+                            }
+                        }
+                        row0 = chunk_end;
+                    }
+                    // SAFETY: matches `configure_tiles` above.
+                    unsafe { asm!("tilerelease", options(nostack, preserves_flags)) };
+                });
             });
         // SAFETY: the tasks cover every pair and every row (see `store`).
         unsafe { out.set_len(rows * self.out_dim) };
@@ -240,7 +296,9 @@ impl AmxDense {
     }
 
     /// C tiles for rows `r..r + 16` (and `r + 16..r + 32` when `two`) and the columns
-    /// of tile pair `pair` into `scratch` (row-major, 32 columns).
+    /// of tile pair `pair`, over the k tiles `k_range`, into `sums` (row-major, 32
+    /// columns), adding to what `sums` holds when `accumulate`.
+    #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f")]
     unsafe fn multiply(
         &self,
@@ -249,7 +307,9 @@ impl AmxDense {
         r: usize,
         two: bool,
         pair: usize,
-        scratch: &mut Scratch,
+        k_range: Range<usize>,
+        accumulate: bool,
+        sums: *mut f32,
     ) {
         let parts = self.passes.parts();
         let sa = row_len * 2;
@@ -258,21 +318,42 @@ impl AmxDense {
         let strip = self.k_tiles * parts * TILE_ELEMS;
         let b0 = self.tiles[self.start + 2 * pair * strip..].as_ptr();
         let b1 = self.tiles[self.start + (2 * pair + 1) * strip..].as_ptr();
-        let c = scratch.0.as_mut_ptr().cast::<f32>();
-        // Row strides in bytes: scratch rows hold 32 f32; weight tile rows 16 bf16 pairs.
+        let c = sums;
+        // Row strides in bytes: sums rows hold 32 f32; weight tile rows 16 bf16 pairs.
         const C_STRIDE: usize = 2 * TILE_COLS * 4;
         const SB: usize = TILE_COLS * 2 * 2;
         // SAFETY: pointer ranges are the caller's contract (a1 is read only when
         // `two`); tmm0-3 accumulate, tmm4-5 hold A, tmm6-7 hold B.
         unsafe {
-            asm!(
-                "tilezero tmm0",
-                "tilezero tmm1",
-                "tilezero tmm2",
-                "tilezero tmm3",
-                options(nostack, preserves_flags)
-            );
-            for kt in 0..self.k_tiles {
+            if accumulate {
+                asm!(
+                    "tileloadd tmm0, [{c0} + {sc}*1]",
+                    "tileloadd tmm1, [{c1} + {sc}*1]",
+                    c0 = in(reg) c,
+                    c1 = in(reg) c.add(TILE_COLS),
+                    sc = in(reg) C_STRIDE,
+                    options(nostack, preserves_flags, readonly),
+                );
+                if two {
+                    asm!(
+                        "tileloadd tmm2, [{c2} + {sc}*1]",
+                        "tileloadd tmm3, [{c3} + {sc}*1]",
+                        c2 = in(reg) c.add(TILE_ROWS * 2 * TILE_COLS),
+                        c3 = in(reg) c.add(TILE_ROWS * 2 * TILE_COLS + TILE_COLS),
+                        sc = in(reg) C_STRIDE,
+                        options(nostack, preserves_flags, readonly),
+                    );
+                }
+            } else {
+                asm!(
+                    "tilezero tmm0",
+                    "tilezero tmm1",
+                    "tilezero tmm2",
+                    "tilezero tmm3",
+                    options(nostack, preserves_flags)
+                );
+            }
+            for kt in k_range {
                 // Offsets of this k tile's `hi` parts; `lo` follows each `hi`.
                 let ao = kt * parts * TILE_K;
                 let bo = kt * parts * TILE_ELEMS;
@@ -382,12 +463,12 @@ impl AmxDense {
         }
     }
 
-    /// Adds the bias, applies the activation and writes `valid` rows of `scratch` to
-    /// `out` at row `r`, columns of tile pair `pair` that exist.
+    /// Adds the bias, applies the activation and writes `valid` rows of `sums` (32 x 32,
+    /// row-major) to `out` at row `r`, columns of tile pair `pair` that exist.
     #[target_feature(enable = "avx512f")]
     unsafe fn store(
         &self,
-        scratch: &Scratch,
+        sums: *const f32,
         r: usize,
         valid: usize,
         pair: usize,
@@ -396,7 +477,9 @@ impl AmxDense {
     ) {
         let col0 = pair * 2 * TILE_COLS;
         let cols = (self.out_dim - col0).min(2 * TILE_COLS);
-        for (i, row) in scratch.0[..valid].iter().enumerate() {
+        for i in 0..valid {
+            // SAFETY: `sums` holds 32 rows of 32 floats (caller's contract), valid <= 32.
+            let row = unsafe { sums.add(i * 2 * TILE_COLS) };
             let dst = (r + i) * self.out_dim + col0;
             for half in 0..2 {
                 let start = half * TILE_COLS;
@@ -409,7 +492,7 @@ impl AmxDense {
                 // row `r + i < rows` of `out` has `out_dim` columns (caller's contract).
                 unsafe {
                     let bias = _mm512_maskz_loadu_ps(mask, self.bias.as_ptr().add(col0 + start));
-                    let mut v = _mm512_add_ps(_mm512_loadu_ps(row.as_ptr().add(start)), bias);
+                    let mut v = _mm512_add_ps(_mm512_loadu_ps(row.add(start)), bias);
                     if act == Activation::GeluErf {
                         v = super::x86::gelu_erf(v);
                     }

@@ -433,15 +433,21 @@ mod tests {
             eprintln!("skipped: no AMX-BF16 on this CPU (the f32 kernels are tested above)");
             return;
         }
-        let (w, b, weight, bias) = test_layer(100, 50);
-        let dense = Dense::new(weight, bias, Precision::Bf16x3).unwrap();
-        assert!(matches!(dense, Dense::Amx(_)));
-        for rows in [1, 15, 16, 17, 33, 70] {
-            for gelu in [false, true] {
-                // The same bound as the f32 kernels: hi + lo keeps ~16 bits of each
-                // operand, so a one-pass bf16 product (errors ~0.01 here) fails it.
-                let error = max_error(&dense, rows, &w, &b, gelu);
-                assert!(error < 1e-4, "rows {rows} gelu {gelu}: max error {error}");
+        // 1000 inputs: two k blocks (the second partial), partial sums kept between.
+        for inputs in [100, 1000] {
+            let (w, b, weight, bias) = test_layer(inputs, 50);
+            let dense = Dense::new(weight, bias, Precision::Bf16x3).unwrap();
+            assert!(matches!(dense, Dense::Amx(_)));
+            for rows in [1, 15, 16, 17, 33, 70] {
+                for gelu in [false, true] {
+                    // The same bound as the f32 kernels: hi + lo keeps ~16 bits of each
+                    // operand, so a one-pass bf16 product (errors ~0.01 here) fails it.
+                    let error = max_error(&dense, rows, &w, &b, gelu);
+                    assert!(
+                        error < 1e-4,
+                        "{inputs} inputs, rows {rows} gelu {gelu}: max error {error}"
+                    );
+                }
             }
         }
     }
