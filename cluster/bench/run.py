@@ -5,7 +5,12 @@ Standard library only (runs on the system python3); the load generator is `hey`.
 For each server, in one run: cold start (spawn -> first 200 from /predict, median of
 5), latency percentiles at concurrency 1 for a ~10-word and a ~120-word text, requests/s
 and p99 at concurrency 8 and 32 for --duration seconds, and peak RSS (VmHWM).
-Writes a Markdown report and prints it.
+
+Interleaved, because a shared machine's speed drifts by 2-3x over seconds to minutes
+(other tenants on the same physical cores): every server runs at once, and each
+measurement is cut into --rounds slices that take turns across the servers, so each
+sees the same mix of fast and slow moments. Percentiles are over the pooled
+per-request latencies (`hey -o csv`). Writes a Markdown report and prints it.
 """
 
 import argparse
@@ -100,57 +105,103 @@ class Target:
 
 
 def hey(url, text, concurrency, requests=None, duration=None):
+    """One `hey` run; returns the latencies (ms) of the answered requests, their status
+    codes, and the wall time it took."""
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump({"text": text}, f)
         body = f.name
-    argv = ["hey", "-c", str(concurrency), "-m", "POST", "-T", "application/json", "-D", body]
+    argv = ["hey", "-o", "csv", "-c", str(concurrency), "-m", "POST", "-T", "application/json", "-D", body]
     argv += ["-n", str(requests)] if requests else ["-z", f"{duration}s"]
+    started = time.monotonic()
     out = subprocess.run(argv + [url], capture_output=True, text=True, check=True).stdout
+    wall = time.monotonic() - started
     os.unlink(body)
-    pct = {int(p): float(s) * 1000 for p, s in re.findall(r"(\d+)%+ in ([\d.]+) secs", out)}
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    status_part, _, error_part = out.partition("Error distribution:")
-    codes = {int(c): int(n) for c, n in re.findall(r"\[(\d+)\]\s+(\d+) responses", status_part)}
-    errors = sum(n for c, n in codes.items() if c != 200)
-    # Connection-level failures (resets, timeouts) are listed apart from status codes.
-    failures = sum(int(n) for n in re.findall(r"^\s+\[(\d+)\]\s", error_part, re.M))
-    if failures:
-        codes["failed"] = failures
-    return {"p50": pct.get(50), "p90": pct.get(90), "p99": pct.get(99), "rps": rps, "non200": errors, "codes": codes}
+    latencies, codes = [], {}
+    for row in out.splitlines()[1:]:
+        fields = row.split(",")
+        latencies.append(float(fields[0]) * 1000)
+        codes[fields[6]] = codes.get(fields[6], 0) + 1
+    # Connection-level failures (resets, timeouts) get no CSV row.
+    if requests and len(latencies) < requests:
+        codes["failed"] = requests - len(latencies)
+    return {"latencies": latencies, "codes": codes, "wall": wall}
 
 
-def measure(target, args):
-    result = {}
-    colds = []
-    for _ in range(args.cold_starts):
-        target.spawn()
-        try:
-            colds.append(target.wait_first_200())
-        finally:
-            target.stop()
-    result["cold_start_s"] = statistics.median(colds)
-    result["cold_starts"] = colds
-    target.spawn()
-    try:
-        target.wait_first_200()
-        info_url = target.url.replace("/predict", "/info")
-        try:
-            with urllib.request.urlopen(info_url, timeout=5) as r:
-                info = json.load(r)
-            model = info.get("model") or {}
-            result["kernel"] = f"{model.get('compute_dtype')} ({model.get('kernel')})"
-        except (OSError, ValueError):
-            result["kernel"] = None
-        for _ in range(20):
-            post(target.url, LONG)
-        result["c1_short"] = hey(target.url, SHORT, 1, requests=args.c1_requests)
-        result["c1_long"] = hey(target.url, LONG, 1, requests=args.c1_requests)
-        for c in (8, 32):
-            result[f"c{c}"] = hey(target.url, SHORT, c, duration=args.duration)
-        result["peak_rss_mib"] = target.peak_rss_mib()
-    finally:
-        target.stop()
+def percentile(values, q):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] if ordered else None
+
+
+def summarize(slices, duration):
+    latencies = [ms for s in slices for ms in s["latencies"]]
+    codes = {}
+    for s in slices:
+        for code, n in s["codes"].items():
+            codes[code] = codes.get(code, 0) + n
+    result = {f"p{q}": percentile(latencies, q) for q in (50, 90, 99)}
+    # Throughput over the load generator's own window (-z), not hey's start-up.
+    result["rps"] = len(latencies) / (duration * len(slices)) if duration else None
+    result["codes"] = codes
     return result
+
+
+def cold_starts(targets, args):
+    """Spawn -> first 200, taking turns across the servers, --cold-starts times each."""
+    times = {t.name: [] for t in targets}
+    for _ in range(args.cold_starts):
+        for target in targets:
+            target.spawn()
+            try:
+                times[target.name].append(target.wait_first_200())
+            finally:
+                target.stop()
+    return times
+
+
+def kernel_of(target):
+    try:
+        with urllib.request.urlopen(target.url.replace("/predict", "/info"), timeout=5) as r:
+            model = json.load(r).get("model") or {}
+        return f"{model.get('compute_dtype')} ({model.get('kernel')})"
+    except (OSError, ValueError):
+        return None
+
+
+def measure_all(targets, args):
+    results = {t.name: {} for t in targets}
+    for name, colds in cold_starts(targets, args).items():
+        results[name]["cold_start_s"] = statistics.median(colds)
+        results[name]["cold_starts"] = colds
+    for target in targets:
+        target.spawn()
+    try:
+        for target in targets:
+            target.wait_first_200()
+            results[target.name]["kernel"] = kernel_of(target)
+            for _ in range(20):
+                post(target.url, LONG)
+        phases = [
+            ("c1_short", SHORT, 1, max(1, args.c1_requests // args.rounds), None),
+            ("c1_long", LONG, 1, max(1, args.c1_requests // args.rounds), None),
+            ("c8", SHORT, 8, None, max(1, args.duration // args.rounds)),
+            ("c32", SHORT, 32, None, max(1, args.duration // args.rounds)),
+        ]
+        for key, text, concurrency, requests, duration in phases:
+            slices = {t.name: [] for t in targets}
+            for round_ in range(args.rounds):
+                # Rotate who goes first, so no server always follows the same one.
+                shift = round_ % len(targets)
+                for target in targets[shift:] + targets[:shift]:
+                    slices[target.name].append(hey(target.url, text, concurrency, requests, duration))
+            for name, runs in slices.items():
+                results[name][key] = summarize(runs, duration)
+            print(f"{key}: " + json.dumps({n: {k: v for k, v in results[n][key].items() if k != "codes"} for n in slices}), file=sys.stderr)
+        for target in targets:
+            results[target.name]["peak_rss_mib"] = target.peak_rss_mib()
+    finally:
+        for target in targets:
+            target.stop()
+    return results
 
 
 def loadavg():
@@ -189,7 +240,8 @@ def report(results, args, load_before, load_after):
     lines = [
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.node()}: "
         f"{os.cpu_count()} CPUs, load average {load_before} before, {load_after} after. "
-        f"Fixture: `{args.model_dir}`.",
+        f"Fixture: `{args.model_dir}`. Servers up together, each measurement interleaved "
+        f"across them in {args.rounds} rounds.",
         "",
         f"| measure | {header} | Python reference | {ratios} |",
         "|---|" + "---:|" * (2 * len(rust_names) + 1),
@@ -217,43 +269,41 @@ def main():
     ap.add_argument("--duration", type=int, default=20)
     ap.add_argument("--cold-starts", type=int, default=5)
     ap.add_argument("--c1-requests", type=int, default=200)
+    ap.add_argument("--rounds", type=int, default=5, help="slices each measurement takes turns in")
     ap.add_argument("--rust-flags", default="", help="extra sentiment-server flags (every variant)")
     ap.add_argument(
         "--variant",
         action="append",
         help="NAME=FLAGS: a sentiment-server configuration to measure, e.g. "
-        "'bf16=--precision bf16' (repeatable; default: f32= and bf16=--precision bf16)",
+        "'bf16=--precision bf16' (repeatable; default: f32, bf16x3 and bf16)",
     )
     ap.add_argument("--out", help="also write the report here")
     args = ap.parse_args()
 
     load_before = loadavg()
-    results = {}
-    for variant in args.variant or ["f32=", "bf16=--precision bf16"]:
+    targets = []
+    for variant in args.variant or ["f32=", "bf16x3=--precision bf16x3", "bf16=--precision bf16"]:
         name, _, flags = variant.partition("=")
         port = free_port()
-        rust = Target(
+        targets.append(Target(
             f"sentiment-server {name}",
             [args.rust, "--model-dir", args.model_dir, "--bind", f"127.0.0.1:{port}"]
             + args.rust_flags.split()
             + flags.split(),
             {"RUST_LOG": "warn"},
             port,
-        )
-        results[rust.name] = measure(rust, args)
-        print(json.dumps(results[rust.name]), file=sys.stderr)
+        ))
     if args.venv:
         port = free_port()
         here = os.path.dirname(os.path.abspath(__file__))
-        py = Target(
+        targets.append(Target(
             "python-reference",
             [os.path.join(args.venv, "bin", "uvicorn"), "reference_server:app", "--app-dir", here,
              "--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--log-level", "warning"],
             {"MODEL_DIR": os.path.abspath(args.model_dir), "TOKENIZERS_PARALLELISM": "false"},
             port,
-        )
-        results["python-reference"] = measure(py, args)
-        print(json.dumps(results["python-reference"]), file=sys.stderr)
+        ))
+    results = measure_all(targets, args)
     text = report(results, args, load_before, loadavg())
     print(text)
     if args.out:

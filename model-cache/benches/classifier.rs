@@ -240,7 +240,7 @@ fn main() {
     let drift = (info.compute_dtype != "f32").then(|| drift_from_f32(&checkpoint, &classifier));
     if let Some((worst, same, total)) = drift {
         println!(
-            "drift from f32 (64 texts)           : max |score diff| {worst:.4}, same label {same}/{total}"
+            "drift from f32 (64 texts)           : max |score diff| {worst:.2e}, same label {same}/{total}"
         );
     }
 
