@@ -353,12 +353,24 @@ impl AmxDense {
                     options(nostack, preserves_flags)
                 );
             }
+            // One tile-instruction sequence of the k loop with its address operands
+            // (registers; the tiles themselves persist between sequences).
+            macro_rules! tile_ops {
+                ($($line:literal),+ $(,)? ; $($name:ident = $value:expr),+) => {
+                    asm!(
+                        $($line),+,
+                        $($name = in(reg) $value),+,
+                        options(nostack, preserves_flags, readonly)
+                    )
+                };
+            }
             for kt in k_range {
                 // Offsets of this k tile's `hi` parts; `lo` follows each `hi`.
                 let ao = kt * parts * TILE_K;
                 let bo = kt * parts * TILE_ELEMS;
-                match (two, self.passes) {
-                    (true, Passes::One) => asm!(
+                // hi*hi: the whole product in one pass.
+                if two {
+                    tile_ops!(
                         "tileloadd tmm4, [{a0} + {sa}*1]",
                         "tileloadd tmm6, [{b0} + {sb}*1]",
                         "tdpbf16ps tmm0, tmm4, tmm6",
@@ -367,37 +379,26 @@ impl AmxDense {
                         "tileloadd tmm5, [{a1} + {sa}*1]",
                         "tdpbf16ps tmm2, tmm5, tmm6",
                         "tdpbf16ps tmm3, tmm5, tmm7",
-                        a0 = in(reg) a0.add(ao),
-                        a1 = in(reg) a1.add(ao),
-                        b0 = in(reg) b0.add(bo),
-                        b1 = in(reg) b1.add(bo),
-                        sa = in(reg) sa,
-                        sb = in(reg) SB,
-                        options(nostack, preserves_flags, readonly),
-                    ),
-                    (false, Passes::One) => asm!(
+                        ; a0 = a0.add(ao), a1 = a1.add(ao), b0 = b0.add(bo), b1 = b1.add(bo), sa = sa, sb = SB
+                    );
+                } else {
+                    tile_ops!(
                         "tileloadd tmm4, [{a0} + {sa}*1]",
                         "tileloadd tmm6, [{b0} + {sb}*1]",
                         "tdpbf16ps tmm0, tmm4, tmm6",
                         "tileloadd tmm7, [{b1} + {sb}*1]",
                         "tdpbf16ps tmm1, tmm4, tmm7",
-                        a0 = in(reg) a0.add(ao),
-                        b0 = in(reg) b0.add(bo),
-                        b1 = in(reg) b1.add(bo),
-                        sa = in(reg) sa,
-                        sb = in(reg) SB,
-                        options(nostack, preserves_flags, readonly),
-                    ),
-                    // hi*hi, then lo*hi with the B tiles still loaded, then hi*lo.
-                    (true, Passes::Three) => asm!(
-                        "tileloadd tmm4, [{a0} + {sa}*1]",
-                        "tileloadd tmm6, [{b0} + {sb}*1]",
-                        "tdpbf16ps tmm0, tmm4, tmm6",
-                        "tileloadd tmm7, [{b1} + {sb}*1]",
-                        "tdpbf16ps tmm1, tmm4, tmm7",
-                        "tileloadd tmm5, [{a1} + {sa}*1]",
-                        "tdpbf16ps tmm2, tmm5, tmm6",
-                        "tdpbf16ps tmm3, tmm5, tmm7",
+                        ; a0 = a0.add(ao), b0 = b0.add(bo), b1 = b1.add(bo), sa = sa, sb = SB
+                    );
+                }
+                if self.passes == Passes::One {
+                    continue;
+                }
+                // lo*hi with the B `hi` tiles still loaded, then hi*lo (the A `hi`
+                // tiles loaded again, from L1). The `lo` parts sit 64 bytes after
+                // each A `hi` row and one tile (1 KiB) after each B `hi` tile.
+                if two {
+                    tile_ops!(
                         "tileloadd tmm4, [{a0} + {sa}*1 + 64]",
                         "tdpbf16ps tmm0, tmm4, tmm6",
                         "tdpbf16ps tmm1, tmm4, tmm7",
@@ -412,20 +413,10 @@ impl AmxDense {
                         "tileloadd tmm5, [{a1} + {sa}*1]",
                         "tdpbf16ps tmm2, tmm5, tmm6",
                         "tdpbf16ps tmm3, tmm5, tmm7",
-                        a0 = in(reg) a0.add(ao),
-                        a1 = in(reg) a1.add(ao),
-                        b0 = in(reg) b0.add(bo),
-                        b1 = in(reg) b1.add(bo),
-                        sa = in(reg) sa,
-                        sb = in(reg) SB,
-                        options(nostack, preserves_flags, readonly),
-                    ),
-                    (false, Passes::Three) => asm!(
-                        "tileloadd tmm4, [{a0} + {sa}*1]",
-                        "tileloadd tmm6, [{b0} + {sb}*1]",
-                        "tdpbf16ps tmm0, tmm4, tmm6",
-                        "tileloadd tmm7, [{b1} + {sb}*1]",
-                        "tdpbf16ps tmm1, tmm4, tmm7",
+                        ; a0 = a0.add(ao), a1 = a1.add(ao), b0 = b0.add(bo), b1 = b1.add(bo), sa = sa, sb = SB
+                    );
+                } else {
+                    tile_ops!(
                         "tileloadd tmm5, [{a0} + {sa}*1 + 64]",
                         "tdpbf16ps tmm0, tmm5, tmm6",
                         "tdpbf16ps tmm1, tmm5, tmm7",
@@ -433,13 +424,8 @@ impl AmxDense {
                         "tdpbf16ps tmm0, tmm4, tmm6",
                         "tileloadd tmm7, [{b1} + {sb}*1 + 1024]",
                         "tdpbf16ps tmm1, tmm4, tmm7",
-                        a0 = in(reg) a0.add(ao),
-                        b0 = in(reg) b0.add(bo),
-                        b1 = in(reg) b1.add(bo),
-                        sa = in(reg) sa,
-                        sb = in(reg) SB,
-                        options(nostack, preserves_flags, readonly),
-                    ),
+                        ; a0 = a0.add(ao), b0 = b0.add(bo), b1 = b1.add(bo), sa = sa, sb = SB
+                    );
                 }
             }
             asm!(
