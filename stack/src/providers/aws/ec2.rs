@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Clients, Tags, api, obj, ok_if_missing, tag_delta};
+use super::{Clients, Tags, api, none_if_missing, obj, ok_if_missing, tag_delta};
 use crate::engine::{Input, Resource, TAG_RESOURCE, TAG_STACK};
 use crate::error::ProviderError;
 use crate::providers::{Observed, Provider, props, to_value};
@@ -180,9 +180,9 @@ impl Provider for VpcProvider {
             Some(id) => req.vpc_ids(id),
             None => req.set_filters(Some(by_tags(&d.tags))),
         };
-        let r = match req.send().await.map_err(|e| api("ec2:DescribeVpcs", e)) {
-            Err(e) if e.is_not_found() => return Ok(None),
-            r => r?,
+        let Some(r) = none_if_missing(req.send().await.map_err(|e| api("ec2:DescribeVpcs", e)))?
+        else {
+            return Ok(None);
         };
         let Some(v) = r.vpcs().first() else {
             return Ok(None);
@@ -289,9 +289,9 @@ impl Provider for SubnetProvider {
             Some(id) => req.subnet_ids(id),
             None => req.set_filters(Some(by_tags(&d.tags))),
         };
-        let r = match req.send().await.map_err(|e| api("ec2:DescribeSubnets", e)) {
-            Err(e) if e.is_not_found() => return Ok(None),
-            r => r?,
+        let Some(r) = none_if_missing(req.send().await.map_err(|e| api("ec2:DescribeSubnets", e)))?
+        else {
+            return Ok(None);
         };
         let Some(s) = r.subnets().first() else {
             return Ok(None);
@@ -427,13 +427,13 @@ impl Provider for InternetGatewayProvider {
             Some(id) => req.internet_gateway_ids(id),
             None => req.set_filters(Some(by_tags(&d.tags))),
         };
-        let r = match req
-            .send()
-            .await
-            .map_err(|e| api("ec2:DescribeInternetGateways", e))
-        {
-            Err(e) if e.is_not_found() => return Ok(None),
-            r => r?,
+        let Some(r) = none_if_missing(
+            req.send()
+                .await
+                .map_err(|e| api("ec2:DescribeInternetGateways", e)),
+        )?
+        else {
+            return Ok(None);
         };
         let Some(g) = r.internet_gateways().first() else {
             return Ok(None);
@@ -611,13 +611,13 @@ impl Provider for RouteTableProvider {
             Some(id) => req.route_table_ids(id),
             None => req.set_filters(Some(by_tags(&d.tags))),
         };
-        let r = match req
-            .send()
-            .await
-            .map_err(|e| api("ec2:DescribeRouteTables", e))
-        {
-            Err(e) if e.is_not_found() => return Ok(None),
-            r => r?,
+        let Some(r) = none_if_missing(
+            req.send()
+                .await
+                .map_err(|e| api("ec2:DescribeRouteTables", e)),
+        )?
+        else {
+            return Ok(None);
         };
         let Some(t) = r.route_tables().first() else {
             return Ok(None);

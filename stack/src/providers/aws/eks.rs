@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-use super::{Clients, Tags, api, none_if_missing, obj, split_id, waiter_err};
+use super::{Clients, Tags, api, none_if_missing, obj, split_id, wait_for};
 use crate::engine::{Input, Resource};
 use crate::error::ProviderError;
 use crate::providers::{Observed, Provider, props, to_value};
@@ -210,15 +210,13 @@ pub struct ClusterProvider(pub Arc<Clients>);
 impl ClusterProvider {
     async fn wait_active(&self, name: &str) -> Result<(), ProviderError> {
         let t = self.0.wait_timeout;
-        let w = self
-            .0
-            .eks
-            .wait_until_cluster_active()
-            .name(name)
-            .wait(t)
-            .await;
-        w.map(|_| ())
-            .map_err(|e| waiter_err("eks:DescribeCluster", "cluster ACTIVE", t.as_secs(), e))
+        wait_for(
+            "eks:DescribeCluster",
+            "cluster ACTIVE",
+            t,
+            self.0.eks.wait_until_cluster_active().name(name).wait(t),
+        )
+        .await
     }
 }
 
@@ -355,15 +353,13 @@ impl Provider for ClusterProvider {
             r => r?,
         };
         let t = self.0.wait_timeout;
-        let w = self
-            .0
-            .eks
-            .wait_until_cluster_deleted()
-            .name(id)
-            .wait(t)
-            .await;
-        w.map(|_| ())
-            .map_err(|e| waiter_err("eks:DescribeCluster", "cluster deleted", t.as_secs(), e))
+        wait_for(
+            "eks:DescribeCluster",
+            "cluster deleted",
+            t,
+            self.0.eks.wait_until_cluster_deleted().name(id).wait(t),
+        )
+        .await
     }
 }
 
@@ -373,16 +369,18 @@ pub struct NodeGroupProvider(pub Arc<Clients>);
 impl NodeGroupProvider {
     async fn wait_active(&self, cluster: &str, name: &str) -> Result<(), ProviderError> {
         let t = self.0.wait_timeout;
-        let w = self
-            .0
-            .eks
-            .wait_until_nodegroup_active()
-            .cluster_name(cluster)
-            .nodegroup_name(name)
-            .wait(t)
-            .await;
-        w.map(|_| ())
-            .map_err(|e| waiter_err("eks:DescribeNodegroup", "node group ACTIVE", t.as_secs(), e))
+        wait_for(
+            "eks:DescribeNodegroup",
+            "node group ACTIVE",
+            t,
+            self.0
+                .eks
+                .wait_until_nodegroup_active()
+                .cluster_name(cluster)
+                .nodegroup_name(name)
+                .wait(t),
+        )
+        .await
     }
 }
 
@@ -513,22 +511,18 @@ impl Provider for NodeGroupProvider {
             r => r?,
         };
         let t = self.0.wait_timeout;
-        let w = self
-            .0
-            .eks
-            .wait_until_nodegroup_deleted()
-            .cluster_name(cluster)
-            .nodegroup_name(name)
-            .wait(t)
-            .await;
-        w.map(|_| ()).map_err(|e| {
-            waiter_err(
-                "eks:DescribeNodegroup",
-                "node group deleted",
-                t.as_secs(),
-                e,
-            )
-        })
+        wait_for(
+            "eks:DescribeNodegroup",
+            "node group deleted",
+            t,
+            self.0
+                .eks
+                .wait_until_nodegroup_deleted()
+                .cluster_name(cluster)
+                .nodegroup_name(name)
+                .wait(t),
+        )
+        .await
     }
 }
 
@@ -591,15 +585,17 @@ fn addon_outputs(name: &str, version: &str, arn: &str) -> serde_json::Map<String
 impl AddonProvider {
     async fn wait_active(c: &Clients, cluster: &str, name: &str) -> Result<(), ProviderError> {
         let t = c.wait_timeout;
-        let w = c
-            .eks
-            .wait_until_addon_active()
-            .cluster_name(cluster)
-            .addon_name(name)
-            .wait(t)
-            .await;
-        w.map(|_| ())
-            .map_err(|e| waiter_err("eks:DescribeAddon", "add-on ACTIVE", t.as_secs(), e))
+        wait_for(
+            "eks:DescribeAddon",
+            "add-on ACTIVE",
+            t,
+            c.eks
+                .wait_until_addon_active()
+                .cluster_name(cluster)
+                .addon_name(name)
+                .wait(t),
+        )
+        .await
     }
 }
 
@@ -732,14 +728,16 @@ impl Provider for AddonProvider {
             r => r?,
         };
         let t = c.wait_timeout;
-        let w = c
-            .eks
-            .wait_until_addon_deleted()
-            .cluster_name(cluster)
-            .addon_name(name)
-            .wait(t)
-            .await;
-        w.map(|_| ())
-            .map_err(|e| waiter_err("eks:DescribeAddon", "add-on deleted", t.as_secs(), e))
+        wait_for(
+            "eks:DescribeAddon",
+            "add-on deleted",
+            t,
+            c.eks
+                .wait_until_addon_deleted()
+                .cluster_name(cluster)
+                .addon_name(name)
+                .wait(t),
+        )
+        .await
     }
 }

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Clients, Tags, api, none_if_missing, obj, ok_if_missing, split_id, waiter_err};
+use super::{Clients, Tags, api, none_if_missing, obj, ok_if_missing, split_id, wait_for};
 use crate::engine::{Input, Resource};
 use crate::error::ProviderError;
 use crate::providers::{Observed, Provider, props, to_value};
@@ -283,21 +283,17 @@ fn role_not_ready(e: &ProviderError) -> bool {
 
 impl FunctionProvider {
     async fn wait_updated(&self, name: &str) -> Result<(), ProviderError> {
-        let w = self
-            .0
-            .lambda
-            .wait_until_function_updated_v2()
-            .function_name(name)
-            .wait(WAIT)
-            .await;
-        w.map(|_| ()).map_err(|e| {
-            waiter_err(
-                "lambda:GetFunction",
-                "LastUpdateStatus=Successful",
-                WAIT.as_secs(),
-                e,
-            )
-        })
+        wait_for(
+            "lambda:GetFunction",
+            "LastUpdateStatus=Successful",
+            WAIT,
+            self.0
+                .lambda
+                .wait_until_function_updated_v2()
+                .function_name(name)
+                .wait(WAIT),
+        )
+        .await
     }
 }
 
@@ -393,14 +389,17 @@ impl Provider for FunctionProvider {
                 .map_err(|e| api("lambda:CreateFunction", e))
         })
         .await?;
-        let w = self
-            .0
-            .lambda
-            .wait_until_function_active_v2()
-            .function_name(&d.name)
-            .wait(WAIT)
-            .await;
-        w.map_err(|e| waiter_err("lambda:GetFunction", "State=Active", WAIT.as_secs(), e))?;
+        wait_for(
+            "lambda:GetFunction",
+            "State=Active",
+            WAIT,
+            self.0
+                .lambda
+                .wait_until_function_active_v2()
+                .function_name(&d.name)
+                .wait(WAIT),
+        )
+        .await?;
         let arn = r.function_arn().unwrap_or_default();
         Ok(Observed {
             id: d.name.clone(),

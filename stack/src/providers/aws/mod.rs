@@ -306,8 +306,22 @@ pub fn split_id(id: &str) -> (&str, &str) {
     id.split_once('|').unwrap_or((id, ""))
 }
 
+/// Awaits an SDK waiter (built with `.wait(timeout)`) until `what` holds, mapping its
+/// failure to a [`ProviderError`] named after the describe call `op` it polls.
+pub async fn wait_for<T, E: std::fmt::Display>(
+    op: &str,
+    what: &str,
+    timeout: Duration,
+    waiter: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<(), ProviderError> {
+    waiter
+        .await
+        .map(|_| ())
+        .map_err(|e| waiter_err(op, what, timeout.as_secs(), e))
+}
+
 /// Maps a waiter failure to a [`ProviderError`].
-pub fn waiter_err<E: std::fmt::Display>(op: &str, what: &str, secs: u64, e: E) -> ProviderError {
+fn waiter_err<E: std::fmt::Display>(op: &str, what: &str, secs: u64, e: E) -> ProviderError {
     let msg = e.to_string();
     if msg.to_ascii_lowercase().contains("exceeded") || msg.to_ascii_lowercase().contains("timeout")
     {
