@@ -1,11 +1,14 @@
 //! Dense layers on Intel AMX tiles in bf16 with f32 accumulation: the opt-in
-//! `Precision::Bf16` mode (Sapphire Rapids and later: the c7i / m7i / r7i instances).
+//! `Precision::Bf16` and `Precision::Bf16x3` modes (Sapphire Rapids and later: the
+//! c7i / m7i / r7i instances).
 //!
 //! One `TDPBF16PS` multiplies a 16 x 32 bf16 tile by a 32 x 16 bf16 tile into a 16 x 16
 //! f32 tile: 16,384 flops per instruction, roughly 8x what AVX-512 FMAs reach per cycle.
 //! Weights are converted to bf16 once at load, already in the tile layout the
 //! instruction wants (pairs of consecutive inputs side by side, "VNNI" order); inputs
-//! are rounded to bf16 per call. Bias, GELU and every other op of the model stay f32.
+//! are rounded to bf16 per call. bf16x3 keeps a second bf16 part of each value (what
+//! rounding to bf16 lost) and adds two more tile products ([`Passes::Three`]). Bias,
+//! GELU and every other op of the model stay f32.
 //!
 //! Rust has no stable AMX intrinsics, so the tile instructions are inline assembly.
 //! The compiler never allocates tile registers itself, so tile state set by one `asm!`

@@ -6,7 +6,8 @@
 //! `Dense` runs on [`packed`] weights with AVX-512 (x86_64); without it, on candle's
 //! matmul over the original layout.
 //!
-//! [`Precision::Bf16`] (opt-in) runs the same layers on AMX tiles instead, see [`amx`].
+//! [`Precision::Bf16x3`] and [`Precision::Bf16`] (opt-in) run the same layers on AMX
+//! tiles instead, see [`amx`].
 
 use candle_core::{Device, Module, Tensor};
 use candle_nn::Linear;
