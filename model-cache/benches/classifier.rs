@@ -105,27 +105,6 @@ fn options() -> ClassifierOptions {
     }
 }
 
-/// A text of exactly `tokens` tokens including [CLS] and [SEP].
-fn text_of(classifier: &Classifier, tokens: usize) -> String {
-    let words = [
-        "the", "movie", "was", "great", "and", "the", "acting", "felt", "fresh", "but", "plot",
-        "was", "slow",
-    ];
-    let mut text = String::new();
-    for word in words.iter().cycle() {
-        let candidate = format!("{text} {word}");
-        if classifier.tokenize(&[candidate.trim()]).unwrap()[0]
-            .ids
-            .len()
-            > tokens
-        {
-            break;
-        }
-        text = candidate;
-    }
-    text.trim().to_string()
-}
-
 fn rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
@@ -165,8 +144,8 @@ fn main() {
         Classifier::load(&checkpoint, &options()).unwrap();
     });
 
-    let short = text_of(&classifier, 16);
-    let long = text_of(&classifier, 128);
+    let short = model_cache::fixture::text_of_tokens(&classifier, 16, 0).unwrap();
+    let long = model_cache::fixture::text_of_tokens(&classifier, 128, 0).unwrap();
     // MODEL_BENCH_QUICK=1: only the summary figures below, for quick A/B comparisons.
     let quick = std::env::var_os("MODEL_BENCH_QUICK").is_some();
     let mut criterion = Criterion::default()

@@ -9,6 +9,7 @@
 use std::path::Path;
 use std::time::Instant;
 
+use model_cache::fixture::text_of_tokens;
 use model_cache::{Checkpoint, Classifier, ClassifierOptions, Precision};
 
 fn arg<T: std::str::FromStr>(n: usize, default: T) -> T {
@@ -16,28 +17,6 @@ fn arg<T: std::str::FromStr>(n: usize, default: T) -> T {
         .nth(n)
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// A text of at most `tokens` tokens including [CLS] and [SEP], built from `offset`
-/// on in a fixed word list (different offsets give different texts).
-fn text_of(classifier: &Classifier, tokens: usize, offset: usize) -> String {
-    let words = [
-        "the", "movie", "was", "great", "and", "the", "acting", "felt", "fresh", "but", "plot",
-        "was", "slow", "awful", "moving",
-    ];
-    let mut text = String::new();
-    for word in words.iter().cycle().skip(offset) {
-        let candidate = format!("{text} {word}");
-        if classifier.tokenize(&[candidate.trim()]).unwrap()[0]
-            .ids
-            .len()
-            > tokens
-        {
-            break;
-        }
-        text = candidate;
-    }
-    text.trim().to_string()
 }
 
 fn main() {
@@ -61,7 +40,7 @@ fn main() {
         })
         .collect();
     let texts: Vec<String> = (0..batch.max(16))
-        .map(|i| text_of(&classifiers[0], tokens, i))
+        .map(|i| text_of_tokens(&classifiers[0], tokens, i).unwrap())
         .collect();
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
 

@@ -426,9 +426,48 @@ pub fn generated_vocab() -> Vec<String> {
     vocab
 }
 
+/// A movie-review-like text of at most `tokens` tokens including [CLS] and [SEP], from
+/// a fixed word list starting `offset` words in (different offsets, different texts):
+/// the benchmarks' inputs of a chosen length.
+pub fn text_of_tokens(
+    classifier: &crate::Classifier,
+    tokens: usize,
+    offset: usize,
+) -> Result<String, ModelError> {
+    const WORDS: [&str; 13] = [
+        "the", "movie", "was", "great", "and", "the", "acting", "felt", "fresh", "but", "plot",
+        "was", "slow",
+    ];
+    let mut text = String::new();
+    for word in WORDS.iter().cycle().skip(offset) {
+        let candidate = format!("{text} {word}");
+        if classifier.tokenize(&[candidate.trim()])?[0].ids.len() > tokens {
+            break;
+        }
+        text = candidate;
+    }
+    Ok(text.trim().to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn benchmark_texts_fill_the_token_budget_and_differ_by_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), &FixtureSpec::new(FixtureSize::Tiny)).unwrap();
+        let classifier = crate::Classifier::load(
+            &crate::Checkpoint::open(dir.path()).unwrap(),
+            &crate::ClassifierOptions::default(),
+        )
+        .unwrap();
+        let count = |text: &str| classifier.tokenize(&[text]).unwrap()[0].ids.len();
+        let text = text_of_tokens(&classifier, 40, 0).unwrap();
+        // One more word would pass the budget; every fixture word is one or two tokens.
+        assert!((38..=40).contains(&count(&text)), "{} tokens", count(&text));
+        assert_ne!(text, text_of_tokens(&classifier, 40, 3).unwrap());
+    }
 
     #[test]
     fn full_size_has_distilbert_base_dimensions_and_parameter_count() {
