@@ -221,81 +221,103 @@ impl AmxDense {
         let block_bytes = K_BLOCK_TILES.min(self.k_tiles) * parts * TILE_K * 2;
         let chunk_rows =
             (CHUNK_BYTES / block_bytes / (2 * TILE_ROWS) * (2 * TILE_ROWS)).max(2 * TILE_ROWS);
+        let layout = InputLayout {
+            a,
+            row_len,
+            rows,
+            rows_pad,
+            chunk_rows,
+        };
         (0..pairs)
             .step_by(per_task)
             .collect::<Vec<_>>()
             .into_par_iter()
             .for_each(|first_pair| {
+                // The whole wrapper, not its field, so the closure stays Sync.
                 let out_ptr = &out_ptr;
                 let task_pairs = first_pair..(first_pair + per_task).min(pairs);
-                let mut scratch = Scratch([[0f32; 2 * TILE_COLS]; 2 * TILE_ROWS]);
-                // No rayon call below, so this borrow cannot be re-entered on this
+                // No rayon call inside, so this borrow cannot be re-entered on this
                 // thread while it is held.
                 PARTIAL_SUMS.with_borrow_mut(|partial| {
-                    if k_blocks.len() > 1 {
-                        let len = task_pairs.len() * chunk_rows * 2 * TILE_COLS;
-                        if partial.len() < len {
-                            partial.resize(len, 0.0);
-                        }
-                    }
                     // SAFETY: AMX was enabled in `available` (the caller's contract);
-                    // tiles are configured for this thread here and released below.
-                    unsafe { configure_tiles() };
-                    let mut row0 = 0;
-                    while row0 < rows_pad {
-                        let chunk_end = (row0 + chunk_rows).min(rows_pad);
-                        for (kb, k_range) in k_blocks.iter().enumerate() {
-                            let last = kb + 1 == k_blocks.len();
-                            for (local, pair) in task_pairs.clone().enumerate() {
-                                let mut r = row0;
-                                while r < chunk_end {
-                                    let two = r + TILE_ROWS < chunk_end;
-                                    // One k block: the sums go straight to `scratch`;
-                                    // more: to this (pair, rows)'s place in `partial`,
-                                    // the same 32 x 32 layout.
-                                    let sums = if k_blocks.len() == 1 {
-                                        scratch.0.as_mut_ptr().cast::<f32>()
-                                    } else {
-                                        partial[(local * chunk_rows + r - row0) * 2 * TILE_COLS..]
-                                            .as_mut_ptr()
-                                    };
-                                    // SAFETY: `a` holds rows_pad rows of row_len bf16
-                                    // and `r + 16 * (1 + two) <= rows_pad`; the weight
-                                    // strips hold k_tiles * parts tiles per column tile;
-                                    // `sums` has 32 x 32 floats (partial was sized above).
-                                    unsafe {
-                                        self.multiply(
-                                            a,
-                                            row_len,
-                                            r,
-                                            two,
-                                            pair,
-                                            k_range.clone(),
-                                            kb > 0,
-                                            sums,
-                                        )
-                                    };
-                                    if last {
-                                        let valid = rows
-                                            .saturating_sub(r)
-                                            .min(TILE_ROWS * (1 + two as usize));
-                                        // SAFETY: each task writes columns of its own
-                                        // pairs only, rows < rows; `sums` as above.
-                                        unsafe { self.store(sums, r, valid, pair, act, out_ptr.0) };
-                                    }
-                                    r += TILE_ROWS * (1 + two as usize);
-                                }
-                            }
-                        }
-                        row0 = chunk_end;
+                    // each task writes only its own pairs' columns of `out`.
+                    unsafe {
+                        self.run_task(&layout, task_pairs, &k_blocks, act, partial, out_ptr.0)
                     }
-                    // SAFETY: matches `configure_tiles` above.
-                    unsafe { asm!("tilerelease", options(nostack, preserves_flags)) };
                 });
             });
         // SAFETY: the tasks cover every pair and every row (see `store`).
         unsafe { out.set_len(rows * self.out_dim) };
         out
+    }
+
+    /// One task: the columns of tile pairs `pairs` for every row, chunk by chunk of rows
+    /// and k block by k block, into `out`.
+    ///
+    /// # Safety
+    /// AMX must be available ([`available`]); `out` must hold `rows x out_dim` floats
+    /// that no other task writes in these columns.
+    unsafe fn run_task(
+        &self,
+        layout: &InputLayout,
+        pairs: Range<usize>,
+        k_blocks: &[Range<usize>],
+        act: Activation,
+        partial: &mut Vec<f32>,
+        out: *mut f32,
+    ) {
+        let InputLayout {
+            a,
+            row_len,
+            rows,
+            rows_pad,
+            chunk_rows,
+        } = *layout;
+        if k_blocks.len() > 1 {
+            let len = pairs.len() * chunk_rows * 2 * TILE_COLS;
+            if partial.len() < len {
+                partial.resize(len, 0.0);
+            }
+        }
+        let mut scratch = Scratch([[0f32; 2 * TILE_COLS]; 2 * TILE_ROWS]);
+        // SAFETY: AMX is available (the caller's contract); tiles are configured for
+        // this thread here and released below.
+        unsafe { configure_tiles() };
+        for row0 in (0..rows_pad).step_by(chunk_rows) {
+            let chunk_end = (row0 + chunk_rows).min(rows_pad);
+            for (kb, k_range) in k_blocks.iter().enumerate() {
+                for (local, pair) in pairs.clone().enumerate() {
+                    let mut r = row0;
+                    while r < chunk_end {
+                        let two = r + TILE_ROWS < chunk_end;
+                        let tile_rows = TILE_ROWS * (1 + two as usize);
+                        // One k block: the sums go straight to `scratch`; more: to this
+                        // (pair, rows)'s place in `partial`, the same 32 x 32 layout.
+                        let sums = if k_blocks.len() == 1 {
+                            scratch.0.as_mut_ptr().cast::<f32>()
+                        } else {
+                            partial[(local * chunk_rows + r - row0) * 2 * TILE_COLS..].as_mut_ptr()
+                        };
+                        // SAFETY: `a` holds rows_pad rows of row_len bf16 and
+                        // `r + tile_rows <= rows_pad`; the weight strips hold
+                        // k_tiles * parts tiles per column tile; `sums` has 32 x 32
+                        // floats (partial was sized above).
+                        unsafe {
+                            self.multiply(a, row_len, r, two, pair, k_range.clone(), kb > 0, sums)
+                        };
+                        if kb + 1 == k_blocks.len() {
+                            let valid = rows.saturating_sub(r).min(tile_rows);
+                            // SAFETY: rows < rows of this task's columns (the caller's
+                            // contract); `sums` as above.
+                            unsafe { self.store(sums, r, valid, pair, act, out) };
+                        }
+                        r += tile_rows;
+                    }
+                }
+            }
+        }
+        // SAFETY: matches `configure_tiles` above.
+        unsafe { asm!("tilerelease", options(nostack, preserves_flags)) };
     }
 
     /// C tiles for rows `r..r + 16` (and `r + 16..r + 32` when `two`) and the columns
@@ -490,6 +512,17 @@ impl AmxDense {
             }
         }
     }
+}
+
+/// One call's packed inputs: `rows_pad` rows of `row_len` bf16 (`[k tile][part][32]`),
+/// the first `rows` real, walked `chunk_rows` at a time.
+#[derive(Clone, Copy)]
+struct InputLayout<'a> {
+    a: &'a [u16],
+    row_len: usize,
+    rows: usize,
+    rows_pad: usize,
+    chunk_rows: usize,
 }
 
 /// 32 rows x 32 columns of f32 results, aligned for the tile stores.
