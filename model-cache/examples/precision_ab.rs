@@ -4,7 +4,8 @@
 //! score drift from the first:
 //!
 //! `cargo run --release -p model-cache --example precision_ab -- <model dir> [tokens]
-//! [calls] [precisions] [batch]`, e.g. `.cache/fixtures/full-f32 150 30 f32,bf16x3,bf16`.
+//! [calls] [precisions] [batch] [threads]`, e.g. `.cache/fixtures/full-f32 150 30
+//! f32,bf16x3,bf16` (threads: the CPUs this process may use unless given).
 
 use std::path::Path;
 use std::time::Instant;
@@ -28,12 +29,14 @@ fn main() {
         .map(|p| p.parse().expect("a precision"))
         .collect();
     let batch: usize = arg(5, 1);
+    let threads: Option<usize> = std::env::args().nth(6).and_then(|v| v.parse().ok());
     let checkpoint = Checkpoint::open(Path::new(&dir)).expect("a checkpoint directory");
     let classifiers: Vec<Classifier> = precisions
         .iter()
         .map(|&precision| {
             let options = ClassifierOptions {
                 precision,
+                threads,
                 ..ClassifierOptions::default()
             };
             Classifier::load(&checkpoint, &options).expect("loads")

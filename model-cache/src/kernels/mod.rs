@@ -215,6 +215,14 @@ unsafe impl Sync for SendPtr {}
 #[cfg(target_arch = "x86_64")]
 unsafe impl Send for SendPtr {}
 
+/// Share `i` of `shares` near-equal runs of whole `line`-element cache lines of
+/// `values` (empty past the end): what one step of a loop prefetches for the next.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn prefetch_share<T>(values: &[T], line: usize, shares: usize, i: usize) -> &[T] {
+    let len = (values.len() / line).div_ceil(shares.max(1)).max(1) * line;
+    values.chunks(len).nth(i).unwrap_or_default()
+}
+
 /// Which dense kernel `precision` gets on this machine, for logs and reports.
 pub fn kernel_name(precision: Precision) -> &'static str {
     match effective_precision(precision) {
@@ -346,6 +354,21 @@ mod tests {
 
     fn libm_erf(x: f64) -> f64 {
         libm::erf(x)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn prefetch_shares_cover_the_lines_in_order_once() {
+        let values: Vec<u32> = (0..16 * 37).collect();
+        for shares in [1, 5, 18, 40] {
+            let joined: Vec<u32> = (0..shares + 2)
+                .flat_map(|i| prefetch_share(&values, 16, shares, i).to_vec())
+                .collect();
+            assert_eq!(joined, values, "{shares} shares");
+            // Whole lines each, so no line is fetched by two shares.
+            assert!(prefetch_share(&values, 16, shares, 0).len().is_multiple_of(16));
+        }
+        assert!(prefetch_share::<u32>(&[], 16, 4, 0).is_empty());
     }
 
     #[test]
