@@ -366,7 +366,11 @@ mod tests {
                 .collect();
             assert_eq!(joined, values, "{shares} shares");
             // Whole lines each, so no line is fetched by two shares.
-            assert!(prefetch_share(&values, 16, shares, 0).len().is_multiple_of(16));
+            assert!(
+                prefetch_share(&values, 16, shares, 0)
+                    .len()
+                    .is_multiple_of(16)
+            );
         }
         assert!(prefetch_share::<u32>(&[], 16, 4, 0).is_empty());
     }
@@ -449,6 +453,31 @@ mod tests {
                 }
             }
         });
+    }
+
+    #[test]
+    fn concurrent_calls_on_one_pool_all_get_their_own_answers() {
+        // Forward passes of different row counts spawned together on a 2-thread pool
+        // share the threads' buffers and the panel claiming.
+        let (w, b, weight, bias) = test_layer(300, 64);
+        let dense = Dense::new(weight, bias, Precision::F32).unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let errors = std::sync::Mutex::new(Vec::new());
+        pool.scope(|scope| {
+            for i in 0..200 {
+                let (dense, w, b, errors) = (&dense, &w, &b, &errors);
+                scope.spawn(move |_| {
+                    let error = max_error(dense, 9 + i % 40, w, b, i % 2 == 0);
+                    errors.lock().unwrap().push(error);
+                });
+            }
+        });
+        let errors = errors.into_inner().unwrap();
+        assert_eq!(errors.len(), 200);
+        assert!(errors.iter().all(|&e| e < 1e-4), "{errors:?}");
     }
 
     #[test]

@@ -3,10 +3,13 @@
 //! loop streams one panel with two aligned vector loads per step. Each call also packs
 //! its input rows into 8-row blocks (`[in][8]`), so the broadcasts read one sequential
 //! stream. Large batches split rows between threads (each thread's inputs and outputs
-//! stay in its own L2), small ones split panels.
+//! stay in its own L2). Smaller ones pack the rows once and let threads claim panels
+//! one at a time: a cloud vCPU often runs at a fraction of its sibling's speed (its
+//! hyperthread twin is busy), and a fixed half each then waits on the slower one.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rayon::prelude::*;
 
@@ -22,6 +25,10 @@ const K_BLOCK: usize = 256;
 /// Rows per thread from which threads split rows rather than panels: below it, every
 /// thread reading the whole weight matrix costs more than sharing the input rows.
 const ROW_SPLIT_MIN_ROWS: usize = 128;
+
+/// Rows from which packing them is shared out between threads: below, one thread
+/// packs them in less time than a fork and join takes.
+const PARALLEL_PACK_MIN_ROWS: usize = 64;
 
 /// Floats per cache line.
 const LINE: usize = 16;
@@ -44,78 +51,79 @@ thread_local! {
     /// Each thread's packed input rows, kept between calls: a fresh allocation per
     /// call is a few MB of page faults and zeroing at batch 32.
     static PACKED_ROWS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// The packed rows a call shares between threads, kept between calls likewise.
+    static SHARED_ROWS: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
 
-/// One thread's share of a dense layer: these input rows times these panels.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Task {
-    rows: Range<usize>,
-    panels: Range<usize>,
-}
-
-/// Splits `rows x panels` between `threads`: by rows when each thread gets at least
-/// [`ROW_SPLIT_MIN_ROWS`] (whole 8-row blocks each), else by panels.
-fn split_work(rows: usize, panels: usize, threads: usize) -> Vec<Task> {
+/// Splits `rows` between `threads` in whole 8-row blocks when each thread gets at
+/// least [`ROW_SPLIT_MIN_ROWS`]; `None` when the rows are to be shared instead.
+fn split_rows(rows: usize, threads: usize) -> Option<Vec<Range<usize>>> {
     let threads = threads.max(1);
-    if rows / threads >= ROW_SPLIT_MIN_ROWS {
-        let per = rows.div_ceil(threads).div_ceil(ROWS) * ROWS;
+    if rows / threads < ROW_SPLIT_MIN_ROWS {
+        return None;
+    }
+    let per = rows.div_ceil(threads).div_ceil(ROWS) * ROWS;
+    Some(
         (0..rows)
             .step_by(per)
-            .map(|r| Task {
-                rows: r..(r + per).min(rows),
-                panels: 0..panels,
-            })
-            .collect()
-    } else {
-        let per = panels.div_ceil(threads).max(1);
-        (0..panels)
-            .step_by(per)
-            .map(|p| Task {
-                rows: 0..rows,
-                panels: p..(p + per).min(panels),
-            })
-            .collect()
-    }
+            .map(|r| r..(r + per).min(rows))
+            .collect(),
+    )
 }
 
-/// The weights a task reads after panel `p`'s k block from `k0`: the next panel's same
-/// block, else the first panel's next block, else nothing.
-fn next_slice<'a>(
-    weights: &'a [f32],
-    in_dim: usize,
-    panels: &Range<usize>,
-    p: usize,
-    k0: usize,
-) -> &'a [f32] {
-    let (panel, k) = if p + 1 < panels.end {
-        (p + 1, k0)
-    } else if k0 + K_BLOCK < in_dim {
-        (panels.start, k0 + K_BLOCK)
-    } else {
-        return &[];
-    };
-    let kc = (in_dim - k).min(K_BLOCK);
-    &weights[panel * in_dim * PANEL + k * PANEL..][..kc * PANEL]
-}
-
-/// Writes `input` (`rows x in_dim`, row-major) as 8-row blocks `[block][in][8]` at the
-/// start of `packed`, zero-filling the last block's missing rows; returns that part.
-fn pack_rows<'a>(input: &[f32], in_dim: usize, packed: &'a mut Vec<f32>) -> &'a [f32] {
-    let rows = input.len() / in_dim;
+/// Grows `packed` to hold `rows` input rows as 8-row blocks and returns that part.
+fn packed_rows_buffer(packed: &mut Vec<f32>, rows: usize, in_dim: usize) -> &mut [f32] {
     let len = rows.div_ceil(ROWS) * in_dim * ROWS;
-    // Grown, never cleared: every element in use is written below.
+    // Grown, never cleared: every element in use is written by `pack_block`.
     if packed.len() < len {
         packed.resize(len, 0.0);
     }
-    let packed = &mut packed[..len];
+    &mut packed[..len]
+}
+
+/// Writes 8-row block `block` of `input` (`rows x in_dim`, row-major) to `dst` as
+/// `[in][8]`, zero-filling rows past the end.
+fn pack_block(input: &[f32], in_dim: usize, block: usize, dst: &mut [f32]) {
+    let src = &input[block * ROWS * in_dim..];
+    let valid_rows = (src.len() / in_dim).min(ROWS);
+    assert_eq!(dst.len(), in_dim * ROWS);
+    // SAFETY: PackedDense exists only where AVX-512 (hence AVX) was detected; `src`
+    // holds `valid_rows` rows and `dst` `in_dim * 8` floats.
+    unsafe { x86::transpose_rows(src.as_ptr(), in_dim, valid_rows, dst.as_mut_ptr()) };
+}
+
+/// Writes `input` as 8-row blocks `[block][in][8]` at the start of `packed`; returns
+/// that part.
+fn pack_rows<'a>(input: &[f32], in_dim: usize, packed: &'a mut Vec<f32>) -> &'a [f32] {
+    let packed = packed_rows_buffer(packed, input.len() / in_dim, in_dim);
     for (block, dst) in packed.chunks_exact_mut(in_dim * ROWS).enumerate() {
-        let src = &input[block * ROWS * in_dim..];
-        let valid_rows = (src.len() / in_dim).min(ROWS);
-        // SAFETY: PackedDense exists only where AVX-512 (hence AVX) was detected;
-        // `src` holds `valid_rows` rows and `dst` `in_dim * 8` floats.
-        unsafe { x86::transpose_rows(src.as_ptr(), in_dim, valid_rows, dst.as_mut_ptr()) };
+        pack_block(input, in_dim, block, dst);
     }
     packed
+}
+
+/// [`pack_rows`] with the blocks shared out between the pool's threads when there are
+/// enough to be worth a fork and join.
+fn pack_rows_parallel<'a>(input: &[f32], in_dim: usize, packed: &'a mut Vec<f32>) -> &'a [f32] {
+    let rows = input.len() / in_dim;
+    if rows < PARALLEL_PACK_MIN_ROWS {
+        return pack_rows(input, in_dim, packed);
+    }
+    let packed = packed_rows_buffer(packed, rows, in_dim);
+    packed
+        .par_chunks_exact_mut(in_dim * ROWS)
+        .enumerate()
+        .for_each(|(block, dst)| pack_block(input, in_dim, block, dst));
+    packed
+}
+
+/// One call's packed input rows and where its results go.
+struct Call<'a> {
+    /// Rows `rows` of the input as 8-row blocks (`[block][in][8]`).
+    packed: &'a [f32],
+    rows: Range<usize>,
+    act: Activation,
+    out: &'a SendPtr,
 }
 
 impl PackedDense {
@@ -163,67 +171,135 @@ impl PackedDense {
         self.out_dim
     }
 
+    /// Panel `p`'s weights for inputs `k0..k0 + K_BLOCK` (fewer at the end).
+    fn slice(&self, p: usize, k0: usize) -> &[f32] {
+        let kc = (self.in_dim - k0).min(K_BLOCK);
+        &self.panel_floats()[p * self.in_dim * PANEL + k0 * PANEL..][..kc * PANEL]
+    }
+
     pub fn forward(&self, input: &[f32], rows: usize, in_dim: usize, act: Activation) -> Vec<f32> {
         assert_eq!(in_dim, self.in_dim);
         assert_eq!(input.len(), rows * in_dim);
         // Not zeroed: the first k block writes every element before anything reads it
-        // (the tasks cover all rows x panels), and zeroing a few MB per call showed up.
+        // (every row x panel is computed), and zeroing a few MB per call showed up.
         let mut out = Vec::<f32>::with_capacity(rows * self.out_dim);
         let out_ptr = SendPtr(out.as_mut_ptr());
-        let tasks = split_work(rows, self.out_dim / PANEL, rayon::current_num_threads());
-        let weights = self.panel_floats();
-        tasks.par_iter().for_each(|task| {
-            let out_ptr = &out_ptr;
-            PACKED_ROWS.with_borrow_mut(|scratch| {
-                let packed = pack_rows(
-                    &input[task.rows.start * in_dim..task.rows.end * in_dim],
-                    in_dim,
-                    scratch,
-                );
-                // k is walked in blocks so a panel's slice (K_BLOCK x 32 floats) stays
-                // in L1 while every row block of this task uses it.
-                let blocks = packed.len() / (in_dim * ROWS);
-                for k0 in (0..in_dim).step_by(K_BLOCK) {
-                    let kc = (in_dim - k0).min(K_BLOCK);
-                    let gelu = k0 + kc == in_dim && act == Activation::GeluErf;
-                    for p in task.panels.clone() {
-                        let panel = &weights[p * in_dim * PANEL + k0 * PANEL..][..kc * PANEL];
-                        let bias = &self.bias[p * PANEL..][..PANEL];
-                        // The next slice's lines are fetched into L2 a share per row
-                        // block, so the first block after this panel does not wait on
-                        // memory (the whole model's weights do not fit in L3's share;
-                        // measured +6% on a 144-token forward pass).
-                        let next = next_slice(weights, in_dim, &task.panels, p, k0);
-                        for (block, block_rows) in packed.chunks_exact(in_dim * ROWS).enumerate() {
-                            let row = task.rows.start + block * ROWS;
-                            let share = prefetch_share(next, LINE, blocks, block);
-                            // SAFETY: AVX-512 was detected before packing; each task
-                            // writes only its own rows x columns of `out` (tasks are
-                            // disjoint), which outlives the loop; the slices hold what
-                            // the kernel reads.
-                            unsafe {
-                                x86::dense_block(
-                                    block_rows[k0 * ROWS..].as_ptr(),
-                                    panel.as_ptr(),
-                                    kc,
-                                    bias.as_ptr(),
-                                    out_ptr.0.add(row * self.out_dim + p * PANEL),
-                                    self.out_dim,
-                                    (task.rows.end - row).min(ROWS),
-                                    k0 == 0,
-                                    gelu,
-                                    share.as_ptr(),
-                                    share.len() / LINE,
-                                );
-                            }
-                        }
-                    }
-                }
+        let threads = rayon::current_num_threads();
+        if let Some(tasks) = split_rows(rows, threads) {
+            tasks.par_iter().for_each(|task| {
+                PACKED_ROWS.with_borrow_mut(|scratch| {
+                    let call = Call {
+                        packed: pack_rows(
+                            &input[task.start * in_dim..task.end * in_dim],
+                            in_dim,
+                            scratch,
+                        ),
+                        rows: task.clone(),
+                        act,
+                        out: &out_ptr,
+                    };
+                    self.all_panels(&call);
+                });
             });
-        });
+        } else {
+            // The calling thread's buffer, shared with the others for this call. Taken
+            // out, not borrowed, while they work: a rayon thread waiting inside may run
+            // another caller's forward pass, which then finds no buffer and grows one.
+            let mut scratch = SHARED_ROWS.take();
+            let call = Call {
+                packed: pack_rows_parallel(input, in_dim, &mut scratch),
+                rows: 0..rows,
+                act,
+                out: &out_ptr,
+            };
+            self.claimed_panels(&call, threads);
+            SHARED_ROWS.set(scratch);
+        }
         // SAFETY: every element was written above (see the allocation).
         unsafe { out.set_len(rows * self.out_dim) };
         out
+    }
+
+    /// Every panel for the call's rows, `threads` claiming them one at a time.
+    fn claimed_panels(&self, call: &Call, threads: usize) {
+        let panels = self.out_dim / PANEL;
+        let next_panel = AtomicUsize::new(0);
+        let claim = || Some(next_panel.fetch_add(1, Ordering::Relaxed)).filter(|&p| p < panels);
+        (0..threads).into_par_iter().for_each(|_| {
+            // The panel after this one is claimed first, so its weights can be
+            // prefetched while this one is computed.
+            let mut current = claim();
+            while let Some(p) = current {
+                let then = claim();
+                self.one_panel(call, p, then);
+                current = then;
+            }
+        });
+    }
+
+    /// Every panel for the call's rows, k block by k block: the rows' block of inputs
+    /// stays in L2 while every panel's slice passes through L1.
+    fn all_panels(&self, call: &Call) {
+        let panels = self.out_dim / PANEL;
+        for k0 in (0..self.in_dim).step_by(K_BLOCK) {
+            for p in 0..panels {
+                let next = if p + 1 < panels {
+                    self.slice(p + 1, k0)
+                } else if k0 + K_BLOCK < self.in_dim {
+                    self.slice(0, k0 + K_BLOCK)
+                } else {
+                    &[]
+                };
+                self.slice_rows(call, p, k0, next);
+            }
+        }
+    }
+
+    /// Panel `p` for the call's rows, then (for prefetching) panel `then`.
+    fn one_panel(&self, call: &Call, p: usize, then: Option<usize>) {
+        for k0 in (0..self.in_dim).step_by(K_BLOCK) {
+            let next = if k0 + K_BLOCK < self.in_dim {
+                self.slice(p, k0 + K_BLOCK)
+            } else {
+                then.map_or(&[][..], |q| self.slice(q, 0))
+            };
+            self.slice_rows(call, p, k0, next);
+        }
+    }
+
+    /// Panel `p`'s slice from input `k0` times every row block of the call, into (or
+    /// onto) the output; fetches `next` into L2 meanwhile, a share per row block, so
+    /// the first block of the next slice does not wait on memory (the whole model's
+    /// weights do not fit in this host's share of L3: +6% on a 144-token pass).
+    fn slice_rows(&self, call: &Call, p: usize, k0: usize, next: &[f32]) {
+        let in_dim = self.in_dim;
+        let panel = self.slice(p, k0);
+        let kc = panel.len() / PANEL;
+        let gelu = k0 + kc == in_dim && call.act == Activation::GeluErf;
+        let bias = &self.bias[p * PANEL..][..PANEL];
+        let blocks = call.packed.len() / (in_dim * ROWS);
+        for (block, block_rows) in call.packed.chunks_exact(in_dim * ROWS).enumerate() {
+            let row = call.rows.start + block * ROWS;
+            let share = prefetch_share(next, LINE, blocks, block);
+            // SAFETY: AVX-512 was detected before packing; only this call's rows of
+            // panel p's columns are written here (no other task computes them), into
+            // `out`, which outlives the call; the slices hold what the kernel reads.
+            unsafe {
+                x86::dense_block(
+                    block_rows[k0 * ROWS..].as_ptr(),
+                    panel.as_ptr(),
+                    kc,
+                    bias.as_ptr(),
+                    call.out.0.add(row * self.out_dim + p * PANEL),
+                    self.out_dim,
+                    (call.rows.end - row).min(ROWS),
+                    k0 == 0,
+                    gelu,
+                    share.as_ptr(),
+                    share.len() / LINE,
+                );
+            }
+        }
     }
 }
 
@@ -411,51 +487,21 @@ mod tests {
     }
 
     #[test]
-    fn work_split_covers_every_row_and_panel_once() {
-        for (rows, panels, threads) in [
-            (512, 72, 2),
-            (300, 2, 2),
-            (16, 24, 2),
-            (16, 1, 4),
-            (1000, 24, 3),
-            (5, 24, 1),
-        ] {
-            let tasks = split_work(rows, panels, threads);
-            assert!(
-                tasks.len() <= threads,
-                "{rows}x{panels}/{threads}: {tasks:?}"
-            );
-            let mut covered = vec![0u32; rows * panels];
+    fn row_split_covers_every_row_once_in_whole_blocks() {
+        for (rows, threads) in [(512, 2), (300, 2), (1000, 3), (256, 2), (5000, 4)] {
+            let tasks = split_rows(rows, threads).expect("enough rows to split");
+            assert!(tasks.len() <= threads, "{rows}/{threads}: {tasks:?}");
+            let mut next = 0;
             for task in &tasks {
-                assert!(
-                    task.rows.start.is_multiple_of(ROWS),
-                    "{task:?} starts mid-block"
-                );
-                for r in task.rows.clone() {
-                    for p in task.panels.clone() {
-                        covered[r * panels + p] += 1;
-                    }
-                }
+                assert_eq!(task.start, next, "{rows}/{threads}: {tasks:?}");
+                assert!(task.start.is_multiple_of(ROWS), "{task:?} starts mid-block");
+                next = task.end;
             }
-            assert!(
-                covered.iter().all(|&c| c == 1),
-                "{rows}x{panels}/{threads}: {tasks:?}"
-            );
+            assert_eq!(next, rows);
         }
-        // Large batches split rows, small ones panels.
-        assert_eq!(
-            split_work(512, 72, 2)[1],
-            Task {
-                rows: 256..512,
-                panels: 0..72
-            }
-        );
-        assert_eq!(
-            split_work(16, 72, 2)[1],
-            Task {
-                rows: 0..16,
-                panels: 36..72
-            }
-        );
+        // Fewer rows per thread than ROW_SPLIT_MIN_ROWS: shared, split by panels.
+        assert_eq!(split_rows(255, 2), None);
+        assert_eq!(split_rows(16, 1), None);
+        assert_eq!(split_rows(128, 1).map(|tasks| tasks.len()), Some(1));
     }
 }
