@@ -16,8 +16,9 @@
 
 use std::arch::asm;
 use std::arch::x86_64::*;
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rayon::prelude::*;
 
@@ -41,9 +42,10 @@ const CHUNK_BYTES: usize = 512 * 1024;
 const K_BLOCK_TILES: usize = 24;
 
 thread_local! {
-    /// Each thread's partial sums between k blocks, `[pair][chunk row][32]`, kept
-    /// between calls.
-    static PARTIAL_SUMS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// A calling thread's partial sums between k blocks, `[pair][chunk row][32]`, and
+    /// packed inputs, kept between calls (fresh ones per call were MBs of zeroing).
+    static PARTIAL_SUMS: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    static PACKED_INPUTS: Cell<Vec<u16>> = const { Cell::new(Vec::new()) };
 }
 
 /// True when the CPU has AMX-BF16 and the kernel lets this process use the tile data
@@ -192,10 +194,20 @@ impl AmxDense {
         // one line each at a fixed stride.
         let row_len = self.k_tiles * parts * TILE_K;
         let rows_pad = rows.div_ceil(TILE_ROWS) * TILE_ROWS;
-        let mut a_buf = vec![0u16; rows_pad * row_len + LINE_U16];
+        // Buffers taken from the calling thread, not borrowed, while the pool works: a
+        // rayon thread waiting below may run another caller's pass, which then finds
+        // none and grows its own.
+        let mut a_buf = PACKED_INPUTS.take();
+        let a_len = rows_pad * row_len + LINE_U16;
+        if a_buf.len() < a_len {
+            a_buf.resize(a_len, 0);
+        }
         let a_start = a_buf.as_ptr().align_offset(64);
         let a = &mut a_buf[a_start..][..rows_pad * row_len];
-        a.par_chunks_mut(TILE_ROWS * row_len)
+        let (real, padding) = a.split_at_mut(rows * row_len);
+        // Padding rows' results are never stored, but their inputs are kept finite.
+        padding.fill(0);
+        real.par_chunks_mut(TILE_ROWS * row_len)
             .zip(input.par_chunks(TILE_ROWS * self.in_dim))
             .for_each(|(dst, src)| {
                 for (dst, src) in dst
@@ -213,7 +225,6 @@ impl AmxDense {
         let out_ptr = SendPtr(out.as_mut_ptr());
         let pairs = self.n_tiles / 2;
         let threads = rayon::current_num_threads().max(1);
-        let per_task = pairs.div_ceil(threads).max(1);
         let k_blocks: Vec<Range<usize>> = (0..self.k_tiles)
             .step_by(K_BLOCK_TILES)
             .map(|k0| k0..(k0 + K_BLOCK_TILES).min(self.k_tiles))
@@ -221,122 +232,113 @@ impl AmxDense {
         let block_bytes = K_BLOCK_TILES.min(self.k_tiles) * parts * TILE_K * 2;
         let chunk_rows =
             (CHUNK_BYTES / block_bytes / (2 * TILE_ROWS) * (2 * TILE_ROWS)).max(2 * TILE_ROWS);
-        let layout = InputLayout {
-            a,
-            row_len,
-            rows,
-            rows_pad,
-            chunk_rows,
-        };
-        (0..pairs)
-            .step_by(per_task)
-            .collect::<Vec<_>>()
-            .into_par_iter()
-            .for_each(|first_pair| {
-                // The whole wrapper, not its field, so the closure stays Sync.
-                let out_ptr = &out_ptr;
-                let task_pairs = first_pair..(first_pair + per_task).min(pairs);
-                // No rayon call inside, so this borrow cannot be re-entered on this
-                // thread while it is held.
-                PARTIAL_SUMS.with_borrow_mut(|partial| {
+        // Sums between k blocks, `[pair][chunk row][32]`: a pair's next block may run
+        // on another thread.
+        let mut partial = PARTIAL_SUMS.take();
+        if k_blocks.len() > 1 && partial.len() < pairs * chunk_rows * 2 * TILE_COLS {
+            partial.resize(pairs * chunk_rows * 2 * TILE_COLS, 0.0);
+        }
+        let partial_ptr = SendPtr(partial.as_mut_ptr());
+        for row0 in (0..rows_pad).step_by(chunk_rows) {
+            for kb in 0..k_blocks.len() {
+                let pass = Pass {
+                    a,
+                    row_len,
+                    rows,
+                    row0,
+                    chunk_end: (row0 + chunk_rows).min(rows_pad),
+                    chunk_rows,
+                    k_blocks: &k_blocks,
+                    kb,
+                    act,
+                    partial: &partial_ptr,
+                    out: &out_ptr,
+                };
+                let next_pair = AtomicUsize::new(0);
+                let claim =
+                    || Some(next_pair.fetch_add(1, Ordering::Relaxed)).filter(|&p| p < pairs);
+                // Pairs are claimed one at a time (a cloud vCPU's AMX unit often runs at
+                // a fraction of its sibling's: a fixed half each waited on the slower),
+                // the next one first so its weights can be prefetched.
+                (0..threads).into_par_iter().for_each(|_| {
                     // SAFETY: AMX was enabled in `available` (the caller's contract);
-                    // each task writes only its own pairs' columns of `out`.
-                    unsafe {
-                        self.run_task(&layout, task_pairs, &k_blocks, act, partial, out_ptr.0)
+                    // tiles are configured for this thread here and released below.
+                    unsafe { configure_tiles() };
+                    let mut current = claim();
+                    while let Some(pair) = current {
+                        let then = claim();
+                        // SAFETY: AMX is configured; only this claim writes `pair`'s
+                        // columns of `out` and its place in `partial`.
+                        unsafe { self.pair_pass(&pass, pair, then) };
+                        current = then;
                     }
+                    // SAFETY: matches `configure_tiles` above.
+                    unsafe { asm!("tilerelease", options(nostack, preserves_flags)) };
                 });
-            });
-        // SAFETY: the tasks cover every pair and every row (see `store`).
+            }
+        }
+        PARTIAL_SUMS.set(partial);
+        PACKED_INPUTS.set(a_buf);
+        // SAFETY: the passes cover every pair and every row (see `store`).
         unsafe { out.set_len(rows * self.out_dim) };
         out
     }
 
-    /// One task: the columns of tile pairs `pairs` for every row, chunk by chunk of rows
-    /// and k block by k block, into `out`.
+    /// Tile pair `pair` over one chunk of rows and one k block (`pass`), into
+    /// `pass.partial` or, after the last block, `pass.out`; meanwhile prefetches the
+    /// weights of pair `then` for the same block.
     ///
     /// # Safety
-    /// AMX must be available ([`available`]); `out` must hold `rows x out_dim` floats
-    /// that no other task writes in these columns.
-    unsafe fn run_task(
-        &self,
-        layout: &InputLayout,
-        pairs: Range<usize>,
-        k_blocks: &[Range<usize>],
-        act: Activation,
-        partial: &mut Vec<f32>,
-        out: *mut f32,
-    ) {
-        let InputLayout {
-            a,
-            row_len,
-            rows,
-            rows_pad,
-            chunk_rows,
-        } = *layout;
-        if k_blocks.len() > 1 {
-            let len = pairs.len() * chunk_rows * 2 * TILE_COLS;
-            if partial.len() < len {
-                partial.resize(len, 0.0);
-            }
-        }
+    /// Tiles must be configured on this thread ([`configure_tiles`]); no other thread
+    /// may work on `pair` in this pass.
+    unsafe fn pair_pass(&self, pass: &Pass, pair: usize, then: Option<usize>) {
+        let k_range = pass.k_blocks[pass.kb].clone();
+        let last_block = pass.kb + 1 == pass.k_blocks.len();
+        let next = then.map_or([&[][..]; 2], |q| self.strips_over(q, &k_range));
+        let row_blocks = (pass.chunk_end - pass.row0).div_ceil(2 * TILE_ROWS);
         let mut scratch = Scratch([[0f32; 2 * TILE_COLS]; 2 * TILE_ROWS]);
-        // SAFETY: AMX is available (the caller's contract); tiles are configured for
-        // this thread here and released below.
-        unsafe { configure_tiles() };
-        for row0 in (0..rows_pad).step_by(chunk_rows) {
-            let chunk_end = (row0 + chunk_rows).min(rows_pad);
-            let row_blocks = (chunk_end - row0).div_ceil(2 * TILE_ROWS);
-            let last_chunk = row0 + chunk_rows >= rows_pad;
-            for (kb, k_range) in k_blocks.iter().enumerate() {
-                for (local, pair) in pairs.clone().enumerate() {
-                    let next = self.next_weights(&pairs, pair, k_blocks, kb, !last_chunk);
-                    let mut r = row0;
-                    while r < chunk_end {
-                        let two = r + TILE_ROWS < chunk_end;
-                        let tile_rows = TILE_ROWS * (1 + two as usize);
-                        // One k block: the sums go straight to `scratch`; more: to this
-                        // (pair, rows)'s place in `partial`, the same 32 x 32 layout.
-                        let sums = if k_blocks.len() == 1 {
-                            scratch.0.as_mut_ptr().cast::<f32>()
-                        } else {
-                            partial[(local * chunk_rows + r - row0) * 2 * TILE_COLS..].as_mut_ptr()
-                        };
-                        // Each row block fetches its share of the next weights into L2,
-                        // so the first block after this pair does not wait on memory
-                        // (measured 12-15% on a 144-token forward pass).
-                        let prefetch = next.map(|w| {
-                            prefetch_share(w, LINE_U16, row_blocks, (r - row0) / (2 * TILE_ROWS))
-                        });
-                        // SAFETY: `a` holds rows_pad rows of row_len bf16 and
-                        // `r + tile_rows <= rows_pad`; the weight strips hold
-                        // k_tiles * parts tiles per column tile; `sums` has 32 x 32
-                        // floats (partial was sized above).
-                        unsafe {
-                            self.multiply(
-                                a,
-                                row_len,
-                                r,
-                                two,
-                                pair,
-                                k_range.clone(),
-                                kb > 0,
-                                sums,
-                                prefetch,
-                            )
-                        };
-                        if kb + 1 == k_blocks.len() {
-                            let valid = rows.saturating_sub(r).min(tile_rows);
-                            // SAFETY: rows < rows of this task's columns (the caller's
-                            // contract); `sums` as above.
-                            unsafe { self.store(sums, r, valid, pair, act, out) };
-                        }
-                        r += tile_rows;
-                    }
-                }
+        let mut r = pass.row0;
+        while r < pass.chunk_end {
+            let two = r + TILE_ROWS < pass.chunk_end;
+            let tile_rows = TILE_ROWS * (1 + two as usize);
+            // One k block: the sums go straight to `scratch`; more: to this (pair,
+            // rows)'s place in `partial`, the same 32 x 32 layout.
+            let sums = if pass.k_blocks.len() == 1 {
+                scratch.0.as_mut_ptr().cast::<f32>()
+            } else {
+                let at = (pair * pass.chunk_rows + r - pass.row0) * 2 * TILE_COLS;
+                pass.partial.0.wrapping_add(at)
+            };
+            // Each row block fetches its share of the next weights into L2, so the
+            // first block after this pair does not wait on memory (measured 12-15% on a
+            // 144-token forward pass).
+            let prefetch = next.map(|w| {
+                prefetch_share(w, LINE_U16, row_blocks, (r - pass.row0) / (2 * TILE_ROWS))
+            });
+            // SAFETY: `a` holds rows_pad rows of row_len bf16 and `r + tile_rows <=
+            // rows_pad`; the weight strips hold k_tiles * parts tiles per column tile;
+            // `sums` has 32 x 32 floats (partial holds every pair's chunk rows).
+            unsafe {
+                self.multiply(
+                    pass.a,
+                    pass.row_len,
+                    r,
+                    two,
+                    pair,
+                    k_range.clone(),
+                    pass.kb > 0,
+                    sums,
+                    prefetch,
+                )
+            };
+            if last_block {
+                let valid = pass.rows.saturating_sub(r).min(tile_rows);
+                // SAFETY: rows < rows of `out`, whose columns of `pair` only this
+                // claim writes; `sums` as above.
+                unsafe { self.store(sums, r, valid, pair, pass.act, pass.out.0) };
             }
+            r += tile_rows;
         }
-        // SAFETY: matches `configure_tiles` above.
-        unsafe { asm!("tilerelease", options(nostack, preserves_flags)) };
     }
 
     /// Column tile `n`'s weights, `[k tile][part][16 x 16 pairs]`.
@@ -345,26 +347,8 @@ impl AmxDense {
         &self.tiles[self.start + n * len..][..len]
     }
 
-    /// The weights a task multiplies after `pair` over `k_blocks[kb]`: the next pair's
-    /// two strips over this block, else the first pair's over the next block, else
-    /// (when another chunk of rows follows) over the first block.
-    fn next_weights(
-        &self,
-        pairs: &Range<usize>,
-        pair: usize,
-        k_blocks: &[Range<usize>],
-        kb: usize,
-        more_chunks: bool,
-    ) -> [&[u16]; 2] {
-        let (pair, k) = if pair + 1 < pairs.end {
-            (pair + 1, &k_blocks[kb])
-        } else if kb + 1 < k_blocks.len() {
-            (pairs.start, &k_blocks[kb + 1])
-        } else if more_chunks {
-            (pairs.start, &k_blocks[0])
-        } else {
-            return [&[]; 2];
-        };
+    /// Pair `pair`'s two weight strips over the k tiles `k`.
+    fn strips_over(&self, pair: usize, k: &Range<usize>) -> [&[u16]; 2] {
         let per_k = self.passes.parts() * TILE_ELEMS;
         [2 * pair, 2 * pair + 1].map(|n| &self.strip(n)[k.start * per_k..k.end * per_k])
     }
@@ -576,15 +560,22 @@ impl AmxDense {
     }
 }
 
-/// One call's packed inputs: `rows_pad` rows of `row_len` bf16 (`[k tile][part][32]`),
-/// the first `rows` real, walked `chunk_rows` at a time.
-#[derive(Clone, Copy)]
-struct InputLayout<'a> {
+/// One claiming pass of a call: packed inputs `a` (rows of `row_len` bf16, `[k
+/// tile][part][32]`, the first `rows` real), the chunk of rows `row0..chunk_end` and
+/// k block `k_blocks[kb]`.
+struct Pass<'a> {
     a: &'a [u16],
     row_len: usize,
     rows: usize,
-    rows_pad: usize,
+    row0: usize,
+    chunk_end: usize,
     chunk_rows: usize,
+    k_blocks: &'a [Range<usize>],
+    kb: usize,
+    act: Activation,
+    /// `[pair][chunk row][32]` f32 sums between k blocks (unused with one block).
+    partial: &'a SendPtr,
+    out: &'a SendPtr,
 }
 
 /// 32 rows x 32 columns of f32 results, aligned for the tile stores.

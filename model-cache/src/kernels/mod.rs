@@ -458,26 +458,32 @@ mod tests {
     #[test]
     fn concurrent_calls_on_one_pool_all_get_their_own_answers() {
         // Forward passes of different row counts spawned together on a 2-thread pool
-        // share the threads' buffers and the panel claiming.
+        // share the threads' buffers and the panel (or tile pair) claiming.
         let (w, b, weight, bias) = test_layer(300, 64);
-        let dense = Dense::new(weight, bias, Precision::F32).unwrap();
+        let mut precisions = vec![Precision::F32];
+        if amx_available() {
+            precisions.push(Precision::Bf16x3);
+        }
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(2)
             .build()
             .unwrap();
-        let errors = std::sync::Mutex::new(Vec::new());
-        pool.scope(|scope| {
-            for i in 0..200 {
-                let (dense, w, b, errors) = (&dense, &w, &b, &errors);
-                scope.spawn(move |_| {
-                    let error = max_error(dense, 9 + i % 40, w, b, i % 2 == 0);
-                    errors.lock().unwrap().push(error);
-                });
-            }
-        });
-        let errors = errors.into_inner().unwrap();
-        assert_eq!(errors.len(), 200);
-        assert!(errors.iter().all(|&e| e < 1e-4), "{errors:?}");
+        for precision in precisions {
+            let dense = Dense::new(weight.clone(), bias.clone(), precision).unwrap();
+            let errors = std::sync::Mutex::new(Vec::new());
+            pool.scope(|scope| {
+                for i in 0..200 {
+                    let (dense, w, b, errors) = (&dense, &w, &b, &errors);
+                    scope.spawn(move |_| {
+                        let error = max_error(dense, 9 + i % 40, w, b, i % 2 == 0);
+                        errors.lock().unwrap().push(error);
+                    });
+                }
+            });
+            let errors = errors.into_inner().unwrap();
+            assert_eq!(errors.len(), 200);
+            assert!(errors.iter().all(|&e| e < 1e-4), "{precision}: {errors:?}");
+        }
     }
 
     #[test]
@@ -486,12 +492,13 @@ mod tests {
             eprintln!("skipped: no AMX-BF16 on this CPU (the f32 kernels are tested above)");
             return;
         }
-        // 1000 inputs: two k blocks (the second partial), partial sums kept between.
+        // 1000 inputs: two k blocks (the second partial), partial sums kept between;
+        // 1100 rows: several chunks of rows at 1000 inputs, two at 100.
         for inputs in [100, 1000] {
             let (w, b, weight, bias) = test_layer(inputs, 50);
             let dense = Dense::new(weight, bias, Precision::Bf16x3).unwrap();
             assert!(matches!(dense, Dense::Amx(_)));
-            for rows in [1, 15, 16, 17, 33, 70] {
+            for rows in [1, 15, 16, 17, 33, 70, 1100] {
                 for gelu in [false, true] {
                     // The same bound as the f32 kernels: hi + lo keeps ~16 bits of each
                     // operand, so a one-pass bf16 product (errors ~0.01 here) fails it.
