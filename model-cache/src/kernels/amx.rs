@@ -18,11 +18,10 @@ use std::arch::asm;
 use std::arch::x86_64::*;
 use std::cell::Cell;
 use std::ops::Range;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rayon::prelude::*;
 
-use super::{Activation, SendPtr, prefetch_share};
+use super::{Activation, Claims, SendPtr, prefetch_share};
 
 /// Rows of an A / C tile.
 const TILE_ROWS: usize = 16;
@@ -254,24 +253,17 @@ impl AmxDense {
                     partial: &partial_ptr,
                     out: &out_ptr,
                 };
-                let next_pair = AtomicUsize::new(0);
-                let claim =
-                    || Some(next_pair.fetch_add(1, Ordering::Relaxed)).filter(|&p| p < pairs);
-                // Pairs are claimed one at a time (a cloud vCPU's AMX unit often runs at
-                // a fraction of its sibling's: a fixed half each waited on the slower),
-                // the next one first so its weights can be prefetched.
+                // Pairs are claimed one at a time, see `Claims`.
+                let claims = Claims::new(pairs);
                 (0..threads).into_par_iter().for_each(|_| {
                     // SAFETY: AMX was enabled in `available` (the caller's contract);
                     // tiles are configured for this thread here and released below.
                     unsafe { configure_tiles() };
-                    let mut current = claim();
-                    while let Some(pair) = current {
-                        let then = claim();
+                    claims.run(|pair, then| {
                         // SAFETY: AMX is configured; only this claim writes `pair`'s
                         // columns of `out` and its place in `partial`.
-                        unsafe { self.pair_pass(&pass, pair, then) };
-                        current = then;
-                    }
+                        unsafe { self.pair_pass(&pass, pair, then) }
+                    });
                     // SAFETY: matches `configure_tiles` above.
                     unsafe { asm!("tilerelease", options(nostack, preserves_flags)) };
                 });

@@ -9,11 +9,10 @@
 
 use std::cell::{Cell, RefCell};
 use std::ops::Range;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rayon::prelude::*;
 
-use super::{Activation, SendPtr, prefetch_share};
+use super::{Activation, Claims, SendPtr, prefetch_share};
 
 /// Columns per packed panel: two 16-lane AVX-512 vectors.
 pub(super) const PANEL: usize = 32;
@@ -222,19 +221,10 @@ impl PackedDense {
 
     /// Every panel for the call's rows, `threads` claiming them one at a time.
     fn claimed_panels(&self, call: &Call, threads: usize) {
-        let panels = self.out_dim / PANEL;
-        let next_panel = AtomicUsize::new(0);
-        let claim = || Some(next_panel.fetch_add(1, Ordering::Relaxed)).filter(|&p| p < panels);
-        (0..threads).into_par_iter().for_each(|_| {
-            // The panel after this one is claimed first, so its weights can be
-            // prefetched while this one is computed.
-            let mut current = claim();
-            while let Some(p) = current {
-                let then = claim();
-                self.one_panel(call, p, then);
-                current = then;
-            }
-        });
+        let claims = Claims::new(self.out_dim / PANEL);
+        (0..threads)
+            .into_par_iter()
+            .for_each(|_| claims.run(|p, then| self.one_panel(call, p, then)));
     }
 
     /// Every panel for the call's rows, k block by k block: the rows' block of inputs
