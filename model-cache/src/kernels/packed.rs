@@ -7,7 +7,7 @@
 //! one at a time: a cloud vCPU often runs at a fraction of its sibling's speed (its
 //! hyperthread twin is busy), and a fixed half each then waits on the slower one.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::ops::Range;
 
 use rayon::prelude::*;
@@ -48,10 +48,10 @@ pub struct PackedDense {
 
 thread_local! {
     /// Each thread's packed input rows, kept between calls: a fresh allocation per
-    /// call is a few MB of page faults and zeroing at batch 32.
-    static PACKED_ROWS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-    /// The packed rows a call shares between threads, kept between calls likewise.
-    static SHARED_ROWS: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    /// call is a few MB of page faults and zeroing at batch 32. Taken out and put back,
+    /// never borrowed across rayon work (a thread waiting there may run another
+    /// caller's pass, which then finds no buffer and grows one).
+    static PACKED_ROWS: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
 
 /// Splits `rows` between `threads` in whole 8-row blocks when each thread gets at
@@ -186,25 +186,23 @@ impl PackedDense {
         let threads = rayon::current_num_threads();
         if let Some(tasks) = split_rows(rows, threads) {
             tasks.par_iter().for_each(|task| {
-                PACKED_ROWS.with_borrow_mut(|scratch| {
-                    let call = Call {
-                        packed: pack_rows(
-                            &input[task.start * in_dim..task.end * in_dim],
-                            in_dim,
-                            scratch,
-                        ),
-                        rows: task.clone(),
-                        act,
-                        out: &out_ptr,
-                    };
-                    self.all_panels(&call);
-                });
+                let mut scratch = PACKED_ROWS.take();
+                let call = Call {
+                    packed: pack_rows(
+                        &input[task.start * in_dim..task.end * in_dim],
+                        in_dim,
+                        &mut scratch,
+                    ),
+                    rows: task.clone(),
+                    act,
+                    out: &out_ptr,
+                };
+                self.all_panels(&call);
+                PACKED_ROWS.set(scratch);
             });
         } else {
-            // The calling thread's buffer, shared with the others for this call. Taken
-            // out, not borrowed, while they work: a rayon thread waiting inside may run
-            // another caller's forward pass, which then finds no buffer and grows one.
-            let mut scratch = SHARED_ROWS.take();
+            // The calling thread's buffer, shared with the others for this call.
+            let mut scratch = PACKED_ROWS.take();
             let call = Call {
                 packed: pack_rows_parallel(input, in_dim, &mut scratch),
                 rows: 0..rows,
@@ -212,7 +210,7 @@ impl PackedDense {
                 out: &out_ptr,
             };
             self.claimed_panels(&call, threads);
-            SHARED_ROWS.set(scratch);
+            PACKED_ROWS.set(scratch);
         }
         // SAFETY: every element was written above (see the allocation).
         unsafe { out.set_len(rows * self.out_dim) };
