@@ -21,7 +21,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::{Activation, Claims, SendPtr, prefetch_share};
+use super::{Activation, Claims, SendPtr, WeightBuffer, prefetch_share};
 
 /// Rows of an A / C tile.
 const TILE_ROWS: usize = 16;
@@ -112,10 +112,9 @@ const LINE_U16: usize = 32;
 /// A `[out, in]` weight in bf16 tiles, `[out tile][in tile][part][16 x 16 pairs]`,
 /// both dimensions zero-padded to whole tiles (out to pairs of tiles).
 pub struct AmxDense {
-    /// Over-allocated by a line so the tiles start on one: a tile row that splits a
-    /// line costs two loads (measured: 40% of the kernel's speed).
-    tiles: Vec<u16>,
-    start: usize,
+    /// Starts on a cache line: a tile row that splits a line costs two loads
+    /// (measured: 40% of the kernel's speed).
+    tiles: WeightBuffer<u16>,
     passes: Passes,
     bias: Vec<f32>,
     in_dim: usize,
@@ -139,10 +138,9 @@ impl AmxDense {
         let k_tiles = in_dim.div_ceil(TILE_K);
         let n_tiles = out_dim.div_ceil(2 * TILE_COLS) * 2;
         let strip_len = k_tiles * parts * TILE_ELEMS;
-        let mut tiles = vec![0u16; n_tiles * strip_len + LINE_U16];
-        // The heap buffer does not move with the Vec, so this offset stays valid.
-        let start = tiles.as_ptr().align_offset(64);
-        tiles[start..][..n_tiles * strip_len]
+        let mut tiles = WeightBuffer::zeroed(n_tiles * strip_len);
+        tiles
+            .as_mut_slice()
             .par_chunks_mut(strip_len)
             .enumerate()
             .for_each(|(nt, strip)| {
@@ -171,7 +169,6 @@ impl AmxDense {
             });
         Self {
             tiles,
-            start,
             passes,
             bias,
             in_dim,
@@ -336,7 +333,7 @@ impl AmxDense {
     /// Column tile `n`'s weights, `[k tile][part][16 x 16 pairs]`.
     fn strip(&self, n: usize) -> &[u16] {
         let len = self.k_tiles * self.passes.parts() * TILE_ELEMS;
-        &self.tiles[self.start + n * len..][..len]
+        &self.tiles.as_slice()[n * len..][..len]
     }
 
     /// Pair `pair`'s two weight strips over the k tiles `k`.

@@ -250,6 +250,74 @@ impl Claims {
     }
 }
 
+/// Element types whose all-zero bytes are a valid value (a fresh mapping's contents).
+///
+/// # Safety
+/// Implement only for such types.
+#[cfg(target_arch = "x86_64")]
+pub(crate) unsafe trait ZeroValid: Copy {}
+// SAFETY: zero bytes are 0.0 and 0.
+#[cfg(target_arch = "x86_64")]
+unsafe impl ZeroValid for f32 {}
+#[cfg(target_arch = "x86_64")]
+unsafe impl ZeroValid for u16 {}
+
+/// Packed weights' memory: a zeroed anonymous mapping whose start is 2 MiB-aligned and
+/// whose whole 2 MiB pages are advised onto transparent huge pages. Every pass streams
+/// all the weights from memory, and on 4 KiB pages that is also ~40,000 page-table
+/// walks; on huge pages (in-process A/B, full fixture) a 16-token pass took
+/// 0.84-0.88x the time in f32 and 0.95x in bf16x3/bf16, a 150-token one 0.92-0.99x.
+/// The mapping stays untouched until packing writes it, so loading writes each weight
+/// once; where the kernel has no huge pages to give, the advice does nothing.
+#[cfg(target_arch = "x86_64")]
+pub(crate) struct WeightBuffer<T> {
+    map: memmap2::MmapMut,
+    offset: usize,
+    len: usize,
+    element: std::marker::PhantomData<T>,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl<T: ZeroValid> WeightBuffer<T> {
+    const HUGE_PAGE: usize = 2 << 20;
+
+    /// `len` zeroed elements.
+    pub(crate) fn zeroed(len: usize) -> Self {
+        let bytes = len * std::mem::size_of::<T>();
+        let map = memmap2::MmapMut::map_anon(bytes + Self::HUGE_PAGE)
+            .unwrap_or_else(|e| panic!("mapping {bytes} bytes for weights: {e}"));
+        let offset = map.as_ptr().align_offset(Self::HUGE_PAGE);
+        // Whole huge pages only: a partly used one would hold up to 2 MiB of zeros. The
+        // advice can only fail where huge pages are off, and then it changes nothing.
+        #[cfg(target_os = "linux")]
+        {
+            let whole_pages = bytes / Self::HUGE_PAGE * Self::HUGE_PAGE;
+            if whole_pages > 0 {
+                let _ = map.advise_range(memmap2::Advice::HugePage, offset, whole_pages);
+            }
+        }
+        Self {
+            map,
+            offset,
+            len,
+            element: std::marker::PhantomData,
+        }
+    }
+
+    pub(crate) fn as_slice(&self) -> &[T] {
+        // SAFETY: the mapping holds `offset + len * size_of::<T>()` bytes, 2 MiB-aligned
+        // from `offset` (so aligned for T), all valid T (zeroed or written as T).
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(self.offset).cast(), self.len) }
+    }
+
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [T] {
+        // SAFETY: as in `as_slice`, with the mapping borrowed mutably.
+        unsafe {
+            std::slice::from_raw_parts_mut(self.map.as_mut_ptr().add(self.offset).cast(), self.len)
+        }
+    }
+}
+
 /// Share `i` of `shares` near-equal runs of whole `line`-element cache lines of
 /// `values` (empty past the end): what one step of a loop prefetches for the next.
 #[cfg(target_arch = "x86_64")]
@@ -361,6 +429,47 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn weight_buffers_start_zeroed_on_a_huge_page_boundary_and_keep_what_is_written() {
+        // 5 MiB: two whole huge pages and a partial one.
+        let len = 5 * (1 << 20) / 4;
+        let mut buffer = WeightBuffer::<f32>::zeroed(len);
+        let start = buffer.as_slice().as_ptr() as usize;
+        assert_eq!(start % (2 << 20), 0, "weights start at {start:#x}");
+        assert_eq!(buffer.as_slice().len(), len);
+        assert!(buffer.as_slice().iter().all(|&v| v == 0.0));
+        for (i, v) in buffer.as_mut_slice().iter_mut().enumerate() {
+            *v = i as f32;
+        }
+        assert_eq!(buffer.as_slice()[len - 1], (len - 1) as f32);
+
+        // Where transparent huge pages are on (in any mode), the mapping that holds the
+        // weights must be eligible for them: under `madvise` only the advice makes it so.
+        let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled");
+        let smaps = std::fs::read_to_string("/proc/self/smaps");
+        if let (Ok(thp), Ok(smaps)) = (thp, smaps)
+            && !thp.contains("[never]")
+        {
+            let mut eligible = None;
+            let mut in_buffer = false;
+            for line in smaps.lines() {
+                if let Some((range, _)) = line.split_once(' ')
+                    && let Some((from, to)) = range.split_once('-')
+                    && let (Ok(from), Ok(to)) = (
+                        usize::from_str_radix(from, 16),
+                        usize::from_str_radix(to, 16),
+                    )
+                {
+                    in_buffer = (from..to).contains(&start);
+                } else if in_buffer && let Some(flag) = line.strip_prefix("THPeligible:") {
+                    eligible = Some(flag.trim() == "1");
+                }
+            }
+            assert_eq!(eligible, Some(true), "THP {thp:?}");
+        }
+    }
 
     fn reference(
         x: &[f32],

@@ -12,7 +12,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::{Activation, Claims, SendPtr, prefetch_share};
+use super::{Activation, Claims, SendPtr, WeightBuffer, prefetch_share};
 
 /// Columns per packed panel: two 16-lane AVX-512 vectors.
 pub(super) const PANEL: usize = 32;
@@ -32,15 +32,11 @@ const PARALLEL_PACK_MIN_ROWS: usize = 64;
 /// Floats per cache line.
 const LINE: usize = 16;
 
-/// Weights rearranged into 32-column panels, `[panel][in][32]`, from `panels[start]`.
+/// Weights rearranged into 32-column panels, `[panel][in][32]`.
 pub struct PackedDense {
-    /// Over-allocated by a line so the panels can start on a line boundary: no vector
-    /// load then splits a line (split loads cost two; aligning measured ~8% on whole
-    /// layers). A plain zeroed `Vec<f32>` rather than an aligned type: its pages are
-    /// mapped lazily, so loading writes each weight once (an aligned type's `vec!`
-    /// writes the zeros too: +60-100 ms of load).
-    panels: Vec<f32>,
-    start: usize,
+    /// Panels start on a cache line (a panel is whole lines), so no vector load splits
+    /// one (split loads cost two; aligning measured ~8% on whole layers).
+    panels: WeightBuffer<f32>,
     bias: Vec<f32>,
     in_dim: usize,
     out_dim: usize,
@@ -136,10 +132,9 @@ impl PackedDense {
     ) -> Self {
         assert!(out_dim.is_multiple_of(PANEL));
         assert_eq!(bias.len(), out_dim);
-        let mut panels = vec![0f32; out_dim * in_dim + LINE];
-        // The heap buffer does not move with the Vec, so this offset stays valid.
-        let start = panels.as_ptr().align_offset(LINE * 4);
-        panels[start..][..out_dim * in_dim]
+        let mut panels = WeightBuffer::zeroed(out_dim * in_dim);
+        panels
+            .as_mut_slice()
             .par_chunks_mut(in_dim * PANEL)
             .enumerate()
             .for_each(|(p, panel)| {
@@ -153,7 +148,6 @@ impl PackedDense {
             });
         Self {
             panels,
-            start,
             bias,
             in_dim,
             out_dim,
@@ -163,7 +157,7 @@ impl PackedDense {
     /// The packed panels; each starts on a cache line (a panel is `in_dim` x 32
     /// floats, whole lines).
     fn panel_floats(&self) -> &[f32] {
-        &self.panels[self.start..][..self.out_dim * self.in_dim]
+        self.panels.as_slice()
     }
 
     pub fn out_dim(&self) -> usize {
