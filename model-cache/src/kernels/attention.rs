@@ -19,13 +19,9 @@ use super::SendPtr;
 /// columns, are 16 accumulators.
 const QUERY_BLOCK: usize = 4;
 
-/// Where the V rows of one (sequence, head) are: row `keys[s]` at
-/// `rows[keys[s] * stride + offset..][..head_dim]`.
+/// The V rows of one (sequence, head)'s attended keys, `[key][head_dim]`.
 struct ValueRows<'a> {
     rows: &'a [f32],
-    keys: &'a [usize],
-    stride: usize,
-    offset: usize,
     head_dim: usize,
 }
 
@@ -77,53 +73,71 @@ pub fn attention(qkv: &[f32], attended: &[bool], shape: AttentionShape) -> Vec<f
                 k_t[c * padded + slot] = v;
             }
         }
-        let mut scores = vec![0f32; QUERY_BLOCK * padded];
-        let mut i = 0;
-        while i < queries {
-            // Blocks of queries share each K and V load (the single-query loop was
-            // bound by those loads); the last few queries go one at a time.
-            let block = if i + QUERY_BLOCK <= queries {
-                QUERY_BLOCK
-            } else {
-                1
-            };
-            let out = |qi: usize| {
-                // Task (b, h) writes only row block b, columns of head h.
-                context_ptr
-                    .0
-                    .wrapping_add((b * queries + i + qi) * d + h * head_dim)
-            };
-            let q = |qi: usize| &rows[(i + qi) * 3 * d + h * head_dim..][..head_dim];
+        // This head's V rows side by side, `[key][head_dim]`: the weighted sum then
+        // streams one contiguous block instead of a 256-byte piece of each 9 KiB row.
+        let mut v_rows = vec![0f32; keys.len() * head_dim];
+        for (dst, &j) in v_rows.chunks_exact_mut(head_dim).zip(&keys) {
+            dst.copy_from_slice(&rows[j * 3 * d + 2 * d + h * head_dim..][..head_dim]);
+        }
+        // Blocks of queries share each K and V load (the single-query loop was bound by
+        // those loads); the last few queries go one at a time.
+        let blocks = || {
+            (0..queries).step_by(QUERY_BLOCK).flat_map(move |i| {
+                let full = i + QUERY_BLOCK <= queries;
+                let singles = if full { 0 } else { queries - i };
+                full.then_some((i, QUERY_BLOCK))
+                    .into_iter()
+                    .chain((i..i + singles).map(|i| (i, 1)))
+            })
+        };
+        let q = |i: usize| &rows[i * 3 * d + h * head_dim..][..head_dim];
+        // Every query's scores first, then every weighted sum, so that each phase's one
+        // operand (K^T, then V: ~40 KiB each at 150 tokens) can stay in L1 across the
+        // query blocks instead of the two evicting each other every block.
+        let mut scores = vec![0f32; queries * padded];
+        for (i, block) in blocks() {
+            let scores = &mut scores[i * padded..];
             // SAFETY: AVX-512F is the caller's contract; every slice is sized above.
             unsafe {
                 if block == QUERY_BLOCK {
-                    let qs: [&[f32]; QUERY_BLOCK] = std::array::from_fn(q);
-                    x86::scores(qs, &k_t, padded, scale, &mut scores);
+                    let qs: [&[f32]; QUERY_BLOCK] = std::array::from_fn(|r| q(i + r));
+                    x86::scores(qs, &k_t, padded, scale, scores);
                 } else {
-                    x86::scores([q(0)], &k_t, padded, scale, &mut scores);
+                    x86::scores([q(i)], &k_t, padded, scale, scores);
                 }
-                for weights in scores.chunks_exact_mut(padded).take(block) {
-                    x86::softmax_in_place(&mut weights[..keys.len()]);
-                }
-                let values = ValueRows {
-                    rows,
-                    keys: &keys,
-                    stride: 3 * d,
-                    offset: 2 * d + h * head_dim,
-                    head_dim,
-                };
+            }
+        }
+        let inverse_sums: Vec<f32> = scores
+            .chunks_exact_mut(padded)
+            // SAFETY: as above.
+            .map(|weights| unsafe { x86::softmax_numerators(&mut weights[..keys.len()]) })
+            .collect();
+        let values = ValueRows {
+            rows: &v_rows,
+            head_dim,
+        };
+        for (i, block) in blocks() {
+            // Task (b, h) writes only row block b, columns of head h.
+            let out = |r: usize| {
+                context_ptr
+                    .0
+                    .wrapping_add((b * queries + i + r) * d + h * head_dim)
+            };
+            let weights = &scores[i * padded..];
+            // SAFETY: as above.
+            unsafe {
                 if block == QUERY_BLOCK {
                     x86::weighted_values::<QUERY_BLOCK>(
                         &values,
-                        &scores,
+                        weights,
                         padded,
+                        std::array::from_fn(|r| inverse_sums[i + r]),
                         std::array::from_fn(out),
                     );
                 } else {
-                    x86::weighted_values(&values, &scores, padded, [out(0)]);
+                    x86::weighted_values(&values, weights, padded, [inverse_sums[i]], [out(0)]);
                 }
             }
-            i += block;
         }
     });
     context
@@ -196,68 +210,61 @@ mod x86 {
         }
     }
 
-    /// Numerically stable softmax over `x`.
+    /// Softmax numerators over `x`, in place: `e^(x - max)`; returns `1 / sum` of them,
+    /// which the weighted sum applies to its result (one pass over the scores fewer).
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn softmax_in_place(x: &mut [f32]) {
-        let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let max_v = _mm512_set1_ps(max);
-        let mut sum = _mm512_setzero_ps();
-        let mut chunks = x.chunks_exact_mut(16);
-        for chunk in &mut chunks {
-            // SAFETY: a chunk of exactly 16.
-            unsafe {
-                let e = exp(_mm512_sub_ps(_mm512_loadu_ps(chunk.as_ptr()), max_v));
-                sum = _mm512_add_ps(sum, e);
-                _mm512_storeu_ps(chunk.as_mut_ptr(), e);
-            }
-        }
-        let rest = chunks.into_remainder();
-        if !rest.is_empty() {
-            let mask: __mmask16 = (1u16 << rest.len()) - 1;
-            // SAFETY: the mask limits the load and store to the `rest.len()` values.
-            unsafe {
-                let v = _mm512_mask_loadu_ps(max_v, mask, rest.as_ptr());
-                let e = _mm512_maskz_mov_ps(mask, exp(_mm512_sub_ps(v, max_v)));
-                sum = _mm512_add_ps(sum, e);
-                _mm512_mask_storeu_ps(rest.as_mut_ptr(), mask, e);
-            }
-        }
-        let inv = _mm512_set1_ps(1.0 / _mm512_reduce_add_ps(sum));
-        for chunk in x.chunks_mut(16) {
-            let mask: __mmask16 = if chunk.len() == 16 {
+    pub(super) unsafe fn softmax_numerators(x: &mut [f32]) -> f32 {
+        let tail = |len: usize| -> __mmask16 { (1u16 << (len % 16)).wrapping_sub(1) };
+        let mut max_v = _mm512_set1_ps(f32::NEG_INFINITY);
+        for chunk in x.chunks(16) {
+            let mask = if chunk.len() == 16 {
                 0xffff
             } else {
-                (1u16 << chunk.len()) - 1
+                tail(chunk.len())
+            };
+            // SAFETY: the mask limits the load to the chunk.
+            let v = unsafe { _mm512_mask_loadu_ps(max_v, mask, chunk.as_ptr()) };
+            max_v = _mm512_max_ps(max_v, v);
+        }
+        let max_v = _mm512_set1_ps(_mm512_reduce_max_ps(max_v));
+        let mut sum = _mm512_setzero_ps();
+        for chunk in x.chunks_mut(16) {
+            let mask = if chunk.len() == 16 {
+                0xffff
+            } else {
+                tail(chunk.len())
             };
             // SAFETY: the mask limits the load and store to the chunk.
             unsafe {
-                let v = _mm512_maskz_loadu_ps(mask, chunk.as_ptr());
-                _mm512_mask_storeu_ps(chunk.as_mut_ptr(), mask, _mm512_mul_ps(v, inv));
+                let v = _mm512_mask_loadu_ps(max_v, mask, chunk.as_ptr());
+                let e = _mm512_maskz_mov_ps(mask, exp(_mm512_sub_ps(v, max_v)));
+                sum = _mm512_add_ps(sum, e);
+                _mm512_mask_storeu_ps(chunk.as_mut_ptr(), mask, e);
             }
         }
+        let sum = _mm512_reduce_add_ps(sum);
+        // No attended keys (never from the tokenizer, which always adds [CLS]): a zero
+        // context, as the plain softmax gave.
+        if sum > 0.0 { 1.0 / sum } else { 0.0 }
     }
 
-    /// `out[r][..head_dim] = sum_s weights[r * padded + s] * V[keys[s]]` for each of the
-    /// `R` query rows.
+    /// `out[r][..head_dim] = scale[r] * sum_s weights[r * padded + s] * V[s]` for each of
+    /// the `R` query rows.
     ///
     /// # Safety
     /// The CPU must support AVX-512F; each `out[r]` must have `head_dim` writable values
-    /// and `weights` `R * padded` with `padded >= keys.len()`.
+    /// and `weights` `R * padded` with `padded >=` the number of V rows.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn weighted_values<const R: usize>(
         values: &super::ValueRows,
         weights: &[f32],
         padded: usize,
+        scale: [f32; R],
         out: [*mut f32; R],
     ) {
-        let super::ValueRows {
-            rows,
-            keys,
-            stride,
-            offset,
-            head_dim,
-        } = *values;
-        assert!(weights.len() >= R * padded && padded >= keys.len());
+        let super::ValueRows { rows, head_dim } = *values;
+        let keys = rows.len() / head_dim;
+        assert!(weights.len() >= R * padded && padded >= keys);
         for c in (0..head_dim).step_by(64) {
             let width = (head_dim - c).min(64);
             let lanes = width.div_ceil(16);
@@ -266,23 +273,41 @@ mod x86 {
                 if n == 16 { 0xffff } else { (1u16 << n) - 1 }
             });
             let mut acc = [[_mm512_setzero_ps(); 4]; R];
-            for (s, &j) in keys.iter().enumerate() {
-                let v = &rows[j * stride + offset + c..][..width];
-                // SAFETY: the masks keep the loads inside `v`'s `width` values.
+            // Raw pointers: with slice indexing the bounds checks and their lengths
+            // took more registers than the loop has, and it spilled.
+            let lane_at: [*const f32; 4] =
+                std::array::from_fn(|l| rows[c + (l * 16).min(width)..].as_ptr());
+            let weight_rows: [*const f32; R] =
+                std::array::from_fn(|r| weights[r * padded..].as_ptr());
+            for s in 0..keys {
+                // SAFETY: key s's values for lane l start at `lane_at[l] + s * head_dim`,
+                // inside `rows` (`keys * head_dim` values); the masks keep each load
+                // within the `width` values of this column block.
                 let x: [__m512; 4] = std::array::from_fn(|l| unsafe {
-                    _mm512_maskz_loadu_ps(masks[l], v.as_ptr().add((l * 16).min(width)))
+                    _mm512_maskz_loadu_ps(masks[l], lane_at[l].add(s * head_dim))
                 });
-                for (r, row) in acc.iter_mut().enumerate() {
-                    let w = _mm512_set1_ps(weights[r * padded + s]);
-                    for (a, x) in row.iter_mut().zip(x).take(lanes) {
+                for (row, weight_row) in acc.iter_mut().zip(weight_rows) {
+                    // SAFETY: `weights` holds `R * padded` values and `s < keys <= padded`.
+                    let w = _mm512_set1_ps(unsafe { *weight_row.add(s) });
+                    // All four lanes, the unused ones on zeros: a runtime bound here
+                    // indexes the accumulators, which keeps them on the stack (the loop
+                    // ran at a third of its FMA speed).
+                    for (a, x) in row.iter_mut().zip(x) {
                         *a = _mm512_fmadd_ps(w, x, *a);
                     }
                 }
             }
-            for (row, out) in acc.iter().zip(out) {
-                for (l, a) in row.iter().enumerate().take(lanes) {
+            for ((row, out), scale) in acc.iter().zip(out).zip(scale) {
+                let scale = _mm512_set1_ps(scale);
+                for (l, a) in row.iter().enumerate().filter(|&(l, _)| l < lanes) {
                     // SAFETY: `out` has `head_dim` values (caller's contract); masked to them.
-                    unsafe { _mm512_mask_storeu_ps(out.add(c + l * 16), masks[l], *a) };
+                    unsafe {
+                        _mm512_mask_storeu_ps(
+                            out.add(c + l * 16),
+                            masks[l],
+                            _mm512_mul_ps(*a, scale),
+                        )
+                    };
                 }
             }
         }
