@@ -81,14 +81,12 @@ pub fn attention(qkv: &[f32], attended: &[bool], shape: AttentionShape) -> Vec<f
         }
         // Blocks of queries share each K and V load (the single-query loop was bound by
         // those loads); the last few queries go one at a time.
+        let in_full_blocks = queries / QUERY_BLOCK * QUERY_BLOCK;
         let blocks = || {
-            (0..queries).step_by(QUERY_BLOCK).flat_map(move |i| {
-                let full = i + QUERY_BLOCK <= queries;
-                let singles = if full { 0 } else { queries - i };
-                full.then_some((i, QUERY_BLOCK))
-                    .into_iter()
-                    .chain((i..i + singles).map(|i| (i, 1)))
-            })
+            (0..in_full_blocks)
+                .step_by(QUERY_BLOCK)
+                .map(|i| (i, QUERY_BLOCK))
+                .chain((in_full_blocks..queries).map(|i| (i, 1)))
         };
         let q = |i: usize| &rows[i * 3 * d + h * head_dim..][..head_dim];
         // Every query's scores first, then every weighted sum, so that each phase's one
@@ -210,18 +208,18 @@ mod x86 {
         }
     }
 
+    /// The first `n` of 16 lanes (all 16 from `n = 16` on).
+    fn lane_mask(n: usize) -> __mmask16 {
+        if n >= 16 { 0xffff } else { (1u16 << n) - 1 }
+    }
+
     /// Softmax numerators over `x`, in place: `e^(x - max)`; returns `1 / sum` of them,
     /// which the weighted sum applies to its result (one pass over the scores fewer).
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn softmax_numerators(x: &mut [f32]) -> f32 {
-        let tail = |len: usize| -> __mmask16 { (1u16 << (len % 16)).wrapping_sub(1) };
         let mut max_v = _mm512_set1_ps(f32::NEG_INFINITY);
         for chunk in x.chunks(16) {
-            let mask = if chunk.len() == 16 {
-                0xffff
-            } else {
-                tail(chunk.len())
-            };
+            let mask = lane_mask(chunk.len());
             // SAFETY: the mask limits the load to the chunk.
             let v = unsafe { _mm512_mask_loadu_ps(max_v, mask, chunk.as_ptr()) };
             max_v = _mm512_max_ps(max_v, v);
@@ -229,11 +227,7 @@ mod x86 {
         let max_v = _mm512_set1_ps(_mm512_reduce_max_ps(max_v));
         let mut sum = _mm512_setzero_ps();
         for chunk in x.chunks_mut(16) {
-            let mask = if chunk.len() == 16 {
-                0xffff
-            } else {
-                tail(chunk.len())
-            };
+            let mask = lane_mask(chunk.len());
             // SAFETY: the mask limits the load and store to the chunk.
             unsafe {
                 let v = _mm512_mask_loadu_ps(max_v, mask, chunk.as_ptr());
@@ -268,10 +262,8 @@ mod x86 {
         for c in (0..head_dim).step_by(64) {
             let width = (head_dim - c).min(64);
             let lanes = width.div_ceil(16);
-            let masks: [__mmask16; 4] = std::array::from_fn(|l| {
-                let n = width.saturating_sub(l * 16).min(16);
-                if n == 16 { 0xffff } else { (1u16 << n) - 1 }
-            });
+            let masks: [__mmask16; 4] =
+                std::array::from_fn(|l| lane_mask(width.saturating_sub(l * 16)));
             let mut acc = [[_mm512_setzero_ps(); 4]; R];
             // Raw pointers: with slice indexing the bounds checks and their lengths
             // took more registers than the loop has, and it spilled.
