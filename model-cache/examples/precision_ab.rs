@@ -29,7 +29,7 @@ fn main() {
         .map(|p| p.parse().expect("a precision"))
         .collect();
     let batch: usize = arg(5, 1);
-    let threads: Option<usize> = std::env::args().nth(6).and_then(|v| v.parse().ok());
+    let threads = Some(arg(6, 0usize)).filter(|&n| n > 0);
     let checkpoint = Checkpoint::open(Path::new(&dir)).expect("a checkpoint directory");
     let classifiers: Vec<Classifier> = precisions
         .iter()

@@ -154,12 +154,6 @@ impl PackedDense {
         }
     }
 
-    /// The packed panels; each starts on a cache line (a panel is `in_dim` x 32
-    /// floats, whole lines).
-    fn panel_floats(&self) -> &[f32] {
-        self.panels.as_slice()
-    }
-
     pub fn out_dim(&self) -> usize {
         self.out_dim
     }
@@ -167,7 +161,7 @@ impl PackedDense {
     /// Panel `p`'s weights for inputs `k0..k0 + K_BLOCK` (fewer at the end).
     fn slice(&self, p: usize, k0: usize) -> &[f32] {
         let kc = (self.in_dim - k0).min(K_BLOCK);
-        &self.panel_floats()[p * self.in_dim * PANEL + k0 * PANEL..][..kc * PANEL]
+        &self.panels.as_slice()[p * self.in_dim * PANEL + k0 * PANEL..][..kc * PANEL]
     }
 
     pub fn forward(&self, input: &[f32], rows: usize, in_dim: usize, act: Activation) -> Vec<f32> {
