@@ -5,6 +5,7 @@
 pub mod args;
 pub mod checkpoint;
 pub mod classifier;
+mod cls_attention;
 pub mod config;
 pub mod fixture;
 pub mod kernels;

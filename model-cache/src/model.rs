@@ -4,13 +4,15 @@
 //! up in the scores: its DistilBERT uses the tanh approximation of GELU where
 //! `transformers` uses the exact erf form, and its attention mask is built for causal
 //! use. This version matches `DistilBertForSequenceClassification` to 1e-5, fuses the
-//! Q/K/V projections into one matrix multiplication, and runs the dense layers on the
-//! packed kernels of [`crate::kernels`].
+//! Q/K/V projections into one matrix multiplication, runs the dense layers on the
+//! packed kernels of [`crate::kernels`], and computes the last layer for `[CLS]` alone
+//! (see [`ClsAttention`]).
 
 use candle_core::{D, DType, Device, IndexOp, Module, Tensor};
 use candle_nn::{LayerNorm, Linear};
 
 use crate::ModelError;
+use crate::cls_attention::{self, ClsAttention};
 use crate::config::ModelConfig;
 use crate::kernels::{Activation, Dense, Precision};
 use crate::weights::{RowSource, WeightFile};
@@ -24,23 +26,32 @@ pub struct DistilBertClassifier {
     position_embeddings: Tensor,
     embeddings_norm: LayerNorm,
     layers: Vec<Layer>,
-    pre_classifier: Linear,
+    pre_classifier: Dense,
     classifier: Linear,
     n_heads: usize,
     dim: usize,
 }
 
-/// How a layer attends: the fused AVX-512 kernel given which keys are real tokens,
-/// or candle ops given the additive `(batch, 1, 1, seq)` mask.
-enum Attention {
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-    Fused(Vec<bool>),
-    Candle(Tensor),
+/// Which keys of a batch are real tokens.
+struct KeyMask {
+    /// `[b * seq + j]`: token `j` of sequence `b` is real.
+    attended: Vec<bool>,
+    /// The same as candle's additive `(batch, 1, 1, seq)` mask, for candle's attention
+    /// where the fused AVX-512 kernel cannot run.
+    additive: Option<Tensor>,
+}
+
+/// How a layer computes its attention context.
+enum SelfAttention {
+    /// Every token attends: Q, K and V stacked along the output dimension, one GEMM
+    /// instead of three.
+    AllTokens(Dense),
+    /// Only `[CLS]`'s result is read (the last layer).
+    ClsOnly(ClsAttention),
 }
 
 struct Layer {
-    /// Q, K and V stacked along the output dimension: one GEMM instead of three.
-    qkv: Dense,
+    attention: SelfAttention,
     out: Dense,
     attention_norm: ResidualNorm,
     ffn_in: Dense,
@@ -113,6 +124,16 @@ impl Loader<'_> {
         })
     }
 
+    /// A `[rows, cols]` matrix, row-major.
+    fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Vec<f32>, ModelError> {
+        let source = self.file.matrix(name, &[rows, cols])?;
+        let mut values = vec![0f32; rows * cols];
+        for (r, row) in values.chunks_exact_mut(cols).enumerate() {
+            source.read_row(r, row);
+        }
+        Ok(values)
+    }
+
     fn linear(&self, prefix: &str, in_dim: usize, out_dim: usize) -> Result<Linear, ModelError> {
         let weight = self
             .file
@@ -151,16 +172,42 @@ impl Loader<'_> {
 }
 
 impl Layer {
-    fn load(loader: &Loader, prefix: &str, config: &ModelConfig) -> Result<Self, ModelError> {
+    /// `cls_only`: the layer is the last, whose output is read at `[CLS]` alone.
+    fn load(
+        loader: &Loader,
+        prefix: &str,
+        config: &ModelConfig,
+        cls_only: bool,
+    ) -> Result<Self, ModelError> {
         let (d, h) = (config.dim, config.hidden_dim);
-        let attention = |name: &str| format!("{prefix}.attention.{name}");
+        let named = |name: &str| format!("{prefix}.attention.{name}");
+        let attention = if cls_only {
+            let projection = |name: &str| -> Result<_, ModelError> {
+                let name = named(name);
+                Ok((
+                    loader.matrix(&format!("{name}.weight"), d, d)?,
+                    loader.vector(&format!("{name}.bias"), d)?,
+                ))
+            };
+            SelfAttention::ClsOnly(ClsAttention::new(
+                config.n_heads,
+                d,
+                cls_attention::Projections {
+                    q: projection("q_lin")?,
+                    k: projection("k_lin")?.0,
+                    v: projection("v_lin")?,
+                },
+            ))
+        } else {
+            SelfAttention::AllTokens(loader.dense(
+                &[named("q_lin"), named("k_lin"), named("v_lin")],
+                d,
+                d,
+            )?)
+        };
         Ok(Self {
-            qkv: loader.dense(
-                &[attention("q_lin"), attention("k_lin"), attention("v_lin")],
-                d,
-                d,
-            )?,
-            out: loader.dense(&[attention("out_lin")], d, d)?,
+            attention,
+            out: loader.dense(&[named("out_lin")], d, d)?,
             attention_norm: loader.residual_norm(&format!("{prefix}.sa_layer_norm"), d)?,
             ffn_in: loader.dense(&[format!("{prefix}.ffn.lin1")], d, h)?,
             ffn_out: loader.dense(&[format!("{prefix}.ffn.lin2")], h, d)?,
@@ -185,7 +232,10 @@ impl DistilBertClassifier {
         let loader = Loader { file, precision };
         let d = config.dim;
         let layers = (0..config.n_layers)
-            .map(|i| Layer::load(&loader, &format!("{p}transformer.layer.{i}"), config))
+            .map(|i| {
+                let prefix = format!("{p}transformer.layer.{i}");
+                Layer::load(&loader, &prefix, config, i + 1 == config.n_layers)
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             word_embeddings: file.matrix(
@@ -198,7 +248,13 @@ impl DistilBertClassifier {
             )?,
             embeddings_norm: loader.layer_norm(&format!("{p}embeddings.LayerNorm"), d)?,
             layers,
-            pre_classifier: loader.linear("pre_classifier", d, d)?,
+            // f32 whatever the encoder's precision (one row per text: nothing to gain),
+            // on the packed kernel: candle's matmul took 0.5 ms for that one row.
+            pre_classifier: Loader {
+                precision: Precision::F32,
+                ..loader
+            }
+            .dense(&["pre_classifier".to_string()], d, d)?,
             classifier: loader.linear("classifier", d, config.num_labels())?,
             n_heads: config.n_heads,
             dim: d,
@@ -229,83 +285,56 @@ impl DistilBertClassifier {
         let mut hidden = self.embeddings_norm.forward(&hidden)?;
 
         let mask = attention_mask.to_dtype(DType::F32)?;
-        let attention = if crate::kernels::avx512_available() {
-            let attended = mask.flatten_all()?.to_vec1::<f32>()?;
-            Attention::Fused(attended.into_iter().map(|m| m > 0.5).collect())
-        } else {
+        let attended = mask.flatten_all()?.to_vec1::<f32>()?;
+        let mask = KeyMask {
+            attended: attended.into_iter().map(|m| m > 0.5).collect(),
             // Additive mask over keys: 0 where attended, the most negative f32 where
             // padded, as `transformers` does with `masked_fill(finfo.min)`.
-            Attention::Candle(((mask - 1.0)? * f64::from(f32::MAX))?.reshape((batch, 1, 1, seq))?)
+            additive: if crate::kernels::avx512_available() {
+                None
+            } else {
+                Some(((mask - 1.0)? * f64::from(f32::MAX))?.reshape((batch, 1, 1, seq))?)
+            },
         };
-        // The head reads only [CLS]'s last hidden state, and after the last layer's
-        // attention nothing mixes tokens: that layer runs its queries, output
-        // projection and feed-forward for [CLS] alone (exact, and a sixth of the
-        // model's work at 16 tokens or more skipped).
-        let (last, earlier) = self.layers.split_last().expect("at least one layer");
-        for layer in earlier {
-            hidden = self.layer_forward(layer, &hidden, &attention, batch, seq, seq)?;
+        // The last layer runs for [CLS] alone (the head reads nothing else), so
+        // `hidden` ends as `(batch, d)`.
+        for layer in &self.layers {
+            hidden = self.layer_forward(layer, &hidden, &mask, batch, seq)?;
         }
-        let cls = self.layer_forward(last, &hidden, &attention, batch, seq, 1)?;
-        let pooled = self.pre_classifier.forward(&cls)?.relu()?;
+        let pooled = self
+            .pre_classifier
+            .forward(&hidden, Activation::None)?
+            .relu()?;
         self.classifier.forward(&pooled)
     }
 
-    /// One encoder layer over `(batch * seq, d)` hidden states; the result keeps the
-    /// first `queries` positions of each sequence, `(batch * queries, d)`.
+    /// One encoder layer over `(batch * seq, d)` hidden states: the result is
+    /// `(batch * seq, d)`, or `(batch, d)` for `[CLS]` alone from a
+    /// [`SelfAttention::ClsOnly`] layer.
     fn layer_forward(
         &self,
         layer: &Layer,
         hidden: &Tensor,
-        attention: &Attention,
+        mask: &KeyMask,
         batch: usize,
         seq: usize,
-        queries: usize,
     ) -> candle_core::Result<Tensor> {
-        let (d, heads) = (self.dim, self.n_heads);
-        let head_dim = d / heads;
-        let qkv = layer.qkv.forward(hidden, Activation::None)?;
-        let context = match attention {
-            #[cfg(target_arch = "x86_64")]
-            Attention::Fused(attended) => {
-                let shape = crate::kernels::attention::AttentionShape {
-                    batch,
-                    seq,
-                    heads,
-                    head_dim,
-                    queries,
-                };
-                let context = crate::kernels::with_cpu_rows(&qkv, |values, _, _| {
-                    Ok(crate::kernels::attention::attention(
-                        values, attended, shape,
-                    ))
+        let d = self.dim;
+        let (context, hidden) = match &layer.attention {
+            SelfAttention::AllTokens(qkv) => (
+                self.attend_all(&qkv.forward(hidden, Activation::None)?, mask, batch, seq)?,
+                hidden.clone(),
+            ),
+            SelfAttention::ClsOnly(attention) => {
+                let context = crate::kernels::with_cpu_rows(hidden, |values, _, _| {
+                    Ok(attention.forward(values, &mask.attended, batch, seq))
                 })?;
-                Tensor::from_vec(context, (batch * queries, d), &Device::Cpu)?
+                let cls = hidden
+                    .reshape((batch, seq, d))?
+                    .narrow(1, 0, 1)?
+                    .reshape((batch, d))?;
+                (Tensor::from_vec(context, (batch, d), &Device::Cpu)?, cls)
             }
-            #[cfg(not(target_arch = "x86_64"))]
-            Attention::Fused(_) => unreachable!("the fused attention needs AVX-512"),
-            Attention::Candle(mask_bias) => {
-                let qkv = qkv
-                    .reshape((batch, seq, 3, heads, head_dim))?
-                    .permute((2, 0, 3, 1, 4))?; // (3, batch, heads, seq, head_dim)
-                let q =
-                    (qkv.i(0)?.narrow(2, 0, queries)? / (head_dim as f64).sqrt())?.contiguous()?;
-                let k = qkv.i(1)?.contiguous()?;
-                let v = qkv.i(2)?.contiguous()?;
-                let scores = q.matmul(&k.t()?)?.broadcast_add(mask_bias)?;
-                let weights = candle_nn::ops::softmax_last_dim(&scores)?;
-                weights
-                    .matmul(&v)?
-                    .transpose(1, 2)?
-                    .reshape((batch * queries, d))?
-            }
-        };
-        let hidden = if queries == seq {
-            hidden.clone()
-        } else {
-            hidden
-                .reshape((batch, seq, d))?
-                .narrow(1, 0, queries)?
-                .reshape((batch * queries, d))?
         };
         let attended = layer
             .attention_norm
@@ -315,6 +344,52 @@ impl DistilBertClassifier {
             Activation::None,
         )?;
         layer.output_norm.forward(&ffn, &attended)
+    }
+
+    /// Every token's attention context, `(batch * seq, d)`, from the fused Q/K/V
+    /// projections `qkv`, `(batch * seq, 3 d)`.
+    fn attend_all(
+        &self,
+        qkv: &Tensor,
+        mask: &KeyMask,
+        batch: usize,
+        seq: usize,
+    ) -> candle_core::Result<Tensor> {
+        let (d, heads) = (self.dim, self.n_heads);
+        let head_dim = d / heads;
+        if let Some(additive) = &mask.additive {
+            let qkv = qkv
+                .reshape((batch, seq, 3, heads, head_dim))?
+                .permute((2, 0, 3, 1, 4))?; // (3, batch, heads, seq, head_dim)
+            let q = (qkv.i(0)? / (head_dim as f64).sqrt())?.contiguous()?;
+            let k = qkv.i(1)?.contiguous()?;
+            let v = qkv.i(2)?.contiguous()?;
+            let scores = q.matmul(&k.t()?)?.broadcast_add(additive)?;
+            let weights = candle_nn::ops::softmax_last_dim(&scores)?;
+            return weights
+                .matmul(&v)?
+                .transpose(1, 2)?
+                .reshape((batch * seq, d));
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            let shape = crate::kernels::attention::AttentionShape {
+                batch,
+                seq,
+                heads,
+                head_dim,
+            };
+            let context = crate::kernels::with_cpu_rows(qkv, |values, _, _| {
+                Ok(crate::kernels::attention::attention(
+                    values,
+                    &mask.attended,
+                    shape,
+                ))
+            })?;
+            Tensor::from_vec(context, (batch * seq, d), &Device::Cpu)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("without AVX-512 the additive mask is built")
     }
 
     pub fn device(&self) -> &Device {

@@ -32,15 +32,11 @@ pub struct AttentionShape {
     pub seq: usize,
     pub heads: usize,
     pub head_dim: usize,
-    /// Query positions computed per sequence, from the first: `seq` for every token,
-    /// 1 for `[CLS]` alone (all the classifier reads from the last layer).
-    pub queries: usize,
 }
 
 /// `qkv` is `(batch * seq, 3 * d)` with Q, K, V side by side (head `h` at columns
 /// `h * head_dim..` of each); `attended[b * seq + j]` says whether key `j` of sequence
-/// `b` is a real token. Returns the context of the first `queries` positions of each
-/// sequence, `(batch * queries, d)`.
+/// `b` is a real token. Returns every position's context, `(batch * seq, d)`.
 ///
 /// Call only when [`super::avx512_available`] is true.
 pub fn attention(qkv: &[f32], attended: &[bool], shape: AttentionShape) -> Vec<f32> {
@@ -49,13 +45,11 @@ pub fn attention(qkv: &[f32], attended: &[bool], shape: AttentionShape) -> Vec<f
         seq,
         heads,
         head_dim,
-        queries,
     } = shape;
     let d = heads * head_dim;
     assert_eq!(qkv.len(), batch * seq * 3 * d);
     assert_eq!(attended.len(), batch * seq);
-    assert!(queries <= seq);
-    let mut context = vec![0f32; batch * queries * d];
+    let mut context = vec![0f32; batch * seq * d];
     let context_ptr = SendPtr(context.as_mut_ptr());
     let scale = 1.0 / (head_dim as f32).sqrt();
     (0..batch * heads).into_par_iter().for_each(|task| {
@@ -81,18 +75,18 @@ pub fn attention(qkv: &[f32], attended: &[bool], shape: AttentionShape) -> Vec<f
         }
         // Blocks of queries share each K and V load (the single-query loop was bound by
         // those loads); the last few queries go one at a time.
-        let in_full_blocks = queries / QUERY_BLOCK * QUERY_BLOCK;
+        let in_full_blocks = seq / QUERY_BLOCK * QUERY_BLOCK;
         let blocks = || {
             (0..in_full_blocks)
                 .step_by(QUERY_BLOCK)
                 .map(|i| (i, QUERY_BLOCK))
-                .chain((in_full_blocks..queries).map(|i| (i, 1)))
+                .chain((in_full_blocks..seq).map(|i| (i, 1)))
         };
         let q = |i: usize| &rows[i * 3 * d + h * head_dim..][..head_dim];
         // Every query's scores first, then every weighted sum, so that each phase's one
         // operand (K^T, then V: ~40 KiB each at 150 tokens) can stay in L1 across the
         // query blocks instead of the two evicting each other every block.
-        let mut scores = vec![0f32; queries * padded];
+        let mut scores = vec![0f32; seq * padded];
         for (i, block) in blocks() {
             let scores = &mut scores[i * padded..];
             // SAFETY: AVX-512F is the caller's contract; every slice is sized above.
@@ -119,7 +113,7 @@ pub fn attention(qkv: &[f32], attended: &[bool], shape: AttentionShape) -> Vec<f
             let out = |r: usize| {
                 context_ptr
                     .0
-                    .wrapping_add((b * queries + i + r) * d + h * head_dim)
+                    .wrapping_add((b * seq + i + r) * d + h * head_dim)
             };
             let weights = &scores[i * padded..];
             // SAFETY: as above.
@@ -417,7 +411,6 @@ mod tests {
             seq,
             heads: 3,
             head_dim,
-            queries: seq,
         };
         let d = shape.heads * shape.head_dim;
         let qkv: Vec<f32> = (0..shape.batch * shape.seq * 3 * d)
@@ -439,7 +432,6 @@ mod tests {
         let alone_shape = AttentionShape {
             batch: 1,
             seq: 20,
-            queries: 20,
             ..shape
         };
         let alone_qkv: Vec<f32> = (0..20)
@@ -447,16 +439,5 @@ mod tests {
             .collect();
         let alone = attention(&alone_qkv, &[true; 20], alone_shape);
         assert_eq!(&alone[..], &got[shape.seq * d..][..20 * d]);
-        // [CLS] alone: the first row of each sequence, unchanged.
-        let first = attention(
-            &qkv,
-            &attended,
-            AttentionShape {
-                queries: 1,
-                ..shape
-            },
-        );
-        assert_eq!(&first[..d], &got[..d]);
-        assert_eq!(&first[d..], &got[shape.seq * d..][..d]);
     }
 }

@@ -33,8 +33,9 @@ pub enum Activation {
     GeluErf,
 }
 
-/// What the dense layers compute in. Everything else (attention, layer norms,
-/// softmax, the classification head) is f32 either way.
+/// What the encoder's dense layers compute in. Everything else (attention, layer
+/// norms, softmax, the classification head, and the last layer's Q, K and V, which it
+/// needs for `[CLS]` alone) is f32 either way.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
@@ -192,7 +193,6 @@ impl Dense {
 }
 
 /// Runs `f(values, rows, cols)` on the f32 contents of the 2-D CPU tensor `x`.
-#[cfg(target_arch = "x86_64")]
 pub(crate) fn with_cpu_rows<T>(
     x: &Tensor,
     f: impl FnOnce(&[f32], usize, usize) -> candle_core::Result<T>,
