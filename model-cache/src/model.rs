@@ -24,7 +24,7 @@ pub struct DistilBertClassifier {
     /// Read straight from the mmapped checkpoint: never copied, only gathered from.
     word_embeddings: RowSource,
     position_embeddings: Tensor,
-    embeddings_norm: LayerNorm,
+    embeddings_norm: ResidualNorm,
     layers: Vec<Layer>,
     pre_classifier: Dense,
     classifier: Linear,
@@ -102,12 +102,6 @@ impl Loader<'_> {
         let mut values = vec![0f32; len];
         source.read_row(0, &mut values);
         Ok(values)
-    }
-
-    fn layer_norm(&self, prefix: &str, dim: usize) -> Result<LayerNorm, ModelError> {
-        let weight = self.file.tensor(&format!("{prefix}.weight"), &[dim])?;
-        let bias = self.file.tensor(&format!("{prefix}.bias"), &[dim])?;
-        Ok(LayerNorm::new(weight, bias, LAYER_NORM_EPS))
     }
 
     /// Reads the weights once: the candle layer norm is made from the same vectors.
@@ -246,7 +240,7 @@ impl DistilBertClassifier {
                 &format!("{p}embeddings.position_embeddings.weight"),
                 &[config.max_position_embeddings, d],
             )?,
-            embeddings_norm: loader.layer_norm(&format!("{p}embeddings.LayerNorm"), d)?,
+            embeddings_norm: loader.residual_norm(&format!("{p}embeddings.LayerNorm"), d)?,
             layers,
             // f32 whatever the encoder's precision (one row per text: nothing to gain),
             // on the packed kernel: candle's matmul took 0.5 ms for that one row.
@@ -277,12 +271,8 @@ impl DistilBertClassifier {
             self.word_embeddings.read_row(id as usize, row);
         }
         let words = Tensor::from_vec(words, (batch * seq, d), &Device::Cpu)?;
-        let positions = self.position_embeddings.i(0..seq)?;
-        let hidden = words
-            .reshape((batch, seq, d))?
-            .broadcast_add(&positions)?
-            .reshape((batch * seq, d))?;
-        let mut hidden = self.embeddings_norm.forward(&hidden)?;
+        let positions = self.position_embeddings.i(0..seq)?.repeat((batch, 1))?;
+        let mut hidden = self.embeddings_norm.forward(&words, &positions)?;
 
         let mask = attention_mask.to_dtype(DType::F32)?;
         let attended = mask.flatten_all()?.to_vec1::<f32>()?;
