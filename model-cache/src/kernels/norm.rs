@@ -30,8 +30,11 @@ pub fn add_layer_norm(
     assert_eq!(beta.len(), dim);
     assert_eq!(x.len(), residual.len());
     assert!(x.len().is_multiple_of(dim));
-    let mut out = vec![0f32; x.len()];
-    out.par_chunks_mut(dim * ROWS_PER_TASK)
+    // Not zeroed (a serial pass over the whole output, before the parallel one):
+    // every element is written by `add_norm_row`.
+    let mut out = Vec::with_capacity(x.len());
+    out.spare_capacity_mut()
+        .par_chunks_mut(dim * ROWS_PER_TASK)
         .zip(x.par_chunks(dim * ROWS_PER_TASK))
         .zip(residual.par_chunks(dim * ROWS_PER_TASK))
         .for_each(|((out, x), residual)| {
@@ -45,12 +48,15 @@ pub fn add_layer_norm(
                 unsafe { x86::add_norm_row(x, residual, gamma, beta, eps, out) };
             }
         });
+    // SAFETY: every element was written above.
+    unsafe { out.set_len(x.len()) };
     out
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
+    use std::mem::MaybeUninit;
 
     /// The mask of the first `n % 16` lanes, or all 16 when `n` is a multiple of 16.
     fn tail_mask(n: usize) -> __mmask16 {
@@ -60,8 +66,8 @@ mod x86 {
         }
     }
 
-    /// One row: `out = gamma * norm(x + residual) + beta`. `out` holds the sum between
-    /// passes.
+    /// One row: `out = gamma * norm(x + residual) + beta`, every element written. `out`
+    /// holds the sum between passes.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn add_norm_row(
         x: &[f32],
@@ -69,7 +75,7 @@ mod x86 {
         gamma: &[f32],
         beta: &[f32],
         eps: f32,
-        out: &mut [f32],
+        out: &mut [MaybeUninit<f32>],
     ) {
         let dim = x.len();
         assert!(residual.len() == dim && gamma.len() == dim && beta.len() == dim);
@@ -82,7 +88,9 @@ mod x86 {
                 0xffff
             }
         };
-        // SAFETY: every access is at `c * 16` under a mask that stops at `dim`.
+        let out = out.as_mut_ptr().cast::<f32>();
+        // SAFETY: every access is at `c * 16` under a mask that stops at `dim`; `out`
+        // is read only where the first pass wrote it.
         unsafe {
             let mut sum = _mm512_setzero_ps();
             for c in 0..chunks {
@@ -91,7 +99,7 @@ mod x86 {
                     _mm512_maskz_loadu_ps(m, x.as_ptr().add(at)),
                     _mm512_maskz_loadu_ps(m, residual.as_ptr().add(at)),
                 );
-                _mm512_mask_storeu_ps(out.as_mut_ptr().add(at), m, s);
+                _mm512_mask_storeu_ps(out.add(at), m, s);
                 sum = _mm512_add_ps(sum, s);
             }
             let mean = _mm512_reduce_add_ps(sum) / dim as f32;
@@ -99,21 +107,20 @@ mod x86 {
             let mut squares = _mm512_setzero_ps();
             for c in 0..chunks {
                 let (m, at) = (mask(c), c * 16);
-                let d =
-                    _mm512_maskz_sub_ps(m, _mm512_maskz_loadu_ps(m, out.as_ptr().add(at)), mean_v);
+                let d = _mm512_maskz_sub_ps(m, _mm512_maskz_loadu_ps(m, out.add(at)), mean_v);
                 squares = _mm512_fmadd_ps(d, d, squares);
             }
             let variance = _mm512_reduce_add_ps(squares) / dim as f32;
             let inv_std = _mm512_set1_ps(1.0 / (variance + eps).sqrt());
             for c in 0..chunks {
                 let (m, at) = (mask(c), c * 16);
-                let d = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, out.as_ptr().add(at)), mean_v);
+                let d = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, out.add(at)), mean_v);
                 let y = _mm512_fmadd_ps(
                     _mm512_mul_ps(d, inv_std),
                     _mm512_maskz_loadu_ps(m, gamma.as_ptr().add(at)),
                     _mm512_maskz_loadu_ps(m, beta.as_ptr().add(at)),
                 );
-                _mm512_mask_storeu_ps(out.as_mut_ptr().add(at), m, y);
+                _mm512_mask_storeu_ps(out.add(at), m, y);
             }
         }
     }
