@@ -118,8 +118,8 @@ impl Loader<'_> {
         })
     }
 
-    /// A `[rows, cols]` matrix, row-major.
-    fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Vec<f32>, ModelError> {
+    /// A `[rows, cols]` matrix's values, row-major (as stored, converted to f32).
+    fn row_major(&self, name: &str, rows: usize, cols: usize) -> Result<Vec<f32>, ModelError> {
         let source = self.file.matrix(name, &[rows, cols])?;
         let mut values = vec![0f32; rows * cols];
         for (r, row) in values.chunks_exact_mut(cols).enumerate() {
@@ -179,7 +179,7 @@ impl Layer {
             let projection = |name: &str| -> Result<_, ModelError> {
                 let name = named(name);
                 Ok((
-                    loader.matrix(&format!("{name}.weight"), d, d)?,
+                    loader.row_major(&format!("{name}.weight"), d, d)?,
                     loader.vector(&format!("{name}.bias"), d)?,
                 ))
             };
@@ -274,8 +274,8 @@ impl DistilBertClassifier {
         let positions = self.position_embeddings.i(0..seq)?.repeat((batch, 1))?;
         let mut hidden = self.embeddings_norm.forward(&words, &positions)?;
 
-        let mask = attention_mask.to_dtype(DType::F32)?;
-        let attended = mask.flatten_all()?.to_vec1::<f32>()?;
+        let mask_f32 = attention_mask.to_dtype(DType::F32)?;
+        let attended = mask_f32.flatten_all()?.to_vec1::<f32>()?;
         let mask = KeyMask {
             attended: attended.into_iter().map(|m| m > 0.5).collect(),
             // Additive mask over keys: 0 where attended, the most negative f32 where
@@ -283,7 +283,7 @@ impl DistilBertClassifier {
             additive: if crate::kernels::avx512_available() {
                 None
             } else {
-                Some(((mask - 1.0)? * f64::from(f32::MAX))?.reshape((batch, 1, 1, seq))?)
+                Some(((mask_f32 - 1.0)? * f64::from(f32::MAX))?.reshape((batch, 1, 1, seq))?)
             },
         };
         // The last layer runs for [CLS] alone (the head reads nothing else), so
