@@ -38,7 +38,7 @@ lambda:
 LAMBDA_LOCAL_MODEL ?= .cache/fixtures/tiny
 LAMBDA_BIN_DIR = $${CARGO_TARGET_DIR:-target}/release
 lambda-local:
-	$(CARGO) build --release -p sentiment-lambda --bins
+	$(CARGO) build --release -p sentiment-lambda -p lambda-emulator --bins
 	@[ -f $(LAMBDA_LOCAL_MODEL)/model.safetensors ] || $(CARGO) run --release -p model-cache -- fixture --size tiny --out $(LAMBDA_LOCAL_MODEL)
 	$(LAMBDA_BIN_DIR)/lambda-emulator -e MODEL_DIR=$(abspath $(LAMBDA_LOCAL_MODEL))
 

@@ -13,7 +13,7 @@ WARM=${WARM:-200}
 PROFILE=${PROFILE:-release}
 BIN_DIR=$TARGET_DIR/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")
 
-cargo build --profile "$PROFILE" -p sentiment-lambda --bins --example lambda_bench >&2
+cargo build --profile "$PROFILE" -p sentiment-lambda -p lambda-emulator --bins --example lambda_bench >&2
 cargo build --profile "$PROFILE" -p sentiment-server >&2
 for dtype in f32 f16; do
   dir=$FIXTURES/full-$dtype

@@ -17,10 +17,6 @@ pub struct Args {
     #[command(flatten)]
     pub model: ModelArgs,
 
-    /// Inference threads [default: the CPUs the cgroup and affinity allow].
-    #[arg(long, env = "MODEL_THREADS")]
-    pub threads: Option<usize>,
-
     /// Most texts in one forward pass.
     #[arg(long, env = "MAX_BATCH", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub max_batch: u32,

@@ -9,7 +9,7 @@ use actix_web::dev::Service;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{App, HttpRequest, HttpResponse, HttpResponseBuilder, web};
-use model_cache::wire::{self, ErrorBody, ErrorKind, PredictResponse};
+use sentiment_api::{self as wire, ErrorBody, ErrorKind, PredictResponse};
 use serde_json::json;
 use tokio::sync::oneshot;
 
@@ -146,9 +146,9 @@ async fn predict(
     };
     let headers = response.headers_mut();
     for (name, value) in [
-        ("x-queue-time", timings.queue),
-        ("x-inference-time", timings.inference),
-        ("x-total-time", started.elapsed()),
+        (wire::QUEUE_TIME_HEADER, timings.queue),
+        (wire::INFERENCE_TIME_HEADER, timings.inference),
+        (wire::TOTAL_TIME_HEADER, started.elapsed()),
     ] {
         let millis = format!("{:.3}", value.as_secs_f64() * 1e3);
         if let Ok(value) = HeaderValue::from_str(&millis) {
@@ -279,33 +279,10 @@ async fn predict_inner(
     Ok(PredictResponse::for_request(&request, output.predictions))
 }
 
-/// JSON only, but a missing content type is let through: `curl --data-binary` users
-/// should not need a header to try the API.
 fn check_content_type(req: &HttpRequest) -> Result<(), ApiError> {
-    let Some(value) = req.headers().get(header::CONTENT_TYPE) else {
-        return Ok(());
-    };
-    let essence = value
-        .to_str()
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    if essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
-    {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            ErrorKind::UnsupportedMediaType,
-            format!(
-                "content type {:?} is not accepted; send application/json",
-                value.to_str().unwrap_or("(not text)")
-            ),
-        ))
-    }
+    let value = req.headers().get(header::CONTENT_TYPE);
+    let value = value.map(|v| v.to_str().unwrap_or("(not text)"));
+    sentiment_api::check_content_type(value).map_err(|body| ApiError::new(body.error, body.detail))
 }
 
 async fn healthz() -> HttpResponse {

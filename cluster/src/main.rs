@@ -12,12 +12,13 @@ mod state;
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::sync::mpsc::Receiver;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix_web::{HttpServer, web};
 use anyhow::{Context, Result};
 use clap::Parser;
-use model_cache::{Classifier, ClassifierOptions, threads};
+use model_cache::threads;
+use sentiment_api::logging::LogFormat;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::oneshot;
 
@@ -28,25 +29,16 @@ use crate::state::{AppState, ModelInfo};
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let threads = args.threads.unwrap_or_else(threads::default_threads).max(1);
+    let threads = args.model.thread_count();
     // SAFETY: nothing else runs yet; candle reads RAYON_NUM_THREADS on every matmul.
     unsafe { threads::export_thread_count(threads) };
-    init_logging(args.log_json);
-    actix_web::rt::System::new().block_on(serve(args, threads))
-}
-
-fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    if json {
-        builder.json().init();
+    let format = if args.log_json {
+        LogFormat::Json
     } else {
-        builder.init();
-    }
+        LogFormat::Text
+    };
+    sentiment_api::logging::init(format, "info");
+    actix_web::rt::System::new().block_on(serve(args, threads))
 }
 
 async fn serve(args: Args, threads: usize) -> Result<()> {
@@ -138,55 +130,31 @@ fn load_and_serve(
     if args.load_delay_ms > 0 {
         std::thread::sleep(Duration::from_millis(args.load_delay_ms));
     }
-    let started = Instant::now();
-    let source = args.model.source();
-    let source_name = match &source.model_dir {
-        Some(dir) => dir.display().to_string(),
-        None => format!("{}@{}", source.model_id, source.revision),
+    let options = model_cache::ClassifierOptions {
+        threads: Some(threads),
+        ..args.model.classifier_options()
     };
-    let checkpoint = source
-        .resolve()
-        .with_context(|| format!("resolving model {source_name}"))?;
-    let classifier = Classifier::load(
-        &checkpoint,
-        &ClassifierOptions {
-            threads: Some(threads),
-            max_length: None,
-            precision: args.model.precision,
-        },
-    )
-    .with_context(|| format!("loading model from {}", checkpoint.dir().display()))?;
-    let warmup_started = Instant::now();
-    let warmup = classifier
-        .classify(&["warm-up: one real forward pass before reporting ready"])
-        .context("warm-up forward pass")?;
-    anyhow::ensure!(
-        warmup.len() == 1,
-        "warm-up forward pass returned {} predictions",
-        warmup.len()
-    );
-    let warmup_seconds = warmup_started.elapsed().as_secs_f64();
-    let load_seconds = started.elapsed().as_secs_f64();
-    state.metrics.model_load_seconds.set(load_seconds);
+    let loaded = model_cache::load(&args.model.source(), &options)?;
+    let report = loaded.report;
+    state.metrics.model_load_seconds.set(report.total_seconds);
     let info = ModelInfo {
-        source: source_name.clone(),
-        dir: checkpoint.dir().display().to_string(),
-        classifier: classifier.info().clone(),
-        warmup_seconds,
+        source: report.source.clone(),
+        dir: report.dir.display().to_string(),
+        classifier: loaded.classifier.info().clone(),
+        warmup_seconds: report.warmup_seconds,
     };
     let _ = state.model.set(info);
     if state.mark_ready() {
         tracing::info!(
-            model = %source_name,
-            threads,
-            load_seconds = format!("{load_seconds:.3}"),
             max_batch = state.batching.max_batch,
             max_wait_ms = state.batching.max_wait_ms,
-            "ready: model {source_name} loaded in {load_seconds:.3} s (warm-up pass included), {threads} inference threads"
+            "ready: model {} loaded in {:.3} s (warm-up pass included), {threads} inference threads",
+            report.source,
+            report.total_seconds,
         );
     }
     let hash_state = Arc::clone(state);
-    let weights = checkpoint.weights_path();
+    let weights = loaded.checkpoint.weights_path();
     // Hashing the full checkpoint takes about a second: off the critical path.
     std::thread::Builder::new()
         .name("hash-weights".into())
@@ -197,6 +165,6 @@ fn load_and_serve(
             Err(e) => tracing::warn!("hashing {}: {e}", weights.display()),
         })
         .context("starting the hashing thread")?;
-    batcher::run_worker(&classifier, &jobs, &state.batching, &state.metrics);
+    batcher::run_worker(&loaded.classifier, &jobs, &state.batching, &state.metrics);
     Ok(())
 }

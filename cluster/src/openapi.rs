@@ -31,7 +31,7 @@ pub fn document() -> Value {
                     "oneOf": [
                         {"type": "object", "required": ["text"], "properties": {"text": {"type": "string", "minLength": 1}}},
                         {"type": "object", "required": ["inputs"], "properties": {"inputs": {
-                            "type": "array", "minItems": 1, "maxItems": model_cache::wire::MAX_BATCH_INPUTS,
+                            "type": "array", "minItems": 1, "maxItems": sentiment_api::MAX_BATCH_INPUTS,
                             "items": {"type": "string", "minLength": 1}}}}
                     ]}}}},
                 "responses": {

@@ -70,7 +70,7 @@ async fn every_status_code_comes_with_the_shared_error_body() {
         .predict(&json!({"inputs": "x"}))
         .await
         .assert_error(422, "invalid_input");
-    let too_many: Vec<String> = (0..=model_cache::wire::MAX_BATCH_INPUTS)
+    let too_many: Vec<String> = (0..=sentiment_api::MAX_BATCH_INPUTS)
         .map(|i| format!("t{i}"))
         .collect();
     server

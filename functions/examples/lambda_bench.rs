@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use sentiment_lambda::emulator::{Emulator, EmulatorConfig};
+use lambda_emulator::{Emulator, EmulatorConfig};
 
 #[derive(Parser)]
 struct Cli {

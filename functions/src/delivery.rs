@@ -135,13 +135,18 @@ impl ModelLocation {
     /// reusing the copy an earlier init in this sandbox fetched and verified). Blocking:
     /// call it from init, not from inside an async task.
     pub fn resolve(&self) -> Result<Checkpoint, DeliveryError> {
-        self.source().resolve().map_err(|e| match e {
+        self.source().resolve().map_err(|e| self.delivery_error(e))
+    }
+
+    /// What a failure to resolve this location means for the function.
+    pub fn delivery_error(&self, error: SourceError) -> DeliveryError {
+        match error {
             SourceError::ModelDir(problem) => DeliveryError::Checkpoint {
                 location: self.describe(),
                 problem: Box::new(problem),
             },
             other => DeliveryError::Source(other),
-        })
+        }
     }
 }
 

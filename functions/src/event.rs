@@ -7,7 +7,7 @@
 //! function URLs use the same format), everything else is a direct invocation.
 
 use base64::Engine;
-use model_cache::wire::{self, ErrorBody, ErrorKind, PredictRequest};
+use sentiment_api::{self as wire, ErrorBody, ErrorKind, PredictRequest};
 use serde_json::{Value, json};
 
 /// The route the function serves, as on the Kubernetes server.
@@ -89,14 +89,7 @@ fn parse_http(event: &Value, http: &Value) -> Result<PredictRequest, ErrorBody> 
             format!("{method} {PREDICT_PATH} is not allowed; use POST"),
         ));
     }
-    if let Some(content_type) = header(event, "content-type")
-        && !is_json(content_type)
-    {
-        return Err(ErrorBody::new(
-            ErrorKind::UnsupportedMediaType,
-            format!("content-type {content_type:?} is not supported; send application/json"),
-        ));
-    }
+    sentiment_api::check_content_type(header(event, "content-type"))?;
     let body = event.get("body").and_then(Value::as_str).unwrap_or("");
     let base64 = event
         .get("isBase64Encoded")
@@ -125,14 +118,6 @@ fn header<'a>(event: &'a Value, name: &str) -> Option<&'a str> {
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case(name))
         .and_then(|(_, v)| v.as_str())
-}
-
-fn is_json(content_type: &str) -> bool {
-    let essence = content_type.split(';').next().unwrap_or("").trim();
-    essence.eq_ignore_ascii_case("application/json")
-        || essence
-            .rsplit_once('+')
-            .is_some_and(|(_, suffix)| suffix.eq_ignore_ascii_case("json"))
 }
 
 /// The payload to return: an HTTP response object for API Gateway and function URLs,

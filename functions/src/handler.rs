@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use model_cache::Classifier;
-use model_cache::wire::{ErrorBody, ErrorKind, PredictResponse};
+use sentiment_api::{ErrorBody, ErrorKind, PredictResponse};
 use serde_json::Value;
 
 use crate::event::{self, Source};

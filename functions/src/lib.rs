@@ -9,11 +9,11 @@
 //!   an image, or an S3 URI fetched into `/tmp` during init).
 //! - [`runtime_api`]: the one Runtime API call the `lambda_runtime` crate cannot make for
 //!   us: reporting a failed init.
-//! - [`emulator`]: a local Lambda (Runtime API per instance, cold starts, keep-alive,
-//!   throttling, REPORT lines) behind an API Gateway-like HTTP front.
+//!
+//! The local Lambda that runs `bootstrap` in tests and benchmarks is its own crate,
+//! `lambda-emulator`, so the stack and the benchmark can use it without the model.
 
 pub mod delivery;
-pub mod emulator;
 pub mod event;
 pub mod handler;
 pub mod runtime_api;

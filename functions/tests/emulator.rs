@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use sentiment_lambda::emulator::{Answer, Emulator, EmulatorConfig, InvokeError};
+use lambda_emulator::{Answer, Emulator, EmulatorConfig, InvokeError};
 use serde_json::json;
 
 fn config(model_dir: &str) -> EmulatorConfig {
@@ -31,9 +31,9 @@ fn tiny() -> String {
 }
 
 /// Runs a blocking HTTP exchange off the async workers.
-async fn predict(emulator: &Emulator, body: &'static str) -> common::HttpReply {
+async fn predict(emulator: &Emulator, body: &'static str) -> test_support::HttpReply {
     let addr = emulator.addr();
-    tokio::task::spawn_blocking(move || common::predict(addr, body))
+    tokio::task::spawn_blocking(move || test_support::predict(addr, body))
         .await
         .expect("client thread")
 }
@@ -85,7 +85,7 @@ async fn bad_input_gets_the_servers_error_through_the_http_front() {
     assert_eq!(reply.json()["error"], "invalid_input");
     let addr = emulator.addr();
     let form = tokio::task::spawn_blocking(move || {
-        common::http(addr, "POST", "/predict", "text/plain", b"{\"text\": \"x\"}")
+        test_support::http(addr, "POST", "/predict", "text/plain", b"{\"text\": \"x\"}")
     })
     .await
     .unwrap();
@@ -167,7 +167,7 @@ async fn invoke_api_passes_the_plain_body_as_a_direct_invocation() {
     let emulator = start(config(&tiny())).await;
     let addr = emulator.addr();
     let reply = tokio::task::spawn_blocking(move || {
-        common::http(
+        test_support::http(
             addr,
             "POST",
             "/2015-03-31/functions/sentiment/invocations",

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use sentiment_lambda::emulator::{Emulator, EmulatorConfig};
+use lambda_emulator::{Emulator, EmulatorConfig};
 
 fn package(model: &Path, out: &Path) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -65,7 +65,7 @@ async fn packaged_zip_runs_under_the_emulator_with_the_bundled_model() {
         .expect("emulator starts");
     let addr = emulator.addr();
     let reply = tokio::task::spawn_blocking(move || {
-        common::predict(addr, r#"{"text": "a wonderful film"}"#)
+        test_support::predict(addr, r#"{"text": "a wonderful film"}"#)
     })
     .await
     .unwrap();
@@ -90,8 +90,9 @@ async fn packaged_zip_runs_under_the_emulator_with_the_bundled_model() {
         .await
         .unwrap();
     let addr = emulator.addr();
-    let reply = tokio::task::spawn_blocking(move || common::predict(addr, r#"{"text": "x"}"#))
-        .await
-        .unwrap();
+    let reply =
+        tokio::task::spawn_blocking(move || test_support::predict(addr, r#"{"text": "x"}"#))
+            .await
+            .unwrap();
     assert_eq!(reply.status, 500, "{}", reply.body);
 }

@@ -3,15 +3,13 @@
 //! same sandbox reuses the fetched copy.
 
 mod common;
-#[path = "../../model-cache/tests/support/moto_server.rs"]
-mod moto_server;
 
 use std::path::Path;
 use std::time::Duration;
 
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
-use moto_server::Moto;
-use sentiment_lambda::emulator::{Emulator, EmulatorConfig};
+use lambda_emulator::{Emulator, EmulatorConfig};
+use test_support::Moto;
 
 /// The function configured for `uri` on this moto, fetching into `cache_dir`.
 fn function_config(moto: &Moto, uri: &str, cache_dir: &Path) -> EmulatorConfig {
@@ -75,7 +73,7 @@ async fn model_is_fetched_from_s3_into_tmp_and_reused_by_the_next_init() {
         .await
         .unwrap();
     let addr = emulator.addr();
-    let ask = move || common::predict(addr, r#"{"text": "fetched from S3"}"#);
+    let ask = move || test_support::predict(addr, r#"{"text": "fetched from S3"}"#);
 
     let first = tokio::task::spawn_blocking(ask).await.unwrap();
     assert_eq!(first.status, 200, "{}", first.body);
@@ -122,9 +120,10 @@ async fn a_missing_s3_object_is_an_init_error_naming_the_key() {
         .await
         .unwrap();
     let addr = emulator.addr();
-    let reply = tokio::task::spawn_blocking(move || common::predict(addr, r#"{"text": "x"}"#))
-        .await
-        .unwrap();
+    let reply =
+        tokio::task::spawn_blocking(move || test_support::predict(addr, r#"{"text": "x"}"#))
+            .await
+            .unwrap();
     assert_eq!(reply.status, 500, "{}", reply.body);
     let detail = reply.json()["detail"].as_str().unwrap().to_string();
     assert!(detail.contains("s3://empty/none/"), "{detail}");

@@ -1,14 +1,16 @@
-//! Command-line flags for choosing a model, shared by every binary that loads one.
+//! Command-line flags for choosing and running a model, shared by every binary that
+//! loads one (the server, the Lambda function through its environment, the CLI).
 
 use std::path::PathBuf;
 
+use crate::ClassifierOptions;
 use crate::kernels::Precision;
 use crate::source::{
     DEFAULT_MODEL_ID, DEFAULT_REVISION, ModelSource, S3Location, default_cache_dir,
 };
 
 /// `--model-dir`, `--model-id`, `--model-revision`, `--model-cache-dir`, `--offline`,
-/// `--model-s3-uri`, `--precision`, each with an environment fallback.
+/// `--model-s3-uri`, `--precision`, `--threads`, each with an environment fallback.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ModelArgs {
     /// A checkpoint directory to use as is (config.json, model.safetensors, tokenizer).
@@ -35,6 +37,10 @@ pub struct ModelArgs {
     /// needs a build with the `s3` feature. AWS_ENDPOINT_URL_S3 points it at a stand-in.
     #[arg(long, env = "MODEL_S3_URI")]
     pub model_s3_uri: Option<S3Location>,
+    /// Inference threads [default: the CPUs this process may use: cgroup quota and
+    /// affinity, or inside Lambda the vCPUs its memory size buys].
+    #[arg(long, env = "MODEL_THREADS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub threads: Option<u32>,
 }
 
 fn parse_flag(value: &str) -> Result<bool, String> {
@@ -46,6 +52,22 @@ fn parse_flag(value: &str) -> Result<bool, String> {
 }
 
 impl ModelArgs {
+    /// `--threads`, else what this process may use.
+    pub fn thread_count(&self) -> usize {
+        self.threads
+            .map(|n| n as usize)
+            .unwrap_or_else(crate::threads::default_threads)
+    }
+
+    /// How to build the classifier: these threads and this precision.
+    pub fn classifier_options(&self) -> ClassifierOptions {
+        ClassifierOptions {
+            threads: Some(self.thread_count()),
+            max_length: None,
+            precision: self.precision,
+        }
+    }
+
     pub fn source(&self) -> ModelSource {
         ModelSource {
             model_dir: self.model_dir.clone(),

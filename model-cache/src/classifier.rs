@@ -11,8 +11,8 @@ use crate::kernels::{Precision, effective_precision, kernel_name};
 use crate::model::{DistilBertClassifier, probabilities};
 use crate::tokenizer::{Encoded, PaddedBatch, TextTokenizer};
 use crate::weights::WeightFile;
-use crate::wire::Prediction;
 use crate::{ModelError, threads};
+use sentiment_api::Prediction;
 
 /// How to build a [`Classifier`].
 #[derive(Debug, Clone, Default)]

@@ -1,6 +1,7 @@
 //! DistilBERT sentiment inference shared by the Kubernetes server, the Lambda function
 //! and the benchmark: checkpoint resolution and cache ([`source`]), tokenizer, the
-//! candle model and [`Classifier`], the HTTP [`wire`] types, and [`fixture`] checkpoints.
+//! candle model and [`Classifier`], and [`fixture`] checkpoints. The HTTP wire types
+//! live in `sentiment-api`.
 
 pub mod args;
 pub mod checkpoint;
@@ -9,12 +10,12 @@ mod cls_attention;
 pub mod config;
 pub mod fixture;
 pub mod kernels;
+pub mod load;
 mod model;
 pub mod source;
 pub mod threads;
 pub mod tokenizer;
 mod weights;
-pub mod wire;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -22,8 +23,9 @@ use std::path::{Path, PathBuf};
 pub use checkpoint::{Checkpoint, CheckpointInfo};
 pub use classifier::{BatchStats, Classifier, ClassifierInfo, ClassifierOptions};
 pub use kernels::Precision;
+pub use load::{LoadError, LoadReport, Loaded, load};
+pub use sentiment_api::Prediction;
 pub use source::{ModelSource, SourceError};
-pub use wire::{ErrorBody, ErrorKind, PredictRequest, PredictResponse, Prediction};
 
 /// Errors loading a checkpoint or running the model.
 #[derive(Debug, thiserror::Error)]

@@ -7,7 +7,8 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use model_cache::args::ModelArgs;
 use model_cache::fixture::{FixtureDtype, FixtureSize, FixtureSpec};
-use model_cache::{Checkpoint, Classifier, ClassifierOptions, threads};
+use model_cache::{Checkpoint, Classifier, threads};
+use sentiment_api::logging::LogFormat;
 
 #[derive(Parser)]
 #[command(
@@ -46,22 +47,20 @@ enum Command {
     Manifest { dir: PathBuf },
     /// Print a checkpoint's dimensions, parameter count, dtype and sha256 as JSON.
     Info { dir: PathBuf },
-    /// Classify texts (arguments, or one per line on stdin); one JSON line per text.
+    /// Classify texts (arguments, or one per line on stdin: any number of lines, read
+    /// and classified in batches, blank lines skipped); one JSON line per text.
     Predict {
         #[command(flatten)]
         model: ModelArgs,
-        /// Inference threads [default: the CPUs this process may use]
-        #[arg(long, env = "MODEL_THREADS")]
-        threads: Option<usize>,
         texts: Vec<String>,
     },
 }
 
+/// Texts per forward pass when classifying a stream.
+const PREDICT_BATCH: usize = 32;
+
 fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
+    sentiment_api::logging::init(LogFormat::Text, "warn");
     match Cli::parse().command {
         Command::Fetch { model } => {
             let source = model.source();
@@ -99,45 +98,17 @@ fn main() -> Result<()> {
             let info = Checkpoint::open(&dir)?.info()?;
             println!("{}", serde_json::to_string_pretty(&info)?);
         }
-        Command::Predict {
-            model,
-            threads: thread_count,
-            texts,
-        } => {
-            let thread_count = thread_count.unwrap_or_else(threads::default_threads);
+        Command::Predict { model, texts } => {
             // SAFETY: still single-threaded; nothing else touches the environment yet.
-            unsafe { threads::export_thread_count(thread_count) };
-            let checkpoint = model.source().resolve()?;
-            let classifier = Classifier::load(
-                &checkpoint,
-                &ClassifierOptions {
-                    threads: Some(thread_count),
-                    max_length: None,
-                    precision: model.precision,
-                },
-            )?;
-            let texts = if texts.is_empty() {
-                std::io::stdin()
-                    .lock()
-                    .lines()
-                    .collect::<std::io::Result<Vec<_>>>()?
-                    .into_iter()
-                    .filter(|line| !line.trim().is_empty())
-                    .collect()
-            } else {
-                texts
-            };
-            let request = model_cache::PredictRequest::Batch { inputs: texts };
-            model_cache::wire::validate(&request).context("invalid input")?;
-            let model_cache::PredictRequest::Batch { inputs: texts } = request else {
-                unreachable!("built as a batch above")
-            };
+            unsafe { threads::export_thread_count(model.thread_count()) };
+            let loaded = model_cache::load(&model.source(), &model.classifier_options())?;
             let mut stdout = std::io::stdout().lock();
-            for chunk in texts.chunks(32) {
-                let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
-                for prediction in classifier.classify(&refs)? {
-                    writeln!(stdout, "{}", serde_json::to_string(&prediction)?)?;
-                }
+            if texts.is_empty() {
+                let stdin = std::io::stdin().lock();
+                predict_lines(&loaded.classifier, stdin, &mut stdout)?;
+            } else {
+                let numbered = texts.iter().enumerate().map(|(i, t)| (i + 1, t.clone()));
+                predict_batches(&loaded.classifier, numbered, "argument", &mut stdout)?;
             }
         }
     }
@@ -151,4 +122,59 @@ fn default_vocab_path() -> PathBuf {
         .unwrap_or_else(model_cache::source::default_cache_dir)
         .join("vocab")
         .join("bert-base-uncased.txt")
+}
+
+/// Classifies stdin's non-blank lines, [`PREDICT_BATCH`] at a time, printing each
+/// batch's answers before reading on: a file of any length streams through.
+fn predict_lines(classifier: &Classifier, input: impl BufRead, out: &mut impl Write) -> Result<()> {
+    let mut lines = input.lines().enumerate();
+    let numbered = std::iter::from_fn(|| {
+        lines.by_ref().find_map(|(i, line)| match line {
+            Ok(text) if text.trim().is_empty() => None,
+            Ok(text) => Some(Ok((i + 1, text))),
+            Err(e) => Some(Err(e)),
+        })
+    });
+    let mut read_error = None;
+    let texts = numbered.map_while(|r| r.map_err(|e| read_error = Some(e)).ok());
+    predict_batches(classifier, texts, "line", out)?;
+    match read_error {
+        Some(e) => Err(anyhow::Error::new(e).context("reading stdin")),
+        None => Ok(()),
+    }
+}
+
+/// Classifies `(number, text)` pairs in batches; a text the API would refuse stops the
+/// run with an error naming its `what` (line or argument) and number.
+fn predict_batches(
+    classifier: &Classifier,
+    texts: impl Iterator<Item = (usize, String)>,
+    what: &str,
+    out: &mut impl Write,
+) -> Result<()> {
+    let mut batch: Vec<String> = Vec::with_capacity(PREDICT_BATCH);
+    let flush = |batch: &mut Vec<String>, out: &mut dyn Write| -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let refs: Vec<&str> = batch.iter().map(String::as_str).collect();
+        for prediction in classifier.classify(&refs)? {
+            writeln!(out, "{}", serde_json::to_string(&prediction)?)?;
+        }
+        out.flush()?;
+        batch.clear();
+        Ok(())
+    };
+    for (number, text) in texts {
+        let request = sentiment_api::PredictRequest::Single { text };
+        sentiment_api::validate(&request).with_context(|| format!("{what} {number}"))?;
+        let sentiment_api::PredictRequest::Single { text } = request else {
+            unreachable!("built as a single text above")
+        };
+        batch.push(text);
+        if batch.len() == PREDICT_BATCH {
+            flush(&mut batch, out)?;
+        }
+    }
+    flush(&mut batch, out)
 }

@@ -145,6 +145,16 @@ impl ModelSource {
         }
     }
 
+    /// The source as a person reads it: the directory, the S3 prefix, or
+    /// `<model id>@<revision>`.
+    pub fn describe(&self) -> String {
+        match (&self.model_dir, &self.s3) {
+            (Some(dir), _) => dir.display().to_string(),
+            (None, Some(s3)) => s3.to_string(),
+            (None, None) => format!("{}@{}", self.model_id, self.revision),
+        }
+    }
+
     /// The remote this source fetches from, for messages.
     pub fn remote(&self) -> String {
         match &self.s3 {

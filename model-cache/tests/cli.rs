@@ -110,6 +110,54 @@ fn predict_refuses_blank_text_and_missing_models_clearly() {
     );
 }
 
+/// The API's 64-texts-per-request limit is not the CLI's: a file of any length streams
+/// through in batches, one answer per non-blank line, in order; a bad line is named.
+#[test]
+fn predict_streams_stdin_of_any_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("ckpt");
+    stdout(&model_cache(
+        &["fixture", "--out", ckpt.to_str().unwrap()],
+        None,
+    ));
+    let texts: Vec<String> = (0..150).map(|i| format!("review number {i}")).collect();
+    let input = texts.join("\n\n") + "\n";
+    let out = stdout(&model_cache(
+        &["predict", "--model-dir", ckpt.to_str().unwrap()],
+        Some(&input),
+    ));
+    let answers: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(answers.len(), 150, "one answer per non-blank line");
+    let alone = stdout(&model_cache(
+        &[
+            "predict",
+            "--model-dir",
+            ckpt.to_str().unwrap(),
+            &texts[149],
+        ],
+        None,
+    ));
+    let alone: serde_json::Value = serde_json::from_str(alone.trim()).unwrap();
+    assert_eq!(alone["label"], answers[149]["label"]);
+    let (a, b) = (alone["score"].as_f64(), answers[149]["score"].as_f64());
+    assert!(
+        (a.unwrap() - b.unwrap()).abs() < 1e-5,
+        "the 150th answer belongs to the 150th line: {a:?} vs {b:?}"
+    );
+
+    let too_long = format!("fine\n{}\n", "a".repeat(100_001));
+    let out = model_cache(
+        &["predict", "--model-dir", ckpt.to_str().unwrap()],
+        Some(&too_long),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 2") && err.contains("limit"), "{err}");
+}
+
 /// Machines without AVX-512 (most Lambda and arm64 hosts) run candle's matmul and
 /// attention instead of the hand-written kernels: same scores, whichever runs here.
 #[test]

@@ -7,8 +7,6 @@
 #![cfg(feature = "s3")]
 
 mod common;
-#[path = "support/moto_server.rs"]
-mod moto_server;
 
 use std::path::{Path, PathBuf};
 use std::sync::Once;
@@ -44,14 +42,14 @@ fn aws_env() {
 
 /// The shared moto_server plus this test's S3 helpers over its REST API.
 struct Moto {
-    _server: moto_server::Moto,
+    _server: test_support::Moto,
     url: String,
 }
 
 impl Moto {
     fn start() -> Self {
         aws_env();
-        let server = moto_server::Moto::start();
+        let server = test_support::Moto::start();
         Self {
             url: server.url.clone(),
             _server: server,

@@ -9,9 +9,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::Context;
 use lambda_runtime::{LambdaEvent, service_fn};
-use model_cache::{Classifier, ClassifierOptions, threads};
+use model_cache::args::ModelArgs;
+use model_cache::{Classifier, ClassifierOptions, LoadError, threads};
+use sentiment_api::logging::LogFormat;
 use sentiment_lambda::delivery::ModelLocation;
 use sentiment_lambda::handler::Function;
 use sentiment_lambda::runtime_api::report_init_error;
@@ -45,15 +46,16 @@ fn main() -> ExitCode {
     }
     // Before any thread exists: candle reads RAYON_NUM_THREADS on every matmul, and
     // setting the environment is only sound while this is the only thread.
-    let threads = match thread_count() {
-        Ok(threads) => threads,
-        Err(error) => return fail(InitFailure::new("Runtime.ConfigError", error)),
+    let settings = match settings() {
+        Ok(settings) => settings,
+        Err(failure) => return fail(failure),
     };
+    let threads = settings.thread_count();
     // SAFETY: single-threaded here; the tokio runtime and the inference pool start later.
     unsafe { threads::export_thread_count(threads) };
     init_logging();
 
-    let classifier = match init(threads) {
+    let classifier = match init(&settings, threads) {
         Ok(classifier) => classifier,
         Err(failure) => return fail(failure),
     };
@@ -95,50 +97,82 @@ fn main() -> ExitCode {
     }
 }
 
-/// `MODEL_THREADS` when set, else the vCPUs the function's memory size buys.
-fn thread_count() -> anyhow::Result<usize> {
-    match std::env::var("MODEL_THREADS") {
-        Ok(value) if !value.is_empty() => value
-            .parse::<usize>()
-            .ok()
-            .filter(|&n| n > 0)
-            .with_context(|| format!("MODEL_THREADS={value:?} is not a positive integer")),
-        _ => Ok(threads::default_threads()),
-    }
+/// The model settings shared with the server and the CLI, read from the function's
+/// environment (`MODEL_THREADS`, `MODEL_PRECISION`, …) by the same clap definitions.
+#[derive(clap::Parser)]
+struct Settings {
+    #[command(flatten)]
+    model: ModelArgs,
 }
 
-/// Resolves the model (an S3 fetch runs on its own short-lived runtime) and loads it.
-fn init(threads: usize) -> Result<Classifier, InitFailure> {
+/// Reads [`Settings`]; a bad value is named by its environment variable, since that is
+/// what a function's configuration sets. Call it while the process has one thread.
+fn settings() -> Result<ModelArgs, InitFailure> {
+    use clap::error::{ContextKind, ContextValue};
+    use clap::{CommandFactory, Parser};
+    // A function's configuration often carries a variable set to "" for "unset"
+    // (templated environments): read those as absent, not as a value to parse.
+    for arg in Settings::command().get_arguments() {
+        if let Some(name) = arg.get_env()
+            && std::env::var_os(name).is_some_and(|v| v.is_empty())
+        {
+            // SAFETY: called from main before any other thread exists.
+            unsafe { std::env::remove_var(name) };
+        }
+    }
+    Settings::try_parse_from(["bootstrap"])
+        .map(|s| s.model)
+        .map_err(|e| {
+            let context = |kind| match e.get(kind) {
+                Some(ContextValue::String(s)) => s.clone(),
+                _ => String::new(),
+            };
+            let (flag, value) = (
+                context(ContextKind::InvalidArg),
+                context(ContextKind::InvalidValue),
+            );
+            let command = Settings::command();
+            let env = command
+                .get_arguments()
+                .find(|a| {
+                    a.get_long()
+                        .is_some_and(|l| flag.starts_with(&format!("--{l}")))
+                })
+                .and_then(|a| a.get_env())
+                .map(|v| v.to_string_lossy().into_owned());
+            let why = std::error::Error::source(&e)
+                .map(ToString::to_string)
+                .unwrap_or_else(|| e.kind().to_string());
+            let message = match env {
+                Some(env) => format!("{env}={value:?} is not valid: {why}"),
+                None => e.to_string(),
+            };
+            InitFailure::new("Runtime.ConfigError", anyhow::anyhow!(message))
+        })
+}
+
+/// Resolves the model (an S3 fetch runs on its own short-lived runtime), loads it and
+/// proves it with one forward pass.
+fn init(settings: &ModelArgs, threads: usize) -> Result<Classifier, InitFailure> {
     let location = ModelLocation::from_env().map_err(|e| InitFailure::new(e.error_type(), e))?;
     tracing::info!(model = %location.describe(), threads, "loading model");
-    let checkpoint = location
-        .resolve()
-        .map_err(|e| InitFailure::new(e.error_type(), e))?;
-    let precision = match std::env::var("MODEL_PRECISION") {
-        Ok(value) if !value.is_empty() => value.parse().map_err(|e: String| {
-            InitFailure::new(
-                "Runtime.ConfigError",
-                anyhow::anyhow!("MODEL_PRECISION: {e}"),
-            )
-        })?,
-        _ => model_cache::Precision::F32,
-    };
     let options = ClassifierOptions {
         threads: Some(threads),
-        precision,
-        ..ClassifierOptions::default()
+        ..settings.classifier_options()
     };
-    // `{e}` already carries the cause (model-cache errors print their source), so the
-    // error is flattened into one message rather than chained.
-    Classifier::load(&checkpoint, &options).map_err(|e| {
-        InitFailure::new(
+    match model_cache::load(&location.source(), &options) {
+        Ok(loaded) => Ok(loaded.classifier),
+        Err(LoadError::Resolve { error, .. }) => {
+            let error = location.delivery_error(*error);
+            Err(InitFailure::new(error.error_type(), error))
+        }
+        // `{e}` already carries the cause (model-cache errors print their source), so
+        // the error is flattened into one message rather than chained.
+        Err(e) => Err(InitFailure::new(
             "Runtime.ModelLoadError",
-            anyhow::anyhow!(
-                "loading the checkpoint in {}: {e}",
-                checkpoint.dir().display()
-            ),
-        )
-    })
+            anyhow::anyhow!("{e}"),
+        )),
+    }
 }
 
 /// Reports an init failure to the Runtime API (so Lambda shows the message instead of a
@@ -152,18 +186,11 @@ fn fail(failure: InitFailure) -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// JSON lines on stderr (CloudWatch keeps them as one event each); `RUST_LOG` or
-/// `AWS_LAMBDA_LOG_LEVEL` filter, `info` by default.
+/// Flat JSON lines on stderr (CloudWatch keeps them as one event each); `RUST_LOG`,
+/// else `AWS_LAMBDA_LOG_LEVEL`, else `info`.
 fn init_logging() {
-    let filter = std::env::var("RUST_LOG")
-        .or_else(|_| std::env::var("AWS_LAMBDA_LOG_LEVEL").map(|l| l.to_lowercase()))
+    let level = std::env::var("AWS_LAMBDA_LOG_LEVEL")
+        .map(|l| l.to_lowercase())
         .unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_current_span(false)
-        .with_span_list(false)
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .init();
+    sentiment_api::logging::init(LogFormat::FlatJson, &level);
 }

@@ -1,6 +1,12 @@
-//! The HTTP wire types and validation rules, shared by the Kubernetes server, the
-//! Lambda function and the benchmark client. No HTTP dependency: servers map
-//! [`ErrorKind`] to their framework's status codes through [`ErrorKind::status`].
+//! The sentiment HTTP API as data: request and response bodies, the validation rules,
+//! the error kinds with their status codes, the content-type rule and the timing
+//! headers. Shared by the Kubernetes server, the Lambda function, the Lambda emulator,
+//! the router and the benchmark. Serde only: a client, router or emulator that speaks
+//! the API never compiles the model stack. Servers map [`ErrorKind`] to their
+//! framework's status codes through [`ErrorKind::status`].
+
+#[cfg(feature = "logging")]
+pub mod logging;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -11,6 +17,40 @@ use serde_json::Value;
 pub const MAX_TEXT_BYTES: usize = 100_000;
 /// Most texts in one `{"inputs": [...]}` request.
 pub const MAX_BATCH_INPUTS: usize = 64;
+
+/// Response headers with the server's timings, in milliseconds as a decimal string:
+/// time waiting for a batch, tokenization + forward pass, and all time in the server.
+pub const QUEUE_TIME_HEADER: &str = "x-queue-time";
+pub const INFERENCE_TIME_HEADER: &str = "x-inference-time";
+pub const TOTAL_TIME_HEADER: &str = "x-total-time";
+
+/// Whether a `Content-Type` value names JSON: `application/json` or a structured
+/// syntax suffix `application/<anything>+json` (RFC 6839), parameters ignored, case
+/// insensitive.
+pub fn is_json_content_type(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    let Some((kind, subtype)) = essence.split_once('/') else {
+        return false;
+    };
+    kind.eq_ignore_ascii_case("application")
+        && (subtype.eq_ignore_ascii_case("json")
+            || subtype.rsplit_once('+').is_some_and(|(name, suffix)| {
+                !name.is_empty() && suffix.eq_ignore_ascii_case("json")
+            }))
+}
+
+/// The content-type rule of `POST /predict`, the same on every server: JSON only, but
+/// a request without the header is let through, so `curl --data-binary` users need no
+/// header to try the API. A refusal is a 415 body naming the type sent.
+pub fn check_content_type(content_type: Option<&str>) -> Result<(), ErrorBody> {
+    match content_type {
+        Some(value) if !is_json_content_type(value) => Err(ErrorBody::new(
+            ErrorKind::UnsupportedMediaType,
+            format!("content type {value:?} is not accepted; send application/json"),
+        )),
+        _ => Ok(()),
+    }
+}
 
 /// A request body: `{"text": "..."}` or `{"inputs": ["...", ...]}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -272,6 +312,39 @@ fn json_type(value: &Value) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_content_types_are_application_json_or_a_json_suffix() {
+        for ok in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            "application/vnd.api+json",
+            " application/merge-patch+json ",
+        ] {
+            assert!(is_json_content_type(ok), "{ok}");
+        }
+        for bad in [
+            "text/plain",
+            "text/json",
+            "image/svg+xml",
+            "text/x+json",
+            "application/+json",
+            "application/jsonp",
+            "json",
+            "",
+        ] {
+            assert!(!is_json_content_type(bad), "{bad}");
+        }
+        assert!(check_content_type(None).is_ok());
+        let refused = check_content_type(Some("text/plain")).unwrap_err();
+        assert_eq!(refused.error, ErrorKind::UnsupportedMediaType);
+        assert_eq!(refused.error.status(), 415);
+        assert!(
+            refused.detail.contains("\"text/plain\""),
+            "{}",
+            refused.detail
+        );
+    }
 
     #[test]
     fn single_and_batch_requests_parse() {

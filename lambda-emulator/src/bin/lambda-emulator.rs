@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use sentiment_lambda::emulator::{Emulator, EmulatorConfig};
+use lambda_emulator::{Emulator, EmulatorConfig};
 
 #[derive(Parser)]
 #[command(

@@ -34,7 +34,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use model_cache::wire::{ErrorBody, ErrorKind};
+use sentiment_api::{ErrorBody, ErrorKind};
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
