@@ -54,10 +54,19 @@ pub fn check_content_type(content_type: Option<&str>) -> Result<(), ErrorBody> {
 
 /// A request body: `{"text": "..."}` or `{"inputs": ["...", ...]}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(untagged)]
 pub enum PredictRequest {
-    Single { text: String },
-    Batch { inputs: Vec<String> },
+    Single {
+        /// One text, non-blank, at most 100,000 bytes of UTF-8.
+        #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 100_000))]
+        text: String,
+    },
+    Batch {
+        /// 1 to 64 texts, each as for `text`; answered as a list in the same order.
+        #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 64))]
+        inputs: Vec<String>,
+    },
 }
 
 impl PredictRequest {
@@ -76,7 +85,9 @@ impl PredictRequest {
 
 /// One classification result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Prediction {
+    /// The arg-max class, e.g. `POSITIVE` or `NEGATIVE`.
     pub label: String,
     /// Softmax probability of `label`, the arg-max class.
     pub score: f32,
@@ -88,6 +99,7 @@ pub struct Prediction {
 
 /// A response body: one prediction for `{"text"}`, a list in request order for `{"inputs"}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(untagged)]
 pub enum PredictResponse {
     Single(Prediction),
@@ -107,6 +119,7 @@ impl PredictResponse {
 
 /// Every error body: `{"error": kind, "detail": message}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     pub error: ErrorKind,
     pub detail: String,
@@ -123,6 +136,7 @@ impl ErrorBody {
 
 /// The kinds of failure a client can see, each with one HTTP status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
     /// The body is not JSON (or not UTF-8). 400.

@@ -9,7 +9,7 @@ use actix_web::dev::Service;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{App, HttpRequest, HttpResponse, HttpResponseBuilder, web};
-use sentiment_api::{self as wire, ErrorBody, ErrorKind, PredictResponse};
+use sentiment_api::{self as wire, ErrorBody, ErrorKind, PredictRequest, PredictResponse};
 use serde_json::json;
 use tokio::sync::oneshot;
 
@@ -124,7 +124,30 @@ struct Timings {
     inference: Duration,
 }
 
-async fn predict(
+/// Classify one text or a list of texts.
+#[utoipa::path(
+    post,
+    path = "/predict",
+    request_body = PredictRequest,
+    responses(
+        (status = 200, description = "One prediction for `text`, a list in request order for `inputs`",
+         body = PredictResponse,
+         headers(
+             ("x-queue-time" = String, description = "Time waiting for a batch, in milliseconds"),
+             ("x-inference-time" = String, description = "Tokenization and forward pass of the batch, in milliseconds"),
+             ("x-total-time" = String, description = "Time in the server, in milliseconds"),
+         )),
+        (status = 400, description = "Body is not UTF-8 JSON", body = ErrorBody),
+        (status = 405, description = "Method other than POST", body = ErrorBody),
+        (status = 413, description = "Body over --max-body-bytes", body = ErrorBody),
+        (status = 415, description = "Content type is not application/json", body = ErrorBody),
+        (status = 422, description = "Empty text, wrong field types, or too many inputs", body = ErrorBody),
+        (status = 500, description = "Inference failed", body = ErrorBody),
+        (status = 503, description = "Queue full or model not ready; see Retry-After", body = ErrorBody),
+        (status = 504, description = "No answer within --request-timeout-ms", body = ErrorBody),
+    )
+)]
+pub async fn predict(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
@@ -285,11 +308,18 @@ fn check_content_type(req: &HttpRequest) -> Result<(), ApiError> {
     sentiment_api::check_content_type(value).map_err(|body| ApiError::new(body.error, body.detail))
 }
 
-async fn healthz() -> HttpResponse {
+/// The process is alive.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "Alive")))]
+pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "alive"}))
 }
 
-async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+/// Model loaded, one forward pass succeeded, not draining.
+#[utoipa::path(get, path = "/readyz", responses(
+    (status = 200, description = "Ready"),
+    (status = 503, description = "Not ready", body = ErrorBody),
+))]
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     match state.phase() {
         Phase::Ready => HttpResponse::Ok().json(json!({"status": "ready"})),
         Phase::Loading => {
@@ -301,7 +331,11 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
-async fn metrics_text(state: web::Data<AppState>) -> HttpResponse {
+/// Prometheus metrics (OpenMetrics text).
+#[utoipa::path(get, path = "/metrics", responses(
+    (status = 200, description = "Metrics", body = String, content_type = "application/openmetrics-text"),
+))]
+pub async fn metrics_text(state: web::Data<AppState>) -> HttpResponse {
     match state.metrics.encode() {
         Ok(text) => HttpResponse::Ok()
             .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
@@ -312,7 +346,9 @@ async fn metrics_text(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
-async fn info(state: web::Data<AppState>) -> HttpResponse {
+/// Model, checkpoint sha256, dimensions, threads, batching settings, version.
+#[utoipa::path(get, path = "/info", responses((status = 200, description = "Server and model description")))]
+pub async fn info(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(json!({
         "name": env!("CARGO_PKG_NAME"),
         "version": env!("CARGO_PKG_VERSION"),
@@ -329,7 +365,9 @@ async fn info(state: web::Data<AppState>) -> HttpResponse {
     }))
 }
 
-async fn openapi() -> HttpResponse {
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", responses((status = 200, description = "OpenAPI 3.1 document")))]
+pub async fn openapi() -> HttpResponse {
     HttpResponse::Ok().json(crate::openapi::document())
 }
 
