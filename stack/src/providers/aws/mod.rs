@@ -10,6 +10,7 @@ pub mod lambda;
 pub mod logs;
 pub mod s3;
 
+use async_trait::async_trait;
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_sdk_iam::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
@@ -17,7 +18,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::Registry;
+pub use super::Outputs;
+use super::{Applied, Registry, ResourceProvider};
+use crate::engine::Input;
 use crate::error::{ProviderError, hint_for};
 
 /// Where the SDK points.
@@ -107,7 +110,7 @@ impl Clients {
             .account
             .get_or_try_init(|| async {
                 let r = self.sts.get_caller_identity().send().await;
-                let r = r.map_err(|e| api("sts:GetCallerIdentity", e))?;
+                let r = r.aws("sts:GetCallerIdentity")?;
                 Ok::<_, ProviderError>(r.account.unwrap_or_default())
             })
             .await?;
@@ -201,6 +204,44 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     }
 }
 
+/// `.aws("svc:Op")` on an SDK result: its error as a [`ProviderError`] (see [`api`]).
+pub trait AwsResult<T> {
+    /// Maps the SDK error of operation `op` (e.g. `lambda:DeleteFunction`).
+    fn aws(self, op: &str) -> Result<T, ProviderError>;
+}
+
+impl<T, E, R> AwsResult<T> for Result<T, SdkError<E, R>>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    fn aws(self, op: &str) -> Result<T, ProviderError> {
+        self.map_err(|e| api(op, e))
+    }
+}
+
+/// Not-found handling on a provider result.
+pub trait Missing<T> {
+    /// `Ok(None)` for a not-found error (a read of something absent).
+    fn none_if_missing(self) -> Result<Option<T>, ProviderError>;
+    /// `Ok(())` for a not-found error (deleting something already gone); the value
+    /// is dropped.
+    fn missing_ok(self) -> Result<(), ProviderError>;
+}
+
+impl<T> Missing<T> for Result<T, ProviderError> {
+    fn none_if_missing(self) -> Result<Option<T>, ProviderError> {
+        match self {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+    fn missing_ok(self) -> Result<(), ProviderError> {
+        self.none_if_missing().map(|_| ())
+    }
+}
+
 /// `Ok(None)` for a not-found error, the error otherwise.
 pub fn none_if_missing<T>(r: Result<T, ProviderError>) -> Result<Option<T>, ProviderError> {
     match r {
@@ -259,6 +300,59 @@ where
     Ok(())
 }
 
+/// A service's tag API. `arn` is whatever the service tags by (an ARN; an EC2 id; an
+/// IAM role name; an S3 bucket name). Each service has one implementation, in its
+/// module.
+#[async_trait]
+pub trait Tagging: Sync {
+    /// The resource's user tags (AWS-reserved `aws:*` ones left out).
+    async fn tags(&self, arn: &str) -> Result<Tags, ProviderError>;
+    /// Adds or overwrites `tags`.
+    async fn tag(&self, arn: &str, tags: Tags) -> Result<(), ProviderError>;
+    /// Removes the tags with these keys.
+    async fn untag(&self, arn: &str, keys: Vec<String>) -> Result<(), ProviderError>;
+    /// Brings the tags from `old` to `new`: [`Tagging::tag`] the added and changed
+    /// ones, then [`Tagging::untag`] the removed keys, each call made only when it has
+    /// something to do. A service that can only replace the whole set overrides this.
+    async fn sync(&self, arn: &str, old: &Tags, new: &Tags) -> Result<(), ProviderError> {
+        let (add, remove) = tag_delta(old, new);
+        if !add.is_empty() {
+            self.tag(arn, add).await?;
+        }
+        if !remove.is_empty() {
+            self.untag(arn, remove).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Brings the tags of `arn` from `old` to `new` through the service's [`Tagging`].
+pub async fn sync_tags(
+    t: &impl Tagging,
+    arn: &str,
+    old: &Tags,
+    new: &Tags,
+) -> Result<(), ProviderError> {
+    t.sync(arn, old, new).await
+}
+
+/// The end of an update for services that tag by the ARN a read reports: reads the
+/// resource back, syncs its tags from `old` to `new` by the `arn` output, and reports
+/// that read's outputs (none, and an empty ARN, when it finds nothing).
+pub async fn read_back_and_tag<P: ResourceProvider>(
+    p: &P,
+    t: &impl Tagging,
+    id: &str,
+    desired: &P::Resource,
+    old: &Tags,
+    new: &Tags,
+) -> Result<Applied, ProviderError> {
+    let now = p.read(Some(id), desired, Some(desired)).await?;
+    let outputs = now.map(|n| n.outputs).unwrap_or_default();
+    sync_tags(t, &arn_output(&outputs), old, new).await?;
+    Ok(Applied::Outputs(outputs))
+}
+
 /// The `arn` output of a resource just read (empty when the read found nothing).
 pub fn arn_output(outputs: &serde_json::Map<String, serde_json::Value>) -> String {
     outputs
@@ -266,6 +360,25 @@ pub fn arn_output(outputs: &serde_json::Map<String, serde_json::Value>) -> Strin
         .and_then(serde_json::Value::as_str)
         .unwrap_or_default()
         .to_string()
+}
+
+/// Orders `observed` like `desired` when both hold the same set (the API does not keep
+/// the declared order).
+pub fn same_order(desired: &[Input<String>], observed: Vec<String>) -> Vec<Input<String>> {
+    let mut a: Vec<&str> = desired.iter().map(Input::as_str).collect();
+    let mut b: Vec<&str> = observed.iter().map(String::as_str).collect();
+    a.sort_unstable();
+    b.sort_unstable();
+    if a == b {
+        desired.to_vec()
+    } else {
+        observed.into_iter().map(Input::Value).collect()
+    }
+}
+
+/// The strings of resolved inputs.
+pub fn strs(v: &[Input<String>]) -> Vec<String> {
+    v.iter().map(|s| s.as_str().to_string()).collect()
 }
 
 /// Retries `f` while it fails with an error `retryable` accepts, with exponential
@@ -336,6 +449,115 @@ fn waiter_err<E: std::fmt::Display>(op: &str, what: &str, secs: u64, e: E) -> Pr
             code: "WaiterFailure".into(),
             message: msg,
             hint: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// A tag API that records its calls.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<String>>);
+
+    #[async_trait]
+    impl Tagging for Recorder {
+        async fn tags(&self, _arn: &str) -> Result<Tags, ProviderError> {
+            Ok(Tags::new())
+        }
+        async fn tag(&self, arn: &str, tags: Tags) -> Result<(), ProviderError> {
+            self.0.lock().unwrap().push(format!("tag {arn} {tags:?}"));
+            Ok(())
+        }
+        async fn untag(&self, arn: &str, keys: Vec<String>) -> Result<(), ProviderError> {
+            self.0.lock().unwrap().push(format!("untag {arn} {keys:?}"));
+            Ok(())
+        }
+    }
+
+    fn tags(kv: &[(&str, &str)]) -> Tags {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn sync_tags_adds_changes_and_removes() {
+        let t = Recorder::default();
+        let old = tags(&[("keep", "1"), ("change", "a"), ("drop", "x")]);
+        let new = tags(&[("keep", "1"), ("change", "b"), ("add", "y")]);
+        sync_tags(&t, "arn:1", &old, &new).await.unwrap();
+        assert_eq!(
+            *t.0.lock().unwrap(),
+            [
+                r#"tag arn:1 {"add": "y", "change": "b"}"#,
+                r#"untag arn:1 ["drop"]"#,
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn sync_tags_calls_only_what_has_something_to_do() {
+        let t = Recorder::default();
+        let same = tags(&[("a", "1")]);
+        sync_tags(&t, "arn", &same, &same).await.unwrap();
+        assert!(t.0.lock().unwrap().is_empty());
+        sync_tags(&t, "arn", &same, &tags(&[("a", "1"), ("b", "2")]))
+            .await
+            .unwrap();
+        sync_tags(&t, "arn", &same, &Tags::new()).await.unwrap();
+        assert_eq!(
+            *t.0.lock().unwrap(),
+            [r#"tag arn {"b": "2"}"#, r#"untag arn ["a"]"#]
+        );
+    }
+
+    #[test]
+    fn missing_maps_not_found_only() {
+        let gone = || -> Result<u8, ProviderError> {
+            Err(ProviderError::Api {
+                op: "x:Get".into(),
+                code: "ResourceNotFoundException".into(),
+                message: "no".into(),
+                hint: None,
+            })
+        };
+        assert_eq!(gone().none_if_missing().unwrap(), None);
+        assert!(gone().missing_ok().is_ok());
+        assert_eq!(
+            Ok::<u8, ProviderError>(3).none_if_missing().unwrap(),
+            Some(3)
+        );
+        let other: Result<u8, ProviderError> = Err(ProviderError::Props("bad".into()));
+        assert!(other.missing_ok().is_err());
+    }
+
+    #[test]
+    fn same_order_keeps_the_declared_order_of_the_same_set() {
+        let d: Vec<Input<String>> = vec!["b".into(), "a".into()];
+        assert_eq!(same_order(&d, vec!["a".into(), "b".into()]), d);
+        assert_eq!(
+            same_order(&d, vec!["c".into()]),
+            vec![Input::Value("c".to_string())]
+        );
+    }
+
+    /// Registration checks every provider's replace paths against its resource type
+    /// (it panics on a path that names no field).
+    #[tokio::test]
+    async fn every_aws_provider_registers_with_valid_replace_paths() {
+        let target = AwsTarget::Local {
+            endpoint: "http://127.0.0.1:9".into(),
+        };
+        let c = Arc::new(Clients::new(&target, "us-east-1").await);
+        let mut reg = Registry::default();
+        register(&mut reg, &c);
+        assert_eq!(reg.kinds().count(), 19);
+        for kind in reg.kinds() {
+            let p = reg.get(kind).unwrap();
+            assert!(!p.replace_fields().is_empty(), "{kind}");
         }
     }
 }
