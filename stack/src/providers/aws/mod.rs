@@ -23,6 +23,18 @@ use super::{Applied, Registry, ResourceProvider};
 use crate::engine::Input;
 use crate::error::{ProviderError, hint_for};
 
+/// What every resource file imports.
+pub(crate) mod prelude {
+    pub use super::{AwsResult, Clients, Missing, Tagging, Tags, obj, split_id, sync_tags};
+    pub use crate::engine::{Input, Resource};
+    pub use crate::error::ProviderError;
+    pub use crate::providers::{Applied, Created, Outputs, Read, ResourceProvider};
+    pub use async_trait::async_trait;
+    pub use serde::{Deserialize, Serialize};
+    pub use serde_json::json;
+    pub use std::sync::Arc;
+}
+
 /// Where the SDK points.
 #[derive(Debug, Clone)]
 pub enum AwsTarget {
@@ -120,51 +132,27 @@ impl Clients {
 
 /// Registers every AWS resource kind.
 pub fn register(reg: &mut Registry, c: &Arc<Clients>) {
-    reg.register(ecr::KIND, Arc::new(ecr::RepositoryProvider(c.clone())));
-    reg.register(iam::ROLE_KIND, Arc::new(iam::RoleProvider(c.clone())));
-    reg.register(
-        iam::ATTACH_KIND,
-        Arc::new(iam::AttachmentProvider(c.clone())),
-    );
-    reg.register(logs::KIND, Arc::new(logs::LogGroupProvider(c.clone())));
-    reg.register(
-        lambda::FUNCTION_KIND,
-        Arc::new(lambda::FunctionProvider(c.clone())),
-    );
-    reg.register(
-        lambda::PERMISSION_KIND,
-        Arc::new(lambda::PermissionProvider(c.clone())),
-    );
-    reg.register(apigw::API_KIND, Arc::new(apigw::ApiProvider(c.clone())));
-    reg.register(
-        apigw::INTEGRATION_KIND,
-        Arc::new(apigw::IntegrationProvider(c.clone())),
-    );
-    reg.register(apigw::ROUTE_KIND, Arc::new(apigw::RouteProvider(c.clone())));
-    reg.register(apigw::STAGE_KIND, Arc::new(apigw::StageProvider(c.clone())));
-    reg.register(ec2::VPC_KIND, Arc::new(ec2::VpcProvider(c.clone())));
-    reg.register(ec2::SUBNET_KIND, Arc::new(ec2::SubnetProvider(c.clone())));
-    reg.register(
-        ec2::IGW_KIND,
-        Arc::new(ec2::InternetGatewayProvider(c.clone())),
-    );
-    reg.register(
-        ec2::ROUTE_TABLE_KIND,
-        Arc::new(ec2::RouteTableProvider(c.clone())),
-    );
-    reg.register(eks::CLUSTER_KIND, Arc::new(eks::ClusterProvider(c.clone())));
-    reg.register(
-        eks::NODEGROUP_KIND,
-        Arc::new(eks::NodeGroupProvider(c.clone())),
-    );
-    reg.register(s3::BUCKET_KIND, Arc::new(s3::BucketProvider(c.clone())));
-    reg.register(s3::OBJECT_KIND, Arc::new(s3::ObjectProvider(c.clone())));
+    reg.add(ecr::RepositoryProvider(c.clone()));
+    reg.add(iam::RoleProvider(c.clone()));
+    reg.add(iam::AttachmentProvider(c.clone()));
+    reg.add(logs::LogGroupProvider(c.clone()));
+    reg.add(lambda::FunctionProvider(c.clone()));
+    reg.add(lambda::PermissionProvider(c.clone()));
+    reg.add(apigw::ApiProvider(c.clone()));
+    reg.add(apigw::IntegrationProvider(c.clone()));
+    reg.add(apigw::RouteProvider(c.clone()));
+    reg.add(apigw::StageProvider(c.clone()));
+    reg.add(ec2::VpcProvider(c.clone()));
+    reg.add(ec2::SubnetProvider(c.clone()));
+    reg.add(ec2::InternetGatewayProvider(c.clone()));
+    reg.add(ec2::RouteTableProvider(c.clone()));
+    reg.add(eks::ClusterProvider(c.clone()));
+    reg.add(eks::NodeGroupProvider(c.clone()));
+    reg.add(s3::BucketProvider(c.clone()));
+    reg.add(s3::ObjectProvider(c.clone()));
     // Real EKS add-ons; the local target replaces this provider when its endpoint has
     // no add-on API (see `eks::AddonProvider`).
-    reg.register(
-        eks::ADDON_KIND,
-        Arc::new(eks::AddonProvider::Api(c.clone())),
-    );
+    reg.add(eks::AddonProvider::Api(c.clone()));
 }
 
 /// Converts an SDK error into a [`ProviderError`] with the AWS code and a hint.
@@ -242,20 +230,6 @@ impl<T> Missing<T> for Result<T, ProviderError> {
     }
 }
 
-/// `Ok(None)` for a not-found error, the error otherwise.
-pub fn none_if_missing<T>(r: Result<T, ProviderError>) -> Result<Option<T>, ProviderError> {
-    match r {
-        Ok(v) => Ok(Some(v)),
-        Err(e) if e.is_not_found() => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-/// `Ok(())` for a not-found error (deleting something already gone).
-pub fn ok_if_missing(r: Result<(), ProviderError>) -> Result<(), ProviderError> {
-    none_if_missing(r).map(|_| ())
-}
-
 /// Tags as a sorted map.
 pub type Tags = BTreeMap<String, String>;
 
@@ -279,25 +253,6 @@ pub fn tag_delta(old: &Tags, new: &Tags) -> (Tags, Vec<String>) {
         .cloned()
         .collect();
     (set, rm)
-}
-
-/// Applies the tag changes from `old` to `new` through a service's own tag and untag
-/// calls, each made only when it has something to do.
-pub async fn retag<S, SF, R, RF>(old: &Tags, new: &Tags, set: S, rm: R) -> Result<(), ProviderError>
-where
-    S: FnOnce(Tags) -> SF,
-    SF: std::future::Future<Output = Result<(), ProviderError>>,
-    R: FnOnce(Vec<String>) -> RF,
-    RF: std::future::Future<Output = Result<(), ProviderError>>,
-{
-    let (add, remove) = tag_delta(old, new);
-    if !add.is_empty() {
-        set(add).await?;
-    }
-    if !remove.is_empty() {
-        rm(remove).await?;
-    }
-    Ok(())
 }
 
 /// A service's tag API. `arn` is whatever the service tags by (an ARN; an EC2 id; an
