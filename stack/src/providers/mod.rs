@@ -15,26 +15,61 @@
 //!
 //! # Adding a resource type
 //!
-//! 1. Create one file, e.g. `aws/sqs/queue.rs` (or `aws/sqs.rs` for a one-resource
-//!    service), holding:
-//!    - the resource type: `#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]`
-//!      with `impl Resource for Queue` (its `KIND`, e.g. `aws:sqs:Queue`, and
-//!      `validate`);
-//!    - its provider: `pub struct QueueProvider(pub Arc<Clients>);` with
-//!      `impl ResourceProvider for QueueProvider { type Resource = Queue; ... }`:
-//!      `read` returns `Read { id, props, outputs }` with `props` normalized to the
-//!      declared shape; `create` returns `Created::new(id, outputs)` (or
-//!      `Created::read_back(id)` to take the outputs from a read right after it);
-//!      `update` returns `Applied`; `delete` treats "already gone" as success
-//!      (`.aws("sqs:DeleteQueue").missing_ok()`); `replace_paths` lists the
-//!      (dotted) fields whose change forces a replacement.
-//!    - Errors: `.aws("sqs:CreateQueue")?` on SDK results; tags through the
-//!      service's [`aws::Tagging`] impl and [`aws::sync_tags`] (add one `impl Tagging`
-//!      in the service's `mod.rs` for a new service).
-//! 2. Add `pub mod queue;` and its re-exports to the service's `mod.rs`.
-//! 3. Register it, one line in [`aws::register`]: `reg.add(sqs::QueueProvider(c.clone()));`.
-//!    Registration checks every replace path against the type's fields and panics on
-//!    one that names no field (the `aws` unit tests register every provider).
+//! Its own file, a module line, one registration line:
+//!
+//! 1. One file, e.g. `aws/sqs/queue.rs` (or `aws/sqs.rs` for a one-resource service),
+//!    holding the resource type and its provider:
+//!
+//!    ```text
+//!    use crate::providers::aws::prelude::*;
+//!
+//!    pub const QUEUE_KIND: &str = "aws:sqs:Queue";
+//!
+//!    #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+//!    pub struct Queue { pub name: String, #[serde(default)] pub tags: Tags }
+//!
+//!    impl Resource for Queue {
+//!        const KIND: &'static str = QUEUE_KIND;
+//!        fn validate(&self) -> Vec<String> { vec![] }
+//!    }
+//!
+//!    pub struct QueueProvider(pub Arc<Clients>);
+//!
+//!    #[async_trait]
+//!    impl ResourceProvider for QueueProvider {
+//!        type Resource = Queue;
+//!        const REPLACE_PATHS: &'static [&'static str] = &["name"]; // checked
+//!        async fn read(&self, id: Option<&str>, d: &Queue, _: Option<&Queue>) -> Found<Queue> {
+//!            let r = self.0.sqs.get_queue_url().queue_name(id.unwrap_or(&d.name)).send().await;
+//!            let Some(r) = r.aws("sqs:GetQueueUrl").none_if_missing()? else { return Ok(None) };
+//!            // ... props normalized to the declared shape, so no change reads as none
+//!            Ok(Some(Read { id: d.name.clone(), props: d.clone(), outputs: obj(json!({ .. })) }))
+//!        }
+//!        async fn create(&self, d: &Queue) -> Result<Created, ProviderError> {
+//!            self.0.sqs.create_queue().queue_name(&d.name).send().await.aws("sqs:CreateQueue")?;
+//!            Ok(Created::read_back(&d.name)) // or Created::new(id, outputs)
+//!        }
+//!        async fn update(&self, id: &str, o: &Queue, d: &Queue) -> Result<Applied, ProviderError> {
+//!            sync_tags(&self.0.sqs, id, &o.tags, &d.tags).await?;
+//!            Ok(Applied::ReadBack)
+//!        }
+//!        async fn delete(&self, id: &str, _: &Queue) -> Result<(), ProviderError> {
+//!            let r = self.0.sqs.delete_queue().queue_url(id).send().await;
+//!            r.aws("sqs:DeleteQueue").missing_ok() // already gone is success
+//!        }
+//!    }
+//!    ```
+//!
+//!    The provider never touches JSON: the adapter decodes the properties and builds
+//!    what the engine sees. A new *service* also gets its client in
+//!    [`aws::Clients`] and one [`aws::Tagging`] impl in its `mod.rs`
+//!    ([`aws::map_tagging!`](aws) for services with map-shaped tag calls).
+//! 2. `mod queue;` and `pub use queue::{QUEUE_KIND, Queue, QueueProvider};` in the
+//!    service's `mod.rs` (a service's `mod.rs` holds only its shared helpers).
+//! 3. One line in [`aws::register`]: `reg.add(sqs::QueueProvider(c.clone()));`. It is
+//!    keyed by `Queue::KIND`, and panics when a replace path names no field of
+//!    `Queue` (the `aws` unit tests register every provider, so `cargo test` catches
+//!    it).
 
 pub mod aws;
 pub mod k8s;
@@ -131,6 +166,9 @@ pub struct Read<R> {
     pub outputs: Outputs,
 }
 
+/// What a typed read returns: the resource, or `None` when it does not exist.
+pub type Found<R> = Result<Option<Read<R>>, ProviderError>;
+
 /// Where the outputs of a create or an update come from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Applied {
@@ -182,9 +220,7 @@ pub trait ResourceProvider: Send + Sync + 'static {
     /// Dotted paths of the properties whose change forces a replacement (e.g.
     /// `name`, `spec.selector`); each must name a field of [`Self::Resource`]
     /// (checked at registration).
-    fn replace_paths(&self) -> &'static [&'static str] {
-        &[]
-    }
+    const REPLACE_PATHS: &'static [&'static str] = &[];
     /// See [`Provider::create_before_delete`].
     fn create_before_delete(&self) -> bool {
         false
@@ -199,7 +235,7 @@ pub trait ResourceProvider: Send + Sync + 'static {
         id: Option<&str>,
         desired: &Self::Resource,
         prior: Option<&Self::Resource>,
-    ) -> Result<Option<Read<Self::Resource>>, ProviderError>;
+    ) -> Found<Self::Resource>;
     /// Creates the resource.
     async fn create(&self, desired: &Self::Resource) -> Result<Created, ProviderError>;
     /// Brings resource `id` from `observed` to `desired` in place.
@@ -270,7 +306,7 @@ async fn finish<P: ResourceProvider>(
 #[async_trait]
 impl<P: ResourceProvider> Provider for P {
     fn replace_fields(&self) -> &'static [&'static str] {
-        self.replace_paths()
+        P::REPLACE_PATHS
     }
     fn create_before_delete(&self) -> bool {
         ResourceProvider::create_before_delete(self)
@@ -329,7 +365,7 @@ impl Registry {
     /// would never match a change.
     pub fn add<P: ResourceProvider>(&mut self, p: P) {
         let kind = <P::Resource as Resource>::KIND;
-        if let Err(e) = check_paths::<P::Resource>(p.replace_paths()) {
+        if let Err(e) = check_paths::<P::Resource>(P::REPLACE_PATHS) {
             panic!("provider for {kind}: {e}");
         }
         self.register(kind, Arc::new(p));
@@ -382,25 +418,22 @@ mod tests {
         }
     }
 
-    /// Records calls; its create asks for a read back.
+    /// Records calls; its create asks for a read back. `BAD`: with a replace path
+    /// that names no field.
     #[derive(Default)]
-    struct Things {
-        paths: &'static [&'static str],
+    struct Things<const BAD: bool = false> {
         calls: Mutex<Vec<String>>,
     }
 
     #[async_trait]
-    impl ResourceProvider for Things {
+    impl<const BAD: bool> ResourceProvider for Things<BAD> {
         type Resource = Thing;
-        fn replace_paths(&self) -> &'static [&'static str] {
-            self.paths
-        }
-        async fn read(
-            &self,
-            id: Option<&str>,
-            d: &Thing,
-            prior: Option<&Thing>,
-        ) -> Result<Option<Read<Thing>>, ProviderError> {
+        const REPLACE_PATHS: &'static [&'static str] = if BAD {
+            &["name", "spec.selectr"]
+        } else {
+            &["name", "spec.selector", "spec.selector.app"]
+        };
+        async fn read(&self, id: Option<&str>, d: &Thing, prior: Option<&Thing>) -> Found<Thing> {
             self.calls
                 .lock()
                 .unwrap()
@@ -433,7 +466,7 @@ mod tests {
 
     #[tokio::test]
     async fn adapter_names_the_kind_and_the_bad_field() {
-        let p = Things::default();
+        let p = Things::<false>::default();
         let bad = json!({ "name": "a", "size": "big" });
         let e = Provider::create(&p, &bad).await.unwrap_err();
         let msg = e.to_string();
@@ -464,7 +497,7 @@ mod tests {
 
     #[tokio::test]
     async fn adapter_reads_back_after_apply_and_erases_types() {
-        let p = Things::default();
+        let p = Things::<false>::default();
         let desired = json!({ "name": "a", "size": 2, "spec": { "selector": {} } });
         let made = Provider::create(&p, &desired).await.unwrap();
         assert_eq!(made.id, "a");
@@ -498,10 +531,7 @@ mod tests {
     #[test]
     fn registry_keys_typed_providers_by_kind() {
         let mut reg = Registry::default();
-        reg.add(Things {
-            paths: &["name", "spec.selector", "spec.selector.app"],
-            ..Things::default()
-        });
+        reg.add(Things::<false>::default());
         assert!(reg.get("test:Thing").is_some());
         let p = reg.get("test:Thing").unwrap();
         assert_eq!(
@@ -513,9 +543,6 @@ mod tests {
     #[test]
     #[should_panic(expected = "provider for test:Thing: replace path(s) [\"spec.selectr\"]")]
     fn registry_rejects_a_replace_path_that_names_no_field() {
-        Registry::default().add(Things {
-            paths: &["name", "spec.selectr"],
-            ..Things::default()
-        });
+        Registry::default().add(Things::<true>::default());
     }
 }

@@ -108,16 +108,14 @@ impl Tagging for aws_sdk_ecr::Client {
 impl ResourceProvider for RepositoryProvider {
     type Resource = Repository;
 
-    fn replace_paths(&self) -> &'static [&'static str] {
-        &["name"]
-    }
+    const REPLACE_PATHS: &'static [&'static str] = &["name"];
 
     async fn read(
         &self,
         id: Option<&str>,
         d: &Repository,
         _prior: Option<&Repository>,
-    ) -> Result<Option<Read<Repository>>, ProviderError> {
+    ) -> Found<Repository> {
         let name = id.unwrap_or(&d.name);
         let r = self.0.ecr.describe_repositories().repository_names(name);
         let r = r

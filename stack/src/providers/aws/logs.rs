@@ -1,7 +1,7 @@
 //! CloudWatch Logs log groups.
 
 use super::prelude::*;
-use super::{read_back_and_tag, user_tags};
+use super::read_back_and_tag;
 
 /// Kind name.
 pub const KIND: &str = "aws:logs:LogGroup";
@@ -56,42 +56,27 @@ impl LogGroupProvider {
     }
 }
 
-/// CloudWatch Logs tags by log group ARN (without the trailing `:*`).
-#[async_trait]
-impl Tagging for aws_sdk_cloudwatchlogs::Client {
-    async fn tags(&self, arn: &str) -> Result<Tags, ProviderError> {
-        let r = self.list_tags_for_resource().resource_arn(arn).send().await;
-        let r = r.aws("logs:ListTagsForResource")?;
-        Ok(user_tags(r.tags().cloned().unwrap_or_default()))
-    }
-    async fn tag(&self, arn: &str, tags: Tags) -> Result<(), ProviderError> {
-        let r = self.tag_resource().resource_arn(arn);
-        let r = r.set_tags(Some(tags.into_iter().collect())).send().await;
-        r.aws("logs:TagResource").map(|_| ())
-    }
-    async fn untag(&self, arn: &str, keys: Vec<String>) -> Result<(), ProviderError> {
-        let r = self
-            .untag_resource()
-            .resource_arn(arn)
-            .set_tag_keys(Some(keys));
-        r.send().await.aws("logs:UntagResource").map(|_| ())
-    }
-}
+// CloudWatch Logs tags by log group ARN (without the trailing `:*`).
+super::map_tagging!(
+    aws_sdk_cloudwatchlogs::Client,
+    "logs",
+    resource_arn,
+    list_tags_for_resource,
+    "ListTagsForResource"
+);
 
 #[async_trait]
 impl ResourceProvider for LogGroupProvider {
     type Resource = LogGroup;
 
-    fn replace_paths(&self) -> &'static [&'static str] {
-        &["name"]
-    }
+    const REPLACE_PATHS: &'static [&'static str] = &["name"];
 
     async fn read(
         &self,
         id: Option<&str>,
         d: &LogGroup,
         _prior: Option<&LogGroup>,
-    ) -> Result<Option<Read<LogGroup>>, ProviderError> {
+    ) -> Found<LogGroup> {
         let name = id.unwrap_or(&d.name);
         let r = self
             .0

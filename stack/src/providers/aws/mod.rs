@@ -28,7 +28,7 @@ pub(crate) mod prelude {
     pub use super::{AwsResult, Clients, Missing, Tagging, Tags, obj, split_id, sync_tags};
     pub use crate::engine::{Input, Resource};
     pub use crate::error::ProviderError;
-    pub use crate::providers::{Applied, Created, Outputs, Read, ResourceProvider};
+    pub use crate::providers::{Applied, Created, Found, Outputs, Read, ResourceProvider};
     pub use async_trait::async_trait;
     pub use serde::{Deserialize, Serialize};
     pub use serde_json::json;
@@ -280,6 +280,47 @@ pub trait Tagging: Sync {
         Ok(())
     }
 }
+
+/// The [`Tagging`] impl of a service whose tag API is `TagResource` with a map and
+/// `UntagResource` with keys on a resource named by `$arn` (the request field), and a
+/// list call `$list` answering with a map: API Gateway, EKS, Lambda, CloudWatch Logs.
+macro_rules! map_tagging {
+    ($client:ty, $svc:literal, $arn:ident, $list:ident, $list_op:literal) => {
+        #[async_trait::async_trait]
+        impl $crate::providers::aws::Tagging for $client {
+            async fn tags(
+                &self,
+                arn: &str,
+            ) -> Result<$crate::providers::aws::Tags, $crate::error::ProviderError> {
+                let r = self.$list().$arn(arn).send().await;
+                let op = concat!($svc, ":", $list_op);
+                let r = $crate::providers::aws::AwsResult::aws(r, op)?;
+                let tags = r.tags().cloned().unwrap_or_default();
+                Ok($crate::providers::aws::user_tags(tags))
+            }
+            async fn tag(
+                &self,
+                arn: &str,
+                tags: $crate::providers::aws::Tags,
+            ) -> Result<(), $crate::error::ProviderError> {
+                let r = self.tag_resource().$arn(arn);
+                let r = r.set_tags(Some(tags.into_iter().collect())).send().await;
+                let op = concat!($svc, ":TagResource");
+                $crate::providers::aws::AwsResult::aws(r, op).map(|_| ())
+            }
+            async fn untag(
+                &self,
+                arn: &str,
+                keys: Vec<String>,
+            ) -> Result<(), $crate::error::ProviderError> {
+                let r = self.untag_resource().$arn(arn).set_tag_keys(Some(keys));
+                let op = concat!($svc, ":UntagResource");
+                $crate::providers::aws::AwsResult::aws(r.send().await, op).map(|_| ())
+            }
+        }
+    };
+}
+pub(crate) use map_tagging;
 
 /// Brings the tags of `arn` from `old` to `new` through the service's [`Tagging`].
 pub async fn sync_tags(

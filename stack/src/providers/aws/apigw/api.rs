@@ -77,16 +77,9 @@ impl ApiProvider {
 impl ResourceProvider for ApiProvider {
     type Resource = Api;
 
-    fn replace_paths(&self) -> &'static [&'static str] {
-        &["protocol_type"]
-    }
+    const REPLACE_PATHS: &'static [&'static str] = &["protocol_type"];
 
-    async fn read(
-        &self,
-        id: Option<&str>,
-        d: &Api,
-        _prior: Option<&Api>,
-    ) -> Result<Option<Read<Api>>, ProviderError> {
+    async fn read(&self, id: Option<&str>, d: &Api, _prior: Option<&Api>) -> Found<Api> {
         let id = match id {
             Some(id) => id.to_string(),
             None => match self.find(&d.tags).await? {

@@ -50,7 +50,7 @@ fn integ_outputs(id: &str) -> Outputs {
 }
 
 /// The fields of an integration as GetIntegration and GetIntegrations report them.
-type Found = (
+type Fields = (
     Option<String>,
     Option<IntegrationType>,
     Option<String>,
@@ -60,7 +60,7 @@ type Found = (
 
 impl IntegrationProvider {
     /// The integration `iid` of API `api_id`.
-    async fn get(&self, api_id: &str, iid: &str) -> Result<Option<Found>, ProviderError> {
+    async fn get(&self, api_id: &str, iid: &str) -> Result<Option<Fields>, ProviderError> {
         let r = self.0.apigw.get_integration().api_id(api_id);
         let r = r.integration_id(iid).send().await;
         let i = r.aws("apigateway:GetIntegration").none_if_missing()?;
@@ -77,7 +77,7 @@ impl IntegrationProvider {
     }
 
     /// The integration of API `api_id` with the given target (adoption).
-    async fn find(&self, api_id: &str, uri: &str) -> Result<Option<Found>, ProviderError> {
+    async fn find(&self, api_id: &str, uri: &str) -> Result<Option<Fields>, ProviderError> {
         let r = self.0.apigw.get_integrations().api_id(api_id).send().await;
         let Some(l) = r.aws("apigateway:GetIntegrations").none_if_missing()? else {
             return Ok(None);
@@ -100,16 +100,14 @@ impl IntegrationProvider {
 impl ResourceProvider for IntegrationProvider {
     type Resource = Integration;
 
-    fn replace_paths(&self) -> &'static [&'static str] {
-        &["api_id", "integration_type"]
-    }
+    const REPLACE_PATHS: &'static [&'static str] = &["api_id", "integration_type"];
 
     async fn read(
         &self,
         id: Option<&str>,
         d: &Integration,
         _prior: Option<&Integration>,
-    ) -> Result<Option<Read<Integration>>, ProviderError> {
+    ) -> Found<Integration> {
         let (api_id, found) = match id {
             Some(id) => {
                 let (api_id, iid) = split_id(id);

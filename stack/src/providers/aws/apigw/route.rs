@@ -47,16 +47,9 @@ fn route_outputs(rid: &str) -> Outputs {
 impl ResourceProvider for RouteProvider {
     type Resource = Route;
 
-    fn replace_paths(&self) -> &'static [&'static str] {
-        &["api_id"]
-    }
+    const REPLACE_PATHS: &'static [&'static str] = &["api_id"];
 
-    async fn read(
-        &self,
-        id: Option<&str>,
-        d: &Route,
-        _prior: Option<&Route>,
-    ) -> Result<Option<Read<Route>>, ProviderError> {
+    async fn read(&self, id: Option<&str>, d: &Route, _prior: Option<&Route>) -> Found<Route> {
         let (api_id, rid, key, target) = match id {
             Some(id) => {
                 let (api_id, rid) = split_id(id);

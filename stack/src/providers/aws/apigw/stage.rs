@@ -52,16 +52,9 @@ impl StageProvider {
 impl ResourceProvider for StageProvider {
     type Resource = Stage;
 
-    fn replace_paths(&self) -> &'static [&'static str] {
-        &["api_id", "name"]
-    }
+    const REPLACE_PATHS: &'static [&'static str] = &["api_id", "name"];
 
-    async fn read(
-        &self,
-        id: Option<&str>,
-        d: &Stage,
-        _prior: Option<&Stage>,
-    ) -> Result<Option<Read<Stage>>, ProviderError> {
+    async fn read(&self, id: Option<&str>, d: &Stage, _prior: Option<&Stage>) -> Found<Stage> {
         let key = format!("{}|{}", d.api_id.as_str(), d.name);
         let (api_id, name) = split_id(id.unwrap_or(&key));
         let r = self.0.apigw.get_stage().api_id(api_id).stage_name(name);

@@ -32,16 +32,14 @@ pub struct InternetGatewayProvider(pub Arc<Clients>);
 impl ResourceProvider for InternetGatewayProvider {
     type Resource = InternetGateway;
 
-    fn replace_paths(&self) -> &'static [&'static str] {
-        &["vpc_id"]
-    }
+    const REPLACE_PATHS: &'static [&'static str] = &["vpc_id"];
 
     async fn read(
         &self,
         id: Option<&str>,
         d: &InternetGateway,
         _prior: Option<&InternetGateway>,
-    ) -> Result<Option<Read<InternetGateway>>, ProviderError> {
+    ) -> Found<InternetGateway> {
         let req = self.0.ec2.describe_internet_gateways();
         let req = match id {
             Some(id) => req.internet_gateway_ids(id),

@@ -85,16 +85,14 @@ impl RouteTableProvider {
 impl ResourceProvider for RouteTableProvider {
     type Resource = RouteTable;
 
-    fn replace_paths(&self) -> &'static [&'static str] {
-        &["vpc_id"]
-    }
+    const REPLACE_PATHS: &'static [&'static str] = &["vpc_id"];
 
     async fn read(
         &self,
         id: Option<&str>,
         d: &RouteTable,
         _prior: Option<&RouteTable>,
-    ) -> Result<Option<Read<RouteTable>>, ProviderError> {
+    ) -> Found<RouteTable> {
         let req = self.0.ec2.describe_route_tables();
         let req = match id {
             Some(id) => req.route_table_ids(id),

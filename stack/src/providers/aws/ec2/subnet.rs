@@ -54,16 +54,9 @@ impl SubnetProvider {
 impl ResourceProvider for SubnetProvider {
     type Resource = Subnet;
 
-    fn replace_paths(&self) -> &'static [&'static str] {
-        &["vpc_id", "cidr_block", "availability_zone"]
-    }
+    const REPLACE_PATHS: &'static [&'static str] = &["vpc_id", "cidr_block", "availability_zone"];
 
-    async fn read(
-        &self,
-        id: Option<&str>,
-        d: &Subnet,
-        _prior: Option<&Subnet>,
-    ) -> Result<Option<Read<Subnet>>, ProviderError> {
+    async fn read(&self, id: Option<&str>, d: &Subnet, _prior: Option<&Subnet>) -> Found<Subnet> {
         let req = self.0.ec2.describe_subnets();
         let req = match id {
             Some(id) => req.subnet_ids(id),

@@ -35,16 +35,9 @@ pub struct VpcProvider(pub Arc<Clients>);
 impl ResourceProvider for VpcProvider {
     type Resource = Vpc;
 
-    fn replace_paths(&self) -> &'static [&'static str] {
-        &["cidr_block"]
-    }
+    const REPLACE_PATHS: &'static [&'static str] = &["cidr_block"];
 
-    async fn read(
-        &self,
-        id: Option<&str>,
-        d: &Vpc,
-        _prior: Option<&Vpc>,
-    ) -> Result<Option<Read<Vpc>>, ProviderError> {
+    async fn read(&self, id: Option<&str>, d: &Vpc, _prior: Option<&Vpc>) -> Found<Vpc> {
         let req = self.0.ec2.describe_vpcs();
         let req = match id {
             Some(id) => req.vpc_ids(id),

@@ -79,16 +79,9 @@ async fn wait_active(c: &Clients, cluster: &str, name: &str) -> Result<(), Provi
 impl ResourceProvider for AddonProvider {
     type Resource = Addon;
 
-    fn replace_paths(&self) -> &'static [&'static str] {
-        &["cluster", "name"]
-    }
+    const REPLACE_PATHS: &'static [&'static str] = &["cluster", "name"];
 
-    async fn read(
-        &self,
-        id: Option<&str>,
-        d: &Addon,
-        prior: Option<&Addon>,
-    ) -> Result<Option<Read<Addon>>, ProviderError> {
+    async fn read(&self, id: Option<&str>, d: &Addon, prior: Option<&Addon>) -> Found<Addon> {
         let key = addon_id(d);
         let id = id.unwrap_or(&key);
         let (cluster, name) = split_id(id);

@@ -72,16 +72,9 @@ impl ClusterProvider {
 impl ResourceProvider for ClusterProvider {
     type Resource = Cluster;
 
-    fn replace_paths(&self) -> &'static [&'static str] {
-        &["name", "role_arn", "subnet_ids"]
-    }
+    const REPLACE_PATHS: &'static [&'static str] = &["name", "role_arn", "subnet_ids"];
 
-    async fn read(
-        &self,
-        id: Option<&str>,
-        d: &Cluster,
-        prior: Option<&Cluster>,
-    ) -> Result<Option<Read<Cluster>>, ProviderError> {
+    async fn read(&self, id: Option<&str>, d: &Cluster, prior: Option<&Cluster>) -> Found<Cluster> {
         let name = id.unwrap_or(&d.name);
         let r = self.0.eks.describe_cluster().name(name).send().await;
         let r = r.aws("eks:DescribeCluster").none_if_missing()?;

@@ -108,22 +108,20 @@ fn scaling(d: &NodeGroup) -> NodegroupScalingConfig {
 impl ResourceProvider for NodeGroupProvider {
     type Resource = NodeGroup;
 
-    fn replace_paths(&self) -> &'static [&'static str] {
-        &[
-            "cluster",
-            "name",
-            "node_role",
-            "subnet_ids",
-            "instance_types",
-        ]
-    }
+    const REPLACE_PATHS: &'static [&'static str] = &[
+        "cluster",
+        "name",
+        "node_role",
+        "subnet_ids",
+        "instance_types",
+    ];
 
     async fn read(
         &self,
         id: Option<&str>,
         d: &NodeGroup,
         _prior: Option<&NodeGroup>,
-    ) -> Result<Option<Read<NodeGroup>>, ProviderError> {
+    ) -> Found<NodeGroup> {
         let key = format!("{}|{}", d.cluster.as_str(), d.name);
         let (cluster, name) = split_id(id.unwrap_or(&key));
         let r = self.0.eks.describe_nodegroup().cluster_name(cluster);

@@ -49,16 +49,14 @@ impl AttachmentProvider {
 impl ResourceProvider for AttachmentProvider {
     type Resource = RolePolicyAttachment;
 
-    fn replace_paths(&self) -> &'static [&'static str] {
-        &["role", "policy_arn"]
-    }
+    const REPLACE_PATHS: &'static [&'static str] = &["role", "policy_arn"];
 
     async fn read(
         &self,
         id: Option<&str>,
         d: &RolePolicyAttachment,
         _prior: Option<&RolePolicyAttachment>,
-    ) -> Result<Option<Read<RolePolicyAttachment>>, ProviderError> {
+    ) -> Found<RolePolicyAttachment> {
         let key = format!("{}|{}", d.role.as_str(), d.policy_arn);
         let (role, arn) = split_id(id.unwrap_or(&key));
         let r = self.0.iam.list_attached_role_policies().role_name(role);

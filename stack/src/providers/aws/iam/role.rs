@@ -92,16 +92,9 @@ pub struct RoleProvider(pub Arc<Clients>);
 impl ResourceProvider for RoleProvider {
     type Resource = Role;
 
-    fn replace_paths(&self) -> &'static [&'static str] {
-        &["name"]
-    }
+    const REPLACE_PATHS: &'static [&'static str] = &["name"];
 
-    async fn read(
-        &self,
-        id: Option<&str>,
-        d: &Role,
-        _prior: Option<&Role>,
-    ) -> Result<Option<Read<Role>>, ProviderError> {
+    async fn read(&self, id: Option<&str>, d: &Role, _prior: Option<&Role>) -> Found<Role> {
         let name = id.unwrap_or(&d.name);
         let r = self.0.iam.get_role().role_name(name).send().await;
         let r = r.aws("iam:GetRole").none_if_missing()?;

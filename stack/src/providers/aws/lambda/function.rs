@@ -323,16 +323,14 @@ impl FunctionProvider {
 impl ResourceProvider for FunctionProvider {
     type Resource = Function;
 
-    fn replace_paths(&self) -> &'static [&'static str] {
-        &["name", "package_type"]
-    }
+    const REPLACE_PATHS: &'static [&'static str] = &["name", "package_type"];
 
     async fn read(
         &self,
         id: Option<&str>,
         d: &Function,
         _prior: Option<&Function>,
-    ) -> Result<Option<Read<Function>>, ProviderError> {
+    ) -> Found<Function> {
         let name = id.unwrap_or(&d.name);
         let r = self
             .0

@@ -44,22 +44,20 @@ pub struct PermissionProvider(pub Arc<Clients>);
 impl ResourceProvider for PermissionProvider {
     type Resource = Permission;
 
-    fn replace_paths(&self) -> &'static [&'static str] {
-        &[
-            "function",
-            "statement_id",
-            "action",
-            "principal",
-            "source_arn",
-        ]
-    }
+    const REPLACE_PATHS: &'static [&'static str] = &[
+        "function",
+        "statement_id",
+        "action",
+        "principal",
+        "source_arn",
+    ];
 
     async fn read(
         &self,
         id: Option<&str>,
         d: &Permission,
         _prior: Option<&Permission>,
-    ) -> Result<Option<Read<Permission>>, ProviderError> {
+    ) -> Found<Permission> {
         let key = format!("{}|{}", d.function.as_str(), d.statement_id);
         let (function, sid) = id.unwrap_or(&key).split_once('|').unwrap_or((&key, ""));
         let r = self

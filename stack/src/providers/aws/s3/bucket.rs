@@ -58,16 +58,9 @@ fn bucket_outputs(name: &str) -> Outputs {
 impl ResourceProvider for BucketProvider {
     type Resource = Bucket;
 
-    fn replace_paths(&self) -> &'static [&'static str] {
-        &["name", "account_suffix"]
-    }
+    const REPLACE_PATHS: &'static [&'static str] = &["name", "account_suffix"];
 
-    async fn read(
-        &self,
-        id: Option<&str>,
-        d: &Bucket,
-        _prior: Option<&Bucket>,
-    ) -> Result<Option<Read<Bucket>>, ProviderError> {
+    async fn read(&self, id: Option<&str>, d: &Bucket, _prior: Option<&Bucket>) -> Found<Bucket> {
         let name = match id {
             Some(id) => id.to_string(),
             None => self.physical_name(d).await?,

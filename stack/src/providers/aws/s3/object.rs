@@ -48,9 +48,7 @@ fn object_outputs(bucket: &str, key: &str) -> Outputs {
 impl ResourceProvider for ObjectProvider {
     type Resource = Object;
 
-    fn replace_paths(&self) -> &'static [&'static str] {
-        &["bucket", "key"]
-    }
+    const REPLACE_PATHS: &'static [&'static str] = &["bucket", "key"];
 
     // A new key is a new object (keys never collide): upload it before the old one
     // goes, so a failed upload leaves the old object in place. Lambda copies the code
@@ -59,12 +57,7 @@ impl ResourceProvider for ObjectProvider {
         true
     }
 
-    async fn read(
-        &self,
-        id: Option<&str>,
-        d: &Object,
-        _prior: Option<&Object>,
-    ) -> Result<Option<Read<Object>>, ProviderError> {
+    async fn read(&self, id: Option<&str>, d: &Object, _prior: Option<&Object>) -> Found<Object> {
         let fallback = format!("{}|{}", d.bucket.as_str(), d.key);
         let (bucket, key) = id.unwrap_or(&fallback).split_once('|').unwrap_or(("", ""));
         let r = self.0.s3.head_object().bucket(bucket).key(key).send().await;
