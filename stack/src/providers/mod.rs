@@ -1,8 +1,75 @@
-//! Providers: one per resource kind, each implementing [`Provider`] (read, create,
-//! update, delete, plus which properties force a replacement).
+//! Providers: one per resource kind.
 //!
-//! `aws/` talks to AWS through the AWS SDK for Rust; `k8s/` applies Kubernetes objects
-//! (Namespace, Deployment, Service, HPA, PDB) through kube-rs server-side apply.
+//! The engine drives every kind through the type-erased [`Provider`] trait (JSON in,
+//! [`Observed`] out). A provider is written against the typed [`ResourceProvider`]
+//! trait instead: it sees its resource type, never `serde_json::Value`, and returns
+//! [`Read`] / [`Created`] / [`Applied`]. The one generic adapter (the blanket
+//! `impl<P: ResourceProvider> Provider for P`) decodes the properties (a bad field is a
+//! [`ProviderError::Props`] naming the kind and the field), builds `Observed`, and
+//! reads the resource back after an apply when the provider asks for it
+//! ([`Applied::ReadBack`]).
+//!
+//! `aws/` talks to AWS through the AWS SDK for Rust, one file per resource type under
+//! `aws/<service>/`; `k8s/` applies Kubernetes objects (Namespace, Deployment,
+//! Service, HPA, PDB) through kube-rs server-side apply.
+//!
+//! # Adding a resource type
+//!
+//! Its own file, a module line, one registration line:
+//!
+//! 1. One file, e.g. `aws/sqs/queue.rs` (or `aws/sqs.rs` for a one-resource service),
+//!    holding the resource type and its provider:
+//!
+//!    ```text
+//!    use crate::providers::aws::prelude::*;
+//!
+//!    pub const QUEUE_KIND: &str = "aws:sqs:Queue";
+//!
+//!    #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+//!    pub struct Queue { pub name: String, #[serde(default)] pub tags: Tags }
+//!
+//!    impl Resource for Queue {
+//!        const KIND: &'static str = QUEUE_KIND;
+//!        fn validate(&self) -> Vec<String> { vec![] }
+//!    }
+//!
+//!    pub struct QueueProvider(pub Arc<Clients>);
+//!
+//!    #[async_trait]
+//!    impl ResourceProvider for QueueProvider {
+//!        type Resource = Queue;
+//!        const REPLACE_PATHS: &'static [&'static str] = &["name"]; // checked
+//!        async fn read(&self, id: Option<&str>, d: &Queue, _: Option<&Queue>) -> Found<Queue> {
+//!            let r = self.0.sqs.get_queue_url().queue_name(id.unwrap_or(&d.name)).send().await;
+//!            let Some(r) = r.aws("sqs:GetQueueUrl").none_if_missing()? else { return Ok(None) };
+//!            // ... props normalized to the declared shape, so no change reads as none
+//!            Ok(Some(Read { id: d.name.clone(), props: d.clone(), outputs: obj(json!({ .. })) }))
+//!        }
+//!        async fn create(&self, d: &Queue) -> Result<Created, ProviderError> {
+//!            self.0.sqs.create_queue().queue_name(&d.name).send().await.aws("sqs:CreateQueue")?;
+//!            Ok(Created::read_back(&d.name)) // or Created::new(id, outputs)
+//!        }
+//!        async fn update(&self, id: &str, o: &Queue, d: &Queue) -> Result<Applied, ProviderError> {
+//!            sync_tags(&self.0.sqs, id, &o.tags, &d.tags).await?;
+//!            Ok(Applied::ReadBack)
+//!        }
+//!        async fn delete(&self, id: &str, _: &Queue) -> Result<(), ProviderError> {
+//!            let r = self.0.sqs.delete_queue().queue_url(id).send().await;
+//!            r.aws("sqs:DeleteQueue").missing_ok() // already gone is success
+//!        }
+//!    }
+//!    ```
+//!
+//!    The provider never touches JSON: the adapter decodes the properties and builds
+//!    what the engine sees. A new *service* also gets its client in
+//!    [`aws::Clients`] and one [`aws::Tagging`] impl in its `mod.rs`
+//!    ([`aws::map_tagging!`](aws) for services with map-shaped tag calls).
+//! 2. `mod queue;` and `pub use queue::{QUEUE_KIND, Queue, QueueProvider};` in the
+//!    service's `mod.rs` (a service's `mod.rs` holds only its shared helpers).
+//! 3. One line in [`aws::register`]: `reg.add(sqs::QueueProvider(c.clone()));`. It is
+//!    keyed by `Queue::KIND`, and panics when a replace path names no field of
+//!    `Queue` (the `aws` unit tests register every provider, so `cargo test` catches
+//!    it).
 
 pub mod aws;
 pub mod k8s;
@@ -13,7 +80,15 @@ use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::engine::Resource;
 use crate::error::ProviderError;
+
+mod shape;
+
+pub use shape::{Shape, check_paths};
+
+/// Outputs other resources can reference, by name.
+pub type Outputs = Map<String, Value>;
 
 /// What a provider observed (or produced) for one resource.
 #[derive(Debug, Clone)]
@@ -40,7 +115,7 @@ impl Observed {
     }
 }
 
-/// One resource kind's lifecycle.
+/// One resource kind's lifecycle, type-erased: what the engine calls.
 #[async_trait]
 pub trait Provider: Send + Sync {
     /// Properties whose change forces a replacement (delete + create).
@@ -79,6 +154,199 @@ pub trait Provider: Send + Sync {
     async fn delete(&self, id: &str, props: &Value) -> Result<(), ProviderError>;
 }
 
+/// What a typed read found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Read<R> {
+    /// The provider id.
+    pub id: String,
+    /// The observed properties, normalized to the declared shape (see
+    /// [`Observed::props`]).
+    pub props: R,
+    /// Outputs other resources can reference.
+    pub outputs: Outputs,
+}
+
+/// What a typed read returns: the resource, or `None` when it does not exist.
+pub type Found<R> = Result<Option<Read<R>>, ProviderError>;
+
+/// Where the outputs of a create or an update come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Applied {
+    /// Known from the calls just made.
+    Outputs(Outputs),
+    /// Read the resource back (by its id, the desired properties as `prior`) and take
+    /// that read's outputs; none when it finds nothing.
+    ReadBack,
+}
+
+impl From<Outputs> for Applied {
+    fn from(o: Outputs) -> Self {
+        Applied::Outputs(o)
+    }
+}
+
+/// What a typed create made.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Created {
+    /// The provider id.
+    pub id: String,
+    /// Its outputs.
+    pub outputs: Applied,
+}
+
+impl Created {
+    /// A resource whose outputs the create already knows.
+    pub fn new(id: impl Into<String>, outputs: Outputs) -> Created {
+        Created {
+            id: id.into(),
+            outputs: Applied::Outputs(outputs),
+        }
+    }
+    /// A resource whose outputs come from reading it back.
+    pub fn read_back(id: impl Into<String>) -> Created {
+        Created {
+            id: id.into(),
+            outputs: Applied::ReadBack,
+        }
+    }
+}
+
+/// One resource kind's lifecycle over its typed properties. Every implementor is a
+/// [`Provider`] through the generic adapter below; register it with [`Registry::add`].
+#[async_trait]
+pub trait ResourceProvider: Send + Sync + 'static {
+    /// The declared resource type (its serialized form is the resource's properties).
+    type Resource: Resource + Clone + Send + Sync;
+    /// Dotted paths of the properties whose change forces a replacement (e.g.
+    /// `name`, `spec.selector`); each must name a field of [`Self::Resource`]
+    /// (checked at registration).
+    const REPLACE_PATHS: &'static [&'static str] = &[];
+    /// See [`Provider::create_before_delete`].
+    fn create_before_delete(&self) -> bool {
+        false
+    }
+    /// See [`Provider::update_changes_outputs`].
+    fn update_changes_outputs(&self) -> bool {
+        false
+    }
+    /// See [`Provider::read`].
+    async fn read(
+        &self,
+        id: Option<&str>,
+        desired: &Self::Resource,
+        prior: Option<&Self::Resource>,
+    ) -> Found<Self::Resource>;
+    /// Creates the resource.
+    async fn create(&self, desired: &Self::Resource) -> Result<Created, ProviderError>;
+    /// Brings resource `id` from `observed` to `desired` in place.
+    async fn update(
+        &self,
+        id: &str,
+        observed: &Self::Resource,
+        desired: &Self::Resource,
+    ) -> Result<Applied, ProviderError>;
+    /// Deletes the resource (`last`: its last-applied properties) and waits until it
+    /// is gone. Deleting something already gone succeeds.
+    async fn delete(&self, id: &str, last: &Self::Resource) -> Result<(), ProviderError>;
+}
+
+/// Decodes JSON properties (`what`: desired, observed, prior, last-applied) into a
+/// resource type; the error names the kind and the offending field.
+pub fn decode<R: Resource>(v: &Value, what: &str) -> Result<R, ProviderError> {
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        let at = if path == "." {
+            String::new()
+        } else {
+            format!("field `{path}`: ")
+        };
+        ProviderError::Props(format!("{} ({what}): {at}{}", R::KIND, e.into_inner()))
+    })
+}
+
+/// Encodes a resource type into JSON properties.
+pub fn encode<R: Resource>(r: &R) -> Result<Value, ProviderError> {
+    serde_json::to_value(r)
+        .map_err(|e| ProviderError::Props(format!("{}: cannot serialize: {e}", R::KIND)))
+}
+
+impl<R: Resource> Read<R> {
+    fn erase(self) -> Result<Observed, ProviderError> {
+        Ok(Observed {
+            id: self.id,
+            props: encode(&self.props)?,
+            outputs: self.outputs,
+        })
+    }
+}
+
+/// The outputs of an apply: as given, or from a read right after it.
+async fn finish<P: ResourceProvider>(
+    p: &P,
+    id: String,
+    d: &P::Resource,
+    desired: &Value,
+    outputs: Applied,
+) -> Result<Observed, ProviderError> {
+    let now = match outputs {
+        Applied::Outputs(outputs) => {
+            return Ok(Observed {
+                id,
+                props: desired.clone(),
+                outputs,
+            });
+        }
+        Applied::ReadBack => ResourceProvider::read(p, Some(&id), d, Some(d)).await?,
+    };
+    let now = now.map(Read::erase).transpose()?;
+    Ok(Observed::applied(id, desired, now))
+}
+
+/// The adapter: every typed provider is an engine [`Provider`].
+#[async_trait]
+impl<P: ResourceProvider> Provider for P {
+    fn replace_fields(&self) -> &'static [&'static str] {
+        P::REPLACE_PATHS
+    }
+    fn create_before_delete(&self) -> bool {
+        ResourceProvider::create_before_delete(self)
+    }
+    fn update_changes_outputs(&self) -> bool {
+        ResourceProvider::update_changes_outputs(self)
+    }
+    async fn read(
+        &self,
+        id: Option<&str>,
+        desired: &Value,
+        prior: Option<&Value>,
+    ) -> Result<Option<Observed>, ProviderError> {
+        let d: P::Resource = decode(desired, "desired")?;
+        let prior: Option<P::Resource> = prior.map(|p| decode(p, "prior")).transpose()?;
+        let r = ResourceProvider::read(self, id, &d, prior.as_ref()).await?;
+        r.map(Read::erase).transpose()
+    }
+    async fn create(&self, desired: &Value) -> Result<Observed, ProviderError> {
+        let d: P::Resource = decode(desired, "desired")?;
+        let c = ResourceProvider::create(self, &d).await?;
+        finish(self, c.id, &d, desired, c.outputs).await
+    }
+    async fn update(
+        &self,
+        id: &str,
+        observed: &Value,
+        desired: &Value,
+    ) -> Result<Observed, ProviderError> {
+        let o: P::Resource = decode(observed, "observed")?;
+        let d: P::Resource = decode(desired, "desired")?;
+        let a = ResourceProvider::update(self, id, &o, &d).await?;
+        finish(self, id.to_string(), &d, desired, a).await
+    }
+    async fn delete(&self, id: &str, props: &Value) -> Result<(), ProviderError> {
+        let last: P::Resource = decode(props, "last-applied")?;
+        ResourceProvider::delete(self, id, &last).await
+    }
+}
+
 /// Providers by kind.
 #[derive(Default, Clone)]
 pub struct Registry {
@@ -90,9 +358,25 @@ impl Registry {
     pub fn register(&mut self, kind: &str, p: Arc<dyn Provider>) {
         self.providers.insert(kind.into(), p);
     }
+    /// Registers a typed provider under its resource's kind.
+    ///
+    /// # Panics
+    /// When one of its replace paths names no field of the resource type: such a path
+    /// would never match a change.
+    pub fn add<P: ResourceProvider>(&mut self, p: P) {
+        let kind = <P::Resource as Resource>::KIND;
+        if let Err(e) = check_paths::<P::Resource>(P::REPLACE_PATHS) {
+            panic!("provider for {kind}: {e}");
+        }
+        self.register(kind, Arc::new(p));
+    }
     /// The provider for `kind`.
     pub fn get(&self, kind: &str) -> Option<Arc<dyn Provider>> {
         self.providers.get(kind).cloned()
+    }
+    /// The registered kinds.
+    pub fn kinds(&self) -> impl Iterator<Item = &str> {
+        self.providers.keys().map(String::as_str)
     }
 }
 
@@ -104,4 +388,161 @@ pub fn props<T: DeserializeOwned>(v: &Value) -> Result<T, ProviderError> {
 /// Serializes a typed view back into JSON properties.
 pub fn to_value<T: serde::Serialize>(t: &T) -> Result<Value, ProviderError> {
     serde_json::to_value(t).map_err(|e| ProviderError::Props(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::{Deserialize, Serialize};
+    use serde_json::json;
+    use std::sync::Mutex;
+
+    #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+    struct Thing {
+        name: String,
+        size: i32,
+        #[serde(default)]
+        spec: Spec,
+    }
+
+    #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+    struct Spec {
+        #[serde(default)]
+        selector: BTreeMap<String, String>,
+    }
+
+    impl Resource for Thing {
+        const KIND: &'static str = "test:Thing";
+        fn validate(&self) -> Vec<String> {
+            vec![]
+        }
+    }
+
+    /// Records calls; its create asks for a read back. `BAD`: with a replace path
+    /// that names no field.
+    #[derive(Default)]
+    struct Things<const BAD: bool = false> {
+        calls: Mutex<Vec<String>>,
+    }
+
+    #[async_trait]
+    impl<const BAD: bool> ResourceProvider for Things<BAD> {
+        type Resource = Thing;
+        const REPLACE_PATHS: &'static [&'static str] = if BAD {
+            &["name", "spec.selectr"]
+        } else {
+            &["name", "spec.selector", "spec.selector.app"]
+        };
+        async fn read(&self, id: Option<&str>, d: &Thing, prior: Option<&Thing>) -> Found<Thing> {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(format!("read {id:?} prior={}", prior.is_some()));
+            let outputs = serde_json::from_value(json!({ "size": d.size })).unwrap();
+            Ok(id.map(|id| Read {
+                id: id.into(),
+                props: d.clone(),
+                outputs,
+            }))
+        }
+        async fn create(&self, d: &Thing) -> Result<Created, ProviderError> {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(format!("create {}", d.name));
+            Ok(Created::read_back(&d.name))
+        }
+        async fn update(&self, id: &str, o: &Thing, d: &Thing) -> Result<Applied, ProviderError> {
+            let call = format!("update {id} {} -> {}", o.size, d.size);
+            self.calls.lock().unwrap().push(call);
+            Ok(Outputs::new().into())
+        }
+        async fn delete(&self, id: &str, last: &Thing) -> Result<(), ProviderError> {
+            let call = format!("delete {id} {}", last.name);
+            self.calls.lock().unwrap().push(call);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn adapter_names_the_kind_and_the_bad_field() {
+        let p = Things::<false>::default();
+        let bad = json!({ "name": "a", "size": "big" });
+        let e = Provider::create(&p, &bad).await.unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, ProviderError::Props(_)), "{e:?}");
+        assert!(msg.contains("test:Thing"), "{msg}");
+        assert!(msg.contains("field `size`"), "{msg}");
+        assert!(msg.contains("(desired)"), "{msg}");
+
+        let nested = json!({ "name": "a", "size": 1, "spec": { "selector": { "app": 7 } } });
+        let e = Provider::read(&p, None, &nested, None).await.unwrap_err();
+        assert!(e.to_string().contains("field `spec.selector.app`"), "{e}");
+
+        let missing = json!({ "size": 1 });
+        let good = json!({ "name": "a", "size": 1 });
+        let e = Provider::update(&p, "a", &missing, &good)
+            .await
+            .unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("(observed)") && msg.contains("missing field `name`"),
+            "{msg}"
+        );
+        assert!(
+            p.calls.lock().unwrap().is_empty(),
+            "nothing called on bad props"
+        );
+    }
+
+    #[tokio::test]
+    async fn adapter_reads_back_after_apply_and_erases_types() {
+        let p = Things::<false>::default();
+        let desired = json!({ "name": "a", "size": 2, "spec": { "selector": {} } });
+        let made = Provider::create(&p, &desired).await.unwrap();
+        assert_eq!(made.id, "a");
+        assert_eq!(made.props, desired);
+        assert_eq!(made.outputs["size"], 2, "outputs from the read back");
+
+        let obs = Provider::read(&p, Some("a"), &desired, Some(&desired))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(obs.props, desired);
+
+        let up = Provider::update(&p, "a", &desired, &json!({ "name": "a", "size": 3 }))
+            .await
+            .unwrap();
+        assert_eq!(up.id, "a");
+        assert!(up.outputs.is_empty());
+        Provider::delete(&p, "a", &desired).await.unwrap();
+        assert_eq!(
+            *p.calls.lock().unwrap(),
+            [
+                "create a",
+                "read Some(\"a\") prior=true",
+                "read Some(\"a\") prior=true",
+                "update a 2 -> 3",
+                "delete a a",
+            ]
+        );
+    }
+
+    #[test]
+    fn registry_keys_typed_providers_by_kind() {
+        let mut reg = Registry::default();
+        reg.add(Things::<false>::default());
+        assert!(reg.get("test:Thing").is_some());
+        let p = reg.get("test:Thing").unwrap();
+        assert_eq!(
+            p.replace_fields(),
+            ["name", "spec.selector", "spec.selector.app"]
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "provider for test:Thing: replace path(s) [\"spec.selectr\"]")]
+    fn registry_rejects_a_replace_path_that_names_no_field() {
+        Registry::default().add(Things::<true>::default());
+    }
 }

@@ -1,14 +1,8 @@
 //! ECR repositories.
 
-use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
-use std::sync::Arc;
-
-use super::{Clients, Tags, api, none_if_missing, obj, ok_if_missing, tag_delta};
-use crate::engine::Resource;
-use crate::error::ProviderError;
-use crate::providers::{Observed, Provider, props, to_value};
+use super::prelude::*;
+use super::user_tags;
+use aws_sdk_ecr::types::ImageScanningConfiguration;
 
 /// Kind name.
 pub const KIND: &str = "aws:ecr:Repository";
@@ -63,55 +57,6 @@ impl Resource for Repository {
 /// Provider for [`Repository`].
 pub struct RepositoryProvider(pub Arc<Clients>);
 
-impl RepositoryProvider {
-    async fn tags(&self, arn: &str) -> Result<Tags, ProviderError> {
-        let r = self
-            .0
-            .ecr
-            .list_tags_for_resource()
-            .resource_arn(arn)
-            .send()
-            .await;
-        let r = r.map_err(|e| api("ecr:ListTagsForResource", e))?;
-        Ok(super::user_tags(
-            r.tags()
-                .iter()
-                .map(|t| (t.key().to_string(), t.value().to_string())),
-        ))
-    }
-
-    async fn set_tags(&self, arn: &str, old: &Tags, new: &Tags) -> Result<(), ProviderError> {
-        let (set, rm) = tag_delta(old, new);
-        if !set.is_empty() {
-            let tags = set
-                .iter()
-                .map(|(k, v)| ecr_tag(k, v))
-                .collect::<Result<Vec<_>, _>>()?;
-            let r = self
-                .0
-                .ecr
-                .tag_resource()
-                .resource_arn(arn)
-                .set_tags(Some(tags))
-                .send()
-                .await;
-            r.map_err(|e| api("ecr:TagResource", e))?;
-        }
-        if !rm.is_empty() {
-            let r = self
-                .0
-                .ecr
-                .untag_resource()
-                .resource_arn(arn)
-                .set_tag_keys(Some(rm))
-                .send()
-                .await;
-            r.map_err(|e| api("ecr:UntagResource", e))?;
-        }
-        Ok(())
-    }
-}
-
 fn ecr_tag(k: &str, v: &str) -> Result<aws_sdk_ecr::types::Tag, ProviderError> {
     aws_sdk_ecr::types::Tag::builder()
         .key(k)
@@ -120,40 +65,69 @@ fn ecr_tag(k: &str, v: &str) -> Result<aws_sdk_ecr::types::Tag, ProviderError> {
         .map_err(|e| ProviderError::Props(e.to_string()))
 }
 
-fn outputs(arn: &str, uri: &str, name: &str) -> Map<String, Value> {
-    let v = json!({ "arn": arn, "url": uri, "name": name });
-    obj(v)
+fn ecr_tags(tags: &Tags) -> Result<Vec<aws_sdk_ecr::types::Tag>, ProviderError> {
+    tags.iter().map(|(k, v)| ecr_tag(k, v)).collect()
+}
+
+fn outputs(arn: &str, uri: &str, name: &str) -> Outputs {
+    obj(json!({ "arn": arn, "url": uri, "name": name }))
+}
+
+fn scanning(on: bool) -> ImageScanningConfiguration {
+    ImageScanningConfiguration::builder()
+        .scan_on_push(on)
+        .build()
+}
+
+/// ECR tags by repository ARN.
+#[async_trait]
+impl Tagging for aws_sdk_ecr::Client {
+    async fn tags(&self, arn: &str) -> Result<Tags, ProviderError> {
+        let r = self.list_tags_for_resource().resource_arn(arn).send().await;
+        let r = r.aws("ecr:ListTagsForResource")?;
+        let tags = r.tags().iter();
+        Ok(user_tags(
+            tags.map(|t| (t.key().to_string(), t.value().to_string())),
+        ))
+    }
+    async fn tag(&self, arn: &str, tags: Tags) -> Result<(), ProviderError> {
+        let r = self.tag_resource().resource_arn(arn);
+        let r = r.set_tags(Some(ecr_tags(&tags)?)).send().await;
+        r.aws("ecr:TagResource").map(|_| ())
+    }
+    async fn untag(&self, arn: &str, keys: Vec<String>) -> Result<(), ProviderError> {
+        let r = self
+            .untag_resource()
+            .resource_arn(arn)
+            .set_tag_keys(Some(keys));
+        r.send().await.aws("ecr:UntagResource").map(|_| ())
+    }
 }
 
 #[async_trait]
-impl Provider for RepositoryProvider {
-    fn replace_fields(&self) -> &'static [&'static str] {
-        &["name"]
-    }
+impl ResourceProvider for RepositoryProvider {
+    type Resource = Repository;
+
+    const REPLACE_PATHS: &'static [&'static str] = &["name"];
 
     async fn read(
         &self,
         id: Option<&str>,
-        desired: &Value,
-        _prior: Option<&Value>,
-    ) -> Result<Option<Observed>, ProviderError> {
-        let d: Repository = props(desired)?;
+        d: &Repository,
+        _prior: Option<&Repository>,
+    ) -> Found<Repository> {
         let name = id.unwrap_or(&d.name);
-        let r = self
-            .0
-            .ecr
-            .describe_repositories()
-            .repository_names(name)
+        let r = self.0.ecr.describe_repositories().repository_names(name);
+        let r = r
             .send()
-            .await;
-        let Some(r) = none_if_missing(r.map_err(|e| api("ecr:DescribeRepositories", e)))? else {
+            .await
+            .aws("ecr:DescribeRepositories")
+            .none_if_missing()?;
+        let Some(repo) = r.as_ref().and_then(|r| r.repositories().first()) else {
             return Ok(None);
         };
-        let Some(repo) = r.repositories().first() else {
-            return Ok(None);
-        };
-        let arn = repo.repository_arn().unwrap_or_default().to_string();
-        let obs = Repository {
+        let arn = repo.repository_arn().unwrap_or_default();
+        let props = Repository {
             name: repo.repository_name().unwrap_or_default().to_string(),
             image_tag_mutability: repo
                 .image_tag_mutability()
@@ -161,117 +135,70 @@ impl Provider for RepositoryProvider {
             scan_on_push: repo
                 .image_scanning_configuration()
                 .is_some_and(|c| c.scan_on_push()),
-            tags: self.tags(&arn).await?,
+            tags: self.0.ecr.tags(arn).await?,
         };
-        Ok(Some(Observed {
-            id: obs.name.clone(),
-            props: to_value(&obs)?,
-            outputs: outputs(&arn, repo.repository_uri().unwrap_or_default(), &obs.name),
+        let uri = repo.repository_uri().unwrap_or_default();
+        Ok(Some(Read {
+            id: props.name.clone(),
+            outputs: outputs(arn, uri, &props.name),
+            props,
         }))
     }
 
-    async fn create(&self, desired: &Value) -> Result<Observed, ProviderError> {
-        let d: Repository = props(desired)?;
-        let tags = d
-            .tags
-            .iter()
-            .map(|(k, v)| ecr_tag(k, v))
-            .collect::<Result<Vec<_>, _>>()?;
+    async fn create(&self, d: &Repository) -> Result<Created, ProviderError> {
         let r = self
             .0
             .ecr
             .create_repository()
             .repository_name(&d.name)
             .image_tag_mutability(d.image_tag_mutability.as_str().into())
-            .image_scanning_configuration(
-                aws_sdk_ecr::types::ImageScanningConfiguration::builder()
-                    .scan_on_push(d.scan_on_push)
-                    .build(),
-            )
-            .set_tags(Some(tags))
-            .send()
-            .await
-            .map_err(|e| api("ecr:CreateRepository", e))?;
+            .image_scanning_configuration(scanning(d.scan_on_push))
+            .set_tags(Some(ecr_tags(&d.tags)?));
+        let r = r.send().await.aws("ecr:CreateRepository")?;
         let repo = r.repository().ok_or_else(|| {
             ProviderError::Props("CreateRepository returned no repository".into())
         })?;
-        Ok(Observed {
-            id: d.name.clone(),
-            props: desired.clone(),
-            outputs: outputs(
-                repo.repository_arn().unwrap_or_default(),
-                repo.repository_uri().unwrap_or_default(),
-                &d.name,
-            ),
-        })
+        let arn = repo.repository_arn().unwrap_or_default();
+        let uri = repo.repository_uri().unwrap_or_default();
+        Ok(Created::new(&d.name, outputs(arn, uri, &d.name)))
     }
 
     async fn update(
         &self,
         id: &str,
-        observed: &Value,
-        desired: &Value,
-    ) -> Result<Observed, ProviderError> {
-        let o: Repository = props(observed)?;
-        let d: Repository = props(desired)?;
+        o: &Repository,
+        d: &Repository,
+    ) -> Result<Applied, ProviderError> {
+        let ecr = &self.0.ecr;
         if o.image_tag_mutability != d.image_tag_mutability {
-            let r = self
-                .0
-                .ecr
-                .put_image_tag_mutability()
-                .repository_name(id)
-                .image_tag_mutability(d.image_tag_mutability.as_str().into())
-                .send()
-                .await;
-            r.map_err(|e| api("ecr:PutImageTagMutability", e))?;
+            let r = ecr.put_image_tag_mutability().repository_name(id);
+            let r = r.image_tag_mutability(d.image_tag_mutability.as_str().into());
+            r.send().await.aws("ecr:PutImageTagMutability")?;
         }
         if o.scan_on_push != d.scan_on_push {
-            let r = self
-                .0
-                .ecr
-                .put_image_scanning_configuration()
-                .repository_name(id)
-                .image_scanning_configuration(
-                    aws_sdk_ecr::types::ImageScanningConfiguration::builder()
-                        .scan_on_push(d.scan_on_push)
-                        .build(),
-                )
-                .send()
-                .await;
-            r.map_err(|e| api("ecr:PutImageScanningConfiguration", e))?;
+            let r = ecr.put_image_scanning_configuration().repository_name(id);
+            let r = r.image_scanning_configuration(scanning(d.scan_on_push));
+            r.send().await.aws("ecr:PutImageScanningConfiguration")?;
         }
-        let now = self
-            .read(Some(id), desired, None)
-            .await?
-            .ok_or_else(|| ProviderError::Api {
-                op: "ecr:DescribeRepositories".into(),
-                code: "RepositoryNotFoundException".into(),
-                message: format!("repository {id} vanished during update"),
-                hint: None,
-            })?;
-        let arn = now
-            .outputs
-            .get("arn")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        self.set_tags(&arn, &o.tags, &d.tags).await?;
-        Ok(Observed {
-            id: id.into(),
-            props: desired.clone(),
-            outputs: now.outputs,
-        })
+        let now = self.read(Some(id), d, None).await?;
+        let now = now.ok_or_else(|| ProviderError::Api {
+            op: "ecr:DescribeRepositories".into(),
+            code: "RepositoryNotFoundException".into(),
+            message: format!("repository {id} vanished during update"),
+            hint: None,
+        })?;
+        let arn = super::arn_output(&now.outputs);
+        sync_tags(ecr, &arn, &o.tags, &d.tags).await?;
+        Ok(now.outputs.into())
     }
 
-    async fn delete(&self, id: &str, _props: &Value) -> Result<(), ProviderError> {
+    async fn delete(&self, id: &str, _last: &Repository) -> Result<(), ProviderError> {
         let r = self
             .0
             .ecr
             .delete_repository()
             .repository_name(id)
-            .force(true)
-            .send()
-            .await;
-        ok_if_missing(r.map(|_| ()).map_err(|e| api("ecr:DeleteRepository", e)))
+            .force(true);
+        r.send().await.aws("ecr:DeleteRepository").missing_ok()
     }
 }

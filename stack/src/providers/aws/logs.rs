@@ -1,14 +1,7 @@
 //! CloudWatch Logs log groups.
 
-use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
-use std::sync::Arc;
-
-use super::{Clients, Tags, api, none_if_missing, obj, ok_if_missing};
-use crate::engine::Resource;
-use crate::error::ProviderError;
-use crate::providers::{Observed, Provider, props, to_value};
+use super::prelude::*;
+use super::read_back_and_tag;
 
 /// Kind name.
 pub const KIND: &str = "aws:logs:LogGroup";
@@ -51,144 +44,83 @@ impl Resource for LogGroup {
 /// Provider for [`LogGroup`].
 pub struct LogGroupProvider(pub Arc<Clients>);
 
-fn outputs(arn: &str, name: &str) -> Map<String, Value> {
+fn outputs(arn: &str, name: &str) -> Outputs {
     obj(json!({ "arn": arn, "name": name }))
 }
 
 impl LogGroupProvider {
     async fn put_retention(&self, name: &str, days: i32) -> Result<(), ProviderError> {
-        let r = self
-            .0
-            .logs
-            .put_retention_policy()
-            .log_group_name(name)
-            .retention_in_days(days)
-            .send()
-            .await;
-        r.map(|_| ()).map_err(|e| api("logs:PutRetentionPolicy", e))
+        let r = self.0.logs.put_retention_policy().log_group_name(name);
+        let r = r.retention_in_days(days).send().await;
+        r.aws("logs:PutRetentionPolicy").map(|_| ())
     }
 }
 
+// CloudWatch Logs tags by log group ARN (without the trailing `:*`).
+super::map_tagging!(
+    aws_sdk_cloudwatchlogs::Client,
+    "logs",
+    resource_arn,
+    list_tags_for_resource,
+    "ListTagsForResource"
+);
+
 #[async_trait]
-impl Provider for LogGroupProvider {
-    fn replace_fields(&self) -> &'static [&'static str] {
-        &["name"]
-    }
+impl ResourceProvider for LogGroupProvider {
+    type Resource = LogGroup;
+
+    const REPLACE_PATHS: &'static [&'static str] = &["name"];
 
     async fn read(
         &self,
         id: Option<&str>,
-        desired: &Value,
-        _prior: Option<&Value>,
-    ) -> Result<Option<Observed>, ProviderError> {
-        let d: LogGroup = props(desired)?;
+        d: &LogGroup,
+        _prior: Option<&LogGroup>,
+    ) -> Found<LogGroup> {
         let name = id.unwrap_or(&d.name);
         let r = self
             .0
             .logs
             .describe_log_groups()
-            .log_group_name_prefix(name)
+            .log_group_name_prefix(name);
+        let r = r
             .send()
-            .await;
-        let Some(r) = none_if_missing(r.map_err(|e| api("logs:DescribeLogGroups", e)))? else {
+            .await
+            .aws("logs:DescribeLogGroups")
+            .none_if_missing()?;
+        let groups = r.as_ref().map(|r| r.log_groups()).unwrap_or_default();
+        let Some(g) = groups.iter().find(|g| g.log_group_name() == Some(name)) else {
             return Ok(None);
         };
-        let Some(g) = r
-            .log_groups()
-            .iter()
-            .find(|g| g.log_group_name() == Some(name))
-        else {
-            return Ok(None);
-        };
-        let arn = g
-            .arn()
-            .unwrap_or_default()
-            .trim_end_matches(":*")
-            .to_string();
-        let t = self
-            .0
-            .logs
-            .list_tags_for_resource()
-            .resource_arn(&arn)
-            .send()
-            .await;
-        let t = t.map_err(|e| api("logs:ListTagsForResource", e))?;
-        let obs = LogGroup {
+        let arn = g.arn().unwrap_or_default().trim_end_matches(":*");
+        let props = LogGroup {
             name: name.to_string(),
             retention_days: g.retention_in_days().unwrap_or(0),
-            tags: super::user_tags(t.tags().cloned().unwrap_or_default()),
+            tags: self.0.logs.tags(arn).await?,
         };
-        Ok(Some(Observed {
+        Ok(Some(Read {
             id: name.to_string(),
-            props: to_value(&obs)?,
-            outputs: outputs(&arn, name),
+            props,
+            outputs: outputs(arn, name),
         }))
     }
 
-    async fn create(&self, desired: &Value) -> Result<Observed, ProviderError> {
-        let d: LogGroup = props(desired)?;
-        let r = self
-            .0
-            .logs
-            .create_log_group()
-            .log_group_name(&d.name)
-            .set_tags(Some(d.tags.clone().into_iter().collect()))
-            .send()
-            .await;
-        r.map_err(|e| api("logs:CreateLogGroup", e))?;
+    async fn create(&self, d: &LogGroup) -> Result<Created, ProviderError> {
+        let r = self.0.logs.create_log_group().log_group_name(&d.name);
+        let r = r.set_tags(Some(d.tags.clone().into_iter().collect()));
+        r.send().await.aws("logs:CreateLogGroup")?;
         self.put_retention(&d.name, d.retention_days).await?;
-        let now = self.read(Some(&d.name), desired, None).await?;
-        Ok(Observed {
-            id: d.name.clone(),
-            props: desired.clone(),
-            outputs: now.map(|n| n.outputs).unwrap_or_default(),
-        })
+        Ok(Created::read_back(&d.name))
     }
 
-    async fn update(
-        &self,
-        id: &str,
-        observed: &Value,
-        desired: &Value,
-    ) -> Result<Observed, ProviderError> {
-        let o: LogGroup = props(observed)?;
-        let d: LogGroup = props(desired)?;
+    async fn update(&self, id: &str, o: &LogGroup, d: &LogGroup) -> Result<Applied, ProviderError> {
         if o.retention_days != d.retention_days {
             self.put_retention(id, d.retention_days).await?;
         }
-        let now = self.read(Some(id), desired, None).await?;
-        let outputs = now.map(|n| n.outputs).unwrap_or_default();
-        let arn = super::arn_output(&outputs);
-        let logs = &self.0.logs;
-        let set = |t: Tags| async {
-            let r = logs
-                .tag_resource()
-                .resource_arn(&arn)
-                .set_tags(Some(t.into_iter().collect()));
-            r.send()
-                .await
-                .map(|_| ())
-                .map_err(|e| api("logs:TagResource", e))
-        };
-        let rm = |k: Vec<String>| async {
-            let r = logs
-                .untag_resource()
-                .resource_arn(&arn)
-                .set_tag_keys(Some(k));
-            r.send()
-                .await
-                .map(|_| ())
-                .map_err(|e| api("logs:UntagResource", e))
-        };
-        super::retag(&o.tags, &d.tags, set, rm).await?;
-        Ok(Observed {
-            id: id.into(),
-            props: desired.clone(),
-            outputs,
-        })
+        read_back_and_tag(self, &self.0.logs, id, d, &o.tags, &d.tags).await
     }
 
-    async fn delete(&self, id: &str, _props: &Value) -> Result<(), ProviderError> {
+    async fn delete(&self, id: &str, _last: &LogGroup) -> Result<(), ProviderError> {
         let r = self
             .0
             .logs
@@ -196,6 +128,6 @@ impl Provider for LogGroupProvider {
             .log_group_name(id)
             .send()
             .await;
-        ok_if_missing(r.map(|_| ()).map_err(|e| api("logs:DeleteLogGroup", e)))
+        r.aws("logs:DeleteLogGroup").missing_ok()
     }
 }

@@ -10,6 +10,7 @@ pub mod lambda;
 pub mod logs;
 pub mod s3;
 
+use async_trait::async_trait;
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_sdk_iam::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
@@ -17,8 +18,22 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::Registry;
+pub use super::Outputs;
+use super::{Applied, Registry, ResourceProvider};
+use crate::engine::Input;
 use crate::error::{ProviderError, hint_for};
+
+/// What every resource file imports.
+pub(crate) mod prelude {
+    pub use super::{AwsResult, Clients, Missing, Tagging, Tags, obj, split_id, sync_tags};
+    pub use crate::engine::{Input, Resource};
+    pub use crate::error::ProviderError;
+    pub use crate::providers::{Applied, Created, Found, Outputs, Read, ResourceProvider};
+    pub use async_trait::async_trait;
+    pub use serde::{Deserialize, Serialize};
+    pub use serde_json::json;
+    pub use std::sync::Arc;
+}
 
 /// Where the SDK points.
 #[derive(Debug, Clone)]
@@ -107,7 +122,7 @@ impl Clients {
             .account
             .get_or_try_init(|| async {
                 let r = self.sts.get_caller_identity().send().await;
-                let r = r.map_err(|e| api("sts:GetCallerIdentity", e))?;
+                let r = r.aws("sts:GetCallerIdentity")?;
                 Ok::<_, ProviderError>(r.account.unwrap_or_default())
             })
             .await?;
@@ -117,51 +132,27 @@ impl Clients {
 
 /// Registers every AWS resource kind.
 pub fn register(reg: &mut Registry, c: &Arc<Clients>) {
-    reg.register(ecr::KIND, Arc::new(ecr::RepositoryProvider(c.clone())));
-    reg.register(iam::ROLE_KIND, Arc::new(iam::RoleProvider(c.clone())));
-    reg.register(
-        iam::ATTACH_KIND,
-        Arc::new(iam::AttachmentProvider(c.clone())),
-    );
-    reg.register(logs::KIND, Arc::new(logs::LogGroupProvider(c.clone())));
-    reg.register(
-        lambda::FUNCTION_KIND,
-        Arc::new(lambda::FunctionProvider(c.clone())),
-    );
-    reg.register(
-        lambda::PERMISSION_KIND,
-        Arc::new(lambda::PermissionProvider(c.clone())),
-    );
-    reg.register(apigw::API_KIND, Arc::new(apigw::ApiProvider(c.clone())));
-    reg.register(
-        apigw::INTEGRATION_KIND,
-        Arc::new(apigw::IntegrationProvider(c.clone())),
-    );
-    reg.register(apigw::ROUTE_KIND, Arc::new(apigw::RouteProvider(c.clone())));
-    reg.register(apigw::STAGE_KIND, Arc::new(apigw::StageProvider(c.clone())));
-    reg.register(ec2::VPC_KIND, Arc::new(ec2::VpcProvider(c.clone())));
-    reg.register(ec2::SUBNET_KIND, Arc::new(ec2::SubnetProvider(c.clone())));
-    reg.register(
-        ec2::IGW_KIND,
-        Arc::new(ec2::InternetGatewayProvider(c.clone())),
-    );
-    reg.register(
-        ec2::ROUTE_TABLE_KIND,
-        Arc::new(ec2::RouteTableProvider(c.clone())),
-    );
-    reg.register(eks::CLUSTER_KIND, Arc::new(eks::ClusterProvider(c.clone())));
-    reg.register(
-        eks::NODEGROUP_KIND,
-        Arc::new(eks::NodeGroupProvider(c.clone())),
-    );
-    reg.register(s3::BUCKET_KIND, Arc::new(s3::BucketProvider(c.clone())));
-    reg.register(s3::OBJECT_KIND, Arc::new(s3::ObjectProvider(c.clone())));
+    reg.add(ecr::RepositoryProvider(c.clone()));
+    reg.add(iam::RoleProvider(c.clone()));
+    reg.add(iam::AttachmentProvider(c.clone()));
+    reg.add(logs::LogGroupProvider(c.clone()));
+    reg.add(lambda::FunctionProvider(c.clone()));
+    reg.add(lambda::PermissionProvider(c.clone()));
+    reg.add(apigw::ApiProvider(c.clone()));
+    reg.add(apigw::IntegrationProvider(c.clone()));
+    reg.add(apigw::RouteProvider(c.clone()));
+    reg.add(apigw::StageProvider(c.clone()));
+    reg.add(ec2::VpcProvider(c.clone()));
+    reg.add(ec2::SubnetProvider(c.clone()));
+    reg.add(ec2::InternetGatewayProvider(c.clone()));
+    reg.add(ec2::RouteTableProvider(c.clone()));
+    reg.add(eks::ClusterProvider(c.clone()));
+    reg.add(eks::NodeGroupProvider(c.clone()));
+    reg.add(s3::BucketProvider(c.clone()));
+    reg.add(s3::ObjectProvider(c.clone()));
     // Real EKS add-ons; the local target replaces this provider when its endpoint has
     // no add-on API (see `eks::AddonProvider`).
-    reg.register(
-        eks::ADDON_KIND,
-        Arc::new(eks::AddonProvider::Api(c.clone())),
-    );
+    reg.add(eks::AddonProvider::Api(c.clone()));
 }
 
 /// Converts an SDK error into a [`ProviderError`] with the AWS code and a hint.
@@ -201,18 +192,42 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     }
 }
 
-/// `Ok(None)` for a not-found error, the error otherwise.
-pub fn none_if_missing<T>(r: Result<T, ProviderError>) -> Result<Option<T>, ProviderError> {
-    match r {
-        Ok(v) => Ok(Some(v)),
-        Err(e) if e.is_not_found() => Ok(None),
-        Err(e) => Err(e),
+/// `.aws("svc:Op")` on an SDK result: its error as a [`ProviderError`] (see [`api`]).
+pub trait AwsResult<T> {
+    /// Maps the SDK error of operation `op` (e.g. `lambda:DeleteFunction`).
+    fn aws(self, op: &str) -> Result<T, ProviderError>;
+}
+
+impl<T, E, R> AwsResult<T> for Result<T, SdkError<E, R>>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    fn aws(self, op: &str) -> Result<T, ProviderError> {
+        self.map_err(|e| api(op, e))
     }
 }
 
-/// `Ok(())` for a not-found error (deleting something already gone).
-pub fn ok_if_missing(r: Result<(), ProviderError>) -> Result<(), ProviderError> {
-    none_if_missing(r).map(|_| ())
+/// Not-found handling on a provider result.
+pub trait Missing<T> {
+    /// `Ok(None)` for a not-found error (a read of something absent).
+    fn none_if_missing(self) -> Result<Option<T>, ProviderError>;
+    /// `Ok(())` for a not-found error (deleting something already gone); the value
+    /// is dropped.
+    fn missing_ok(self) -> Result<(), ProviderError>;
+}
+
+impl<T> Missing<T> for Result<T, ProviderError> {
+    fn none_if_missing(self) -> Result<Option<T>, ProviderError> {
+        match self {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+    fn missing_ok(self) -> Result<(), ProviderError> {
+        self.none_if_missing().map(|_| ())
+    }
 }
 
 /// Tags as a sorted map.
@@ -240,23 +255,98 @@ pub fn tag_delta(old: &Tags, new: &Tags) -> (Tags, Vec<String>) {
     (set, rm)
 }
 
-/// Applies the tag changes from `old` to `new` through a service's own tag and untag
-/// calls, each made only when it has something to do.
-pub async fn retag<S, SF, R, RF>(old: &Tags, new: &Tags, set: S, rm: R) -> Result<(), ProviderError>
-where
-    S: FnOnce(Tags) -> SF,
-    SF: std::future::Future<Output = Result<(), ProviderError>>,
-    R: FnOnce(Vec<String>) -> RF,
-    RF: std::future::Future<Output = Result<(), ProviderError>>,
-{
-    let (add, remove) = tag_delta(old, new);
-    if !add.is_empty() {
-        set(add).await?;
+/// A service's tag API. `arn` is whatever the service tags by (an ARN; an EC2 id; an
+/// IAM role name; an S3 bucket name). Each service has one implementation, in its
+/// module.
+#[async_trait]
+pub trait Tagging: Sync {
+    /// The resource's user tags (AWS-reserved `aws:*` ones left out).
+    async fn tags(&self, arn: &str) -> Result<Tags, ProviderError>;
+    /// Adds or overwrites `tags`.
+    async fn tag(&self, arn: &str, tags: Tags) -> Result<(), ProviderError>;
+    /// Removes the tags with these keys.
+    async fn untag(&self, arn: &str, keys: Vec<String>) -> Result<(), ProviderError>;
+    /// Brings the tags from `old` to `new`: [`Tagging::tag`] the added and changed
+    /// ones, then [`Tagging::untag`] the removed keys, each call made only when it has
+    /// something to do. A service that can only replace the whole set overrides this.
+    async fn sync(&self, arn: &str, old: &Tags, new: &Tags) -> Result<(), ProviderError> {
+        let (add, remove) = tag_delta(old, new);
+        if !add.is_empty() {
+            self.tag(arn, add).await?;
+        }
+        if !remove.is_empty() {
+            self.untag(arn, remove).await?;
+        }
+        Ok(())
     }
-    if !remove.is_empty() {
-        rm(remove).await?;
-    }
-    Ok(())
+}
+
+/// The [`Tagging`] impl of a service whose tag API is `TagResource` with a map and
+/// `UntagResource` with keys on a resource named by `$arn` (the request field), and a
+/// list call `$list` answering with a map: API Gateway, EKS, Lambda, CloudWatch Logs.
+macro_rules! map_tagging {
+    ($client:ty, $svc:literal, $arn:ident, $list:ident, $list_op:literal) => {
+        #[async_trait::async_trait]
+        impl $crate::providers::aws::Tagging for $client {
+            async fn tags(
+                &self,
+                arn: &str,
+            ) -> Result<$crate::providers::aws::Tags, $crate::error::ProviderError> {
+                let r = self.$list().$arn(arn).send().await;
+                let op = concat!($svc, ":", $list_op);
+                let r = $crate::providers::aws::AwsResult::aws(r, op)?;
+                let tags = r.tags().cloned().unwrap_or_default();
+                Ok($crate::providers::aws::user_tags(tags))
+            }
+            async fn tag(
+                &self,
+                arn: &str,
+                tags: $crate::providers::aws::Tags,
+            ) -> Result<(), $crate::error::ProviderError> {
+                let r = self.tag_resource().$arn(arn);
+                let r = r.set_tags(Some(tags.into_iter().collect())).send().await;
+                let op = concat!($svc, ":TagResource");
+                $crate::providers::aws::AwsResult::aws(r, op).map(|_| ())
+            }
+            async fn untag(
+                &self,
+                arn: &str,
+                keys: Vec<String>,
+            ) -> Result<(), $crate::error::ProviderError> {
+                let r = self.untag_resource().$arn(arn).set_tag_keys(Some(keys));
+                let op = concat!($svc, ":UntagResource");
+                $crate::providers::aws::AwsResult::aws(r.send().await, op).map(|_| ())
+            }
+        }
+    };
+}
+pub(crate) use map_tagging;
+
+/// Brings the tags of `arn` from `old` to `new` through the service's [`Tagging`].
+pub async fn sync_tags(
+    t: &impl Tagging,
+    arn: &str,
+    old: &Tags,
+    new: &Tags,
+) -> Result<(), ProviderError> {
+    t.sync(arn, old, new).await
+}
+
+/// The end of an update for services that tag by the ARN a read reports: reads the
+/// resource back, syncs its tags from `old` to `new` by the `arn` output, and reports
+/// that read's outputs (none, and an empty ARN, when it finds nothing).
+pub async fn read_back_and_tag<P: ResourceProvider>(
+    p: &P,
+    t: &impl Tagging,
+    id: &str,
+    desired: &P::Resource,
+    old: &Tags,
+    new: &Tags,
+) -> Result<Applied, ProviderError> {
+    let now = p.read(Some(id), desired, Some(desired)).await?;
+    let outputs = now.map(|n| n.outputs).unwrap_or_default();
+    sync_tags(t, &arn_output(&outputs), old, new).await?;
+    Ok(Applied::Outputs(outputs))
 }
 
 /// The `arn` output of a resource just read (empty when the read found nothing).
@@ -266,6 +356,25 @@ pub fn arn_output(outputs: &serde_json::Map<String, serde_json::Value>) -> Strin
         .and_then(serde_json::Value::as_str)
         .unwrap_or_default()
         .to_string()
+}
+
+/// Orders `observed` like `desired` when both hold the same set (the API does not keep
+/// the declared order).
+pub fn same_order(desired: &[Input<String>], observed: Vec<String>) -> Vec<Input<String>> {
+    let mut a: Vec<&str> = desired.iter().map(Input::as_str).collect();
+    let mut b: Vec<&str> = observed.iter().map(String::as_str).collect();
+    a.sort_unstable();
+    b.sort_unstable();
+    if a == b {
+        desired.to_vec()
+    } else {
+        observed.into_iter().map(Input::Value).collect()
+    }
+}
+
+/// The strings of resolved inputs.
+pub fn strs(v: &[Input<String>]) -> Vec<String> {
+    v.iter().map(|s| s.as_str().to_string()).collect()
 }
 
 /// Retries `f` while it fails with an error `retryable` accepts, with exponential
@@ -336,6 +445,115 @@ fn waiter_err<E: std::fmt::Display>(op: &str, what: &str, secs: u64, e: E) -> Pr
             code: "WaiterFailure".into(),
             message: msg,
             hint: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// A tag API that records its calls.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<String>>);
+
+    #[async_trait]
+    impl Tagging for Recorder {
+        async fn tags(&self, _arn: &str) -> Result<Tags, ProviderError> {
+            Ok(Tags::new())
+        }
+        async fn tag(&self, arn: &str, tags: Tags) -> Result<(), ProviderError> {
+            self.0.lock().unwrap().push(format!("tag {arn} {tags:?}"));
+            Ok(())
+        }
+        async fn untag(&self, arn: &str, keys: Vec<String>) -> Result<(), ProviderError> {
+            self.0.lock().unwrap().push(format!("untag {arn} {keys:?}"));
+            Ok(())
+        }
+    }
+
+    fn tags(kv: &[(&str, &str)]) -> Tags {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn sync_tags_adds_changes_and_removes() {
+        let t = Recorder::default();
+        let old = tags(&[("keep", "1"), ("change", "a"), ("drop", "x")]);
+        let new = tags(&[("keep", "1"), ("change", "b"), ("add", "y")]);
+        sync_tags(&t, "arn:1", &old, &new).await.unwrap();
+        assert_eq!(
+            *t.0.lock().unwrap(),
+            [
+                r#"tag arn:1 {"add": "y", "change": "b"}"#,
+                r#"untag arn:1 ["drop"]"#,
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn sync_tags_calls_only_what_has_something_to_do() {
+        let t = Recorder::default();
+        let same = tags(&[("a", "1")]);
+        sync_tags(&t, "arn", &same, &same).await.unwrap();
+        assert!(t.0.lock().unwrap().is_empty());
+        sync_tags(&t, "arn", &same, &tags(&[("a", "1"), ("b", "2")]))
+            .await
+            .unwrap();
+        sync_tags(&t, "arn", &same, &Tags::new()).await.unwrap();
+        assert_eq!(
+            *t.0.lock().unwrap(),
+            [r#"tag arn {"b": "2"}"#, r#"untag arn ["a"]"#]
+        );
+    }
+
+    #[test]
+    fn missing_maps_not_found_only() {
+        let gone = || -> Result<u8, ProviderError> {
+            Err(ProviderError::Api {
+                op: "x:Get".into(),
+                code: "ResourceNotFoundException".into(),
+                message: "no".into(),
+                hint: None,
+            })
+        };
+        assert_eq!(gone().none_if_missing().unwrap(), None);
+        assert!(gone().missing_ok().is_ok());
+        assert_eq!(
+            Ok::<u8, ProviderError>(3).none_if_missing().unwrap(),
+            Some(3)
+        );
+        let other: Result<u8, ProviderError> = Err(ProviderError::Props("bad".into()));
+        assert!(other.missing_ok().is_err());
+    }
+
+    #[test]
+    fn same_order_keeps_the_declared_order_of_the_same_set() {
+        let d: Vec<Input<String>> = vec!["b".into(), "a".into()];
+        assert_eq!(same_order(&d, vec!["a".into(), "b".into()]), d);
+        assert_eq!(
+            same_order(&d, vec!["c".into()]),
+            vec![Input::Value("c".to_string())]
+        );
+    }
+
+    /// Registration checks every provider's replace paths against its resource type
+    /// (it panics on a path that names no field).
+    #[tokio::test]
+    async fn every_aws_provider_registers_with_valid_replace_paths() {
+        let target = AwsTarget::Local {
+            endpoint: "http://127.0.0.1:9".into(),
+        };
+        let c = Arc::new(Clients::new(&target, "us-east-1").await);
+        let mut reg = Registry::default();
+        register(&mut reg, &c);
+        assert_eq!(reg.kinds().count(), 19);
+        for kind in reg.kinds() {
+            let p = reg.get(kind).unwrap();
+            assert!(!p.replace_fields().is_empty(), "{kind}");
         }
     }
 }

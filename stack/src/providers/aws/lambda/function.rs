@@ -1,25 +1,15 @@
-//! Lambda functions and resource-based permissions.
+//! A Lambda function: zip (direct or through S3) or container image.
 
-use async_trait::async_trait;
+use crate::providers::aws::{prelude::*, read_back_and_tag, retry_on, user_tags, wait_for};
 use aws_sdk_lambda::client::Waiters;
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::{Architecture, Environment, FunctionCode, PackageType, Runtime};
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
-
-use super::{Clients, Tags, api, none_if_missing, obj, ok_if_missing, split_id, wait_for};
-use crate::engine::{Input, Resource};
-use crate::error::ProviderError;
-use crate::providers::{Observed, Provider, props, to_value};
 
 /// Kind name of [`Function`].
 pub const FUNCTION_KIND: &str = "aws:lambda:Function";
-/// Kind name of [`Permission`].
-pub const PERMISSION_KIND: &str = "aws:lambda:Permission";
 
 const WAIT: Duration = Duration::from_secs(300);
 
@@ -258,7 +248,7 @@ impl Resource for Function {
 /// Provider for [`Function`].
 pub struct FunctionProvider(pub Arc<Clients>);
 
-fn fn_outputs(c: &Clients, arn: &str, name: &str) -> Map<String, Value> {
+fn fn_outputs(c: &Clients, arn: &str, name: &str) -> Outputs {
     let invoke = format!(
         "arn:aws:apigateway:{}:lambda:path/2015-03-31/functions/{arn}/invocations",
         c.region
@@ -281,35 +271,66 @@ fn role_not_ready(e: &ProviderError) -> bool {
         if code == "InvalidParameterValueException" && message.contains("role"))
 }
 
+fn environment(d: &Function) -> Environment {
+    Environment::builder()
+        .set_variables(Some(d.env.clone().into_iter().collect()))
+        .build()
+}
+
 impl FunctionProvider {
     async fn wait_updated(&self, name: &str) -> Result<(), ProviderError> {
-        wait_for(
-            "lambda:GetFunction",
-            "LastUpdateStatus=Successful",
-            WAIT,
+        let w = self.0.lambda.wait_until_function_updated_v2();
+        let w = w.function_name(name).wait(WAIT);
+        wait_for("lambda:GetFunction", "LastUpdateStatus=Successful", WAIT, w).await
+    }
+
+    async fn update_config(&self, id: &str, d: &Function) -> Result<(), ProviderError> {
+        let env = environment(d);
+        retry_on(Duration::from_secs(60), role_not_ready, || async {
             self.0
                 .lambda
-                .wait_until_function_updated_v2()
-                .function_name(name)
-                .wait(WAIT),
-        )
-        .await
+                .update_function_configuration()
+                .function_name(id)
+                .role(d.role.as_str())
+                .memory_size(d.memory_mb)
+                .timeout(d.timeout_s)
+                .environment(env.clone())
+                .set_runtime(d.runtime.as_deref().map(Runtime::from))
+                .set_handler(d.handler.clone())
+                .send()
+                .await
+                .aws("lambda:UpdateFunctionConfiguration")
+        })
+        .await?;
+        self.wait_updated(id).await
+    }
+
+    async fn update_code(&self, id: &str, d: &Function) -> Result<(), ProviderError> {
+        let arch = Architecture::from(d.architecture.as_str());
+        let req = self.0.lambda.update_function_code().function_name(id);
+        let req = req.architectures(arch);
+        let req = match &d.code {
+            Code::Zip { path, .. } => req.zip_file(read_zip(path)?),
+            Code::S3 { bucket, key, .. } => req.s3_bucket(bucket.as_str()).s3_key(key.as_str()),
+            Code::Image { uri } => req.image_uri(uri.as_str()),
+        };
+        req.send().await.aws("lambda:UpdateFunctionCode")?;
+        self.wait_updated(id).await
     }
 }
 
 #[async_trait]
-impl Provider for FunctionProvider {
-    fn replace_fields(&self) -> &'static [&'static str] {
-        &["name", "package_type"]
-    }
+impl ResourceProvider for FunctionProvider {
+    type Resource = Function;
+
+    const REPLACE_PATHS: &'static [&'static str] = &["name", "package_type"];
 
     async fn read(
         &self,
         id: Option<&str>,
-        desired: &Value,
-        _prior: Option<&Value>,
-    ) -> Result<Option<Observed>, ProviderError> {
-        let d: Function = props(desired)?;
+        d: &Function,
+        _prior: Option<&Function>,
+    ) -> Found<Function> {
         let name = id.unwrap_or(&d.name);
         let r = self
             .0
@@ -318,7 +339,7 @@ impl Provider for FunctionProvider {
             .function_name(name)
             .send()
             .await;
-        let Some(r) = none_if_missing(r.map_err(|e| api("lambda:GetFunction", e)))? else {
+        let Some(r) = r.aws("lambda:GetFunction").none_if_missing()? else {
             return Ok(None);
         };
         let Some(c) = r.configuration() else {
@@ -334,7 +355,7 @@ impl Provider for FunctionProvider {
             d.code
                 .observed_zip(c.code_sha256().unwrap_or_default().to_string())
         };
-        let obs = Function {
+        let props = Function {
             name: c.function_name().unwrap_or(name).to_string(),
             package_type,
             role: Input::Value(c.role().unwrap_or_default().to_string()),
@@ -353,23 +374,20 @@ impl Provider for FunctionProvider {
                 .and_then(|e| e.variables())
                 .map(|v| v.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
                 .unwrap_or_default(),
-            tags: super::user_tags(r.tags().cloned().unwrap_or_default()),
+            tags: user_tags(r.tags().cloned().unwrap_or_default()),
         };
         let arn = c.function_arn().unwrap_or_default();
-        Ok(Some(Observed {
-            id: obs.name.clone(),
-            props: to_value(&obs)?,
-            outputs: fn_outputs(&self.0, arn, &obs.name),
+        Ok(Some(Read {
+            id: props.name.clone(),
+            outputs: fn_outputs(&self.0, arn, &props.name),
+            props,
         }))
     }
 
-    async fn create(&self, desired: &Value) -> Result<Observed, ProviderError> {
-        let d: Function = props(desired)?;
+    async fn create(&self, d: &Function) -> Result<Created, ProviderError> {
         let code = d.code.function_code()?;
-        let env = Environment::builder()
-            .set_variables(Some(d.env.clone().into_iter().collect()))
-            .build();
-        let r = super::retry_on(Duration::from_secs(60), role_not_ready, || async {
+        let env = environment(d);
+        let r = retry_on(Duration::from_secs(60), role_not_ready, || async {
             self.0
                 .lambda
                 .create_function()
@@ -386,36 +404,17 @@ impl Provider for FunctionProvider {
                 .set_tags(Some(d.tags.clone().into_iter().collect()))
                 .send()
                 .await
-                .map_err(|e| api("lambda:CreateFunction", e))
+                .aws("lambda:CreateFunction")
         })
         .await?;
-        wait_for(
-            "lambda:GetFunction",
-            "State=Active",
-            WAIT,
-            self.0
-                .lambda
-                .wait_until_function_active_v2()
-                .function_name(&d.name)
-                .wait(WAIT),
-        )
-        .await?;
+        let w = self.0.lambda.wait_until_function_active_v2();
+        let w = w.function_name(&d.name).wait(WAIT);
+        wait_for("lambda:GetFunction", "State=Active", WAIT, w).await?;
         let arn = r.function_arn().unwrap_or_default();
-        Ok(Observed {
-            id: d.name.clone(),
-            props: desired.clone(),
-            outputs: fn_outputs(&self.0, arn, &d.name),
-        })
+        Ok(Created::new(&d.name, fn_outputs(&self.0, arn, &d.name)))
     }
 
-    async fn update(
-        &self,
-        id: &str,
-        observed: &Value,
-        desired: &Value,
-    ) -> Result<Observed, ProviderError> {
-        let o: Function = props(observed)?;
-        let d: Function = props(desired)?;
+    async fn update(&self, id: &str, o: &Function, d: &Function) -> Result<Applied, ProviderError> {
         let config_changed = o.role != d.role
             || o.memory_mb != d.memory_mb
             || o.timeout_s != d.timeout_s
@@ -423,74 +422,15 @@ impl Provider for FunctionProvider {
             || o.runtime != d.runtime
             || o.handler != d.handler;
         if config_changed {
-            let env = Environment::builder()
-                .set_variables(Some(d.env.clone().into_iter().collect()))
-                .build();
-            super::retry_on(Duration::from_secs(60), role_not_ready, || async {
-                self.0
-                    .lambda
-                    .update_function_configuration()
-                    .function_name(id)
-                    .role(d.role.as_str())
-                    .memory_size(d.memory_mb)
-                    .timeout(d.timeout_s)
-                    .environment(env.clone())
-                    .set_runtime(d.runtime.as_deref().map(Runtime::from))
-                    .set_handler(d.handler.clone())
-                    .send()
-                    .await
-                    .map_err(|e| api("lambda:UpdateFunctionConfiguration", e))
-            })
-            .await?;
-            self.wait_updated(id).await?;
+            self.update_config(id, d).await?;
         }
         if o.code != d.code || o.architecture != d.architecture {
-            let mut req = self
-                .0
-                .lambda
-                .update_function_code()
-                .function_name(id)
-                .architectures(Architecture::from(d.architecture.as_str()));
-            req = match &d.code {
-                Code::Zip { path, .. } => req.zip_file(read_zip(path)?),
-                Code::S3 { bucket, key, .. } => req.s3_bucket(bucket.as_str()).s3_key(key.as_str()),
-                Code::Image { uri } => req.image_uri(uri.as_str()),
-            };
-            req.send()
-                .await
-                .map_err(|e| api("lambda:UpdateFunctionCode", e))?;
-            self.wait_updated(id).await?;
+            self.update_code(id, d).await?;
         }
-        let now = self.read(Some(id), desired, None).await?;
-        let outputs = now.map(|n| n.outputs).unwrap_or_default();
-        let arn = super::arn_output(&outputs);
-        let lambda = &self.0.lambda;
-        let set = |t: Tags| async {
-            let r = lambda
-                .tag_resource()
-                .resource(&arn)
-                .set_tags(Some(t.into_iter().collect()));
-            r.send()
-                .await
-                .map(|_| ())
-                .map_err(|e| api("lambda:TagResource", e))
-        };
-        let rm = |k: Vec<String>| async {
-            let r = lambda.untag_resource().resource(&arn).set_tag_keys(Some(k));
-            r.send()
-                .await
-                .map(|_| ())
-                .map_err(|e| api("lambda:UntagResource", e))
-        };
-        super::retag(&o.tags, &d.tags, set, rm).await?;
-        Ok(Observed {
-            id: id.into(),
-            props: desired.clone(),
-            outputs,
-        })
+        read_back_and_tag(self, &self.0.lambda, id, d, &o.tags, &d.tags).await
     }
 
-    async fn delete(&self, id: &str, _props: &Value) -> Result<(), ProviderError> {
+    async fn delete(&self, id: &str, _last: &Function) -> Result<(), ProviderError> {
         let r = self
             .0
             .lambda
@@ -498,155 +438,7 @@ impl Provider for FunctionProvider {
             .function_name(id)
             .send()
             .await;
-        ok_if_missing(r.map(|_| ()).map_err(|e| api("lambda:DeleteFunction", e)))
-    }
-}
-
-/// A statement in a function's resource policy (e.g. letting API Gateway invoke it).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Permission {
-    /// Function name.
-    pub function: Input<String>,
-    /// Statement id.
-    pub statement_id: String,
-    /// Action, e.g. `lambda:InvokeFunction`.
-    pub action: String,
-    /// Service principal, e.g. `apigateway.amazonaws.com`.
-    pub principal: String,
-    /// Source ARN condition.
-    pub source_arn: Input<String>,
-}
-
-impl Resource for Permission {
-    const KIND: &'static str = PERMISSION_KIND;
-    const TAGGABLE: bool = false;
-    fn validate(&self) -> Vec<String> {
-        let ok = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
-        if self.statement_id.is_empty() || !self.statement_id.chars().all(ok) {
-            vec![format!(
-                "statement_id `{}` must be non-empty [A-Za-z0-9_-]",
-                self.statement_id
-            )]
-        } else {
-            vec![]
-        }
-    }
-}
-
-/// Provider for [`Permission`]; its id is `function|statement_id`.
-pub struct PermissionProvider(pub Arc<Clients>);
-
-#[async_trait]
-impl Provider for PermissionProvider {
-    fn replace_fields(&self) -> &'static [&'static str] {
-        &[
-            "function",
-            "statement_id",
-            "action",
-            "principal",
-            "source_arn",
-        ]
-    }
-
-    async fn read(
-        &self,
-        id: Option<&str>,
-        desired: &Value,
-        _prior: Option<&Value>,
-    ) -> Result<Option<Observed>, ProviderError> {
-        let d: Permission = props(desired)?;
-        let key = format!("{}|{}", d.function.as_str(), d.statement_id);
-        let (function, sid) = id.unwrap_or(&key).split_once('|').unwrap_or((&key, ""));
-        let r = self
-            .0
-            .lambda
-            .get_policy()
-            .function_name(function)
-            .send()
-            .await;
-        let Some(r) = none_if_missing(r.map_err(|e| api("lambda:GetPolicy", e)))? else {
-            return Ok(None);
-        };
-        let policy: Value = serde_json::from_str(r.policy().unwrap_or("{}")).unwrap_or(Value::Null);
-        let stmts = policy
-            .get("Statement")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        let Some(s) = stmts
-            .iter()
-            .find(|s| s.get("Sid").and_then(Value::as_str) == Some(sid))
-        else {
-            return Ok(None);
-        };
-        let principal = s
-            .pointer("/Principal/Service")
-            .or_else(|| s.get("Principal"))
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let source = s
-            .pointer("/Condition/ArnLike/AWS:SourceArn")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let obs = json!({
-            "function": function,
-            "statement_id": sid,
-            "action": s.get("Action").and_then(Value::as_str).unwrap_or_default(),
-            "principal": principal,
-            "source_arn": source,
-        });
-        Ok(Some(Observed {
-            id: format!("{function}|{sid}"),
-            props: obs,
-            outputs: Map::new(),
-        }))
-    }
-
-    async fn create(&self, desired: &Value) -> Result<Observed, ProviderError> {
-        let d: Permission = props(desired)?;
-        let r = self
-            .0
-            .lambda
-            .add_permission()
-            .function_name(d.function.as_str())
-            .statement_id(&d.statement_id)
-            .action(&d.action)
-            .principal(&d.principal)
-            .source_arn(d.source_arn.as_str())
-            .send()
-            .await;
-        r.map_err(|e| api("lambda:AddPermission", e))?;
-        Ok(Observed {
-            id: format!("{}|{}", d.function.as_str(), d.statement_id),
-            props: desired.clone(),
-            outputs: Map::new(),
-        })
-    }
-
-    async fn update(
-        &self,
-        id: &str,
-        _observed: &Value,
-        desired: &Value,
-    ) -> Result<Observed, ProviderError> {
-        Ok(Observed {
-            id: id.into(),
-            props: desired.clone(),
-            outputs: Map::new(),
-        })
-    }
-
-    async fn delete(&self, id: &str, _props: &Value) -> Result<(), ProviderError> {
-        let (function, sid) = split_id(id);
-        let r = self
-            .0
-            .lambda
-            .remove_permission()
-            .function_name(function)
-            .statement_id(sid)
-            .send()
-            .await;
-        ok_if_missing(r.map(|_| ()).map_err(|e| api("lambda:RemovePermission", e)))
+        r.aws("lambda:DeleteFunction").missing_ok()
     }
 }
 

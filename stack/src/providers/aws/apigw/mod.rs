@@ -1,0 +1,27 @@
+//! API Gateway v2 (HTTP APIs): the API, a Lambda proxy integration, routes and stages.
+
+mod api;
+mod integration;
+mod route;
+mod stage;
+
+pub use api::{API_KIND, Api, ApiProvider};
+pub use integration::{INTEGRATION_KIND, Integration, IntegrationProvider};
+pub use route::{ROUTE_KIND, Route, RouteProvider};
+pub use stage::{STAGE_KIND, Stage, StageProvider};
+
+use super::Clients;
+
+/// The ARN API Gateway tags an API by.
+fn api_arn(c: &Clients, id: &str) -> String {
+    format!("arn:aws:apigateway:{}::/apis/{id}", c.region)
+}
+
+// API Gateway tags by ARN.
+super::map_tagging!(
+    aws_sdk_apigatewayv2::Client,
+    "apigateway",
+    resource_arn,
+    get_tags,
+    "GetTags"
+);

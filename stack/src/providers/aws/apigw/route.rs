@@ -1,0 +1,110 @@
+//! A route, e.g. `POST /predict` → an integration.
+
+use crate::providers::aws::prelude::*;
+
+/// Kind name of [`Route`].
+pub const ROUTE_KIND: &str = "aws:apigatewayv2:Route";
+
+/// A route, e.g. `POST /predict` → an integration.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Route {
+    /// API id.
+    pub api_id: Input<String>,
+    /// Route key, e.g. `POST /predict`.
+    pub route_key: String,
+    /// Target, `integrations/<id>`.
+    pub target: Input<String>,
+}
+
+impl Resource for Route {
+    const KIND: &'static str = ROUTE_KIND;
+    const TAGGABLE: bool = false;
+    fn validate(&self) -> Vec<String> {
+        let valid = self.route_key == "$default"
+            || self
+                .route_key
+                .split_once(' ')
+                .is_some_and(|(m, p)| !m.is_empty() && p.starts_with('/'));
+        if valid {
+            vec![]
+        } else {
+            vec![format!(
+                "route_key `{}` must be `METHOD /path` or $default",
+                self.route_key
+            )]
+        }
+    }
+}
+
+/// Provider for [`Route`]; id `api|route`.
+pub struct RouteProvider(pub Arc<Clients>);
+
+fn route_outputs(rid: &str) -> Outputs {
+    obj(json!({ "id": rid }))
+}
+
+#[async_trait]
+impl ResourceProvider for RouteProvider {
+    type Resource = Route;
+
+    const REPLACE_PATHS: &'static [&'static str] = &["api_id"];
+
+    async fn read(&self, id: Option<&str>, d: &Route, _prior: Option<&Route>) -> Found<Route> {
+        let (api_id, rid, key, target) = match id {
+            Some(id) => {
+                let (api_id, rid) = split_id(id);
+                let r = self.0.apigw.get_route().api_id(api_id).route_id(rid);
+                let r = r.send().await;
+                let Some(r) = r.aws("apigateway:GetRoute").none_if_missing()? else {
+                    return Ok(None);
+                };
+                (api_id, rid.to_string(), r.route_key, r.target)
+            }
+            None => {
+                let api_id = d.api_id.as_str();
+                let r = self.0.apigw.get_routes().api_id(api_id).send().await;
+                let Some(l) = r.aws("apigateway:GetRoutes").none_if_missing()? else {
+                    return Ok(None);
+                };
+                let key = Some(d.route_key.as_str());
+                let Some(r) = l.items().iter().find(|r| r.route_key() == key) else {
+                    return Ok(None);
+                };
+                let rid = r.route_id().unwrap_or_default().to_string();
+                (api_id, rid, r.route_key.clone(), r.target.clone())
+            }
+        };
+        Ok(Some(Read {
+            id: format!("{api_id}|{rid}"),
+            props: Route {
+                api_id: Input::Value(api_id.to_string()),
+                route_key: key.unwrap_or_default(),
+                target: Input::Value(target.unwrap_or_default()),
+            },
+            outputs: route_outputs(&rid),
+        }))
+    }
+
+    async fn create(&self, d: &Route) -> Result<Created, ProviderError> {
+        let r = self.0.apigw.create_route().api_id(d.api_id.as_str());
+        let r = r.route_key(&d.route_key).target(d.target.as_str());
+        let r = r.send().await.aws("apigateway:CreateRoute")?;
+        let rid = r.route_id().unwrap_or_default();
+        let id = format!("{}|{rid}", d.api_id.as_str());
+        Ok(Created::new(id, route_outputs(rid)))
+    }
+
+    async fn update(&self, id: &str, _o: &Route, d: &Route) -> Result<Applied, ProviderError> {
+        let (api_id, rid) = split_id(id);
+        let r = self.0.apigw.update_route().api_id(api_id).route_id(rid);
+        let r = r.route_key(&d.route_key).target(d.target.as_str());
+        r.send().await.aws("apigateway:UpdateRoute")?;
+        Ok(route_outputs(rid).into())
+    }
+
+    async fn delete(&self, id: &str, _last: &Route) -> Result<(), ProviderError> {
+        let (api_id, rid) = split_id(id);
+        let r = self.0.apigw.delete_route().api_id(api_id).route_id(rid);
+        r.send().await.aws("apigateway:DeleteRoute").missing_ok()
+    }
+}

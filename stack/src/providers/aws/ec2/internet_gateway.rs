@@ -1,0 +1,103 @@
+//! An internet gateway attached to a VPC.
+
+use super::{by_tags, dependency_violation, ec2_tags, id_out, tag_spec};
+use crate::providers::aws::{prelude::*, retry_on};
+use aws_sdk_ec2::types::ResourceType;
+use std::time::Duration;
+
+/// Kind name of [`InternetGateway`].
+pub const IGW_KIND: &str = "aws:ec2:InternetGateway";
+
+/// An internet gateway attached to a VPC.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct InternetGateway {
+    /// The VPC it is attached to (forces replacement).
+    pub vpc_id: Input<String>,
+    /// Tags.
+    #[serde(default)]
+    pub tags: Tags,
+}
+
+impl Resource for InternetGateway {
+    const KIND: &'static str = IGW_KIND;
+    fn validate(&self) -> Vec<String> {
+        vec![]
+    }
+}
+
+/// Provider for [`InternetGateway`].
+pub struct InternetGatewayProvider(pub Arc<Clients>);
+
+#[async_trait]
+impl ResourceProvider for InternetGatewayProvider {
+    type Resource = InternetGateway;
+
+    const REPLACE_PATHS: &'static [&'static str] = &["vpc_id"];
+
+    async fn read(
+        &self,
+        id: Option<&str>,
+        d: &InternetGateway,
+        _prior: Option<&InternetGateway>,
+    ) -> Found<InternetGateway> {
+        let req = self.0.ec2.describe_internet_gateways();
+        let req = match id {
+            Some(id) => req.internet_gateway_ids(id),
+            None => req.set_filters(Some(by_tags(&d.tags))),
+        };
+        let r = req.send().await;
+        let r = r.aws("ec2:DescribeInternetGateways").none_if_missing()?;
+        let Some(g) = r.as_ref().and_then(|r| r.internet_gateways().first()) else {
+            return Ok(None);
+        };
+        let id = g.internet_gateway_id().unwrap_or_default();
+        let vpc = g.attachments().first().and_then(|a| a.vpc_id());
+        Ok(Some(Read {
+            id: id.to_string(),
+            props: InternetGateway {
+                vpc_id: Input::Value(vpc.unwrap_or_default().to_string()),
+                tags: ec2_tags(g.tags()),
+            },
+            outputs: id_out(id),
+        }))
+    }
+
+    async fn create(&self, d: &InternetGateway) -> Result<Created, ProviderError> {
+        let r = self.0.ec2.create_internet_gateway();
+        let r = r.tag_specifications(tag_spec(ResourceType::InternetGateway, &d.tags));
+        let r = r.send().await.aws("ec2:CreateInternetGateway")?;
+        let id = r.internet_gateway().and_then(|g| g.internet_gateway_id());
+        let id = id.unwrap_or_default();
+        let a = self.0.ec2.attach_internet_gateway().internet_gateway_id(id);
+        let a = a.vpc_id(d.vpc_id.as_str()).send().await;
+        a.aws("ec2:AttachInternetGateway")?;
+        Ok(Created::new(id, id_out(id)))
+    }
+
+    async fn update(
+        &self,
+        id: &str,
+        o: &InternetGateway,
+        d: &InternetGateway,
+    ) -> Result<Applied, ProviderError> {
+        sync_tags(&self.0.ec2, id, &o.tags, &d.tags).await?;
+        Ok(id_out(id).into())
+    }
+
+    async fn delete(&self, id: &str, last: &InternetGateway) -> Result<(), ProviderError> {
+        if let Some(vpc) = last.vpc_id.value().filter(|v| !v.is_empty()) {
+            let r = retry_on(Duration::from_secs(300), dependency_violation, || async {
+                let r = self.0.ec2.detach_internet_gateway().internet_gateway_id(id);
+                let r = r.vpc_id(vpc).send().await;
+                r.aws("ec2:DetachInternetGateway").map(|_| ())
+            })
+            .await;
+            match r {
+                Err(e) if e.is_not_found() || e.code() == Some("Gateway.NotAttached") => {}
+                r => r?,
+            }
+        }
+        let r = self.0.ec2.delete_internet_gateway().internet_gateway_id(id);
+        r.send().await.aws("ec2:DeleteInternetGateway").missing_ok()
+    }
+}

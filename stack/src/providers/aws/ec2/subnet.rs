@@ -1,0 +1,119 @@
+//! A subnet in one availability zone.
+
+use super::{bad_cidr, by_tags, delete_when_free, ec2_tags, id_out, tag_spec, valid_cidr};
+use crate::providers::aws::prelude::*;
+use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType};
+
+/// Kind name of [`Subnet`].
+pub const SUBNET_KIND: &str = "aws:ec2:Subnet";
+
+/// A subnet in one availability zone.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Subnet {
+    /// VPC id.
+    pub vpc_id: Input<String>,
+    /// IPv4 CIDR.
+    pub cidr_block: String,
+    /// Availability zone, e.g. `us-east-1a`.
+    pub availability_zone: String,
+    /// Give instances launched here a public IP (nodes in public subnets need it).
+    #[serde(default)]
+    pub map_public_ip_on_launch: bool,
+    /// Tags.
+    #[serde(default)]
+    pub tags: Tags,
+}
+
+impl Resource for Subnet {
+    const KIND: &'static str = SUBNET_KIND;
+    fn validate(&self) -> Vec<String> {
+        let mut e = vec![];
+        if !valid_cidr(&self.cidr_block) {
+            e.push(bad_cidr(&self.cidr_block));
+        }
+        if self.availability_zone.is_empty() {
+            e.push("availability_zone must not be empty".into());
+        }
+        e
+    }
+}
+
+/// Provider for [`Subnet`].
+pub struct SubnetProvider(pub Arc<Clients>);
+
+impl SubnetProvider {
+    async fn set_public_ip(&self, id: &str, on: bool) -> Result<(), ProviderError> {
+        let v = AttributeBooleanValue::builder().value(on).build();
+        let r = self.0.ec2.modify_subnet_attribute().subnet_id(id);
+        let r = r.map_public_ip_on_launch(v).send().await;
+        r.aws("ec2:ModifySubnetAttribute").map(|_| ())
+    }
+}
+
+#[async_trait]
+impl ResourceProvider for SubnetProvider {
+    type Resource = Subnet;
+
+    const REPLACE_PATHS: &'static [&'static str] = &["vpc_id", "cidr_block", "availability_zone"];
+
+    async fn read(&self, id: Option<&str>, d: &Subnet, _prior: Option<&Subnet>) -> Found<Subnet> {
+        let req = self.0.ec2.describe_subnets();
+        let req = match id {
+            Some(id) => req.subnet_ids(id),
+            None => req.set_filters(Some(by_tags(&d.tags))),
+        };
+        let r = req
+            .send()
+            .await
+            .aws("ec2:DescribeSubnets")
+            .none_if_missing()?;
+        let Some(s) = r.as_ref().and_then(|r| r.subnets().first()) else {
+            return Ok(None);
+        };
+        let id = s.subnet_id().unwrap_or_default();
+        Ok(Some(Read {
+            id: id.to_string(),
+            props: Subnet {
+                vpc_id: Input::Value(s.vpc_id().unwrap_or_default().to_string()),
+                cidr_block: s.cidr_block().unwrap_or_default().to_string(),
+                availability_zone: s.availability_zone().unwrap_or_default().to_string(),
+                map_public_ip_on_launch: s.map_public_ip_on_launch().unwrap_or(false),
+                tags: ec2_tags(s.tags()),
+            },
+            outputs: id_out(id),
+        }))
+    }
+
+    async fn create(&self, d: &Subnet) -> Result<Created, ProviderError> {
+        let r = self
+            .0
+            .ec2
+            .create_subnet()
+            .vpc_id(d.vpc_id.as_str())
+            .cidr_block(&d.cidr_block)
+            .availability_zone(&d.availability_zone)
+            .tag_specifications(tag_spec(ResourceType::Subnet, &d.tags));
+        let r = r.send().await.aws("ec2:CreateSubnet")?;
+        let id = r.subnet().and_then(|s| s.subnet_id()).unwrap_or_default();
+        if d.map_public_ip_on_launch {
+            self.set_public_ip(id, true).await?;
+        }
+        Ok(Created::new(id, id_out(id)))
+    }
+
+    async fn update(&self, id: &str, o: &Subnet, d: &Subnet) -> Result<Applied, ProviderError> {
+        if o.map_public_ip_on_launch != d.map_public_ip_on_launch {
+            self.set_public_ip(id, d.map_public_ip_on_launch).await?;
+        }
+        sync_tags(&self.0.ec2, id, &o.tags, &d.tags).await?;
+        Ok(id_out(id).into())
+    }
+
+    async fn delete(&self, id: &str, _last: &Subnet) -> Result<(), ProviderError> {
+        delete_when_free(|| async {
+            let r = self.0.ec2.delete_subnet().subnet_id(id).send().await;
+            r.aws("ec2:DeleteSubnet").map(|_| ())
+        })
+        .await
+    }
+}

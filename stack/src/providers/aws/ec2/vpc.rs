@@ -1,0 +1,81 @@
+//! A VPC.
+
+use super::{bad_cidr, by_tags, delete_when_free, ec2_tags, id_out, tag_spec, valid_cidr};
+use crate::providers::aws::prelude::*;
+use aws_sdk_ec2::types::ResourceType;
+
+/// Kind name of [`Vpc`].
+pub const VPC_KIND: &str = "aws:ec2:Vpc";
+
+/// A VPC.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Vpc {
+    /// IPv4 CIDR (forces replacement).
+    pub cidr_block: String,
+    /// Tags.
+    #[serde(default)]
+    pub tags: Tags,
+}
+
+impl Resource for Vpc {
+    const KIND: &'static str = VPC_KIND;
+    fn validate(&self) -> Vec<String> {
+        if valid_cidr(&self.cidr_block) {
+            vec![]
+        } else {
+            vec![bad_cidr(&self.cidr_block)]
+        }
+    }
+}
+
+/// Provider for [`Vpc`].
+pub struct VpcProvider(pub Arc<Clients>);
+
+#[async_trait]
+impl ResourceProvider for VpcProvider {
+    type Resource = Vpc;
+
+    const REPLACE_PATHS: &'static [&'static str] = &["cidr_block"];
+
+    async fn read(&self, id: Option<&str>, d: &Vpc, _prior: Option<&Vpc>) -> Found<Vpc> {
+        let req = self.0.ec2.describe_vpcs();
+        let req = match id {
+            Some(id) => req.vpc_ids(id),
+            None => req.set_filters(Some(by_tags(&d.tags))),
+        };
+        let r = req.send().await.aws("ec2:DescribeVpcs").none_if_missing()?;
+        let Some(v) = r.as_ref().and_then(|r| r.vpcs().first()) else {
+            return Ok(None);
+        };
+        let id = v.vpc_id().unwrap_or_default();
+        Ok(Some(Read {
+            id: id.to_string(),
+            props: Vpc {
+                cidr_block: v.cidr_block().unwrap_or_default().to_string(),
+                tags: ec2_tags(v.tags()),
+            },
+            outputs: id_out(id),
+        }))
+    }
+
+    async fn create(&self, d: &Vpc) -> Result<Created, ProviderError> {
+        let r = self.0.ec2.create_vpc().cidr_block(&d.cidr_block);
+        let r = r.tag_specifications(tag_spec(ResourceType::Vpc, &d.tags));
+        let r = r.send().await.aws("ec2:CreateVpc")?;
+        let id = r.vpc().and_then(|v| v.vpc_id()).unwrap_or_default();
+        Ok(Created::new(id, id_out(id)))
+    }
+
+    async fn update(&self, id: &str, o: &Vpc, d: &Vpc) -> Result<Applied, ProviderError> {
+        sync_tags(&self.0.ec2, id, &o.tags, &d.tags).await?;
+        Ok(id_out(id).into())
+    }
+
+    async fn delete(&self, id: &str, _last: &Vpc) -> Result<(), ProviderError> {
+        delete_when_free(|| async {
+            let r = self.0.ec2.delete_vpc().vpc_id(id).send().await;
+            r.aws("ec2:DeleteVpc").map(|_| ())
+        })
+        .await
+    }
+}

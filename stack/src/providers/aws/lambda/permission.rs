@@ -1,0 +1,130 @@
+//! A statement in a function's resource policy.
+
+use crate::providers::aws::prelude::*;
+use serde_json::Value;
+
+/// Kind name of [`Permission`].
+pub const PERMISSION_KIND: &str = "aws:lambda:Permission";
+
+/// A statement in a function's resource policy (e.g. letting API Gateway invoke it).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Permission {
+    /// Function name.
+    pub function: Input<String>,
+    /// Statement id.
+    pub statement_id: String,
+    /// Action, e.g. `lambda:InvokeFunction`.
+    pub action: String,
+    /// Service principal, e.g. `apigateway.amazonaws.com`.
+    pub principal: String,
+    /// Source ARN condition.
+    pub source_arn: Input<String>,
+}
+
+impl Resource for Permission {
+    const KIND: &'static str = PERMISSION_KIND;
+    const TAGGABLE: bool = false;
+    fn validate(&self) -> Vec<String> {
+        let ok = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+        if self.statement_id.is_empty() || !self.statement_id.chars().all(ok) {
+            vec![format!(
+                "statement_id `{}` must be non-empty [A-Za-z0-9_-]",
+                self.statement_id
+            )]
+        } else {
+            vec![]
+        }
+    }
+}
+
+/// Provider for [`Permission`]; its id is `function|statement_id`.
+pub struct PermissionProvider(pub Arc<Clients>);
+
+#[async_trait]
+impl ResourceProvider for PermissionProvider {
+    type Resource = Permission;
+
+    const REPLACE_PATHS: &'static [&'static str] = &[
+        "function",
+        "statement_id",
+        "action",
+        "principal",
+        "source_arn",
+    ];
+
+    async fn read(
+        &self,
+        id: Option<&str>,
+        d: &Permission,
+        _prior: Option<&Permission>,
+    ) -> Found<Permission> {
+        let key = format!("{}|{}", d.function.as_str(), d.statement_id);
+        let (function, sid) = id.unwrap_or(&key).split_once('|').unwrap_or((&key, ""));
+        let r = self
+            .0
+            .lambda
+            .get_policy()
+            .function_name(function)
+            .send()
+            .await;
+        let Some(r) = r.aws("lambda:GetPolicy").none_if_missing()? else {
+            return Ok(None);
+        };
+        let policy: Value = serde_json::from_str(r.policy().unwrap_or("{}")).unwrap_or(Value::Null);
+        let stmts = policy.get("Statement").and_then(Value::as_array);
+        let Some(s) = stmts
+            .into_iter()
+            .flatten()
+            .find(|s| s.get("Sid").and_then(Value::as_str) == Some(sid))
+        else {
+            return Ok(None);
+        };
+        let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or_default().to_string();
+        let principal = s
+            .pointer("/Principal/Service")
+            .or_else(|| s.get("Principal"));
+        Ok(Some(Read {
+            id: format!("{function}|{sid}"),
+            props: Permission {
+                function: Input::Value(function.to_string()),
+                statement_id: sid.to_string(),
+                action: text(s.get("Action")),
+                principal: text(principal),
+                source_arn: Input::Value(text(s.pointer("/Condition/ArnLike/AWS:SourceArn"))),
+            },
+            outputs: Outputs::new(),
+        }))
+    }
+
+    async fn create(&self, d: &Permission) -> Result<Created, ProviderError> {
+        let r = self
+            .0
+            .lambda
+            .add_permission()
+            .function_name(d.function.as_str())
+            .statement_id(&d.statement_id)
+            .action(&d.action)
+            .principal(&d.principal)
+            .source_arn(d.source_arn.as_str());
+        r.send().await.aws("lambda:AddPermission")?;
+        let id = format!("{}|{}", d.function.as_str(), d.statement_id);
+        Ok(Created::new(id, Outputs::new()))
+    }
+
+    async fn update(
+        &self,
+        _id: &str,
+        _o: &Permission,
+        _d: &Permission,
+    ) -> Result<Applied, ProviderError> {
+        // Every property forces replacement; nothing to change in place.
+        Ok(Outputs::new().into())
+    }
+
+    async fn delete(&self, id: &str, _last: &Permission) -> Result<(), ProviderError> {
+        let (function, sid) = split_id(id);
+        let r = self.0.lambda.remove_permission().function_name(function);
+        let r = r.statement_id(sid).send().await;
+        r.aws("lambda:RemovePermission").missing_ok()
+    }
+}
