@@ -377,29 +377,30 @@ pub fn strs(v: &[Input<String>]) -> Vec<String> {
     v.iter().map(|s| s.as_str().to_string()).collect()
 }
 
-/// Retries `f` while it fails with an error `retryable` accepts, with exponential
-/// backoff up to `max` total. Used for eventual consistency (a new IAM role not yet
-/// assumable by Lambda), never as a blind sleep.
+/// Retries `f` while it fails with an error `retryable` accepts: exponential backoff
+/// from 250 ms, doubling up to 5 s a wait, until `max` has been slept in all. Used for
+/// eventual consistency (a new IAM role not yet assumable by Lambda), never as a blind
+/// sleep. The SDK's own retry mode handles throttling and transient errors below this.
 pub async fn retry_on<T, F, Fut>(
     max: Duration,
     retryable: impl Fn(&ProviderError) -> bool,
-    mut f: F,
+    f: F,
 ) -> Result<T, ProviderError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, ProviderError>>,
 {
-    let start = std::time::Instant::now();
-    let mut delay = Duration::from_millis(250);
-    loop {
-        match f().await {
-            Err(e) if retryable(&e) && start.elapsed() + delay < max => {
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-            r => return r,
-        }
-    }
+    use backon::{ExponentialBuilder, Retryable};
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(250))
+        .with_max_delay(Duration::from_secs(5))
+        .with_factor(2.0)
+        .with_total_delay(Some(max))
+        .without_max_times();
+    f.retry(backoff)
+        .sleep(tokio::time::sleep)
+        .when(|e| retryable(e))
+        .await
 }
 
 /// A resource's outputs from a `json!({...})` object literal.
@@ -453,6 +454,75 @@ fn waiter_err<E: std::fmt::Display>(op: &str, what: &str, secs: u64, e: E) -> Pr
 mod tests {
     use super::*;
     use std::sync::Mutex;
+
+    fn throttled() -> ProviderError {
+        ProviderError::Api {
+            op: "iam:GetRole".into(),
+            code: "Throttling".into(),
+            message: "slow down".into(),
+            hint: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn retry_on_retries_only_what_it_is_told_and_only_for_so_long() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let calls = AtomicU32::new(0);
+        let started = std::time::Instant::now();
+        let r = retry_on(
+            Duration::from_secs(5),
+            |e| e.code() == Some("Throttling"),
+            || async {
+                match calls.fetch_add(1, Ordering::SeqCst) {
+                    0 | 1 => Err(throttled()),
+                    n => Ok(n),
+                }
+            },
+        )
+        .await;
+        assert_eq!(r.unwrap(), 2, "third call succeeds");
+        // 250 ms then 500 ms of backoff.
+        assert!(
+            started.elapsed() >= Duration::from_millis(700),
+            "{:?}",
+            started.elapsed()
+        );
+
+        let calls = AtomicU32::new(0);
+        let r: Result<(), _> = retry_on(
+            Duration::from_secs(5),
+            |_| false,
+            || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err(throttled())
+            },
+        )
+        .await;
+        assert!(r.is_err());
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "a non-retryable error is not retried"
+        );
+
+        let calls = AtomicU32::new(0);
+        let started = std::time::Instant::now();
+        let r: Result<(), _> = retry_on(
+            Duration::from_millis(600),
+            |_| true,
+            || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err(throttled())
+            },
+        )
+        .await;
+        assert!(r.is_err());
+        assert!((2..=3).contains(&calls.load(Ordering::SeqCst)));
+        assert!(
+            started.elapsed() < Duration::from_millis(1500),
+            "gave up in time"
+        );
+    }
 
     /// A tag API that records its calls.
     #[derive(Default)]
