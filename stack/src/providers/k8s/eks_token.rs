@@ -9,8 +9,6 @@
 
 use aws_credential_types::provider::ProvideCredentials;
 use base64::Engine;
-use hmac::{Hmac, Mac};
-use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
@@ -18,9 +16,6 @@ use super::K8sError;
 
 /// Prefix of every EKS token.
 pub const PREFIX: &str = "k8s-aws-v1.";
-/// sha256 of the empty payload (botocore signs it for STS presigns; only S3 uses
-/// `UNSIGNED-PAYLOAD`).
-const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 /// How often the token file is rewritten (tokens live 15 minutes).
 pub const REFRESH: Duration = Duration::from_secs(600);
 
@@ -35,95 +30,49 @@ pub struct Creds {
     pub session_token: Option<String>,
 }
 
-fn enc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-fn hmac(key: &[u8], msg: &str) -> Vec<u8> {
-    // HMAC accepts keys of any length.
-    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
-    m.update(msg.as_bytes());
-    m.finalize().into_bytes().to_vec()
-}
-
-/// `YYYYMMDDTHHMMSSZ` for seconds since the epoch (UTC, proleptic Gregorian).
-pub fn amz_date(epoch_secs: u64) -> String {
-    let days = (epoch_secs / 86_400) as i64;
-    let rem = epoch_secs % 86_400;
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
-}
-
-/// The presigned STS URL for `cluster` in `region` at `epoch_secs`.
+/// The presigned STS URL for `cluster` in `region` at `epoch_secs`, signed by the AWS
+/// SDK's own SigV4 implementation (`aws-sigv4`): query-string signature valid 60 s,
+/// `host` and `x-k8s-aws-id` signed, the session token in the query.
 pub fn presigned_url(creds: &Creds, region: &str, cluster: &str, epoch_secs: u64) -> String {
-    let host = format!("sts.{region}.amazonaws.com");
-    let date = amz_date(epoch_secs);
-    let day = &date[..8];
-    let scope = format!("{day}/{region}/sts/aws4_request");
-    // The order of the URL (as botocore writes it); the canonical form sorts.
-    let mut q: Vec<(String, String)> = vec![
-        ("Action".into(), "GetCallerIdentity".into()),
-        ("Version".into(), "2011-06-15".into()),
-        ("X-Amz-Algorithm".into(), "AWS4-HMAC-SHA256".into()),
-        (
-            "X-Amz-Credential".into(),
-            format!("{}/{scope}", creds.access_key),
-        ),
-        ("X-Amz-Date".into(), date.clone()),
-        ("X-Amz-Expires".into(), "60".into()),
-        ("X-Amz-SignedHeaders".into(), "host;x-k8s-aws-id".into()),
-    ];
-    if let Some(t) = &creds.session_token {
-        q.push(("X-Amz-Security-Token".into(), t.clone()));
-    }
-    let encoded: Vec<(String, String)> = q.iter().map(|(k, v)| (enc(k), enc(v))).collect();
-    let mut sorted = encoded.clone();
-    sorted.sort();
-    let canonical_query = sorted
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join("&");
-    let canonical = format!(
-        "GET\n/\n{canonical_query}\nhost:{host}\nx-k8s-aws-id:{cluster}\n\nhost;x-k8s-aws-id\n{EMPTY_SHA256}"
-    );
-    let to_sign = format!(
-        "AWS4-HMAC-SHA256\n{date}\n{scope}\n{}",
-        hex::encode(Sha256::digest(canonical.as_bytes()))
-    );
-    let k = hmac(format!("AWS4{}", creds.secret_key).as_bytes(), day);
-    let k = hmac(&k, region);
-    let k = hmac(&k, "sts");
-    let k = hmac(&k, "aws4_request");
-    let sig = hex::encode(hmac(&k, &to_sign));
-    let query = encoded
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join("&");
-    format!("https://{host}/?{query}&X-Amz-Signature={sig}")
+    use aws_sigv4::http_request::{
+        SignableBody, SignableRequest, SignatureLocation, SigningSettings, sign,
+    };
+    let url =
+        format!("https://sts.{region}.amazonaws.com/?Action=GetCallerIdentity&Version=2011-06-15");
+    let identity = aws_credential_types::Credentials::new(
+        &creds.access_key,
+        &creds.secret_key,
+        creds.session_token.clone(),
+        None,
+        "stack-eks-token",
+    )
+    .into();
+    let mut settings = SigningSettings::default();
+    settings.signature_location = SignatureLocation::QueryParams;
+    settings.expires_in = Some(Duration::from_secs(60));
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(&identity)
+        .region(region)
+        .name("sts")
+        .time(SystemTime::UNIX_EPOCH + Duration::from_secs(epoch_secs))
+        .settings(settings)
+        .build()
+        .expect("every signing parameter is set")
+        .into();
+    let headers = [("x-k8s-aws-id", cluster)];
+    let signable = SignableRequest::new("GET", &url, headers.into_iter(), SignableBody::Bytes(&[]))
+        .expect("a well-formed STS URL");
+    let (instructions, _signature) = sign(signable, &params)
+        .expect("signing with in-memory credentials cannot fail")
+        .into_parts();
+    let mut request = http::Request::builder()
+        .method("GET")
+        .uri(&url)
+        .header("x-k8s-aws-id", cluster)
+        .body(())
+        .expect("a well-formed request");
+    instructions.apply_to_request_http1x(&mut request);
+    request.uri().to_string()
 }
 
 /// The bearer token for `cluster`.
@@ -253,16 +202,4 @@ pub async fn client(
     cfg.auth_info.token_file = Some(token_file.display().to_string());
     super::ensure_crypto();
     kube::Client::try_from(cfg).map_err(|e| K8sError::Client(e.to_string()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn amz_date_formats_utc() {
-        assert_eq!(amz_date(0), "19700101T000000Z");
-        // 2026-11-29T01:02:03Z
-        assert_eq!(amz_date(1_795_914_123), "20261129T010203Z");
-    }
 }
