@@ -421,7 +421,16 @@ pub fn rollout_complete(d: &Value) -> bool {
         && st["replicas"].as_i64().unwrap_or(0) == want
 }
 
-/// Polls a Deployment until [`rollout_complete`], printing progress, or times out.
+/// Polls a Deployment until [`rollout_complete`], reporting each new progress line as
+/// the operation's status ([`crate::engine::events::status`]), or times out.
+///
+/// A poll rather than `kube::runtime::wait::await_condition` with
+/// `conditions::is_deployment_completed()`: that condition trusts the `Progressing`
+/// condition's `NewReplicaSetAvailable` reason, which neither the in-memory API
+/// (kube-fake-client, no controller) nor the local data plane sets, and which does
+/// not check that no old replica is left; it also needs a watch on the object and
+/// kube's `runtime` feature (backon, json-patch, ...) for a 200 ms poll's worth of
+/// work.
 pub async fn wait_rollout(
     api: &Api<DynamicObject>,
     name: &str,
@@ -440,13 +449,13 @@ pub async fn wait_rollout(
         }
         let st = &d["status"];
         let line = format!(
-            "  rollout {name}: {}/{} updated, {} available",
+            "rollout {name}: {}/{} updated, {} available",
             st["updatedReplicas"].as_i64().unwrap_or(0),
             d["spec"]["replicas"].as_i64().unwrap_or(1),
             st["availableReplicas"].as_i64().unwrap_or(0)
         );
         if line != last {
-            eprintln!("{line}");
+            crate::engine::events::status(line.clone());
             last = line;
         }
         if start.elapsed() >= timeout {

@@ -1,5 +1,7 @@
 //! Subcommands: diff, up, down, refresh, outputs, synth.
 
+pub mod render;
+
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
@@ -10,10 +12,10 @@ use std::sync::Arc;
 use stack::artifacts::image::{self, ImageProvider, Push};
 use stack::config::Config;
 use stack::engine::apply::{ApplyOptions, apply, exports};
-use stack::engine::plan::{Plan, diff_props, plan};
+use stack::engine::events::Events;
+use stack::engine::plan::{Plan, Short, diff_props, plan};
 use stack::engine::state::{LocalStore, StateStore};
 use stack::engine::{Stack, UNKNOWN};
-use stack::error::Short;
 use stack::providers::Registry;
 use stack::providers::aws::{self, AwsTarget, Clients};
 use stack::providers::k8s::{self, Kube, KubeSource, ObjectProvider, dataplane, fake};
@@ -42,6 +44,17 @@ pub struct Cli {
     /// Directory of state and lock files.
     #[arg(long, global = true, env = "STACK_STATE_DIR", default_value = ".stack")]
     state_dir: PathBuf,
+    /// More detail: -v logs every engine event and provider status, -vv also the SDKs'
+    /// and kube's debug logs (RUST_LOG, when set, overrides both).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+    /// Only errors: no per-resource progress.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Machine-readable output: the plan (`diff`), drift (`refresh`) or outputs as
+    /// JSON; `up` and `down` write their events as JSON lines on stdout.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -66,11 +79,7 @@ impl Target {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Show what `up` would do. Exit 0: no changes, 2: changes, 1: error.
-    Diff {
-        /// Machine-readable output.
-        #[arg(long)]
-        json: bool,
-    },
+    Diff,
     /// Plan, confirm, apply, print outputs.
     Up {
         /// Do not ask for confirmation.
@@ -90,18 +99,11 @@ enum Command {
         parallelism: usize,
     },
     /// Read everything, report drift, record the observed values in state.
-    Refresh {
-        /// Machine-readable output.
-        #[arg(long)]
-        json: bool,
-    },
+    Refresh,
     /// Print the stack outputs (all, or one by name).
     Outputs {
         /// One output's name.
         name: Option<String>,
-        /// Machine-readable output.
-        #[arg(long)]
-        json: bool,
     },
     /// Print the declared desired state as JSON (no API calls).
     Synth {
@@ -127,13 +129,15 @@ struct Ctx {
     stack: Stack,
     store: LocalStore,
     cfg: Config,
+    /// `--json`.
+    json: bool,
 }
 
-fn load(cli: &Cli) -> Result<Ctx> {
-    load_with(cli, stack::app::BuildOptions::default())
+fn load(cli: &Cli, events: &Events) -> Result<Ctx> {
+    load_with(cli, stack::app::BuildOptions::default(), events)
 }
 
-fn load_with(cli: &Cli, opts: stack::app::BuildOptions) -> Result<Ctx> {
+fn load_with(cli: &Cli, opts: stack::app::BuildOptions, events: &Events) -> Result<Ctx> {
     let path = cli.config.clone().or_else(|| {
         let p = PathBuf::from("stack.json");
         p.exists().then_some(p)
@@ -148,8 +152,14 @@ fn load_with(cli: &Cli, opts: stack::app::BuildOptions) -> Result<Ctx> {
     let stack = stack::app::build_with(&cfg, opts);
     // Everything that can be checked without an API call is checked here.
     stack.validate()?;
-    let store = LocalStore::new(&cli.state_dir, &cfg.stack, cli.target.name());
-    Ok(Ctx { stack, store, cfg })
+    let store =
+        LocalStore::new(&cli.state_dir, &cfg.stack, cli.target.name()).with_events(events.clone());
+    Ok(Ctx {
+        stack,
+        store,
+        cfg,
+        json: cli.json,
+    })
 }
 
 /// The providers, and what must stay alive while they are used (the local
@@ -334,7 +344,7 @@ fn confirm(what: &str) -> Result<bool> {
     Ok(line.trim() == "yes")
 }
 
-fn apply_opts(parallelism: usize) -> Result<ApplyOptions> {
+fn apply_opts(parallelism: usize, events: &Events) -> Result<ApplyOptions> {
     let fault_after = match std::env::var("STACK_FAULT_AFTER") {
         Ok(v) => Some(
             v.parse()
@@ -348,14 +358,28 @@ fn apply_opts(parallelism: usize) -> Result<ApplyOptions> {
     Ok(ApplyOptions {
         parallelism,
         fault_after,
-        progress: true,
+        events: events.clone(),
     })
 }
 
-fn print_outputs(stack: &Stack, state: &stack::engine::state::State) {
+/// With `--json` the last line of `up`/`down`: `{"event":"complete", report, outputs}`.
+fn print_outputs(
+    stack: &Stack,
+    state: &stack::engine::state::State,
+    json: bool,
+    report: Option<&stack::engine::apply::ApplyReport>,
+) -> Result<()> {
     let outs = exports(stack, state);
+    if json {
+        let mut v = json!({ "event": "complete", "outputs": outs });
+        if let Some(r) = report {
+            v["report"] = serde_json::to_value(r)?;
+        }
+        println!("{v}");
+        return Ok(());
+    }
     if outs.is_empty() {
-        return;
+        return Ok(());
     }
     println!("\nOutputs:");
     for (k, v) in outs {
@@ -364,10 +388,20 @@ fn print_outputs(stack: &Stack, state: &stack::engine::state::State) {
             v.as_str().map_or_else(|| v.to_string(), str::to_string)
         );
     }
+    Ok(())
+}
+
+/// The plan's events are the plan's rendering in JSON mode; otherwise the plan is
+/// printed whole.
+fn plan_events(json: bool, events: &Events) -> Events {
+    if json { events.clone() } else { Events::none() }
 }
 
 /// Runs one command; returns the process exit code.
 pub async fn run(cli: Cli) -> Result<i32> {
+    let reporter = render::Reporter::start(render::Style::pick(cli.json), cli.quiet);
+    let events = reporter.events();
+    let json = cli.json;
     match &cli.command {
         Command::Front { listen, backends } => {
             dataplane::serve_front(*listen, backends.clone()).await?;
@@ -378,7 +412,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
             let opts = stack::app::BuildOptions {
                 lambda_artifacts: !*k8s,
             };
-            let ctx = load_with(&cli, opts)?;
+            let ctx = load_with(&cli, opts, &events)?;
             if *k8s {
                 let state = ctx.store.load()?;
                 print!("{}", k8s_yaml(&ctx.stack, &state)?);
@@ -387,8 +421,8 @@ pub async fn run(cli: Cli) -> Result<i32> {
             }
             Ok(0)
         }
-        Command::Outputs { name, json } => {
-            let ctx = load(&cli)?;
+        Command::Outputs { name } => {
+            let ctx = load(&cli, &events)?;
             let state = ctx.store.load()?;
             let outs = exports(&ctx.stack, &state);
             match name {
@@ -404,7 +438,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
                         v.as_str().map_or_else(|| v.to_string(), str::to_string)
                     );
                 }
-                None if *json => println!("{}", serde_json::to_string_pretty(&outs)?),
+                None if json => println!("{}", serde_json::to_string_pretty(&outs)?),
                 None => {
                     for (k, v) in outs {
                         println!(
@@ -416,14 +450,15 @@ pub async fn run(cli: Cli) -> Result<i32> {
             }
             Ok(0)
         }
-        Command::Diff { json } => {
-            let ctx = load(&cli)?;
+        Command::Diff => {
+            let ctx = load(&cli, &events)?;
             let _lock = ctx.store.lock("diff")?;
             let provs = registry(&cli, &ctx.cfg).await?;
             let reg = &provs.reg;
             let state = ctx.store.load()?;
-            let p = plan(&ctx.stack, &state, reg).await?;
-            if *json {
+            // The plan is the output here, not progress.
+            let p = plan(&ctx.stack, &state, reg, &Events::none()).await?;
+            if json {
                 let mut v = serde_json::to_value(&p)?;
                 v["summary"] = serde_json::to_value(p.summary())?;
                 println!("{}", serde_json::to_string_pretty(&v)?);
@@ -433,30 +468,34 @@ pub async fn run(cli: Cli) -> Result<i32> {
             Ok(if p.has_changes() { 2 } else { 0 })
         }
         Command::Up { yes, parallelism } => {
-            let ctx = load(&cli)?;
-            let opts = apply_opts(*parallelism)?;
+            let ctx = load(&cli, &events)?;
+            let opts = apply_opts(*parallelism, &events)?;
             let _lock = ctx.store.lock("up")?;
             let provs = registry(&cli, &ctx.cfg).await?;
             let reg = &provs.reg;
             let state = ctx.store.load()?;
-            let p = plan(&ctx.stack, &state, reg).await?;
-            print!("{}", p.render());
+            let p = plan(&ctx.stack, &state, reg, &plan_events(json, &events)).await?;
+            if !json {
+                print!("{}", p.render());
+            }
             execute(&ctx, &p, state, reg, &opts, *yes, "Apply these changes?").await?;
             prune(&provs, &ctx.stack).await?;
             run_dataplane(&provs, &ctx.stack.name).await?;
             Ok(0)
         }
         Command::Down { yes, parallelism } => {
-            let ctx = load(&cli)?;
-            let opts = apply_opts(*parallelism)?;
+            let ctx = load(&cli, &events)?;
+            let opts = apply_opts(*parallelism, &events)?;
             let _lock = ctx.store.lock("down")?;
             let provs = registry(&cli, &ctx.cfg).await?;
             let reg = &provs.reg;
             let state = ctx.store.load()?;
             // An empty declaration: everything in state is planned for deletion.
             let empty = Stack::new(&ctx.stack.name);
-            let p = plan(&empty, &state, reg).await?;
-            print!("{}", p.render());
+            let p = plan(&empty, &state, reg, &plan_events(json, &events)).await?;
+            if !json {
+                print!("{}", p.render());
+            }
             let ctx = Ctx {
                 stack: empty,
                 ..ctx
@@ -474,14 +513,14 @@ pub async fn run(cli: Cli) -> Result<i32> {
             run_dataplane(&provs, &ctx.stack.name).await?;
             Ok(0)
         }
-        Command::Refresh { json } => {
-            let ctx = load(&cli)?;
+        Command::Refresh => {
+            let ctx = load(&cli, &events)?;
             let _lock = ctx.store.lock("refresh")?;
             let provs = registry(&cli, &ctx.cfg).await?;
             let reg = &provs.reg;
             let mut state = ctx.store.load()?;
-            let p = plan(&ctx.stack, &state, reg).await?;
-            refresh(&ctx, &p, &mut state, *json)?;
+            let p = plan(&ctx.stack, &state, reg, &Events::none()).await?;
+            refresh(&ctx, &p, &mut state, json)?;
             Ok(0)
         }
     }
@@ -496,8 +535,9 @@ async fn execute(
     yes: bool,
     question: &str,
 ) -> Result<()> {
+    let json = ctx.json;
     if !p.has_changes() && p.adopted.is_empty() {
-        print_outputs(&ctx.stack, &state);
+        print_outputs(&ctx.stack, &state, json, None)?;
         return Ok(());
     }
     if p.has_changes() && !yes && !confirm(question)? {
@@ -505,6 +545,9 @@ async fn execute(
     }
     let t = std::time::Instant::now();
     let (state, report) = apply(&ctx.stack, p, &ctx.store, state, reg, opts).await?;
+    if json {
+        return print_outputs(&ctx.stack, &state, json, Some(&report));
+    }
     println!(
         "Apply complete in {:.1}s: {} created, {} updated, {} replaced, {} deleted. State: {}",
         t.elapsed().as_secs_f64(),
@@ -514,8 +557,7 @@ async fn execute(
         report.deleted,
         ctx.store.describe()
     );
-    print_outputs(&ctx.stack, &state);
-    Ok(())
+    print_outputs(&ctx.stack, &state, json, None)
 }
 
 fn refresh(ctx: &Ctx, p: &Plan, state: &mut stack::engine::state::State, json: bool) -> Result<()> {
