@@ -14,7 +14,6 @@
 pub mod dataplane;
 pub mod eks_token;
 pub mod fake;
-pub mod manifests;
 
 use async_trait::async_trait;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
