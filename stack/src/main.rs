@@ -1,6 +1,7 @@
 //! `stack`: the CLI over the engine. `anyhow` lives here, at the edge.
 
 mod cli;
+mod targets;
 
 use clap::Parser;
 
