@@ -112,7 +112,9 @@ struct ApplyArgs {
 
 /// Runs one command; returns the process exit code.
 pub async fn run(cli: Cli) -> Result<i32> {
-    let reporter = render::Reporter::start(render::Style::pick(cli.json), cli.quiet);
+    // JSON lines on stdout only where stdout is not already one JSON document.
+    let lines = cli.json && matches!(cli.command, Command::Up(_) | Command::Down(_));
+    let reporter = render::Reporter::start(render::Style::pick(lines), cli.quiet);
     let events = reporter.events();
     match &cli.command {
         Command::Front { listen, backends } => {
