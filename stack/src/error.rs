@@ -1,6 +1,5 @@
-//! Error types of the library. The binary wraps them with `anyhow` at its edge.
-
-use std::fmt;
+//! Provider errors and AWS error-code helpers. A leaf module: it imports nothing of
+//! the crate (the engine's own errors live in [`crate::engine::EngineError`]).
 
 /// An error from a provider operation on one resource.
 #[derive(Debug, thiserror::Error)]
@@ -102,82 +101,5 @@ pub fn hint_for(code: &str) -> Option<&'static str> {
         Some("the service rejected a property value; check the stack configuration")
     } else {
         None
-    }
-}
-
-/// Errors of the engine: planning, applying and state handling.
-#[derive(Debug, thiserror::Error)]
-pub enum EngineError {
-    /// A provider operation failed on a named resource.
-    #[error("{kind} `{resource}`: {error}")]
-    Resource {
-        /// Logical name of the resource.
-        resource: String,
-        /// Resource kind, e.g. `aws:lambda:Function`.
-        kind: String,
-        /// The provider's error (shown inline, so not also a `source`).
-        error: Box<ProviderError>,
-    },
-    /// The declared graph has a cycle.
-    #[error("dependency cycle between resources: {}", .0.join(" -> "))]
-    Cycle(Vec<String>),
-    /// A resource references one that is not declared.
-    #[error("resource `{from}` references undeclared resource `{to}`")]
-    UnknownReference {
-        /// The referencing resource.
-        from: String,
-        /// The missing one.
-        to: String,
-    },
-    /// No provider is registered for a kind.
-    #[error("no provider for resource kind `{0}`")]
-    NoProvider(String),
-    /// The declaration is invalid; nothing was called.
-    #[error("invalid stack configuration:\n  - {}", .0.join("\n  - "))]
-    Invalid(Vec<String>),
-    /// Another process holds the state lock.
-    #[error(
-        "state is locked by {holder} (lock file {path}); wait for it to finish, or remove the lock file if that process is gone"
-    )]
-    Locked {
-        /// Who holds the lock (pid, host, command, since).
-        holder: String,
-        /// The lock file.
-        path: String,
-    },
-    /// Reading or writing the state failed.
-    #[error("state {path}: {message}")]
-    State {
-        /// The state file.
-        path: String,
-        /// What went wrong.
-        message: String,
-    },
-    /// The apply stopped after one or more failures; state holds what was done.
-    #[error("apply stopped, state saved with everything completed so far:\n  {}", .0.join("\n  "))]
-    ApplyFailed(Vec<String>),
-    /// The apply was interrupted (Ctrl-C or an injected fault); state is saved.
-    #[error("apply interrupted ({0}); state saved, rerun `stack up` to converge")]
-    Interrupted(String),
-}
-
-/// A short display wrapper for JSON values in diffs.
-pub struct Short<'a>(pub &'a serde_json::Value);
-
-impl fmt::Display for Short<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0.as_str() == Some(crate::engine::UNKNOWN) {
-            return f.write_str(crate::engine::UNKNOWN);
-        }
-        let s = serde_json::to_string(self.0).map_err(|_| fmt::Error)?;
-        if s.len() > 120 {
-            write!(
-                f,
-                "{}…",
-                &s[..s.char_indices().nth(117).map_or(s.len(), |(i, _)| i)]
-            )
-        } else {
-            f.write_str(&s)
-        }
     }
 }

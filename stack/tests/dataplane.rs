@@ -7,11 +7,12 @@ use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
+use stack::app::k8s as manifests;
 use stack::config::K8sConfig;
 use stack::engine::Input;
 use stack::providers::Provider;
 use stack::providers::k8s::dataplane::{DataPlane, Replica};
-use stack::providers::k8s::{Kube, KubeSource, ObjectProvider, fake, manifests};
+use stack::providers::k8s::{Kube, KubeSource, ObjectProvider, fake};
 
 fn running(dp: &DataPlane) -> Vec<Replica> {
     std::fs::read_to_string(dp.dir.join("ml.sentiment-server.json"))

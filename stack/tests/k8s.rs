@@ -11,11 +11,12 @@ use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use stack::app::k8s as manifests;
 use stack::config::K8sConfig;
 use stack::engine::Input;
 use stack::error::ProviderError;
 use stack::providers::Provider;
-use stack::providers::k8s::{self, Kube, KubeSource, ObjectProvider, eks_token, fake, manifests};
+use stack::providers::k8s::{self, Kube, KubeSource, ObjectProvider, eks_token, fake};
 
 const STACK: &str = "t";
 

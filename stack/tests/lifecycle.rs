@@ -313,6 +313,28 @@ async fn full_lifecycle() {
     let (code, out, _) = p.run(&["outputs", "function_name"]);
     assert_eq!((code, out.trim()), (0, "life-predict"));
 
+    // Machine-readable apply: JSON lines on stdout, from the plan to the outputs.
+    p.config("life", |v| v["lambda"]["memory_mb"] = 1024.into());
+    let (code, out, err) = p.run(&["up", "--yes", "--json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let events: Vec<&str> = lines.iter().filter_map(|v| v["event"].as_str()).collect();
+    assert_eq!(events.len(), lines.len(), "{out}");
+    assert_eq!(events.first(), Some(&"planned"), "{out}");
+    assert!(
+        events.contains(&"started") && events.contains(&"done"),
+        "{out}"
+    );
+    assert_eq!(events.last(), Some(&"complete"), "{out}");
+    assert_eq!(lines[0]["resource"], "lambda-function");
+    assert_eq!(lines[0]["changes"][0]["field"], "memory_mb");
+    let last = &lines[lines.len() - 1];
+    assert_eq!(last["report"]["updated"], 1, "{out}");
+    assert_eq!(last["outputs"]["function_name"], "life-predict");
+
     // down removes everything tagged; down again is a no-op.
     let (code, out, err) = p.run(&["down", "--yes"]);
     assert_eq!(code, 0, "{out}{err}");

@@ -3,20 +3,20 @@
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::io::IsTerminal;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::EngineError;
+use super::events::{Event, Events, Op, scoped};
 use super::plan::{Action, Plan, Step};
 use super::state::{ResourceState, State, StateStore};
 use super::{Stack, resolve};
-use crate::error::{EngineError, ProviderError};
+use crate::error::ProviderError;
 use crate::providers::{Observed, Provider, Registry};
 
 /// How to apply.
@@ -27,8 +27,8 @@ pub struct ApplyOptions {
     /// Stop cleanly after this many completed operations (fault injection for tests
     /// and drills; also settable with `STACK_FAULT_AFTER`).
     pub fault_after: Option<usize>,
-    /// Print per-resource progress lines to stderr.
-    pub progress: bool,
+    /// Where per-resource progress goes (started, waiting, done, failed).
+    pub events: Events,
 }
 
 impl Default for ApplyOptions {
@@ -36,7 +36,7 @@ impl Default for ApplyOptions {
         ApplyOptions {
             parallelism: 8,
             fault_after: None,
-            progress: true,
+            events: Events::none(),
         }
     }
 }
@@ -63,79 +63,19 @@ struct Outcome {
     /// The old resource is gone (replace without create-before-delete, or delete).
     removed: bool,
     result: Result<Option<Observed>, ProviderError>,
-    secs: f64,
+    elapsed: Duration,
 }
 
 type Task = Pin<Box<dyn Future<Output = Outcome> + Send>>;
 
-fn verb(a: &Action) -> (&'static str, &'static str) {
-    match a {
-        Action::Create => ("creating", "created"),
-        Action::Update => ("updating", "updated"),
-        Action::Replace { .. } => ("replacing", "replaced"),
-        Action::Delete => ("deleting", "deleted"),
-        Action::NoOp => ("reading", "read"),
-    }
-}
-
-/// Per-resource progress: live spinners with elapsed time on a terminal, one line per
-/// phase change otherwise (logs, CI, tests).
-struct Progress {
-    multi: Option<MultiProgress>,
-    enabled: bool,
-    bars: BTreeMap<String, ProgressBar>,
-}
-
-impl Progress {
-    fn new(enabled: bool) -> Self {
-        let multi = (enabled && std::io::stderr().is_terminal()).then(MultiProgress::new);
-        Progress {
-            multi,
-            enabled,
-            bars: BTreeMap::new(),
-        }
-    }
-
-    fn start(&mut self, step: &Step) {
-        if !self.enabled {
-            return;
-        }
-        let msg = format!("{} {} `{}`", verb(&step.action).0, step.kind, step.name);
-        match &self.multi {
-            Some(m) => {
-                let pb = m.add(ProgressBar::new_spinner());
-                if let Ok(style) = ProgressStyle::with_template("  {spinner} {msg} ({elapsed})") {
-                    pb.set_style(style);
-                }
-                pb.set_message(msg);
-                pb.enable_steady_tick(Duration::from_millis(120));
-                self.bars.insert(step.name.clone(), pb);
-            }
-            None => eprintln!("  {msg}…"),
-        }
-    }
-
-    fn finish(&mut self, name: &str, line: String) {
-        if !self.enabled {
-            return;
-        }
-        match self.bars.remove(name) {
-            Some(pb) => pb.finish_with_message(line),
-            None => eprintln!("  {line}"),
-        }
-    }
-
-    fn println(&self, line: &str) {
-        match &self.multi {
-            Some(m) => {
-                let _ = m.println(line);
-            }
-            None => eprintln!("{line}"),
-        }
-    }
-}
-
-fn launch(step: &Step, p: Arc<dyn Provider>, resolved: Value) -> Task {
+fn launch(step: &Step, p: Arc<dyn Provider>, resolved: Value, events: &Events) -> Task {
+    let op = Op::of(&step.action);
+    events.emit(Event::Started {
+        resource: step.name.clone(),
+        kind: step.kind.clone(),
+        op,
+    });
+    let events = events.clone();
     let name = step.name.clone();
     let kind = step.kind.clone();
     let action = step.action.clone();
@@ -145,38 +85,41 @@ fn launch(step: &Step, p: Arc<dyn Provider>, resolved: Value) -> Task {
     Box::pin(async move {
         let t = Instant::now();
         let mut removed = false;
-        let result = match (&action, id.as_deref()) {
-            (Action::Create, _) | (Action::Replace { .. } | Action::Update, None) => {
-                p.create(&resolved).await.map(Some)
-            }
-            (Action::Update, Some(id)) => p.update(id, &observed, &resolved).await.map(Some),
-            (Action::Replace { .. }, Some(id)) => {
-                if p.create_before_delete() {
-                    match p.create(&resolved).await {
-                        Ok(o) => {
-                            let r = p.delete(id, &observed).await;
-                            removed = r.is_ok();
-                            r.map(|_| Some(o))
+        let work = async {
+            match (&action, id.as_deref()) {
+                (Action::Create, _) | (Action::Replace { .. } | Action::Update, None) => {
+                    p.create(&resolved).await.map(Some)
+                }
+                (Action::Update, Some(id)) => p.update(id, &observed, &resolved).await.map(Some),
+                (Action::Replace { .. }, Some(id)) => {
+                    if p.create_before_delete() {
+                        match p.create(&resolved).await {
+                            Ok(o) => {
+                                let r = p.delete(id, &observed).await;
+                                removed = r.is_ok();
+                                r.map(|_| Some(o))
+                            }
+                            Err(e) => Err(e),
                         }
-                        Err(e) => Err(e),
-                    }
-                } else {
-                    match p.delete(id, &observed).await {
-                        Ok(()) => {
-                            removed = true;
-                            p.create(&resolved).await.map(Some)
+                    } else {
+                        match p.delete(id, &observed).await {
+                            Ok(()) => {
+                                removed = true;
+                                p.create(&resolved).await.map(Some)
+                            }
+                            Err(e) => Err(e),
                         }
-                        Err(e) => Err(e),
                     }
                 }
+                (Action::Delete, Some(id)) => {
+                    let r = p.delete(id, &observed).await;
+                    removed = r.is_ok();
+                    r.map(|_| None)
+                }
+                (Action::Delete | Action::NoOp, _) => Ok(None),
             }
-            (Action::Delete, Some(id)) => {
-                let r = p.delete(id, &observed).await;
-                removed = r.is_ok();
-                r.map(|_| None)
-            }
-            (Action::Delete | Action::NoOp, _) => Ok(None),
         };
+        let result = scoped(&events, &name, &kind, op, work).await;
         Outcome {
             name,
             kind,
@@ -185,7 +128,7 @@ fn launch(step: &Step, p: Arc<dyn Provider>, resolved: Value) -> Task {
             resolved,
             removed,
             result,
-            secs: t.elapsed().as_secs_f64(),
+            elapsed: t.elapsed(),
         }
     })
 }
@@ -226,7 +169,7 @@ pub async fn apply(
         store.save(&state)?;
     }
 
-    let mut progress = Progress::new(opts.progress);
+    let events = &opts.events;
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
 
@@ -305,8 +248,7 @@ pub async fn apply(
                     }
                     _ => Value::Null,
                 };
-                progress.start(step);
-                inflight.push(launch(step, p, resolved));
+                inflight.push(launch(step, p, resolved, events));
             }
             if inflight.is_empty() {
                 break;
@@ -314,14 +256,13 @@ pub async fn apply(
             let out = tokio::select! {
                 o = inflight.next() => o,
                 _ = &mut ctrl_c, if stop.is_none() => {
-                    progress.println(&format!("interrupted: waiting for {} running operation(s) to finish and saving state", inflight.len()));
+                    events.emit(Event::Interrupted { running: inflight.len() });
                     stop = Some("Ctrl-C".into());
                     continue;
                 }
             };
             let Some(o) = out else { break };
             pending.remove(&o.name);
-            let (_, done) = verb(&o.action);
             if o.removed {
                 state.resources.remove(&o.name);
             }
@@ -344,12 +285,17 @@ pub async fn apply(
                 }
                 Err(e) => {
                     store.save(&state)?;
+                    events.emit(Event::Failed {
+                        resource: o.name.clone(),
+                        kind: o.kind.clone(),
+                        op: Op::of(&o.action),
+                        error: e.to_string(),
+                    });
                     let e = EngineError::Resource {
                         resource: o.name.clone(),
                         kind: o.kind.clone(),
                         error: Box::new(e),
                     };
-                    progress.finish(&o.name, format!("✗ {e}"));
                     failures.push(e.to_string());
                     continue;
                 }
@@ -365,10 +311,12 @@ pub async fn apply(
                 Action::Delete => report.deleted += 1,
                 Action::NoOp => {}
             }
-            progress.finish(
-                &o.name,
-                format!("✓ {done} {} `{}` ({:.1}s)", o.kind, o.name, o.secs),
-            );
+            events.emit(Event::Done {
+                resource: o.name.clone(),
+                kind: o.kind.clone(),
+                op: Op::of(&o.action),
+                elapsed: o.elapsed,
+            });
             if opts.fault_after.is_some_and(|n| ops >= n) && stop.is_none() {
                 stop = Some(format!("fault injected after {ops} operations"));
             }

@@ -2,8 +2,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::EngineError;
 use super::ResourceDecl;
-use crate::error::EngineError;
 
 /// Resources in dependency order (dependencies first); errors on unknown references
 /// and on cycles, naming the resources involved.

@@ -1,6 +1,8 @@
 //! The engine: declarations ([`Stack`]), the dependency graph, plan, apply and state.
 
 pub mod apply;
+mod error;
+pub mod events;
 pub mod graph;
 pub mod plan;
 pub mod state;
@@ -11,7 +13,7 @@ use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
 
-use crate::error::EngineError;
+pub use error::EngineError;
 
 /// The JSON key marking a reference to another resource's output inside properties.
 pub const REF_KEY: &str = "$ref";

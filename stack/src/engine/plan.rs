@@ -8,9 +8,10 @@ use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
+use super::EngineError;
+use super::events::{Event, Events};
 use super::state::State;
 use super::{Stack, UNKNOWN, graph, resolve};
-use crate::error::{EngineError, Short};
 use crate::providers::{Observed, Registry};
 
 /// What to do with one resource.
@@ -46,7 +47,7 @@ impl Action {
 }
 
 /// One changed property.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FieldChange {
     /// Property name.
     pub field: String,
@@ -197,25 +198,112 @@ impl Plan {
     }
 }
 
-/// Field-level comparison of desired against observed top-level properties.
+/// Field-level comparison of desired against observed properties.
+///
+/// Recurses into objects, and into arrays of equal length that hold objects or arrays
+/// (a changed container image reads `spec.template.spec.containers[0].image`); a list
+/// of plain values (subnet ids, instance types) is one field, shown whole. A missing
+/// property and `null` are the same. `replace_fields` are dotted paths (possibly
+/// nested, e.g. `spec.selector`): a change at or under one forces a replacement, and so
+/// does a change of a whole object that contains one.
 pub fn diff_props(desired: &Value, observed: &Value, replace_fields: &[&str]) -> Vec<FieldChange> {
     let empty = Map::new();
     let d = desired.as_object().unwrap_or(&empty);
     let o = observed.as_object().unwrap_or(&empty);
+    let mut out = Vec::new();
+    diff_object("", d, o, &mut out);
+    for c in &mut out {
+        c.forces_replace = replace_fields.iter().any(|r| path_overlaps(&c.field, r));
+    }
+    out
+}
+
+fn diff_object(
+    path: &str,
+    d: &Map<String, Value>,
+    o: &Map<String, Value>,
+    out: &mut Vec<FieldChange>,
+) {
     let keys: BTreeSet<&String> = d.keys().chain(o.keys()).collect();
-    keys.into_iter()
-        .filter(|k| d.get(*k).unwrap_or(&Value::Null) != o.get(*k).unwrap_or(&Value::Null))
-        .map(|k| FieldChange {
-            field: k.clone(),
-            old: o.get(k).cloned(),
-            new: d.get(k).cloned(),
-            forces_replace: replace_fields.contains(&k.as_str()),
-        })
-        .collect()
+    for k in keys {
+        diff_value(&join_key(path, k), d.get(k), o.get(k), out);
+    }
+}
+
+fn diff_value(path: &str, d: Option<&Value>, o: Option<&Value>, out: &mut Vec<FieldChange>) {
+    if d.unwrap_or(&Value::Null) == o.unwrap_or(&Value::Null) {
+        return;
+    }
+    match (d, o) {
+        (Some(Value::Object(dm)), Some(Value::Object(om))) => diff_object(path, dm, om, out),
+        (Some(Value::Array(da)), Some(Value::Array(oa)))
+            if da.len() == oa.len()
+                && da.iter().chain(oa).any(|v| v.is_object() || v.is_array()) =>
+        {
+            for (i, (dv, ov)) in da.iter().zip(oa).enumerate() {
+                diff_value(&format!("{path}[{i}]"), Some(dv), Some(ov), out);
+            }
+        }
+        _ => out.push(FieldChange {
+            field: path.to_string(),
+            old: o.cloned(),
+            new: d.cloned(),
+            forces_replace: false,
+        }),
+    }
+}
+
+/// `parent.key`, or `parent["key"]` when the key itself holds a dot or bracket (label
+/// names such as `app.kubernetes.io/name`).
+fn join_key(parent: &str, key: &str) -> String {
+    if key.contains(['.', '[', ']']) {
+        format!("{parent}[{key:?}]")
+    } else if parent.is_empty() {
+        key.to_string()
+    } else {
+        format!("{parent}.{key}")
+    }
+}
+
+/// Whether `a` equals `b` or one lies under the other (`spec.selector` and
+/// `spec.selector.matchLabels.app`, but not `spec.selectors`).
+fn path_overlaps(a: &str, b: &str) -> bool {
+    let under = |long: &str, short: &str| {
+        long.strip_prefix(short)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+    };
+    under(a, b) || under(b, a)
+}
+
+/// A short display wrapper for JSON values in diffs.
+pub struct Short<'a>(pub &'a serde_json::Value);
+
+impl std::fmt::Display for Short<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.as_str() == Some(UNKNOWN) {
+            return f.write_str(UNKNOWN);
+        }
+        let s = serde_json::to_string(self.0).map_err(|_| std::fmt::Error)?;
+        if s.len() > 120 {
+            write!(
+                f,
+                "{}…",
+                &s[..s.char_indices().nth(117).map_or(s.len(), |(i, _)| i)]
+            )
+        } else {
+            f.write_str(&s)
+        }
+    }
 }
 
 /// Reads every declared and owned resource and computes the plan. Never mutates.
-pub async fn plan(stack: &Stack, state: &State, reg: &Registry) -> Result<Plan, EngineError> {
+/// Every step that changes something is also reported as [`Event::Planned`].
+pub async fn plan(
+    stack: &Stack,
+    state: &State,
+    reg: &Registry,
+    events: &Events,
+) -> Result<Plan, EngineError> {
     stack.validate()?;
     let nodes: Vec<(String, Vec<String>)> = stack
         .resources
@@ -370,6 +458,14 @@ pub async fn plan(stack: &Stack, state: &State, reg: &Registry) -> Result<Plan, 
             deps: r.deps.clone(),
         });
     }
+    for s in ordered.iter().filter(|s| s.action != Action::NoOp) {
+        events.emit(Event::Planned {
+            resource: s.name.clone(),
+            kind: s.kind.clone(),
+            action: s.action.clone(),
+            changes: s.changes.clone(),
+        });
+    }
     Ok(Plan {
         stack: stack.name.clone(),
         steps: ordered,
@@ -389,6 +485,100 @@ mod tests {
         assert_eq!(c.len(), 1);
         assert_eq!(c[0].field, "b");
         assert!(c[0].forces_replace);
+    }
+
+    #[test]
+    fn nested_image_change_renders_its_full_path() {
+        let dep = |image: &str| {
+            json!({"spec": {"replicas": 2, "template": {"spec": {"containers": [
+                {"name": "server", "image": image, "ports": [{"containerPort": 8080}]}
+            ]}}}})
+        };
+        let c = diff_props(&dep("b"), &dep("a"), &["spec.selector"]);
+        assert_eq!(c.len(), 1, "{c:?}");
+        assert_eq!(c[0].field, "spec.template.spec.containers[0].image");
+        assert_eq!(c[0].old, Some(json!("a")));
+        assert_eq!(c[0].new, Some(json!("b")));
+        assert!(!c[0].forces_replace);
+        let plan = Plan {
+            stack: "s".into(),
+            steps: vec![Step {
+                name: "deployment".into(),
+                kind: "k8s:apps/v1:Deployment".into(),
+                action: Action::Update,
+                changes: c,
+                drift: vec![],
+                id: Some("x".into()),
+                observed: None,
+                deps: vec![],
+            }],
+            outputs: BTreeMap::new(),
+            adopted: BTreeMap::new(),
+        };
+        let text = plan.render();
+        assert!(
+            text.contains(r#"      spec.template.spec.containers[0].image: "a" -> "b""#),
+            "{text}"
+        );
+        let v = serde_json::to_value(&plan).unwrap();
+        assert_eq!(
+            v["steps"][0]["changes"][0]["field"],
+            "spec.template.spec.containers[0].image"
+        );
+    }
+
+    #[test]
+    fn nested_change_under_a_replace_path_forces_replacement() {
+        let dep =
+            |app: &str| json!({"spec": {"selector": {"matchLabels": {"app": app}}, "replicas": 1}});
+        let c = diff_props(
+            &dep("new"),
+            &dep("old"),
+            &["metadata.name", "spec.selector"],
+        );
+        assert_eq!(c.len(), 1, "{c:?}");
+        assert_eq!(c[0].field, "spec.selector.matchLabels.app");
+        assert!(c[0].forces_replace);
+        // A sibling whose name merely starts like the path does not force it.
+        let c = diff_props(
+            &json!({"spec": {"selectors": 1}}),
+            &json!({"spec": {"selectors": 2}}),
+            &["spec.selector"],
+        );
+        assert!(!c[0].forces_replace);
+        // A whole object that holds the path, changed from absent, forces it too.
+        let c = diff_props(
+            &json!({"spec": {"selector": {}}}),
+            &json!({}),
+            &["spec.selector.matchLabels"],
+        );
+        assert!(c[0].forces_replace, "{c:?}");
+    }
+
+    #[test]
+    fn lists_of_plain_values_and_odd_keys() {
+        let c = diff_props(
+            &json!({"ids": ["a", "b"]}),
+            &json!({"ids": ["b", "a"]}),
+            &[],
+        );
+        assert_eq!(c[0].field, "ids");
+        let c = diff_props(
+            &json!({"metadata": {"labels": {"app.kubernetes.io/name": "x"}}}),
+            &json!({"metadata": {"labels": {}}}),
+            &[],
+        );
+        assert_eq!(c[0].field, r#"metadata.labels["app.kubernetes.io/name"]"#);
+        assert_eq!(c[0].old, None);
+        // Arrays of objects of different lengths are one change.
+        let c = diff_props(
+            &json!({"c": [{"a": 1}]}),
+            &json!({"c": [{"a": 1}, {"a": 2}]}),
+            &[],
+        );
+        assert_eq!(c[0].field, "c");
+        // Missing and null are the same.
+        assert!(diff_props(&json!({"a": null}), &json!({}), &[]).is_empty());
     }
 
     #[test]

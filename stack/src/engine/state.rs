@@ -9,7 +9,8 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::error::EngineError;
+use super::EngineError;
+use super::events::{Event, Events};
 
 /// The state of one stack on one target.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -61,6 +62,7 @@ pub struct LocalStore {
     dir: PathBuf,
     stack: String,
     target: String,
+    events: Events,
 }
 
 impl LocalStore {
@@ -70,7 +72,13 @@ impl LocalStore {
             dir: dir.into(),
             stack: stack.into(),
             target: target.into(),
+            events: Events::none(),
         }
+    }
+    /// Reports notes (a stale lock taken over) on `events`.
+    pub fn with_events(mut self, events: Events) -> Self {
+        self.events = events;
+        self
     }
     /// The state file path.
     pub fn path(&self) -> PathBuf {
@@ -165,7 +173,9 @@ impl StateStore for LocalStore {
                     match serde_json::from_str::<LockInfo>(&text) {
                         // A lock left by a dead process on this host is stale: take it over.
                         Ok(h) if h.host == info.host && !pid_alive(h.pid) => {
-                            eprintln!("note: removing stale lock of {}", h.describe());
+                            self.events.emit(Event::Note {
+                                message: format!("removing stale lock of {}", h.describe()),
+                            });
                             let _ = fs::remove_file(&path);
                         }
                         Ok(h) => {

@@ -424,6 +424,7 @@ pub async fn wait_for<T, E: std::fmt::Display>(
     timeout: Duration,
     waiter: impl std::future::Future<Output = Result<T, E>>,
 ) -> Result<(), ProviderError> {
+    crate::engine::events::status(format!("waiting for {what}"));
     waiter
         .await
         .map(|_| ())

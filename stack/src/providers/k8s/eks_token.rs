@@ -185,10 +185,10 @@ pub async fn client(
                 match fresh_token(&sdk, &cluster).await {
                     Ok(t) => {
                         if let Err(e) = write_token(&file, &t) {
-                            eprintln!("warning: {e}");
+                            tracing::warn!("writing the EKS token: {e}");
                         }
                     }
-                    Err(e) => eprintln!("warning: refreshing the EKS token: {e}"),
+                    Err(e) => tracing::warn!("refreshing the EKS token: {e}"),
                 }
             }
         });

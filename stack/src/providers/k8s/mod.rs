@@ -12,9 +12,11 @@
 //! [`fake`] served on loopback.
 
 pub mod dataplane;
+mod deployment;
 pub mod eks_token;
 pub mod fake;
-pub mod manifests;
+
+pub use deployment::{rollout_complete, wait_rollout};
 
 use async_trait::async_trait;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
@@ -403,60 +405,6 @@ impl ObjectProvider {
             props: desired.clone(),
             outputs: outputs(&live),
         })
-    }
-}
-
-/// Whether a Deployment's rollout is complete: the controller saw the latest
-/// generation and every replica is updated and available, with no old ones left.
-pub fn rollout_complete(d: &Value) -> bool {
-    let want = d["spec"]["replicas"].as_i64().unwrap_or(1);
-    let st = &d["status"];
-    let gen_ok = match d["metadata"]["generation"].as_i64() {
-        Some(g) => st["observedGeneration"].as_i64().unwrap_or(0) >= g,
-        None => st.get("observedGeneration").is_some(),
-    };
-    gen_ok
-        && st["updatedReplicas"].as_i64().unwrap_or(0) == want
-        && st["availableReplicas"].as_i64().unwrap_or(0) == want
-        && st["replicas"].as_i64().unwrap_or(0) == want
-}
-
-/// Polls a Deployment until [`rollout_complete`], printing progress, or times out.
-pub async fn wait_rollout(
-    api: &Api<DynamicObject>,
-    name: &str,
-    timeout: Duration,
-) -> Result<Value, ProviderError> {
-    let start = Instant::now();
-    let mut last = String::new();
-    loop {
-        let d = api
-            .get(name)
-            .await
-            .map_err(api_err(format!("get Deployment {name}")))?;
-        let d = to_json(&d)?;
-        if rollout_complete(&d) {
-            return Ok(d);
-        }
-        let st = &d["status"];
-        let line = format!(
-            "  rollout {name}: {}/{} updated, {} available",
-            st["updatedReplicas"].as_i64().unwrap_or(0),
-            d["spec"]["replicas"].as_i64().unwrap_or(1),
-            st["availableReplicas"].as_i64().unwrap_or(0)
-        );
-        if line != last {
-            eprintln!("{line}");
-            last = line;
-        }
-        if start.elapsed() >= timeout {
-            return Err(ProviderError::Timeout {
-                op: format!("rollout of Deployment {name}"),
-                what: "all replicas updated and available".into(),
-                secs: timeout.as_secs(),
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

@@ -1,0 +1,91 @@
+//! EKS: the cluster and node roles, the cluster (access mode `API_AND_CONFIG_MAP`) and
+//! a managed node group, after its role policies and the network's egress.
+
+use crate::config::Config;
+use crate::engine::{Handle, Stack};
+use crate::providers::aws::{eks, iam};
+
+use super::network::Network;
+
+const EKS_CLUSTER: &str = "arn:aws:iam::aws:policy/AmazonEKSClusterPolicy";
+const EKS_NODE: [&str; 3] = [
+    "arn:aws:iam::aws:policy/AmazonEKSWorkerNodePolicy",
+    "arn:aws:iam::aws:policy/AmazonEKS_CNI_Policy",
+    "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryReadOnly",
+];
+
+/// The cluster and its node group.
+pub struct Eks {
+    /// The cluster.
+    pub cluster: Handle<eks::Cluster>,
+    /// The managed node group (nothing runs in the cluster before it).
+    pub nodes: Handle<eks::NodeGroup>,
+}
+
+/// Declares the cluster and its nodes in `net`.
+pub fn declare(s: &mut Stack, cfg: &Config, net: Network) -> Eks {
+    let p = &cfg.prefix;
+    let Network { subnets, egress } = net;
+    let cluster_role = s.add(
+        "eks-cluster-role",
+        iam::Role::for_service(format!("{p}-eks-cluster"), "eks.amazonaws.com"),
+    );
+    let cluster_attach = s.add(
+        "eks-cluster-role-policy",
+        iam::RolePolicyAttachment {
+            role: cluster_role.output("name").into(),
+            policy_arn: EKS_CLUSTER.into(),
+        },
+    );
+    let node_role = s.add(
+        "eks-node-role",
+        iam::Role::for_service(format!("{p}-eks-node"), "ec2.amazonaws.com"),
+    );
+    let node_attach: Vec<_> = EKS_NODE
+        .iter()
+        .enumerate()
+        .map(|(i, arn)| {
+            s.add(
+                &format!("eks-node-role-policy-{i}"),
+                iam::RolePolicyAttachment {
+                    role: node_role.output("name").into(),
+                    policy_arn: (*arn).into(),
+                },
+            )
+        })
+        .collect();
+    let cluster = s.add(
+        "eks-cluster",
+        eks::Cluster {
+            name: p.clone(),
+            role_arn: cluster_role.output("arn").into(),
+            version: cfg.eks.version.clone(),
+            subnet_ids: subnets.clone(),
+            access_mode: "API_AND_CONFIG_MAP".into(),
+            tags: Default::default(),
+        },
+    );
+    s.depends_on(&cluster, &cluster_attach);
+    let nodes = s.add(
+        "eks-nodes",
+        eks::NodeGroup {
+            cluster: cluster.output("name").into(),
+            name: format!("{p}-nodes"),
+            node_role: node_role.output("arn").into(),
+            subnet_ids: subnets,
+            instance_types: vec![cfg.eks.instance_type.clone()],
+            min_size: cfg.eks.min_size,
+            desired_size: cfg.eks.desired_size,
+            max_size: cfg.eks.max_size,
+            tags: Default::default(),
+        },
+    );
+    for a in &node_attach {
+        s.depends_on(&nodes, a);
+    }
+    if let Some(rt) = &egress {
+        s.depends_on(&nodes, rt);
+    }
+
+    Eks { cluster, nodes }
+}

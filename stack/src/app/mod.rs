@@ -1,0 +1,135 @@
+//! THE stack: this project's infrastructure, declared as Rust values, split by
+//! concern: [`lambda`], [`network`], [`eks`], [`k8s`].
+//!
+//! ECR repositories for the server and Lambda images; IAM roles for the Lambda, the EKS
+//! cluster and its nodes; the Lambda function with its log group, behind an API Gateway
+//! HTTP API (`POST /predict`, `$default` stage); a VPC with two subnets in two zones;
+//! the EKS cluster and a managed node group; and the model server on Kubernetes
+//! (namespace, Deployment, Service, HPA, PDB), applied after the node group.
+
+pub mod eks;
+pub mod k8s;
+pub mod lambda;
+pub mod network;
+
+use crate::config::Config;
+use crate::engine::Stack;
+use crate::providers::aws::ecr;
+
+/// What declaring the stack may require of the local disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BuildOptions {
+    /// Whether the Lambda artifacts (the zip, or the bootstrap for the image) must
+    /// exist. `stack synth --k8s` prints Kubernetes objects only and needs none.
+    pub lambda_artifacts: bool,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        BuildOptions {
+            lambda_artifacts: true,
+        }
+    }
+}
+
+/// Declares the stack for `cfg`. Configuration problems are collected in the stack and
+/// reported by [`Stack::validate`], before any API call.
+pub fn build(cfg: &Config) -> Stack {
+    build_with(cfg, BuildOptions::default())
+}
+
+/// [`build`] with options.
+pub fn build_with(cfg: &Config, opts: BuildOptions) -> Stack {
+    let mut s = Stack::new(&cfg.stack);
+    let p = &cfg.prefix;
+    if p.is_empty()
+        || !p
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        s.invalid(format!("prefix `{p}` must be non-empty [a-z0-9-]"));
+    }
+    if cfg.region.is_empty()
+        || !cfg
+            .region
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        s.invalid(format!(
+            "region `{}` is not a region name like us-east-1",
+            cfg.region
+        ));
+    }
+
+    // Container registries.
+    let server_repo = s.add("server-repo", ecr::Repository::new(format!("{p}/server")));
+    let lambda_repo = s.add("lambda-repo", ecr::Repository::new(format!("{p}/lambda")));
+
+    let lambda = lambda::declare(&mut s, cfg, opts, &lambda_repo);
+    let net = network::declare(&mut s, cfg);
+    let eks = eks::declare(&mut s, cfg, net);
+    k8s::declare(&mut s, cfg, &server_repo, &eks.cluster, &eks.nodes);
+
+    s.export("api_url", &lambda.stage.output::<String>("invoke_url"));
+    s.export("function_name", &lambda.function.output::<String>("name"));
+    s.export(
+        "server_repository_url",
+        &server_repo.output::<String>("url"),
+    );
+    s.export(
+        "lambda_repository_url",
+        &lambda_repo.output::<String>("url"),
+    );
+    s.export("cluster_name", &eks.cluster.output::<String>("name"));
+    s.export(
+        "cluster_endpoint",
+        &eks.cluster.output::<String>("endpoint"),
+    );
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deps_of(s: &Stack, name: &str) -> Vec<String> {
+        s.resources
+            .iter()
+            .find(|d| d.name == name)
+            .unwrap_or_else(|| panic!("{name} declared"))
+            .deps()
+    }
+
+    #[test]
+    fn metrics_server_sits_between_the_node_group_and_the_hpa() {
+        let s = build_with(
+            &Config::default(),
+            BuildOptions {
+                lambda_artifacts: false,
+            },
+        );
+        assert!(deps_of(&s, "eks-metrics-server").contains(&"eks-nodes".to_string()));
+        assert!(deps_of(&s, "eks-metrics-server").contains(&"eks-cluster".to_string()));
+        assert!(deps_of(&s, "k8s-hpa").contains(&"eks-metrics-server".to_string()));
+        let addon = s.resources.iter().find(|d| d.name == "eks-metrics-server");
+        assert_eq!(addon.unwrap().props["name"], "metrics-server");
+    }
+
+    #[test]
+    fn missing_lambda_artifacts_are_an_error_unless_not_needed() {
+        let mut cfg = Config::default();
+        cfg.lambda.zip_path = "/nonexistent/sentiment.zip".into();
+        assert!(build(&cfg).validate().is_err());
+        let s = build_with(
+            &cfg,
+            BuildOptions {
+                lambda_artifacts: false,
+            },
+        );
+        assert!(s.validate().is_ok());
+        cfg.lambda.package = "image".into();
+        cfg.lambda.bootstrap = "/nonexistent/bootstrap".into();
+        let err = build(&cfg).validate().unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/bootstrap"), "{err}");
+    }
+}

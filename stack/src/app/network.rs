@@ -1,0 +1,85 @@
+//! The network the EKS nodes live in: given subnets, or a VPC with two public subnets
+//! in two zones, an internet gateway and a route table giving the nodes egress.
+
+use crate::config::Config;
+use crate::engine::{Handle, Input, Stack};
+use crate::providers::aws::ec2;
+
+/// The subnets for the cluster and nodes, and the route table that gives them egress
+/// (none for given subnets).
+pub struct Network {
+    /// Subnet ids (two zones).
+    pub subnets: Vec<Input<String>>,
+    /// The public route table, when this stack made the VPC.
+    pub egress: Option<Handle<ec2::RouteTable>>,
+}
+
+/// Declares the network for `cfg`.
+pub fn declare(s: &mut Stack, cfg: &Config) -> Network {
+    let mut egress = None;
+    let subnets: Vec<Input<String>> = match &cfg.network.subnet_ids {
+        Some(ids) => {
+            if ids.len() < 2 {
+                s.invalid("network.subnet_ids needs at least two subnets in two zones");
+            }
+            ids.iter().cloned().map(Input::Value).collect()
+        }
+        None => {
+            let zones =
+                cfg.network.availability_zones.clone().unwrap_or_else(|| {
+                    vec![format!("{}a", cfg.region), format!("{}b", cfg.region)]
+                });
+            if zones.len() != 2 || cfg.network.subnet_cidrs.len() != 2 || zones[0] == zones[1] {
+                s.invalid(
+                    "network needs exactly two subnet_cidrs and two distinct availability_zones",
+                );
+            }
+            let vpc = s.add(
+                "vpc",
+                ec2::Vpc {
+                    cidr_block: cfg.network.vpc_cidr.clone(),
+                    tags: Default::default(),
+                },
+            );
+            let subnets: Vec<Input<String>> = zones
+                .iter()
+                .zip(&cfg.network.subnet_cidrs)
+                .zip(["subnet-a", "subnet-b"])
+                .map(|((az, cidr), name)| {
+                    let sn = s.add(
+                        name,
+                        ec2::Subnet {
+                            vpc_id: vpc.output("id").into(),
+                            cidr_block: cidr.clone(),
+                            availability_zone: az.clone(),
+                            map_public_ip_on_launch: true,
+                            tags: Default::default(),
+                        },
+                    );
+                    sn.output::<String>("id").into()
+                })
+                .collect();
+            // Public subnets: nodes need egress to join the cluster and pull images.
+            let igw = s.add(
+                "internet-gateway",
+                ec2::InternetGateway {
+                    vpc_id: vpc.output("id").into(),
+                    tags: Default::default(),
+                },
+            );
+            let rt = s.add(
+                "public-routes",
+                ec2::RouteTable {
+                    vpc_id: vpc.output("id").into(),
+                    gateway_id: igw.output("id").into(),
+                    subnet_ids: subnets.clone(),
+                    tags: Default::default(),
+                },
+            );
+            egress = Some(rt);
+            subnets
+        }
+    };
+
+    Network { subnets, egress }
+}

@@ -1,0 +1,301 @@
+//! The CLI: global flags (every setting a flag with an environment fallback, shown
+//! in `--help`), a thin dispatcher, and one module per subcommand.
+
+mod diff;
+mod down;
+mod outputs;
+mod refresh;
+pub mod render;
+mod synth;
+mod up;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use serde_json::json;
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+
+use crate::targets::{self, Providers, Settings, Target};
+use stack::config::Config;
+use stack::engine::Stack;
+use stack::engine::apply::{ApplyOptions, ApplyReport, apply, exports};
+use stack::engine::events::Events;
+use stack::engine::plan::{Plan, plan};
+use stack::engine::state::{LocalStore, LockGuard, State, StateStore};
+
+/// Declarative infrastructure for the sentiment services: plan, apply, destroy.
+#[derive(Debug, Parser)]
+#[command(name = "stack", version)]
+pub struct Cli {
+    /// Stack configuration file (JSON). Defaults to ./stack.json when present.
+    #[arg(long, global = true, env = "STACK_CONFIG")]
+    config: Option<PathBuf>,
+    /// Where the APIs are: a local AWS endpoint, or AWS itself.
+    #[arg(long, global = true, value_enum, default_value_t = Target::Local, env = "STACK_TARGET")]
+    target: Target,
+    /// Endpoint of the local target.
+    #[arg(
+        long,
+        global = true,
+        env = "AWS_ENDPOINT_URL",
+        default_value = "http://127.0.0.1:5000"
+    )]
+    endpoint_url: String,
+    /// Region (overrides the config file).
+    #[arg(long, global = true)]
+    region: Option<String>,
+    /// Directory of state and lock files.
+    #[arg(long, global = true, env = "STACK_STATE_DIR", default_value = ".stack")]
+    state_dir: PathBuf,
+    /// More detail: -v logs every engine event and provider status, -vv also the SDKs'
+    /// and kube's debug logs (RUST_LOG, when set, overrides both).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+    /// Only errors: no per-resource progress.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Machine-readable output: the plan (`diff`), drift (`refresh`) or outputs as
+    /// JSON; `up` and `down` write their events as JSON lines on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(flatten)]
+    settings: Settings,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show what `up` would do. Exit 0: no changes, 2: changes, 1: error.
+    Diff,
+    /// Plan, confirm, apply, print outputs.
+    Up(ApplyArgs),
+    /// Delete everything the state owns, dependents first.
+    Down(ApplyArgs),
+    /// Read everything, report drift, record the observed values in state.
+    Refresh,
+    /// Print the stack outputs (all, or one by name).
+    Outputs {
+        /// One output's name.
+        name: Option<String>,
+    },
+    /// Print the declared desired state as JSON (no API calls).
+    Synth {
+        /// Print only the Kubernetes objects, as multi-document YAML for
+        /// `kubectl apply -f -` (references resolved from state where known).
+        #[arg(long)]
+        k8s: bool,
+    },
+    /// The local data plane's front: a TCP proxy over the running server processes
+    /// (started by `up` on the local Kubernetes API; not for direct use).
+    #[command(hide = true)]
+    Front {
+        /// Address to listen on.
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// File listing the backends, one `host:port` a line.
+        #[arg(long)]
+        backends: PathBuf,
+    },
+}
+
+/// The flags of `up` and `down`.
+#[derive(Debug, clap::Args)]
+struct ApplyArgs {
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    yes: bool,
+    /// Concurrent resource operations.
+    #[arg(long, default_value_t = 8)]
+    parallelism: usize,
+}
+
+/// Runs one command; returns the process exit code.
+pub async fn run(cli: Cli) -> Result<i32> {
+    // JSON lines on stdout only where stdout is not already one JSON document.
+    let lines = cli.json && matches!(cli.command, Command::Up(_) | Command::Down(_));
+    let reporter = render::Reporter::start(render::Style::pick(lines), cli.quiet);
+    let events = reporter.events();
+    match &cli.command {
+        Command::Front { listen, backends } => {
+            stack::providers::k8s::dataplane::serve_front(*listen, backends.clone()).await?;
+            Ok(0)
+        }
+        Command::Synth { k8s } => synth::run(&cli, *k8s, &events),
+        Command::Outputs { name } => outputs::run(&cli, name.as_deref(), &events),
+        Command::Diff => diff::run(&cli, &events).await,
+        Command::Up(a) => up::run(&cli, a, &events).await,
+        Command::Down(a) => down::run(&cli, a, &events).await,
+        Command::Refresh => refresh::run(&cli, &events).await,
+    }
+}
+
+/// What every command works on: the declaration, the state store, the config.
+struct Ctx {
+    stack: Stack,
+    store: LocalStore,
+    cfg: Config,
+    /// `--json`.
+    json: bool,
+}
+
+fn load(cli: &Cli, events: &Events) -> Result<Ctx> {
+    load_with(cli, stack::app::BuildOptions::default(), events)
+}
+
+fn load_with(cli: &Cli, opts: stack::app::BuildOptions, events: &Events) -> Result<Ctx> {
+    let path = cli.config.clone().or_else(|| {
+        let p = PathBuf::from("stack.json");
+        p.exists().then_some(p)
+    });
+    let mut cfg = Config::load(path.as_deref())?;
+    if let Some(r) = &cli.region {
+        cfg.region = r.clone();
+    }
+    if let Some(b) = &cli.settings.server_bin {
+        cfg.k8s.server_binary = b.clone();
+    }
+    let stack = stack::app::build_with(&cfg, opts);
+    // Everything that can be checked without an API call is checked here.
+    stack.validate()?;
+    let store =
+        LocalStore::new(&cli.state_dir, &cfg.stack, cli.target.name()).with_events(events.clone());
+    Ok(Ctx {
+        stack,
+        store,
+        cfg,
+        json: cli.json,
+    })
+}
+
+/// The providers of `cli`'s target.
+async fn providers(cli: &Cli, cfg: &Config) -> Result<Providers> {
+    targets::providers(
+        cli.target,
+        &cli.endpoint_url,
+        &cli.state_dir,
+        &cli.settings,
+        cfg,
+    )
+    .await
+}
+
+fn confirm(what: &str) -> Result<bool> {
+    eprint!("{what} Only 'yes' will be accepted: ");
+    std::io::stderr().flush().ok();
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("reading confirmation")?;
+    Ok(line.trim() == "yes")
+}
+
+fn apply_opts(cli: &Cli, a: &ApplyArgs, events: &Events) -> Result<ApplyOptions> {
+    if a.parallelism == 0 {
+        bail!("--parallelism must be at least 1");
+    }
+    Ok(ApplyOptions {
+        parallelism: a.parallelism,
+        fault_after: cli.settings.fault_after,
+        events: events.clone(),
+    })
+}
+
+/// The plan's events are the plan's rendering in JSON mode; otherwise the plan is
+/// printed whole.
+fn plan_events(json: bool, events: &Events) -> Events {
+    if json { events.clone() } else { Events::none() }
+}
+
+/// One output value as printed (strings bare).
+fn show(v: &serde_json::Value) -> String {
+    v.as_str().map_or_else(|| v.to_string(), str::to_string)
+}
+
+/// The outputs after `up`/`down`; with `--json` the last line:
+/// `{"event":"complete", report, outputs}`.
+fn print_outputs(ctx: &Ctx, state: &State, report: Option<&ApplyReport>) -> Result<()> {
+    let outs = exports(&ctx.stack, state);
+    if ctx.json {
+        let mut v = json!({ "event": "complete", "outputs": outs });
+        if let Some(r) = report {
+            v["report"] = serde_json::to_value(r)?;
+        }
+        println!("{v}");
+        return Ok(());
+    }
+    if outs.is_empty() {
+        return Ok(());
+    }
+    println!("\nOutputs:");
+    for (k, v) in outs {
+        println!("  {k} = {}", show(&v));
+    }
+    Ok(())
+}
+
+/// `up` (the declaration) or `down` (an empty one): plan under the lock, show the
+/// plan, confirm, apply. Returns the lock, still held for what the command does next.
+async fn plan_and_apply(
+    cli: &Cli,
+    a: &ApplyArgs,
+    events: &Events,
+    down: bool,
+) -> Result<(Ctx, Providers, Box<dyn LockGuard>)> {
+    let ctx = load(cli, events)?;
+    let opts = apply_opts(cli, a, events)?;
+    let lock = ctx.store.lock(if down { "down" } else { "up" })?;
+    let provs = providers(cli, &ctx.cfg).await?;
+    let state = ctx.store.load()?;
+    let (ctx, question) = if down {
+        // An empty declaration: everything in state is planned for deletion.
+        let stack = Stack::new(&ctx.stack.name);
+        (Ctx { stack, ..ctx }, "Delete all these resources?")
+    } else {
+        (ctx, "Apply these changes?")
+    };
+    let p = plan(
+        &ctx.stack,
+        &state,
+        &provs.reg,
+        &plan_events(ctx.json, events),
+    )
+    .await?;
+    if !ctx.json {
+        print!("{}", p.render());
+    }
+    execute(&ctx, &p, state, &provs, &opts, (a.yes, question)).await?;
+    Ok((ctx, provs, lock))
+}
+
+/// Confirms (unless `yes`) and applies `p`, then prints what was done and the outputs.
+async fn execute(
+    ctx: &Ctx,
+    p: &Plan,
+    state: State,
+    provs: &Providers,
+    opts: &ApplyOptions,
+    (yes, question): (bool, &str),
+) -> Result<()> {
+    if !p.has_changes() && p.adopted.is_empty() {
+        return print_outputs(ctx, &state, None);
+    }
+    if p.has_changes() && !yes && !confirm(question)? {
+        bail!("cancelled; nothing was changed");
+    }
+    let t = std::time::Instant::now();
+    let (state, report) = apply(&ctx.stack, p, &ctx.store, state, &provs.reg, opts).await?;
+    if !ctx.json {
+        println!(
+            "Apply complete in {:.1}s: {} created, {} updated, {} replaced, {} deleted. State: {}",
+            t.elapsed().as_secs_f64(),
+            report.created,
+            report.updated,
+            report.replaced,
+            report.deleted,
+            ctx.store.describe()
+        );
+    }
+    print_outputs(ctx, &state, Some(&report))
+}

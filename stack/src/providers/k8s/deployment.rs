@@ -1,0 +1,71 @@
+//! What only Deployments have: a rollout to follow after the apply.
+
+use kube::api::{Api, DynamicObject};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+use super::{api_err, to_json};
+use crate::error::ProviderError;
+
+/// Whether a Deployment's rollout is complete: the controller saw the latest
+/// generation and every replica is updated and available, with no old ones left.
+pub fn rollout_complete(d: &Value) -> bool {
+    let want = d["spec"]["replicas"].as_i64().unwrap_or(1);
+    let st = &d["status"];
+    let gen_ok = match d["metadata"]["generation"].as_i64() {
+        Some(g) => st["observedGeneration"].as_i64().unwrap_or(0) >= g,
+        None => st.get("observedGeneration").is_some(),
+    };
+    gen_ok
+        && st["updatedReplicas"].as_i64().unwrap_or(0) == want
+        && st["availableReplicas"].as_i64().unwrap_or(0) == want
+        && st["replicas"].as_i64().unwrap_or(0) == want
+}
+
+/// Polls a Deployment until [`rollout_complete`], reporting each new progress line as
+/// the operation's status ([`crate::engine::events::status`]), or times out.
+///
+/// A poll rather than `kube::runtime::wait::await_condition` with
+/// `conditions::is_deployment_completed()`: that condition trusts the `Progressing`
+/// condition's `NewReplicaSetAvailable` reason, which neither the in-memory API
+/// (kube-fake-client, no controller) nor the local data plane sets, and which does
+/// not check that no old replica is left; it also needs a watch on the object and
+/// kube's `runtime` feature (backon, json-patch, ...) for a 200 ms poll's worth of
+/// work.
+pub async fn wait_rollout(
+    api: &Api<DynamicObject>,
+    name: &str,
+    timeout: Duration,
+) -> Result<Value, ProviderError> {
+    let start = Instant::now();
+    let mut last = String::new();
+    loop {
+        let d = api
+            .get(name)
+            .await
+            .map_err(api_err(format!("get Deployment {name}")))?;
+        let d = to_json(&d)?;
+        if rollout_complete(&d) {
+            return Ok(d);
+        }
+        let st = &d["status"];
+        let line = format!(
+            "rollout {name}: {}/{} updated, {} available",
+            st["updatedReplicas"].as_i64().unwrap_or(0),
+            d["spec"]["replicas"].as_i64().unwrap_or(1),
+            st["availableReplicas"].as_i64().unwrap_or(0)
+        );
+        if line != last {
+            crate::engine::events::status(line.clone());
+            last = line;
+        }
+        if start.elapsed() >= timeout {
+            return Err(ProviderError::Timeout {
+                op: format!("rollout of Deployment {name}"),
+                what: "all replicas updated and available".into(),
+                secs: timeout.as_secs(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

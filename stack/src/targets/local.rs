@@ -1,0 +1,73 @@
+//! The local target: moto on loopback, a local registry, add-ons in state, the
+//! in-memory Kubernetes API and the data plane running the server processes.
+
+use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use stack::artifacts::image::Push;
+use stack::config::Config;
+use stack::providers::aws::{AwsTarget, Clients};
+use stack::providers::k8s::{dataplane, fake};
+
+use super::{KubeChoice, Settings, Target, state_file};
+
+/// SDK clients for the local endpoint, with dummy credentials.
+pub async fn clients(endpoint: &str, cfg: &Config) -> Clients {
+    let target = AwsTarget::Local {
+        endpoint: endpoint.to_string(),
+    };
+    Clients::new(&target, &cfg.region).await
+}
+
+/// Images go to the local registry when one is named; otherwise they are only built.
+pub fn push(st: &Settings) -> Push {
+    match &st.registry {
+        Some(url) => Push::Registry(url.clone()),
+        None => Push::None,
+    }
+}
+
+/// The current kubeconfig context when `KUBECONFIG` is set (kube's own convention,
+/// which kube reads itself), else the in-memory API.
+pub fn default_kube() -> KubeChoice {
+    if std::env::var_os("KUBECONFIG").is_some() {
+        KubeChoice::Kubeconfig
+    } else {
+        KubeChoice::Local
+    }
+}
+
+/// The in-memory Kubernetes API, served on loopback for this run, its objects kept
+/// in a snapshot beside the state.
+pub async fn kube_api(state_dir: &Path, cfg: &Config, target: Target) -> Result<fake::Server> {
+    std::fs::create_dir_all(state_dir)
+        .with_context(|| format!("creating {}", state_dir.display()))?;
+    let snap = state_file(
+        state_dir,
+        format!("{}.{}.k8s.json", cfg.stack, target.name()),
+    );
+    let api = fake::FakeApi::new(Some(snap)).await?;
+    Ok(api
+        .serve(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await?)
+}
+
+/// The data plane over the in-memory API, when the server binary exists.
+pub fn dataplane(state_dir: &Path, st: &Settings, cfg: &Config) -> Option<dataplane::DataPlane> {
+    let bin = Path::new(&cfg.k8s.server_binary);
+    bin.is_file().then(|| dataplane::DataPlane {
+        dir: state_dir.join("dataplane"),
+        binary: bin.to_path_buf(),
+        model_dir: st.model_dir.clone().unwrap_or_else(|| {
+            cfg.k8s
+                .model_env
+                .get("MODEL_DIR")
+                .cloned()
+                .unwrap_or_else(|| "models".into())
+        }),
+        front_port: st.front_port,
+        front_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("stack")),
+        ready_timeout: Duration::from_secs(st.ready_timeout_secs),
+    })
+}
