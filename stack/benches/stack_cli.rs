@@ -46,7 +46,7 @@ fn main() {
         return;
     }
     let m = common::moto();
-    let p = common::Project::new(&m.endpoint, "bench");
+    let p = common::Project::new(&m.url, "bench");
     let rounds = std::env::var("STACK_BENCH_ROUNDS")
         .ok()
         .and_then(|s| s.parse().ok())

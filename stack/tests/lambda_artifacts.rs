@@ -25,8 +25,8 @@ const BIG: usize = 51 * 1024 * 1024;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zip_over_50_mb_goes_through_s3() {
     let m = moto();
-    let p = Project::new(&m.endpoint, "big");
-    let c = clients(&m.endpoint).await;
+    let p = Project::new(&m.url, "big");
+    let c = clients(&m.url).await;
     let zip = p.path("bootstrap.zip");
     write_zip(&zip, &noise(BIG, 1));
     let facts = stack::providers::aws::lambda::ZipFacts::of(zip.to_str().unwrap()).unwrap();
@@ -135,7 +135,7 @@ async fn zip_over_50_mb_goes_through_s3() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_zip_is_uploaded_directly() {
     let m = moto();
-    let p = Project::new(&m.endpoint, "small");
+    let p = Project::new(&m.url, "small");
     let (code, out, _) = p.run(&["diff"]);
     assert_eq!(code, 2, "{out}");
     assert!(!out.contains("aws:s3:"), "{out}");
@@ -144,8 +144,8 @@ async fn small_zip_is_uploaded_directly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lambda_from_a_container_image() {
     let m = moto();
-    let p = Project::new(&m.endpoint, "img");
-    let c = clients(&m.endpoint).await;
+    let p = Project::new(&m.url, "img");
+    let c = clients(&m.url).await;
     // Any executable stands in for bootstrap; no zip is needed for this package.
     std::fs::remove_file(p.path("bootstrap.zip")).unwrap();
     let model = p.path("model");

@@ -8,8 +8,8 @@ use common::{Project, clients, moto, tagged};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_lifecycle() {
     let m = moto();
-    let p = Project::new(&m.endpoint, "life");
-    let c = clients(&m.endpoint).await;
+    let p = Project::new(&m.url, "life");
+    let c = clients(&m.url).await;
 
     // Nothing exists: every resource is a create, exit 2.
     let (code, out, _) = p.run(&["diff"]);

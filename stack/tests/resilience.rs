@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interrupted_up_resumes_without_duplicates_or_orphans() {
     let m = moto();
-    let p = Project::new(&m.endpoint, "crash");
-    let c = clients(&m.endpoint).await;
+    let p = Project::new(&m.url, "crash");
+    let c = clients(&m.url).await;
 
     // A fault after 7 operations: the apply stops cleanly with state saved.
     let (code, _, err) = p.run_env(
@@ -87,7 +87,7 @@ async fn interrupted_up_resumes_without_duplicates_or_orphans() {
 #[test]
 fn concurrent_up_is_refused_naming_the_holder() {
     let m = moto();
-    let p = Project::new(&m.endpoint, "lock");
+    let p = Project::new(&m.url, "lock");
     // The first `up` waits at its confirmation prompt, holding the lock.
     let mut first = p
         .cmd(&["up"])
@@ -168,8 +168,8 @@ fn invalid_config_is_rejected_before_any_api_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replacing_the_network_replaces_dependents_in_order() {
     let m = moto();
-    let p = Project::new(&m.endpoint, "net");
-    let c = clients(&m.endpoint).await;
+    let p = Project::new(&m.url, "net");
+    let c = clients(&m.url).await;
     assert_eq!(p.run(&["up", "--yes"]).0, 0);
 
     // A new VPC CIDR forces the VPC, hence the subnets, the cluster and the node group.

@@ -1,67 +1,13 @@
-//! Test harness: a moto server on a free loopback port, a small valid Lambda zip, and
+//! Test harness: moto (from `test-support`), a small valid Lambda zip, and
 //! a runner for the `stack` binary.
 #![allow(dead_code)]
 
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
 
-/// A moto server that is killed when dropped.
-pub struct Moto {
-    child: Child,
-    pub endpoint: String,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-/// Starts `moto_server` and waits until it answers HTTP.
-pub fn moto() -> Moto {
-    let port = free_port();
-    let child = Command::new("moto_server")
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        // AWS managed policies (AWSLambdaBasicExecutionRole, AmazonEKS*) exist in AWS.
-        .env("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("moto_server must be installed (scripts/test-deps.sh installs moto[server])");
-    let m = Moto {
-        child,
-        endpoint: format!("http://127.0.0.1:{port}"),
-    };
-    let start = Instant::now();
-    loop {
-        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
-            use std::io::{Read, Write};
-            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-            if s.write_all(b"GET /moto-api/ HTTP/1.0\r\nHost: localhost\r\n\r\n")
-                .is_ok()
-            {
-                let mut buf = [0u8; 12];
-                if s.read(&mut buf).is_ok_and(|n| n > 0) && buf.starts_with(b"HTTP/") {
-                    return m;
-                }
-            }
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "moto_server did not start on port {port}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+/// moto_server on a free loopback port (the workspace's one launcher), stopped on drop.
+pub fn moto() -> test_support::Moto {
+    test_support::Moto::start()
 }
 
 fn crc32(data: &[u8]) -> u32 {

@@ -105,12 +105,8 @@ impl Clients {
                     .force_path_style(matches!(target, AwsTarget::Local { .. }))
                     .build(),
             ),
-            wait_timeout: Duration::from_secs(
-                std::env::var("STACK_WAIT_TIMEOUT_SECS")
-                    .ok()
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(1800),
-            ),
+            // The CLI sets its --wait-timeout-secs here; 30 min is EKS's slowest step.
+            wait_timeout: Duration::from_secs(1800),
             account: Arc::default(),
             sdk: conf,
         }
