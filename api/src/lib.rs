@@ -296,7 +296,9 @@ pub fn validate(request: &PredictRequest) -> Result<(), RequestError> {
     }
 }
 
-fn validate_text(field: &str, text: &str) -> Result<(), RequestError> {
+/// Checks one text against the limits; `field` names it in the error (`text`,
+/// `inputs[3]`, `line 12`).
+pub fn validate_text(field: &str, text: &str) -> Result<(), RequestError> {
     if text.trim().is_empty() {
         return Err(RequestError::EmptyText {
             field: field.into(),

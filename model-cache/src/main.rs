@@ -166,11 +166,7 @@ fn predict_batches(
         Ok(())
     };
     for (number, text) in texts {
-        let request = sentiment_api::PredictRequest::Single { text };
-        sentiment_api::validate(&request).with_context(|| format!("{what} {number}"))?;
-        let sentiment_api::PredictRequest::Single { text } = request else {
-            unreachable!("built as a single text above")
-        };
+        sentiment_api::validate_text(&format!("{what} {number}"), &text)?;
         batch.push(text);
         if batch.len() == PREDICT_BATCH {
             flush(&mut batch, out)?;
