@@ -58,22 +58,28 @@ type Fields = (
     Option<String>,
 );
 
+/// The [`Fields`] of an integration as the SDK returns it: `GetIntegrationOutput`
+/// and `Integration` (from `GetIntegrations`) are distinct types with the same fields.
+macro_rules! fields {
+    ($i:expr) => {{
+        let i = $i;
+        (
+            i.integration_id,
+            i.integration_type,
+            i.integration_uri,
+            i.integration_method,
+            i.payload_format_version,
+        )
+    }};
+}
+
 impl IntegrationProvider {
     /// The integration `iid` of API `api_id`.
     async fn get(&self, api_id: &str, iid: &str) -> Result<Option<Fields>, ProviderError> {
         let r = self.0.apigw.get_integration().api_id(api_id);
         let r = r.integration_id(iid).send().await;
         let i = r.aws("apigateway:GetIntegration").none_if_missing()?;
-        Ok(i.map(|i| {
-            let f = (i.integration_id, i.integration_type, i.integration_uri);
-            (
-                f.0,
-                f.1,
-                f.2,
-                i.integration_method,
-                i.payload_format_version,
-            )
-        }))
+        Ok(i.map(|i| fields!(i)))
     }
 
     /// The integration of API `api_id` with the given target (adoption).
@@ -83,16 +89,7 @@ impl IntegrationProvider {
             return Ok(None);
         };
         let found = l.items().iter().find(|i| i.integration_uri() == Some(uri));
-        Ok(found.cloned().map(|i| {
-            let f = (i.integration_id, i.integration_type, i.integration_uri);
-            (
-                f.0,
-                f.1,
-                f.2,
-                i.integration_method,
-                i.payload_format_version,
-            )
-        }))
+        Ok(found.cloned().map(|i| fields!(i)))
     }
 }
 
