@@ -116,8 +116,10 @@ async fn requests_beyond_the_concurrency_limit_are_throttled() {
         .filter(|i| matches!(i.result, Err(InvokeError::Throttled(1))))
         .collect();
     assert_eq!(throttled.len(), 1, "{a:?} {b:?}");
-    let body = InvokeError::Throttled(1).to_body();
-    assert_eq!(body.error.status(), 429);
+    assert_eq!(
+        InvokeError::Throttled(1).error_type(),
+        "TooManyRequestsException"
+    );
     // Once the instance is idle again, the next request runs on it.
     let third = emulator.invoke(event()).await;
     assert!(matches!(third.result, Ok(Answer::Response(_))), "{third:?}");
@@ -133,10 +135,11 @@ async fn missing_model_is_an_init_error_and_a_clean_500() {
         "took {:?}",
         started.elapsed()
     );
+    // API Gateway hides the cause, as in AWS; the emulator names it in a header.
     assert_eq!(reply.status, 500, "{}", reply.body);
-    let body = reply.json();
-    assert_eq!(body["error"], "internal");
-    let detail = body["detail"].as_str().unwrap();
+    assert_eq!(reply.json(), json!({"message": "Internal Server Error"}));
+    assert_eq!(reply.header("x-lambda-error-type"), Some("Runtime.InitError"));
+    let detail = reply.header("x-lambda-error").unwrap();
     assert!(detail.contains("failed to initialize"), "{detail}");
     // The function's own message, as posted to /init/error, names the path and the fix.
     assert!(detail.contains("/nonexistent/model"), "{detail}");
@@ -192,7 +195,7 @@ async fn bad_configuration_is_an_init_error_naming_the_setting() {
     let emulator = start(config).await;
     let reply = predict(&emulator, r#"{"text": "x"}"#).await;
     assert_eq!(reply.status, 500, "{}", reply.body);
-    let detail = reply.json()["detail"].as_str().unwrap().to_string();
+    let detail = reply.header("x-lambda-error").unwrap();
     assert!(detail.contains("MODEL_THREADS=\"many\""), "{detail}");
 }
 

@@ -1,40 +1,48 @@
-//! A local Lambda: the Runtime API per instance, Lambda's scheduling rules, and an
-//! API Gateway-like HTTP front.
+//! A local Lambda: the Runtime API per execution environment, Lambda's scheduling
+//! rules, and the API Gateway HTTP API in front of it.
 //!
 //! What it reproduces, because the benchmark depends on it:
-//! - each instance is a `bootstrap` process with its own Runtime API endpoint
+//! - each environment is a `bootstrap` process with its own Runtime API endpoint
 //!   (`AWS_LAMBDA_RUNTIME_API`) and runs one invocation at a time;
-//! - an invocation that finds no idle instance starts a new process (a cold start);
-//!   idle instances are reused most-recently-used first and reaped after `keep_alive`;
-//! - at `max_concurrency` live instances (initializing ones count, as in Lambda) a new
-//!   invocation is throttled: HTTP 429;
-//! - a REPORT line per invocation with init duration (process start → first
-//!   `/invocation/next`), duration (event handed out → response posted), billed duration
-//!   (1 ms granularity; init is billed too, as for custom runtimes) and max memory used
-//!   (the process's peak RSS);
+//! - an invocation that finds no idle environment starts a new one (a cold start);
+//!   idle ones are reused most-recently-used first and reaped after `keep_alive`;
+//! - at `max_concurrency` live environments (initializing ones count, as in Lambda) a
+//!   new invocation is throttled (`TooManyRequestsException`);
+//! - each environment gets the CPU and memory its memory size buys in Lambda, as a
+//!   cgroup ([`cgroup`]), when the machine allows it;
+//! - START / END / REPORT lines per invocation (init duration: process start → first
+//!   `/invocation/next`; duration: event handed out → response posted; billed duration
+//!   at 1 ms granularity, init included as for custom runtimes; max memory used: the
+//!   process's peak RSS), and the function's own output, go to stderr and, with a
+//!   [`LogSink`], to whoever ships them (CloudWatch Logs in the stack's local target),
+//!   one log stream per environment as in Lambda;
 //! - a failed init (`/init/error`, or the process exiting before it asks for an event)
-//!   fails that invocation at once with a 5xx and retires the instance.
+//!   fails that invocation at once and retires the environment.
 //!
-//! The HTTP front turns any request into an API Gateway HTTP API (payload 2.0) event,
-//! and serves the Invoke API path (`POST /2015-03-31/functions/NAME/invocations`) with
-//! the body as a direct-invocation payload.
+//! The HTTP front serves the Lambda Invoke API (`POST /2015-03-31/functions/NAME/invocations`,
+//! Lambda's own status codes) and, for every other path, the API Gateway HTTP API
+//! ([`apigw`]).
+
+pub mod apigw;
+pub mod cgroup;
+
+pub use apigw::ApiConfig;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use sentiment_api::{ErrorBody, ErrorKind};
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -62,7 +70,27 @@ pub struct EmulatorConfig {
     pub max_concurrency: usize,
     /// Print START/END/REPORT lines on stderr, as Lambda writes them to CloudWatch.
     pub print_reports: bool,
+    /// The HTTP API in front of the function.
+    pub api: ApiConfig,
+    /// Hold each environment to the CPU and memory its memory size buys in Lambda
+    /// (needs writable cgroups: root; without them it says so once and runs unlimited).
+    pub limit_resources: bool,
+    /// Where log lines go besides stderr (CloudWatch Logs, a test).
+    pub log_sink: Option<LogSink>,
 }
+
+/// One line of a function's log: its environment's stream, when, what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    /// The log stream, one per environment (`2026/12/07/[$LATEST]<hex>`).
+    pub stream: String,
+    /// Milliseconds since the epoch.
+    pub timestamp_ms: i64,
+    pub message: String,
+}
+
+/// Receives every log line of every environment.
+pub type LogSink = mpsc::UnboundedSender<LogLine>;
 
 impl EmulatorConfig {
     pub fn new(bootstrap: impl Into<PathBuf>) -> Self {
@@ -76,6 +104,9 @@ impl EmulatorConfig {
             keep_alive: Duration::from_secs(300),
             max_concurrency: 10,
             print_reports: true,
+            api: ApiConfig::default(),
+            limit_resources: false,
+            log_sink: None,
         }
     }
 }
@@ -147,16 +178,15 @@ pub enum InvokeError {
 }
 
 impl InvokeError {
-    /// The error the HTTP front answers with.
-    pub fn to_body(&self) -> ErrorBody {
-        let kind = match self {
-            InvokeError::Throttled(_) => ErrorKind::Throttled,
-            InvokeError::Timeout(_) => ErrorKind::Timeout,
-            InvokeError::InitFailed(_) | InvokeError::Crashed(_) | InvokeError::Spawn { .. } => {
-                ErrorKind::Internal
-            }
-        };
-        ErrorBody::new(kind, self.to_string())
+    /// Lambda's name for the error (`errorType`, or the Invoke API's exception).
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            InvokeError::Throttled(_) => "TooManyRequestsException",
+            InvokeError::InitFailed(_) => "Runtime.InitError",
+            InvokeError::Timeout(_) => "Sandbox.Timedout",
+            InvokeError::Crashed(_) => "Runtime.ExitError",
+            InvokeError::Spawn { .. } => "ServiceException",
+        }
     }
 }
 
@@ -179,11 +209,15 @@ pub struct Emulator {
 impl Emulator {
     /// Starts the HTTP front on `bind` (port 0 picks a free one) and the reaper. No
     /// instance starts until the first invocation.
+    /// A bad route key is an `InvalidInput` error naming it.
     pub async fn start(config: EmulatorConfig, bind: SocketAddr) -> std::io::Result<Self> {
+        let routes = apigw::Routes::parse(&config.api.routes)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let listener = TcpListener::bind(bind).await?;
         let front = listener.local_addr()?;
         let keep_alive = config.keep_alive;
         let shared = Arc::new(Shared {
+            routes,
             config,
             pool: Mutex::new(Pool::default()),
             next_instance: AtomicU64::new(1),
@@ -250,7 +284,8 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-struct Shared {
+pub(crate) struct Shared {
+    routes: apigw::Routes,
     config: EmulatorConfig,
     pool: Mutex<Pool>,
     next_instance: AtomicU64,
@@ -281,6 +316,8 @@ struct Active {
 
 struct Instance {
     id: u64,
+    /// Its log stream's name.
+    stream: String,
     pid: Option<u32>,
     spawned_at: Instant,
     queue: mpsc::Sender<Pending>,
@@ -296,6 +333,20 @@ struct Instance {
 }
 
 impl Shared {
+    /// A line of the function's log: on stderr when asked, and to the sink.
+    fn log(&self, stream: &str, message: String) {
+        if self.config.print_reports {
+            eprintln!("{message}");
+        }
+        if let Some(sink) = &self.config.log_sink {
+            let _ = sink.send(LogLine {
+                stream: stream.to_string(),
+                timestamp_ms: now_ms(),
+                message,
+            });
+        }
+    }
+
     fn request_id(&self) -> String {
         let seq = self.next_request.fetch_add(1, Ordering::Relaxed);
         let nanos = SystemTime::now()
@@ -311,7 +362,7 @@ impl Shared {
         )
     }
 
-    async fn invoke(self: &Arc<Self>, event: Bytes) -> Invocation {
+    pub(crate) async fn invoke(self: &Arc<Self>, event: Bytes) -> Invocation {
         let request_id = self.request_id();
         let (instance, cold) = match self.acquire().await {
             Ok(acquired) => acquired,
@@ -323,9 +374,10 @@ impl Shared {
                 };
             }
         };
-        if self.config.print_reports {
-            eprintln!("START RequestId: {request_id} Version: $LATEST");
-        }
+        self.log(
+            &instance.stream,
+            format!("START RequestId: {request_id} Version: $LATEST"),
+        );
         let (done, answer) = oneshot::channel();
         let pending = Pending {
             request_id: request_id.clone(),
@@ -377,9 +429,8 @@ impl Shared {
                     memory_mb: self.config.memory_mb,
                     max_memory_used_mb: instance.pid.and_then(peak_rss_mb).unwrap_or(0),
                 };
-                if self.config.print_reports {
-                    eprintln!("END RequestId: {request_id}\n{}", report.line());
-                }
+                self.log(&instance.stream, format!("END RequestId: {request_id}"));
+                self.log(&instance.stream, report.line());
                 lock(&self.reports).push(report.clone());
                 self.release(&instance);
                 Invocation {
@@ -389,11 +440,14 @@ impl Shared {
                 }
             }
             Err(error) => {
-                if self.config.print_reports {
-                    eprintln!(
-                        "END RequestId: {request_id}\nREPORT RequestId: {request_id}\tStatus: error\t{error}"
-                    );
-                }
+                self.log(&instance.stream, format!("END RequestId: {request_id}"));
+                self.log(
+                    &instance.stream,
+                    format!(
+                        "REPORT RequestId: {request_id}\tStatus: error\tError Type: {}\t{error}",
+                        error.error_type()
+                    ),
+                );
                 self.retire(&instance);
                 Invocation {
                     request_id,
@@ -467,6 +521,7 @@ impl Shared {
             .local_addr()
             .map_err(|e| spawn_err(e.to_string()))?;
         let id = self.next_instance.fetch_add(1, Ordering::Relaxed);
+        let stream = log_stream_name(id);
         let task_root = config
             .bootstrap
             .parent()
@@ -485,9 +540,11 @@ impl Shared {
                 "AWS_LAMBDA_LOG_GROUP_NAME",
                 format!("/aws/lambda/{}", config.function_name),
             )
-            .env("AWS_LAMBDA_LOG_STREAM_NAME", format!("instance-{id}"))
+            .env("AWS_LAMBDA_LOG_STREAM_NAME", &stream)
             .env("LAMBDA_TASK_ROOT", task_root)
             .env("_HANDLER", "bootstrap")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .kill_on_drop(true);
         if std::env::var_os("AWS_REGION").is_none() {
             command.env("AWS_REGION", "us-east-1");
@@ -497,11 +554,21 @@ impl Shared {
         }
         let spawned_at = Instant::now();
         let mut child = command.spawn().map_err(|e| spawn_err(e.to_string()))?;
+        // Joined right after the fork: the process has not loaded its model yet, so its
+        // init runs under the limits.
+        let cgroup = self.cgroup_for(id, child.id());
+        if let Some(out) = child.stdout.take() {
+            self.forward_output(out, stream.clone());
+        }
+        if let Some(err) = child.stderr.take() {
+            self.forward_output(err, stream.clone());
+        }
         let (queue, events) = mpsc::channel(1);
         let (exited_tx, exited) = watch::channel(None);
         let (kill, kill_rx) = oneshot::channel::<()>();
         let instance = Arc::new(Instance {
             id,
+            stream,
             pid: child.id(),
             spawned_at,
             queue,
@@ -534,6 +601,7 @@ impl Shared {
                 Ok(status) => format!("exited ({status})"),
                 Err(e) => format!("could not be waited for: {e}"),
             };
+            drop(cgroup);
             let _ = exited_tx.send(Some(described));
             if let Some(shared) = weak.upgrade() {
                 shared.retire(&watched);
@@ -541,6 +609,75 @@ impl Shared {
         });
         Ok(instance)
     }
+
+    /// The cgroup holding environment `id`, when resources are limited and the
+    /// machine allows it; the first failure is said once, loudly.
+    fn cgroup_for(&self, id: u64, pid: Option<u32>) -> Option<cgroup::Cgroup> {
+        if !self.config.limit_resources {
+            return None;
+        }
+        let pid = pid?;
+        let limits = cgroup::Limits::lambda(self.config.memory_mb);
+        let name = format!(
+            "lambda-{}-{}-{id}",
+            self.config.function_name,
+            std::process::id()
+        );
+        let joined = cgroup::Cgroup::create(&name, limits).and_then(|g| g.add(pid).map(|()| g));
+        match joined {
+            Ok(group) => Some(group),
+            Err(e) => {
+                static SAID: std::sync::Once = std::sync::Once::new();
+                SAID.call_once(|| {
+                    eprintln!(
+                        "lambda-emulator: WARNING: cannot limit environments to their memory size's CPU and memory ({e}); they run unlimited, so timings flatter Lambda. Run as root on a machine with cgroups."
+                    );
+                });
+                None
+            }
+        }
+    }
+
+    /// Sends each line the function writes to the log, in its environment's stream.
+    fn forward_output(
+        self: &Arc<Self>,
+        output: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+        stream: String,
+    ) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            use tokio::io::AsyncBufReadExt;
+            let mut lines = tokio::io::BufReader::new(output).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                match weak.upgrade() {
+                    Some(shared) => {
+                        // The function's own output always reaches stderr, as before.
+                        if !shared.config.print_reports {
+                            eprintln!("{line}");
+                        }
+                        shared.log(&stream, line);
+                    }
+                    None => return,
+                }
+            }
+        });
+    }
+}
+
+/// Lambda's log stream name for an environment: `YYYY/MM/DD/[$LATEST]<32 hex>`.
+fn log_stream_name(id: u64) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let (y, m, d) = apigw::civil_from_days((now.as_secs() / 86_400) as i64);
+    let unique = (u128::from(std::process::id()) << 96) ^ (u128::from(id) << 64) ^ now.as_nanos();
+    format!("{y:04}/{m:02}/{d:02}/[$LATEST]{unique:032x}")
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Why an instance stopped without answering: a failed init (with the function's own
@@ -608,16 +745,16 @@ fn peak_rss_mb(pid: u32) -> Option<u64> {
     Some(kb.div_ceil(1024))
 }
 
-type HttpResponse = Response<Full<Bytes>>;
+pub(crate) type HttpResponse = Response<Full<Bytes>>;
 
-fn response(status: u16, body: impl Into<Bytes>) -> HttpResponse {
+pub(crate) fn response(status: u16, body: impl Into<Bytes>) -> HttpResponse {
     let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() =
         StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     response
 }
 
-fn json_response(status: u16, body: &impl Serialize) -> HttpResponse {
+pub(crate) fn json_response(status: u16, body: &impl Serialize) -> HttpResponse {
     let mut response = response(status, serde_json::to_vec(body).unwrap_or_default());
     response.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
@@ -761,53 +898,78 @@ async fn read_body(req: Request<Incoming>) -> Bytes {
         .unwrap_or_default()
 }
 
-/// The HTTP front: the Invoke API path for direct invocations, everything else as an
-/// API Gateway HTTP API.
+/// The HTTP front: the Lambda Invoke API for direct invocations, everything else
+/// through the API Gateway HTTP API.
 async fn front_handler(shared: Arc<Shared>, req: Request<Incoming>) -> HttpResponse {
-    let path = req.uri().path().to_string();
+    let path = req.uri().path();
     if req.method() == Method::POST
         && path.starts_with("/2015-03-31/functions/")
         && path.ends_with("/invocations")
     {
-        let body = read_body(req).await;
-        let invocation = shared.invoke(body).await;
-        return match &invocation.result {
-            Ok(Answer::Response(payload)) => {
-                with_lambda_headers(response(200, payload.clone()), &invocation)
-            }
-            Ok(Answer::FunctionError(payload)) => {
-                let mut r = with_lambda_headers(response(200, payload.clone()), &invocation);
-                r.headers_mut().insert(
-                    "x-amz-function-error",
-                    hyper::header::HeaderValue::from_static("Unhandled"),
-                );
-                r
-            }
-            Err(e) => with_lambda_headers(
-                json_response(e.to_body().error.status(), &e.to_body()),
-                &invocation,
-            ),
-        };
+        return invoke_api(shared, req).await;
     }
-    let event = apigw_event(req).await;
-    let invocation = shared.invoke(Bytes::from(event.to_string())).await;
+    apigw::handle(shared, req).await
+}
+
+/// Lambda's `Invoke` (RequestResponse): the payload back with 200, a function error as
+/// 200 with `X-Amz-Function-Error: Unhandled`, throttling as 429
+/// `TooManyRequestsException`, an oversized payload as 413.
+async fn invoke_api(shared: Arc<Shared>, req: Request<Incoming>) -> HttpResponse {
+    let body = match http_body_util::Limited::new(req.into_body(), apigw::MAX_PAYLOAD_BYTES)
+        .collect()
+        .await
+    {
+        Ok(body) => body.to_bytes(),
+        Err(_) => {
+            return lambda_exception(
+                413,
+                "RequestEntityTooLargeException",
+                &format!(
+                    "Request must be smaller than {} bytes for the InvokeFunction operation",
+                    apigw::MAX_PAYLOAD_BYTES
+                ),
+            );
+        }
+    };
+    let invocation = shared.invoke(body).await;
+    let unhandled = |payload: Bytes| {
+        let mut r = response(200, payload);
+        r.headers_mut().insert(
+            "x-amz-function-error",
+            hyper::header::HeaderValue::from_static("Unhandled"),
+        );
+        r
+    };
     let answer = match &invocation.result {
-        Ok(Answer::Response(payload)) => http_from_payload(payload),
-        Ok(Answer::FunctionError(_)) => json_response(
-            500,
-            &ErrorBody::new(
-                ErrorKind::Internal,
-                "the function returned an unhandled error",
-            ),
-        ),
-        Err(e) => json_response(e.to_body().error.status(), &e.to_body()),
+        Ok(Answer::Response(payload)) => response(200, payload.clone()),
+        Ok(Answer::FunctionError(payload)) => unhandled(payload.clone()),
+        Err(InvokeError::Throttled(_)) => {
+            lambda_exception(429, "TooManyRequestsException", "Rate Exceeded.")
+        }
+        Err(e @ InvokeError::Spawn { .. }) => lambda_exception(500, e.error_type(), &e.to_string()),
+        Err(e) => unhandled(Bytes::from(
+            json!({"errorType": e.error_type(), "errorMessage": e.to_string()}).to_string(),
+        )),
     };
     with_lambda_headers(answer, &invocation)
 }
 
+/// An error of the Lambda API itself (`x-amzn-ErrorType` and a `Type`/`message` body).
+fn lambda_exception(status: u16, error_type: &str, message: &str) -> HttpResponse {
+    let kind = if status < 500 { "User" } else { "Service" };
+    let mut r = json_response(status, &json!({"Type": kind, "message": message}));
+    if let Ok(v) = hyper::header::HeaderValue::from_str(error_type) {
+        r.headers_mut().insert("x-amzn-errortype", v);
+    }
+    r
+}
+
 /// Adds the emulator's own headers: which instance ran the request, cold or warm,
 /// init and run durations. Useful to tests and the benchmark; Lambda has no such thing.
-fn with_lambda_headers(mut response: HttpResponse, invocation: &Invocation) -> HttpResponse {
+pub(crate) fn with_lambda_headers(
+    mut response: HttpResponse,
+    invocation: &Invocation,
+) -> HttpResponse {
     let headers = response.headers_mut();
     let mut set = |name: &'static str, value: String| {
         if let Ok(value) = hyper::header::HeaderValue::from_str(&value) {
@@ -829,108 +991,6 @@ fn with_lambda_headers(mut response: HttpResponse, invocation: &Invocation) -> H
         );
         if let Some(init) = report.init_duration {
             set("x-lambda-init-duration-ms", format!("{:.3}", ms(init)));
-        }
-    }
-    response
-}
-
-/// An API Gateway HTTP API (payload format 2.0) event for `req`.
-async fn apigw_event(req: Request<Incoming>) -> Value {
-    let method = req.method().to_string();
-    let path = req.uri().path().to_string();
-    let query = req.uri().query().unwrap_or("").to_string();
-    let mut headers = serde_json::Map::new();
-    for (name, value) in req.headers() {
-        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-        // API Gateway joins repeated headers with commas and lowercases names.
-        match headers.get_mut(name.as_str()) {
-            Some(Value::String(existing)) => {
-                existing.push(',');
-                existing.push_str(&value);
-            }
-            _ => {
-                headers.insert(name.as_str().to_string(), Value::String(value));
-            }
-        }
-    }
-    let user_agent = headers
-        .get("user-agent")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    let body = read_body(req).await;
-    // Text bodies pass as they are; anything else is base64, as API Gateway does.
-    let (body, is_base64) = match std::str::from_utf8(&body) {
-        Ok(text) => (text.to_string(), false),
-        Err(_) => (
-            base64::engine::general_purpose::STANDARD.encode(&body),
-            true,
-        ),
-    };
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64;
-    let mut event = json!({
-        "version": "2.0",
-        "routeKey": "$default",
-        "rawPath": path,
-        "rawQueryString": query,
-        "headers": headers,
-        "requestContext": {
-            "accountId": "000000000000",
-            "apiId": "local",
-            "domainName": "localhost",
-            "domainPrefix": "localhost",
-            "http": {
-                "method": method,
-                "path": path,
-                "protocol": "HTTP/1.1",
-                "sourceIp": "127.0.0.1",
-                "userAgent": user_agent,
-            },
-            "requestId": format!("local-{now_ms}"),
-            "routeKey": "$default",
-            "stage": "$default",
-            "timeEpoch": now_ms,
-        },
-        "isBase64Encoded": is_base64,
-    });
-    if !body.is_empty() {
-        event["body"] = Value::String(body);
-    }
-    event
-}
-
-/// API Gateway's reading of a function's response (payload format 2.0): an object with
-/// `statusCode` is an HTTP response; any other JSON is a 200 `application/json` body.
-fn http_from_payload(payload: &Bytes) -> HttpResponse {
-    let Ok(value) = serde_json::from_slice::<Value>(payload) else {
-        return json_response(
-            500,
-            &ErrorBody::new(ErrorKind::Internal, "the function's response is not JSON"),
-        );
-    };
-    let Some(status) = value.get("statusCode").and_then(Value::as_u64) else {
-        return json_response(200, &value);
-    };
-    let body = value.get("body").and_then(Value::as_str).unwrap_or("");
-    let body = if value.get("isBase64Encoded").and_then(Value::as_bool) == Some(true) {
-        base64::engine::general_purpose::STANDARD
-            .decode(body)
-            .unwrap_or_default()
-    } else {
-        body.as_bytes().to_vec()
-    };
-    let mut response = response(u16::try_from(status).unwrap_or(500), body);
-    if let Some(headers) = value.get("headers").and_then(Value::as_object) {
-        for (name, value) in headers {
-            if let (Ok(name), Some(Ok(value))) = (
-                hyper::header::HeaderName::from_bytes(name.as_bytes()),
-                value.as_str().map(hyper::header::HeaderValue::from_str),
-            ) {
-                response.headers_mut().insert(name, value);
-            }
         }
     }
     response

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use lambda_emulator::{Emulator, EmulatorConfig};
+use lambda_emulator::{ApiConfig, Emulator, EmulatorConfig};
 
 #[derive(Parser)]
 #[command(
@@ -42,6 +42,16 @@ struct Cli {
     /// Environment for the function, KEY=VALUE, repeatable (e.g. MODEL_DIR=/path).
     #[arg(long = "env", short = 'e', value_parser = parse_env)]
     env: Vec<(String, String)>,
+    /// API Gateway route keys that invoke the function, repeatable
+    /// (`POST /predict`, `GET /items/{id}`, `$default`).
+    #[arg(long = "route", default_value = "$default")]
+    routes: Vec<String>,
+    /// Seconds API Gateway waits for the function before answering 503 (at most 30).
+    #[arg(long, env = "LAMBDA_INTEGRATION_TIMEOUT_S", default_value_t = 30.0)]
+    integration_timeout_s: f64,
+    /// Run each environment without the CPU and memory limits of its memory size.
+    #[arg(long, env = "LAMBDA_UNLIMITED")]
+    unlimited: bool,
 }
 
 fn parse_env(value: &str) -> Result<(String, String), String> {
@@ -78,6 +88,13 @@ async fn main() -> Result<()> {
         keep_alive: seconds(cli.keep_alive_s, "keep-alive-s")?,
         max_concurrency: cli.max_concurrency.max(1),
         print_reports: true,
+        api: ApiConfig {
+            api_id: "local".into(),
+            routes: cli.routes,
+            integration_timeout: seconds(cli.integration_timeout_s, "integration-timeout-s")?,
+        },
+        limit_resources: !cli.unlimited,
+        log_sink: None,
     };
     let emulator = Emulator::start(config, cli.listen)
         .await
