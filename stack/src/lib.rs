@@ -11,4 +11,5 @@ pub mod artifacts;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod local;
 pub mod providers;

@@ -97,6 +97,14 @@ enum Command {
         #[arg(long)]
         backends: PathBuf,
     },
+    /// A local API Gateway front: the deployed Lambda zip behind an HTTP API (started
+    /// by `up` on the local target; not for direct use).
+    #[command(hide = true)]
+    ApigwFront {
+        /// What to serve (written by `up`).
+        #[arg(long)]
+        spec: PathBuf,
+    },
 }
 
 /// The flags of `up` and `down`.
@@ -119,6 +127,10 @@ pub async fn run(cli: Cli) -> Result<i32> {
     match &cli.command {
         Command::Front { listen, backends } => {
             stack::providers::k8s::dataplane::serve_front(*listen, backends.clone()).await?;
+            Ok(0)
+        }
+        Command::ApigwFront { spec } => {
+            stack::local::apigw::serve(spec).await?;
             Ok(0)
         }
         Command::Synth { k8s } => synth::run(&cli, *k8s, &events),
@@ -215,8 +227,13 @@ fn show(v: &serde_json::Value) -> String {
 
 /// The outputs after `up`/`down`; with `--json` the last line:
 /// `{"event":"complete", report, outputs}`.
-fn print_outputs(ctx: &Ctx, state: &State, report: Option<&ApplyReport>) -> Result<()> {
-    let outs = exports(&ctx.stack, state);
+fn print_outputs(
+    ctx: &Ctx,
+    state: &State,
+    report: Option<&ApplyReport>,
+    local: &targets::LocalEndpoints,
+) -> Result<()> {
+    let outs = local.rewrite(exports(&ctx.stack, state));
     if ctx.json {
         let mut v = json!({ "event": "complete", "outputs": outs });
         if let Some(r) = report {
@@ -237,12 +254,7 @@ fn print_outputs(ctx: &Ctx, state: &State, report: Option<&ApplyReport>) -> Resu
 
 /// `up` (the declaration) or `down` (an empty one): plan under the lock, show the
 /// plan, confirm, apply. Returns the lock, still held for what the command does next.
-async fn plan_and_apply(
-    cli: &Cli,
-    a: &ApplyArgs,
-    events: &Events,
-    down: bool,
-) -> Result<(Ctx, Providers, Box<dyn LockGuard>)> {
+async fn plan_and_apply(cli: &Cli, a: &ApplyArgs, events: &Events, down: bool) -> Result<Applied> {
     let ctx = load(cli, events)?;
     let opts = apply_opts(cli, a, events)?;
     let lock = ctx.store.lock(if down { "down" } else { "up" })?;
@@ -265,11 +277,27 @@ async fn plan_and_apply(
     if !ctx.json {
         print!("{}", p.render());
     }
-    execute(&ctx, &p, state, &provs, &opts, (a.yes, question)).await?;
-    Ok((ctx, provs, lock))
+    let (state, report) = execute(&ctx, &p, state, &provs, &opts, (a.yes, question)).await?;
+    Ok(Applied {
+        ctx,
+        provs,
+        state,
+        report,
+        _lock: lock,
+    })
 }
 
-/// Confirms (unless `yes`) and applies `p`, then prints what was done and the outputs.
+/// What `up` and `down` go on with after applying (the lock still held).
+struct Applied {
+    ctx: Ctx,
+    provs: Providers,
+    state: State,
+    report: Option<ApplyReport>,
+    _lock: Box<dyn LockGuard>,
+}
+
+/// Confirms (unless `yes`) and applies `p`, then prints what was done. Returns the
+/// state after, and the report when anything was applied.
 async fn execute(
     ctx: &Ctx,
     p: &Plan,
@@ -277,9 +305,9 @@ async fn execute(
     provs: &Providers,
     opts: &ApplyOptions,
     (yes, question): (bool, &str),
-) -> Result<()> {
+) -> Result<(State, Option<ApplyReport>)> {
     if !p.has_changes() && p.adopted.is_empty() {
-        return print_outputs(ctx, &state, None);
+        return Ok((state, None));
     }
     if p.has_changes() && !yes && !confirm(question)? {
         bail!("cancelled; nothing was changed");
@@ -297,5 +325,5 @@ async fn execute(
             ctx.store.describe()
         );
     }
-    print_outputs(ctx, &state, Some(&report))
+    Ok((state, Some(report)))
 }

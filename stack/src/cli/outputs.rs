@@ -3,6 +3,7 @@
 use anyhow::{Context, Result, bail};
 
 use super::{Cli, load, show};
+use crate::targets::LocalEndpoints;
 use stack::engine::UNKNOWN;
 use stack::engine::apply::exports;
 use stack::engine::events::Events;
@@ -11,7 +12,12 @@ use stack::engine::state::StateStore;
 pub fn run(cli: &Cli, name: Option<&str>, events: &Events) -> Result<i32> {
     let ctx = load(cli, events)?;
     let state = ctx.store.load()?;
-    let outs = exports(&ctx.stack, &state);
+    let local = LocalEndpoints::load(&LocalEndpoints::file(
+        &cli.state_dir,
+        &ctx.cfg.stack,
+        cli.target,
+    ));
+    let outs = local.rewrite(exports(&ctx.stack, &state));
     match name {
         Some(n) => {
             let v = outs

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use stack::artifacts::image::Push;
 use stack::config::Config;
+use stack::local::apigw::Fronts;
 use stack::providers::aws::{AwsTarget, Clients};
 use stack::providers::k8s::{dataplane, fake};
 
@@ -70,4 +71,18 @@ pub fn dataplane(state_dir: &Path, st: &Settings, cfg: &Config) -> Option<datapl
         front_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("stack")),
         ready_timeout: Duration::from_secs(st.ready_timeout_secs),
     })
+}
+
+/// The API Gateway fronts, run by this executable (`stack apigw-front`).
+pub fn fronts(state_dir: &Path, st: &Settings, cfg: &Config, endpoint: &str) -> Fronts {
+    Fronts {
+        // Absolute: the front runs the code from here whatever its working directory.
+        dir: std::path::absolute(state_file(state_dir, format!("{}.local.apigw", cfg.stack)))
+            .unwrap_or_else(|_| state_file(state_dir, format!("{}.local.apigw", cfg.stack))),
+        exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("stack")),
+        aws_endpoint: endpoint.to_string(),
+        account_concurrency: st.lambda_concurrency.max(1),
+        keep_alive: Duration::from_secs(st.lambda_keep_alive_secs),
+        port: st.api_port,
+    }
 }

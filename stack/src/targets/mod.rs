@@ -9,8 +9,11 @@
 pub mod aws;
 pub mod local;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +21,8 @@ use std::time::Duration;
 use stack::artifacts::image::{self, ImageProvider};
 use stack::config::Config;
 use stack::engine::Stack;
+use stack::engine::state::State;
+use stack::local::apigw::Fronts;
 use stack::providers::Registry;
 use stack::providers::aws as aws_providers;
 use stack::providers::k8s::{self, Kube, KubeSource, ObjectProvider, dataplane, fake};
@@ -121,6 +126,27 @@ pub struct Settings {
     /// Stop an apply cleanly after N operations (a drill for resume).
     #[arg(long, global = true, env = "STACK_FAULT_AFTER")]
     pub fault_after: Option<usize>,
+    /// Port of the first local API Gateway front (0: any free port, kept across runs).
+    #[arg(long, global = true, env = "STACK_API_PORT", default_value_t = 0)]
+    pub api_port: u16,
+    /// The local account's Lambda concurrency limit (AWS's default is 1,000; a small
+    /// machine runs fewer environments). Reserved concurrency overrides it per function.
+    #[arg(
+        long,
+        global = true,
+        env = "STACK_LAMBDA_CONCURRENCY",
+        default_value_t = 10
+    )]
+    pub lambda_concurrency: usize,
+    /// Seconds an idle local Lambda environment lives before it is stopped (AWS does
+    /// not document its own; minutes).
+    #[arg(
+        long,
+        global = true,
+        env = "STACK_LAMBDA_KEEP_ALIVE_SECS",
+        default_value_t = 300
+    )]
+    pub lambda_keep_alive_secs: u64,
 }
 
 /// The providers, and what must stay alive while they are used (the local
@@ -134,6 +160,59 @@ pub struct Providers {
     /// The local data plane, when the API is the in-memory one and the server
     /// binary exists.
     pub dataplane: Option<dataplane::DataPlane>,
+    /// The local API Gateway fronts (local target only).
+    pub fronts: Option<Fronts>,
+    clients: Arc<aws_providers::Clients>,
+    /// Where the local endpoints are recorded for `stack outputs`.
+    endpoints_file: PathBuf,
+}
+
+/// Where the local target serves what the cloud would: written by `up` and `down`,
+/// read by `outputs`.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct LocalEndpoints {
+    /// A cloud URL prefix → the local one (an HTTP API's endpoint → its front).
+    pub rewrites: BTreeMap<String, String>,
+    /// Outputs only the local target has (`service_url`: the front over the pods).
+    pub extra: BTreeMap<String, String>,
+}
+
+impl LocalEndpoints {
+    /// The file beside the state.
+    pub fn file(state_dir: &Path, stack: &str, target: Target) -> PathBuf {
+        state_file(
+            state_dir,
+            format!("{stack}.{}.endpoints.json", target.name()),
+        )
+    }
+
+    /// The recorded endpoints (none when nothing runs locally).
+    pub fn load(file: &Path) -> LocalEndpoints {
+        std::fs::read(file)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    /// Outputs as they answer here: a cloud URL served by a local front becomes the
+    /// front's URL; local-only outputs are added.
+    pub fn rewrite(&self, mut outs: BTreeMap<String, Value>) -> BTreeMap<String, Value> {
+        for v in outs.values_mut() {
+            if let Some(s) = v.as_str()
+                && let Some((cloud, local)) = self
+                    .rewrites
+                    .iter()
+                    .find(|(c, _)| s.starts_with(c.as_str()))
+            {
+                let rest = s[cloud.len()..].trim_start_matches('/');
+                *v = Value::String(format!("{}/{rest}", local.trim_end_matches('/')));
+            }
+        }
+        for (k, v) in &self.extra {
+            outs.insert(k.clone(), Value::String(v.clone()));
+        }
+        outs
+    }
 }
 
 /// Builds the provider registry for `target`.
@@ -189,25 +268,44 @@ pub async fn providers(
     let dataplane = server
         .as_ref()
         .and_then(|_| local::dataplane(state_dir, st, cfg));
+    let fronts = (target == Target::Local).then(|| local::fronts(state_dir, st, cfg, endpoint));
     Ok(Providers {
         reg,
         kube,
         _local_api: server,
         dataplane,
+        fronts,
+        clients,
+        endpoints_file: LocalEndpoints::file(state_dir, &cfg.stack, target),
     })
 }
 
 impl Providers {
-    /// Runs the local data plane against what the API now says (no-op elsewhere).
-    pub async fn run_dataplane(&self, stack: &str) -> Result<()> {
-        let Some(dp) = &self.dataplane else {
-            return Ok(());
-        };
-        let client = self.kube.client().await?;
-        if let Some(addr) = dp.reconcile(&client, stack).await? {
-            println!("Local data plane: http://{addr} (front over the server processes)");
+    /// Runs what the local target serves against what is now deployed: the data
+    /// plane over the Kubernetes API, an API Gateway front per HTTP API (nothing
+    /// elsewhere). Records and returns where each answers.
+    pub async fn run_local(&self, stack: &str, state: &State) -> Result<LocalEndpoints> {
+        let mut endpoints = LocalEndpoints::default();
+        if let Some(dp) = &self.dataplane {
+            let client = self.kube.client().await?;
+            if let Some(addr) = dp.reconcile(&client, stack).await? {
+                endpoints
+                    .extra
+                    .insert("service_url".into(), format!("http://{addr}/"));
+            }
         }
-        Ok(())
+        if let Some(fronts) = &self.fronts {
+            for served in fronts.reconcile(&self.clients, state).await? {
+                endpoints.rewrites.insert(served.endpoint, served.url);
+            }
+        }
+        if endpoints.rewrites.is_empty() && endpoints.extra.is_empty() {
+            let _ = std::fs::remove_file(&self.endpoints_file);
+        } else {
+            std::fs::write(&self.endpoints_file, serde_json::to_vec_pretty(&endpoints)?)
+                .with_context(|| format!("writing {}", self.endpoints_file.display()))?;
+        }
+        Ok(endpoints)
     }
 
     /// Deletes labelled objects of this stack that are no longer declared (e.g. left
