@@ -236,6 +236,7 @@ impl ImageProvider {
                         .unwrap_or_default()
                         .to_string();
                     oci::Registry::ecr(&format!("https://{host}"), &token)
+                        .map_err(perr)?
                         .push(repo, &d.tag, &img)
                         .await
                         .map_err(perr)?
