@@ -294,15 +294,6 @@ impl Provider for ImageProvider {
         self.build_push(desired).await
     }
 
-    async fn update(
-        &self,
-        _id: &str,
-        _observed: &Value,
-        desired: &Value,
-    ) -> Result<Observed, ProviderError> {
-        self.build_push(desired).await
-    }
-
     async fn delete(&self, _id: &str, _props: &Value) -> Result<(), ProviderError> {
         // Images are immutable blobs; the repository's lifecycle (or its deletion)
         // removes them.
