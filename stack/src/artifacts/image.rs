@@ -236,6 +236,7 @@ impl ImageProvider {
                         .unwrap_or_default()
                         .to_string();
                     oci::Registry::ecr(&format!("https://{host}"), &token)
+                        .map_err(perr)?
                         .push(repo, &d.tag, &img)
                         .await
                         .map_err(perr)?
@@ -290,15 +291,6 @@ impl Provider for ImageProvider {
     }
 
     async fn create(&self, desired: &Value) -> Result<Observed, ProviderError> {
-        self.build_push(desired).await
-    }
-
-    async fn update(
-        &self,
-        _id: &str,
-        _observed: &Value,
-        desired: &Value,
-    ) -> Result<Observed, ProviderError> {
         self.build_push(desired).await
     }
 

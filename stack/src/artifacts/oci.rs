@@ -4,13 +4,24 @@
 //! (`/v2/…`): a local `docker-registry`, or ECR with the basic credentials of
 //! `GetAuthorizationToken`.
 //!
-//! Layers are reproducible (sorted entries, mtime 0, uid/gid 0, fixed gzip level), so
-//! an unchanged binary gives the same digests and the stack shows no change.
+//! The config, manifest and index documents are `oci-spec` types; the registry traffic
+//! goes through `oci-client`. What neither offers stays here: reproducible layers
+//! (sorted entries, mtime 0, uid/gid 0, fixed gzip level) and canonical JSON, so an
+//! unchanged binary gives the same digests and the stack shows no change.
 
 use base64::Engine;
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use serde_json::{Value, json};
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::errors::OciDistributionError;
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+use oci_spec::image::{
+    Arch, ConfigBuilder, Descriptor, DescriptorBuilder, Digest as OciDigest, HistoryBuilder,
+    ImageConfiguration, ImageConfigurationBuilder, ImageIndex, ImageManifest, ImageManifestBuilder,
+    MediaType, Os, RootFsBuilder,
+};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -61,6 +72,18 @@ pub fn digest(b: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(b)))
 }
 
+/// The bytes of an OCI document as the digests are taken over: compact JSON with its
+/// keys sorted. Going through `serde_json::Value` (a sorted map in this build) makes
+/// them canonical: oci-spec writes `ExposedPorts` and `Labels` from `HashMap`s, whose
+/// order changes from run to run, and the documents written by `json!` before oci-spec
+/// had exactly these bytes, so images built before keep their digests.
+fn canonical_json(doc: &impl Serialize) -> Vec<u8> {
+    serde_json::to_value(doc)
+        .expect("OCI documents have string keys, so they convert to JSON")
+        .to_string()
+        .into_bytes()
+}
+
 /// A content-addressed blob.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Blob {
@@ -80,11 +103,19 @@ impl Blob {
             data,
         }
     }
-    fn descriptor(&self) -> Value {
-        json!({ "mediaType": self.media_type, "digest": self.digest, "size": self.data.len() })
+    fn descriptor(&self) -> Descriptor {
+        let d: OciDigest = self
+            .digest
+            .parse()
+            .expect("a digest computed by `digest` is a valid sha256 digest");
+        DescriptorBuilder::default()
+            .media_type(MediaType::from(self.media_type.as_str()))
+            .digest(d)
+            .size(self.data.len() as u64)
+            .build()
+            .expect("media type, digest and size are all a descriptor requires")
     }
 }
-
 /// One file of a layer: the bytes, where it goes, its mode.
 #[derive(Debug, Clone)]
 pub struct LayerFile {
@@ -237,62 +268,68 @@ impl Image {
     /// Assembles config and manifest over `layers`, the first of which come from a
     /// base image whose config is `base`: its environment is kept (ours wins on the
     /// same name) and its history continues.
-    pub fn on(base: Option<&Value>, layers: Vec<Layer>, c: &ImageConfig) -> Image {
+    pub fn on(base: Option<&ImageConfiguration>, layers: Vec<Layer>, c: &ImageConfig) -> Image {
         let mut env_map: BTreeMap<String, String> = BTreeMap::new();
         let base_env = base
-            .and_then(|b| b.pointer("/config/Env"))
-            .and_then(Value::as_array);
-        for kv in base_env.into_iter().flatten().filter_map(Value::as_str) {
+            .and_then(|b| b.config().as_ref())
+            .and_then(|c| c.env().as_ref());
+        for kv in base_env.into_iter().flatten() {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
             env_map.insert(k.into(), v.into());
         }
         env_map.extend(c.env.clone());
         let env: Vec<String> = env_map.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let mut cfg = json!({
-            "Entrypoint": c.entrypoint,
-            "Env": env,
-            "User": c.user,
-            "WorkingDir": "/",
-        });
+        let mut cfg = ConfigBuilder::default()
+            .entrypoint(c.entrypoint.clone())
+            .env(env)
+            .user(c.user.clone())
+            .working_dir("/");
         if let Some(p) = c.port {
-            cfg["ExposedPorts"] = json!({ format!("{p}/tcp"): {} });
+            cfg = cfg.exposed_ports(vec![format!("{p}/tcp")]);
         }
-        let base_layers = base
-            .and_then(|b| b.pointer("/rootfs/diff_ids"))
-            .and_then(Value::as_array)
-            .map_or(0, Vec::len);
-        let mut history: Vec<Value> = base
-            .and_then(|b| b.get("history"))
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        history.extend(
-            layers
-                .iter()
-                .skip(base_layers)
-                .map(|_| json!({ "created_by": "stack" })),
-        );
-        let config = json!({
-            "architecture": c.architecture,
-            "os": "linux",
-            "config": cfg,
-            "rootfs": {
-                "type": "layers",
-                "diff_ids": layers.iter().map(|l| l.diff_id.clone()).collect::<Vec<_>>()
-            },
-            "history": history
-        });
-        let config = Blob::new(CONFIG_TYPE, config.to_string().into_bytes());
-        let manifest = json!({
-            "schemaVersion": 2,
-            "mediaType": MANIFEST_TYPE,
-            "config": config.descriptor(),
-            "layers": layers.iter().map(|l| l.blob.descriptor()).collect::<Vec<_>>()
-        });
+        let base_layers = base.map_or(0, |b| b.rootfs().diff_ids().len());
+        let mut history = base.and_then(|b| b.history().clone()).unwrap_or_default();
+        for _ in layers.iter().skip(base_layers) {
+            history.push(
+                HistoryBuilder::default()
+                    .created_by("stack")
+                    .build()
+                    .expect("history entries have no required field"),
+            );
+        }
+        let rootfs = RootFsBuilder::default()
+            .typ("layers")
+            .diff_ids(layers.iter().map(|l| l.diff_id.clone()).collect::<Vec<_>>())
+            .build()
+            .expect("rootfs type and diff_ids are set");
+        let config = ImageConfigurationBuilder::default()
+            .architecture(Arch::from(c.architecture.as_str()))
+            .os(Os::Linux)
+            .config(
+                cfg.build()
+                    .expect("the image's run config has no required field"),
+            )
+            .rootfs(rootfs)
+            .history(history)
+            .build()
+            .expect("architecture, os and rootfs are set");
+        let config = Blob::new(CONFIG_TYPE, canonical_json(&config));
+        let manifest = ImageManifestBuilder::default()
+            .schema_version(2u32)
+            .media_type(MediaType::ImageManifest)
+            .config(config.descriptor())
+            .layers(
+                layers
+                    .iter()
+                    .map(|l| l.blob.descriptor())
+                    .collect::<Vec<_>>(),
+            )
+            .build()
+            .expect("schema version, config and layers are set");
         Image {
             layers,
             config,
-            manifest: Blob::new(MANIFEST_TYPE, manifest.to_string().into_bytes()),
+            manifest: Blob::new(MANIFEST_TYPE, canonical_json(&manifest)),
         }
     }
 
@@ -309,7 +346,7 @@ pub struct BaseImage {
     /// Layers, bottom first.
     pub layers: Vec<Layer>,
     /// The base's image config (`None` for the minimal base).
-    pub config: Option<Value>,
+    pub config: Option<ImageConfiguration>,
 }
 
 impl From<Layer> for BaseImage {
@@ -357,10 +394,7 @@ pub fn app_image(
     let architecture = base
         .config
         .as_ref()
-        .and_then(|c| c.get("architecture"))
-        .and_then(Value::as_str)
-        .unwrap_or(host_arch())
-        .to_string();
+        .map_or_else(|| host_arch().to_string(), |c| c.architecture().to_string());
     let mut layers = base.layers;
     layers.push(app);
     Ok(Image::on(
@@ -486,44 +520,14 @@ impl ImageRef {
     }
 }
 
-/// The parameters of a `WWW-Authenticate: Bearer realm="…",service="…",scope="…"`
-/// challenge, or `None` for another scheme.
-pub fn bearer_challenge(header: &str) -> Option<BTreeMap<String, String>> {
-    let rest = header.trim().strip_prefix("Bearer ")?;
-    let mut out = BTreeMap::new();
-    let mut chars = rest.chars().peekable();
-    loop {
-        while chars.peek().is_some_and(|c| *c == ',' || c.is_whitespace()) {
-            chars.next();
-        }
-        let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
-        if key.is_empty() {
-            break;
-        }
-        let mut val = String::new();
-        if chars.peek() == Some(&'"') {
-            chars.next();
-            while let Some(c) = chars.next() {
-                match c {
-                    '\\' => val.extend(chars.next()),
-                    '"' => break,
-                    c => val.push(c),
-                }
-            }
-        } else {
-            val = chars.by_ref().take_while(|c| *c != ',').collect();
-        }
-        out.insert(key.trim().to_string(), val);
-    }
-    out.contains_key("realm").then_some(out)
-}
-
 /// Media types a manifest request accepts: single-platform manifests and indexes,
 /// OCI and Docker.
-const ACCEPT_MANIFESTS: &str = "application/vnd.oci.image.manifest.v1+json, \
-application/vnd.oci.image.index.v1+json, \
-application/vnd.docker.distribution.manifest.v2+json, \
-application/vnd.docker.distribution.manifest.list.v2+json";
+const ACCEPT_MANIFESTS: &[&str] = &[
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+];
 
 /// Docker's media types for what OCI calls a gzip'd layer and a config: the same
 /// bytes, so they are renamed when the layer goes into an OCI manifest.
@@ -535,209 +539,129 @@ fn oci_media_type(t: &str) -> &str {
     }
 }
 
-/// A registry reached over HTTP(S) with optional basic credentials.
-#[derive(Debug, Clone)]
+/// A registry reached over HTTP(S) with optional basic credentials, through
+/// `oci-client` (which answers a `401` Bearer challenge with a token from the
+/// registry's token service: the anonymous pull flow of Docker Hub, public ECR, GHCR…).
+#[derive(Clone)]
 pub struct Registry {
-    base: String,
-    auth: Option<String>,
-    /// A bearer token obtained from the registry's token service after a 401 (the
-    /// anonymous pull flow of Docker Hub, public ECR, GHCR…).
-    bearer: std::sync::Arc<std::sync::Mutex<Option<String>>>,
-    http: reqwest::Client,
+    /// `host[:port]`, as references name the registry.
+    host: String,
+    auth: RegistryAuth,
+    client: Client,
 }
 
-fn reg_err(op: &str) -> impl FnOnce(reqwest::Error) -> OciError + '_ {
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the credentials.
+        f.debug_struct("Registry")
+            .field("host", &self.host)
+            .finish()
+    }
+}
+
+fn reg_err(op: &str) -> impl FnOnce(OciDistributionError) -> OciError + '_ {
     move |e| OciError::Registry {
         op: op.into(),
         msg: e.to_string(),
     }
 }
 
-async fn check(op: &str, r: reqwest::Response) -> Result<reqwest::Response, OciError> {
-    if r.status().is_success() {
-        return Ok(r);
+fn parse_err(what: &str) -> impl FnOnce(serde_json::Error) -> OciError + '_ {
+    move |e| OciError::Registry {
+        op: format!("parse {what}"),
+        msg: e.to_string(),
     }
-    let st = r.status();
-    let body = r.text().await.unwrap_or_default();
-    Err(OciError::Registry {
-        op: op.into(),
-        msg: format!("HTTP {st}: {body}"),
-    })
 }
 
 impl Registry {
     /// `base` like `http://127.0.0.1:5000` or `https://<acct>.dkr.ecr.<region>.amazonaws.com`.
     pub fn new(base: &str, basic: Option<(&str, &str)>) -> Registry {
-        let auth = basic.map(|(u, p)| {
-            format!(
-                "Basic {}",
-                base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
-            )
+        let auth = basic.map_or(RegistryAuth::Anonymous, |(u, p)| {
+            RegistryAuth::Basic(u.into(), p.into())
+        });
+        let base = base.trim_end_matches('/');
+        let (scheme, host) = base.split_once("://").unwrap_or(("https", base));
+        let protocol = if scheme == "http" {
+            ClientProtocol::Http
+        } else {
+            ClientProtocol::Https
+        };
+        let client = Client::new(ClientConfig {
+            protocol,
+            // One PUT per blob, as ECR and `docker-registry` both take, rather than
+            // chunked PATCHes.
+            use_monolithic_push: true,
+            ..Default::default()
         });
         Registry {
-            base: base.trim_end_matches('/').to_string(),
+            host: host.to_string(),
             auth,
-            bearer: Default::default(),
-            http: reqwest::Client::new(),
+            client,
         }
     }
 
     /// With the `authorizationToken` of ECR GetAuthorizationToken (base64 `AWS:pw`).
-    pub fn ecr(base: &str, authorization_token: &str) -> Registry {
-        let mut r = Registry::new(base, None);
-        r.auth = Some(format!("Basic {authorization_token}"));
-        r
-    }
-
-    fn req(&self, m: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
-        let b = self.http.request(m, url);
-        let bearer = self.bearer.lock().ok().and_then(|t| t.clone());
-        match (bearer, &self.auth) {
-            (Some(t), _) => b.header(reqwest::header::AUTHORIZATION, format!("Bearer {t}")),
-            (None, Some(a)) => b.header(reqwest::header::AUTHORIZATION, a),
-            (None, None) => b,
-        }
-    }
-
-    /// Answers a `401` carrying a Bearer challenge: asks the token service named by
-    /// `realm` for a token (anonymously, or with the basic credentials when set) for
-    /// `service` and `scope`, and keeps it for the following requests.
-    async fn authenticate(&self, challenge: &str) -> Result<(), OciError> {
-        let err = |msg: String| OciError::Registry {
-            op: "token".into(),
+    pub fn ecr(base: &str, authorization_token: &str) -> Result<Registry, OciError> {
+        let bad = |msg: String| OciError::Registry {
+            op: "ECR authorization token".into(),
             msg,
         };
-        let c = bearer_challenge(challenge)
-            .ok_or_else(|| err(format!("unsupported challenge `{challenge}`")))?;
-        let mut q: Vec<(&str, &str)> = Vec::new();
-        for k in ["service", "scope"] {
-            if let Some(v) = c.get(k) {
-                q.push((k, v));
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(authorization_token.trim())
+            .map_err(|e| bad(format!("not base64: {e}")))?;
+        let text = String::from_utf8(raw).map_err(|e| bad(format!("not UTF-8: {e}")))?;
+        let (user, password) = text
+            .split_once(':')
+            .ok_or_else(|| bad("not `user:password`".into()))?;
+        Ok(Registry::new(base, Some((user, password))))
+    }
+
+    fn reference(&self, repo: &str, reference: &str) -> Reference {
+        if reference.starts_with("sha256:") {
+            Reference::with_digest(self.host.clone(), repo.into(), reference.into())
+        } else {
+            Reference::with_tag(self.host.clone(), repo.into(), reference.into())
+        }
+    }
+
+    /// Pushes every blob the registry lacks, then the manifest under `tag`; returns
+    /// the manifest digest.
+    pub async fn push(&self, repo: &str, tag: &str, img: &Image) -> Result<String, OciError> {
+        let r = self.reference(repo, tag);
+        // The blob calls use the credentials stored here; `push`/`pull` store them
+        // themselves, but they build their own manifests.
+        self.client
+            .store_auth_if_needed(r.resolve_registry(), &self.auth)
+            .await;
+        for b in img.layers.iter().map(|l| &l.blob).chain([&img.config]) {
+            let there = self
+                .client
+                .blob_exists(&r, &b.digest)
+                .await
+                .map_err(reg_err("HEAD blob"))?;
+            if !there {
+                self.client
+                    .push_blob(&r, b.data.clone(), &b.digest)
+                    .await
+                    .map_err(reg_err("upload blob"))?;
             }
         }
-        let mut r = self.http.get(&c["realm"]).query(&q);
-        if let Some(a) = &self.auth {
-            r = r.header(reqwest::header::AUTHORIZATION, a);
-        }
-        let r = r.send().await.map_err(reg_err("token"))?;
-        let v: Value = check("token", r)
-            .await?
-            .json()
-            .await
-            .map_err(reg_err("token"))?;
-        let t = v
-            .get("token")
-            .or_else(|| v.get("access_token"))
-            .and_then(Value::as_str)
-            .ok_or_else(|| err(format!("no token in the answer of {}", c["realm"])))?;
-        if let Ok(mut b) = self.bearer.lock() {
-            *b = Some(t.to_string());
-        }
-        Ok(())
-    }
-
-    async fn push_blob(&self, repo: &str, b: &Blob) -> Result<(), OciError> {
-        let url = format!("{}/v2/{repo}/blobs/{}", self.base, b.digest);
-        let head = self
-            .req(reqwest::Method::HEAD, &url)
-            .send()
-            .await
-            .map_err(reg_err("HEAD blob"))?;
-        if head.status().is_success() {
-            return Ok(()); // content-addressed: already there
-        }
-        let start = self
-            .req(
-                reqwest::Method::POST,
-                &format!("{}/v2/{repo}/blobs/uploads/", self.base),
+        let location = self
+            .client
+            .push_manifest_raw(
+                &r,
+                img.manifest.data.clone(),
+                http::HeaderValue::from_static(MANIFEST_TYPE),
             )
-            .send()
-            .await
-            .map_err(reg_err("start upload"))?;
-        let start = check("start upload", start).await?;
-        let loc = start
-            .headers()
-            .get(reqwest::header::LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| OciError::Registry {
-                op: "start upload".into(),
-                msg: "no Location header".into(),
-            })?
-            .to_string();
-        let loc = if loc.starts_with('/') {
-            format!("{}{loc}", self.base)
-        } else {
-            loc
-        };
-        let sep = if loc.contains('?') { '&' } else { '?' };
-        let put = self
-            .req(
-                reqwest::Method::PUT,
-                &format!("{loc}{sep}digest={}", b.digest),
-            )
-            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-            .body(b.data.clone())
-            .send()
-            .await
-            .map_err(reg_err("upload blob"))?;
-        check("upload blob", put).await.map(|_| ())
-    }
-
-    /// Pushes every blob then the manifest under `tag`; returns the manifest digest.
-    pub async fn push(&self, repo: &str, tag: &str, img: &Image) -> Result<String, OciError> {
-        for l in &img.layers {
-            self.push_blob(repo, &l.blob).await?;
-        }
-        self.push_blob(repo, &img.config).await?;
-        let r = self
-            .req(
-                reqwest::Method::PUT,
-                &format!("{}/v2/{repo}/manifests/{tag}", self.base),
-            )
-            .header(reqwest::header::CONTENT_TYPE, MANIFEST_TYPE)
-            .body(img.manifest.data.clone())
-            .send()
             .await
             .map_err(reg_err("put manifest"))?;
-        let r = check("put manifest", r).await?;
-        Ok(r.headers()
-            .get("Docker-Content-Digest")
-            .and_then(|v| v.to_str().ok())
+        // The registry names the manifest by its digest in `Location`; it is ours
+        // unless the registry rewrote the document.
+        Ok(location
+            .rsplit('/')
+            .next()
+            .filter(|d| d.starts_with("sha256:"))
             .map_or_else(|| img.manifest.digest.clone(), str::to_string))
-    }
-
-    /// GET with the bearer token flow on a `401`. Returns the body and content type.
-    async fn get(&self, op: &str, url: &str, accept: &str) -> Result<(Vec<u8>, String), OciError> {
-        let mut retried = false;
-        loop {
-            let r = self
-                .req(reqwest::Method::GET, url)
-                .header(reqwest::header::ACCEPT, accept)
-                .send()
-                .await
-                .map_err(reg_err(op))?;
-            let challenge = r
-                .headers()
-                .get(reqwest::header::WWW_AUTHENTICATE)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-            if r.status() == reqwest::StatusCode::UNAUTHORIZED
-                && !retried
-                && let Some(ch) = challenge.filter(|c| c.starts_with("Bearer "))
-            {
-                self.authenticate(&ch).await?;
-                retried = true;
-                continue;
-            }
-            let r = check(op, r).await?;
-            let ct = r
-                .headers()
-                .get(reqwest::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_string();
-            return Ok((r.bytes().await.map_err(reg_err(op))?.to_vec(), ct));
-        }
     }
 
     /// The manifest for `reference` on `os/arch`: a single-platform manifest as is, or
@@ -749,42 +673,44 @@ impl Registry {
         reference: &str,
         arch: &str,
     ) -> Result<(String, Vec<u8>), OciError> {
-        let parse = |b: &[u8]| -> Result<Value, OciError> {
-            serde_json::from_slice(b).map_err(|e| OciError::Registry {
-                op: "parse manifest".into(),
-                msg: e.to_string(),
-            })
-        };
         let mut reference = reference.to_string();
         for _ in 0..2 {
-            let (m, ct) = self
-                .get(
-                    "get manifest",
-                    &format!("{}/v2/{repo}/manifests/{reference}", self.base),
+            let (m, _) = self
+                .client
+                .pull_manifest_raw(
+                    &self.reference(repo, &reference),
+                    &self.auth,
                     ACCEPT_MANIFESTS,
                 )
-                .await?;
+                .await
+                .map_err(reg_err("get manifest"))?;
+            let m = m.to_vec();
             let md = digest(&m);
             if reference.starts_with("sha256:") && reference != md {
                 return Err(OciError::Digest(reference));
             }
-            let mv = parse(&m)?;
-            let mt = mv["mediaType"].as_str().unwrap_or(&ct);
-            if !(mt.contains("index") || mt.contains("manifest.list")) {
+            // Indexes and Docker manifest lists list `manifests`; image manifests don't.
+            let is_index = serde_json::from_slice::<serde_json::Value>(&m)
+                .map_err(parse_err("manifest"))?
+                .get("manifests")
+                .is_some();
+            if !is_index {
                 return Ok((md, m));
             }
-            let entries = mv["manifests"].as_array().cloned().unwrap_or_default();
-            let pick = entries.iter().find(|e| {
-                e.pointer("/platform/os").and_then(Value::as_str) == Some("linux")
-                    && e.pointer("/platform/architecture").and_then(Value::as_str) == Some(arch)
+            let index: ImageIndex = serde_json::from_slice(&m).map_err(parse_err("image index"))?;
+            let want = Arch::from(arch);
+            let pick = index.manifests().iter().find(|d| {
+                d.platform()
+                    .as_ref()
+                    .is_some_and(|p| *p.os() == Os::Linux && *p.architecture() == want)
             });
-            let Some(d) = pick.and_then(|e| e["digest"].as_str()) else {
+            let Some(d) = pick else {
                 return Err(OciError::Registry {
                     op: "get manifest".into(),
                     msg: format!("{repo}:{reference} has no linux/{arch} image in its index"),
                 });
             };
-            reference = d.to_string();
+            reference = d.digest().to_string();
         }
         Err(OciError::Registry {
             op: "get manifest".into(),
@@ -801,27 +727,21 @@ impl Registry {
         reference: &str,
     ) -> Result<(String, Blob, Vec<Blob>), OciError> {
         let (md, m) = self.manifest(repo, reference, host_arch()).await?;
-        let mv: Value = serde_json::from_slice(&m).map_err(|e| OciError::Registry {
-            op: "parse manifest".into(),
-            msg: e.to_string(),
-        })?;
+        let manifest: ImageManifest = serde_json::from_slice(&m).map_err(parse_err("manifest"))?;
+        let r = self.reference(repo, &md);
         let mut fetch = Vec::new();
-        let descs =
-            std::iter::once(&mv["config"]).chain(mv["layers"].as_array().into_iter().flatten());
-        for d in descs {
-            let dg = d["digest"].as_str().unwrap_or_default();
-            let (data, _) = self
-                .get(
-                    "get blob",
-                    &format!("{}/v2/{repo}/blobs/{dg}", self.base),
-                    "*/*",
-                )
-                .await?;
-            if digest(&data) != dg {
-                return Err(OciError::Digest(dg.into()));
-            }
-            let mt = oci_media_type(d["mediaType"].as_str().unwrap_or_default());
-            fetch.push(Blob::new(mt, data));
+        for d in std::iter::once(manifest.config()).chain(manifest.layers()) {
+            let dg = d.digest().to_string();
+            let mut data = Vec::new();
+            self.client
+                .pull_blob(&r, dg.as_str(), &mut data)
+                .await
+                .map_err(|e| match e {
+                    OciDistributionError::DigestError(_) => OciError::Digest(dg.clone()),
+                    e => reg_err("get blob")(e),
+                })?;
+            let mt = d.media_type().to_string();
+            fetch.push(Blob::new(oci_media_type(&mt), data));
         }
         let config = fetch.remove(0);
         Ok((md, config, fetch))
@@ -832,17 +752,9 @@ impl Registry {
     /// registries serve for ordinary images).
     pub async fn pull_base(&self, repo: &str, reference: &str) -> Result<BaseImage, OciError> {
         let (_, config, blobs) = self.pull(repo, reference).await?;
-        let cv: Value = serde_json::from_slice(&config.data).map_err(|e| OciError::Registry {
-            op: "parse image config".into(),
-            msg: e.to_string(),
-        })?;
-        let diff_ids: Vec<String> = cv
-            .pointer("/rootfs/diff_ids")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|v| v.as_str().map(str::to_string))
-            .collect();
+        let cv: ImageConfiguration =
+            serde_json::from_slice(&config.data).map_err(parse_err("image config"))?;
+        let diff_ids = cv.rootfs().diff_ids();
         if diff_ids.len() != blobs.len() {
             return Err(OciError::Registry {
                 op: "pull base".into(),
@@ -864,7 +776,10 @@ impl Registry {
                     ),
                 });
             }
-            layers.push(Layer { blob, diff_id });
+            layers.push(Layer {
+                blob,
+                diff_id: diff_id.clone(),
+            });
         }
         Ok(BaseImage {
             layers,
@@ -901,4 +816,79 @@ pub fn extract(layers: &[Blob], path: &str) -> Result<Option<Vec<u8>>, OciError>
         }
     }
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    /// The config and manifest documents as this module wrote them with `json!` before
+    /// they were oci-spec types: the bytes, so the digests, must not change, or every
+    /// deployed image would show as changed.
+    #[test]
+    fn documents_are_the_bytes_json_wrote_before_oci_spec() {
+        let base_cfg: ImageConfiguration = serde_json::from_value(json!({
+            "architecture": "arm64",
+            "os": "linux",
+            "config": { "Env": ["PATH=/bin", "A=base"] },
+            "rootfs": { "type": "layers", "diff_ids": ["sha256:".to_string() + &"a".repeat(64)] },
+            "history": [{ "created": "2024-01-01T00:00:00Z", "created_by": "base" }]
+        }))
+        .unwrap();
+        let files = |text: &str| {
+            layer(&[LayerFile {
+                dest: "/x".into(),
+                data: text.as_bytes().to_vec(),
+                mode: 0o644,
+            }])
+            .unwrap()
+        };
+        let layers = vec![files("base"), files("app")];
+        let c = ImageConfig {
+            entrypoint: vec!["/app/server".into(), "--port".into()],
+            env: BTreeMap::from([("A".to_string(), "mine".to_string())]),
+            port: Some(8080),
+            user: NONROOT.into(),
+            architecture: "arm64".into(),
+        };
+        let img = Image::on(Some(&base_cfg), layers.clone(), &c);
+
+        let old_config = json!({
+            "architecture": "arm64",
+            "os": "linux",
+            "config": {
+                "Entrypoint": c.entrypoint,
+                "Env": ["A=mine", "PATH=/bin"],
+                "User": NONROOT,
+                "WorkingDir": "/",
+                "ExposedPorts": { "8080/tcp": {} },
+            },
+            "rootfs": {
+                "type": "layers",
+                "diff_ids": layers.iter().map(|l| l.diff_id.clone()).collect::<Vec<_>>()
+            },
+            "history": [
+                { "created": "2024-01-01T00:00:00Z", "created_by": "base" },
+                { "created_by": "stack" }
+            ]
+        });
+        assert_eq!(
+            String::from_utf8_lossy(&img.config.data),
+            old_config.to_string()
+        );
+        let desc = |b: &Blob| json!({ "mediaType": b.media_type, "digest": b.digest, "size": b.data.len() });
+        let old_manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": MANIFEST_TYPE,
+            "config": desc(&img.config),
+            "layers": layers.iter().map(|l| desc(&l.blob)).collect::<Vec<_>>()
+        });
+        assert_eq!(
+            String::from_utf8_lossy(&img.manifest.data),
+            old_manifest.to_string()
+        );
+        let v: Value = serde_json::from_slice(&img.manifest.data).unwrap();
+        assert_eq!(v["config"]["digest"], img.config.digest);
+    }
 }

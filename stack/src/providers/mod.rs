@@ -142,13 +142,18 @@ pub trait Provider: Send + Sync {
     ) -> Result<Option<Observed>, ProviderError>;
     /// Creates the resource.
     async fn create(&self, desired: &Value) -> Result<Observed, ProviderError>;
-    /// Brings an existing resource from `observed` to `desired` in place.
+    /// Brings an existing resource from `observed` to `desired` in place. The default
+    /// creates it again, which is right only where create is an idempotent apply (a
+    /// Kubernetes server-side apply, a content-addressed image push); every other
+    /// provider overrides it.
     async fn update(
         &self,
-        id: &str,
-        observed: &Value,
+        _id: &str,
+        _observed: &Value,
         desired: &Value,
-    ) -> Result<Observed, ProviderError>;
+    ) -> Result<Observed, ProviderError> {
+        self.create(desired).await
+    }
     /// Deletes the resource and waits until it is gone. Deleting something already
     /// gone succeeds.
     async fn delete(&self, id: &str, props: &Value) -> Result<(), ProviderError>;

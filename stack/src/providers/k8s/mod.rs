@@ -475,15 +475,6 @@ impl super::Provider for ObjectProvider {
         self.apply(desired).await
     }
 
-    async fn update(
-        &self,
-        _id: &str,
-        _observed: &Value,
-        desired: &Value,
-    ) -> Result<Observed, ProviderError> {
-        self.apply(desired).await
-    }
-
     async fn delete(&self, _id: &str, props: &Value) -> Result<(), ProviderError> {
         let t = target(&self.kube, props).await?;
         match t.api.delete(&t.name, &DeleteParams::foreground()).await {
