@@ -33,7 +33,8 @@ async fn full_lifecycle() {
         out.contains(&format!("{} created", common::ALL_RESOURCES)),
         "{out}"
     );
-    assert!(out.contains("api_url = https://"), "{out}");
+    // The local target serves the API on loopback (tests/local_front.rs runs it).
+    assert!(out.contains("api_url = http://127.0.0.1:"), "{out}");
 
     // Independent checks with plain SDK calls.
     let f = c
