@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: up-artifacts test test-deps fmt lint bench fixture-full clean up down diff moto bench-stack serve bench-server lambda lambda-local bench-lambda
+.PHONY: up-artifacts test test-deps fmt lint bench fixture-full clean up down diff moto registry bench-stack serve bench-server lambda lambda-local bench-lambda
 
 test: test-deps
 	$(CARGO) test --workspace --all-targets
@@ -54,10 +54,16 @@ clean:
 STACK_TARGET ?= local
 MOTO_PORT ?= 5000
 STACK := $(CARGO) run -q -p stack -- --target $(STACK_TARGET)
-STACK_ENV := $(if $(filter local,$(STACK_TARGET)),AWS_ENDPOINT_URL=$${AWS_ENDPOINT_URL:-http://127.0.0.1:$(MOTO_PORT)},)
+# The local default always pushes the server image, to a registry `make up` starts.
+REGISTRY_PORT ?= 5001
+STACK_REGISTRY ?= 127.0.0.1:$(REGISTRY_PORT)
+STACK_ENV := $(if $(filter local,$(STACK_TARGET)),AWS_ENDPOINT_URL=$${AWS_ENDPOINT_URL:-http://127.0.0.1:$(MOTO_PORT)} STACK_REGISTRY=$(STACK_REGISTRY),)
 
 moto:
 	@if [ "$(STACK_TARGET)" = local ]; then MOTO_PORT=$(MOTO_PORT) scripts/moto-up.sh; fi
+
+registry:
+	@if [ "$(STACK_TARGET)" = local ]; then REGISTRY_PORT=$(REGISTRY_PORT) scripts/registry-up.sh; fi
 
 # `stack diff` exits 2 when there are changes; that is not a failure for make.
 diff: moto
@@ -74,11 +80,19 @@ up-artifacts:
 	$(CARGO) build --release -p sentiment-server
 	LAMBDA_BUILD=$(UP_LAMBDA_BUILD) scripts/package-lambda.sh $(UP_MODEL)
 
-up: moto up-artifacts
+up: moto registry up-artifacts
 	STACK_MODEL_DIR=$(abspath $(UP_MODEL)) $(STACK_ENV) $(STACK) up --yes
+	@echo; echo "Try them:"
+	@for out in api_url service_url; do \
+	  url=$$($(STACK_ENV) $(STACK) outputs $$out 2>/dev/null) && \
+	  printf "  curl -s -X POST -H 'content-type: application/json' -d '{\"text\":\"a wonderful film\"}' %s   # %s\n" "$${url%/}/predict" $$out; \
+	done; true
 
+# Deletes what the state owns and stops what the stack ran for it (fronts, servers),
+# then the registry and moto that `make up` started.
 down: moto
 	$(STACK_ENV) $(STACK) down --yes
+	@if [ "$(STACK_TARGET)" = local ]; then scripts/local-down.sh; fi
 
 bench-stack:
 	$(CARGO) bench -p stack --bench stack_cli

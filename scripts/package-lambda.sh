@@ -94,13 +94,16 @@ mkdir -p "$(dirname "$OUT")"
 rm -f "$OUT"
 OUT_ABS=$(cd "$(dirname "$OUT")" && pwd)/$(basename "$OUT")
 # Stored, not deflated: random-looking weights do not compress, and Lambda unzips faster.
+# Reproducible: sorted entries and a fixed timestamp, so the same bootstrap and model
+# give the same CodeSha256 and a second `make up` deploys nothing.
 (cd "$stage" && python3 - "$OUT_ABS" <<'PY'
 import os, sys, zipfile
 with zipfile.ZipFile(sys.argv[1], "w") as z:
-    for root, _, files in os.walk("."):
+    for root, dirs, files in os.walk("."):
+        dirs.sort()
         for f in sorted(files):
             path = os.path.join(root, f)
-            info = zipfile.ZipInfo.from_file(path, os.path.relpath(path, "."))
+            info = zipfile.ZipInfo(os.path.relpath(path, "."), date_time=(1980, 1, 1, 0, 0, 0))
             # bootstrap must stay executable inside the zip.
             info.external_attr = (0o755 if f == "bootstrap" else 0o644) << 16
             info.compress_type = zipfile.ZIP_DEFLATED if f == "bootstrap" else zipfile.ZIP_STORED

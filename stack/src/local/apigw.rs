@@ -536,12 +536,21 @@ pub async fn serve(spec_file: &Path) -> anyhow::Result<()> {
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
+        () = gone(spec_file) => eprintln!("apigw-front: {} was removed; stopping", spec_file.display()),
     }
     emulator.shutdown();
     drop(emulator);
     // The sink closes with the emulator; the shipper flushes what is left and ends.
     let _ = tokio::time::timeout(Duration::from_secs(5), shipper).await;
     Ok(())
+}
+
+/// Resolves when `spec_file` no longer exists: its state directory was deleted (a
+/// test's temporary project, `rm -rf .stack`), so nobody could stop this front.
+async fn gone(spec_file: &Path) {
+    while spec_file.exists() {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
 }
 
 /// Ships log lines to `group` in batches (at most every 500 ms), creating each
