@@ -44,23 +44,6 @@ fn registry_base(registry: &str) -> String {
     format!("{}://{registry}", if loopback { "http" } else { "https" })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::registry_base;
-
-    #[test]
-    fn loopback_registries_speak_plain_http() {
-        assert_eq!(registry_base("127.0.0.1:5001"), "http://127.0.0.1:5001");
-        assert_eq!(registry_base("localhost:5001"), "http://localhost:5001");
-        assert_eq!(registry_base("[::1]:5001"), "http://[::1]:5001");
-        assert_eq!(
-            registry_base("registry.example.com:5000"),
-            "https://registry.example.com:5000"
-        );
-        assert_eq!(registry_base("https://r.example"), "https://r.example");
-    }
-}
-
 /// The current kubeconfig context when `KUBECONFIG` is set (kube's own convention,
 /// which kube reads itself), else the in-memory API.
 pub fn default_kube() -> KubeChoice {
@@ -116,5 +99,22 @@ pub fn fronts(state_dir: &Path, st: &Settings, cfg: &Config, endpoint: &str) -> 
         account_concurrency: st.lambda_concurrency.max(1),
         keep_alive: Duration::from_secs(st.lambda_keep_alive_secs),
         port: st.api_port,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::registry_base;
+
+    #[test]
+    fn loopback_registries_speak_plain_http() {
+        assert_eq!(registry_base("127.0.0.1:5001"), "http://127.0.0.1:5001");
+        assert_eq!(registry_base("localhost:5001"), "http://localhost:5001");
+        assert_eq!(registry_base("[::1]:5001"), "http://[::1]:5001");
+        assert_eq!(
+            registry_base("registry.example.com:5000"),
+            "https://registry.example.com:5000"
+        );
+        assert_eq!(registry_base("https://r.example"), "https://r.example");
     }
 }
