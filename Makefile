@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: up-artifacts test test-deps fmt lint bench fixture-full clean up down diff moto registry bench-stack serve bench-server lambda lambda-local bench-lambda
+.PHONY: build-local up-artifacts test test-deps fmt lint bench fixture-full clean up down diff moto registry bench-stack serve bench-server lambda lambda-local bench-lambda
 
 test: test-deps
 	$(CARGO) test --workspace --all-targets
@@ -53,7 +53,14 @@ clean:
 # STACK_TARGET=aws uses the default AWS credential chain.
 STACK_TARGET ?= local
 MOTO_PORT ?= 5000
-STACK := $(CARGO) run -q -p stack -- --target $(STACK_TARGET)
+# Every binary the stack commands need is built once, in one cargo invocation (so
+# features unify and no crate is compiled twice), in the dev profile: the model crates
+# are optimized there (see Cargo.toml's [profile.dev.package.*]), nothing pays for LTO,
+# and `make test` reuses the same artifacts. The binaries then run directly.
+BIN_DIR = $${CARGO_TARGET_DIR:-target}/debug
+build-local:
+	$(CARGO) build -q -p model-cache -p sentiment-server -p sentiment-lambda -p stack --bins
+STACK := $(BIN_DIR)/stack --target $(STACK_TARGET)
 # The local default always pushes the server image, to a registry `make up` starts.
 REGISTRY_PORT ?= 5001
 STACK_REGISTRY ?= 127.0.0.1:$(REGISTRY_PORT)
@@ -66,22 +73,26 @@ registry:
 	@if [ "$(STACK_TARGET)" = local ]; then REGISTRY_PORT=$(REGISTRY_PORT) scripts/registry-up.sh; fi
 
 # `stack diff` exits 2 when there are changes; that is not a failure for make.
-diff: moto
+diff: moto build-local
 	@$(STACK_ENV) $(STACK) diff; rc=$$?; [ $$rc -eq 2 ] && exit 0 || exit $$rc
 
-# What `make up` deploys: the Lambda zip (bootstrap + model), the release server binary
-# the local data plane runs (and the image carries), and a model for both. The local
-# default packages with the host toolchain (shares the workspace's release build) and a
-# tiny fixture; UP_MODEL=<checkpoint dir> serves another (e.g. make fixture-full's).
+# What `make up` deploys: the Lambda zip (bootstrap + model), the server binary the
+# image carries, and a model for both (a tiny fixture; UP_MODEL=<checkpoint dir> serves
+# another, e.g. make fixture-full's). On AWS the zip is built by cargo lambda in the
+# release profile (LTO: there speed and size are measured); locally from the one build.
 UP_MODEL ?= .cache/fixtures/tiny
-UP_LAMBDA_BUILD := $(if $(filter local,$(STACK_TARGET)),cargo,cargo-lambda)
-up-artifacts:
-	@[ -f $(UP_MODEL)/model.safetensors ] || $(CARGO) run --release -p model-cache -- fixture --size tiny --out $(UP_MODEL)
+up-artifacts: build-local
+	@[ -f $(UP_MODEL)/model.safetensors ] || $(BIN_DIR)/model-cache fixture --size tiny --out $(UP_MODEL)
+ifeq ($(STACK_TARGET),local)
+	LAMBDA_BUILD=none LAMBDA_BOOTSTRAP=$(BIN_DIR)/bootstrap scripts/package-lambda.sh $(UP_MODEL)
+else
 	$(CARGO) build --release -p sentiment-server
-	LAMBDA_BUILD=$(UP_LAMBDA_BUILD) scripts/package-lambda.sh $(UP_MODEL)
+	scripts/package-lambda.sh $(UP_MODEL)
+endif
 
+UP_SERVER_BIN := $(if $(filter local,$(STACK_TARGET)),$(BIN_DIR)/sentiment-server,target/release/sentiment-server)
 up: moto registry up-artifacts
-	STACK_MODEL_DIR=$(abspath $(UP_MODEL)) $(STACK_ENV) $(STACK) up --yes
+	STACK_MODEL_DIR=$(abspath $(UP_MODEL)) STACK_SERVER_BIN=$(UP_SERVER_BIN) $(STACK_ENV) $(STACK) up --yes
 	@echo; echo "Try them:"
 	@for out in api_url service_url; do \
 	  url=$$($(STACK_ENV) $(STACK) outputs $$out 2>/dev/null) && \
@@ -90,7 +101,7 @@ up: moto registry up-artifacts
 
 # Deletes what the state owns and stops what the stack ran for it (fronts, servers),
 # then the registry and moto that `make up` started.
-down: moto
+down: moto build-local
 	$(STACK_ENV) $(STACK) down --yes
 	@if [ "$(STACK_TARGET)" = local ]; then scripts/local-down.sh; fi
 
