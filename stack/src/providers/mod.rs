@@ -30,7 +30,9 @@
 //!
 //!    impl Resource for Queue {
 //!        const KIND: &'static str = QUEUE_KIND;
-//!        fn validate(&self) -> Vec<String> { vec![] }
+//!        fn validate(&self) -> Vec<String> { // optional: nothing to check by default
+//!            Checks::new().len("name", &self.name, 1..=80).done()
+//!        }
 //!    }
 //!
 //!    pub struct QueueProvider(pub Arc<Clients>);
@@ -61,7 +63,8 @@
 //!    ```
 //!
 //!    The provider never touches JSON: the adapter decodes the properties and builds
-//!    what the engine sees. A new *service* also gets its client in
+//!    what the engine sees. [`Checks`] spells the usual property rules (lengths,
+//!    character sets, allowed values) with messages naming the field and the value. A new *service* also gets its client in
 //!    [`aws::Clients`] and one [`aws::Tagging`] impl in its `mod.rs`
 //!    ([`aws::map_tagging!`](aws) for services with map-shaped tag calls).
 //! 2. `mod queue;` and `pub use queue::{QUEUE_KIND, Queue, QueueProvider};` in the
@@ -83,8 +86,10 @@ use std::sync::Arc;
 use crate::engine::Resource;
 use crate::error::ProviderError;
 
+mod checks;
 mod shape;
 
+pub use checks::{Charset, Checks};
 pub use shape::{Shape, check_paths};
 
 /// Outputs other resources can reference, by name.

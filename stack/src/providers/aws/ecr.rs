@@ -36,21 +36,19 @@ impl Repository {
 impl Resource for Repository {
     const KIND: &'static str = KIND;
     fn validate(&self) -> Vec<String> {
-        let mut e = vec![];
-        let ok = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-/".contains(c);
-        if self.name.len() < 2 || self.name.len() > 256 || !self.name.chars().all(ok) {
-            e.push(format!(
-                "name `{}` must be 2-256 chars of [a-z0-9._/-]",
-                self.name
-            ));
-        }
-        if !["MUTABLE", "IMMUTABLE"].contains(&self.image_tag_mutability.as_str()) {
-            e.push(format!(
-                "image_tag_mutability `{}` must be MUTABLE or IMMUTABLE",
-                self.image_tag_mutability
-            ));
-        }
-        e
+        let names = Charset {
+            name: "[a-z0-9._/-]",
+            allows: |c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-/".contains(c),
+        };
+        let mutability = &self.image_tag_mutability;
+        Checks::new()
+            .chars("name", &self.name, 2..=256, names)
+            .one_of(
+                "image_tag_mutability",
+                mutability,
+                &["MUTABLE", "IMMUTABLE"],
+            )
+            .done()
     }
 }
 

@@ -27,17 +27,13 @@ pub struct LogGroup {
 impl Resource for LogGroup {
     const KIND: &'static str = KIND;
     fn validate(&self) -> Vec<String> {
-        let mut e = vec![];
-        if self.name.is_empty() || self.name.len() > 512 {
-            e.push(format!("name `{}` must be 1-512 chars", self.name));
-        }
-        if !RETENTION_DAYS.contains(&self.retention_days) {
-            e.push(format!(
-                "retention_days {} is not one of {RETENTION_DAYS:?}",
-                self.retention_days
-            ));
-        }
-        e
+        let days = self.retention_days;
+        Checks::new()
+            .len("name", &self.name, 1..=512)
+            .require(RETENTION_DAYS.contains(&days), || {
+                format!("retention_days {days} is not one of {RETENTION_DAYS:?}")
+            })
+            .done()
     }
 }
 

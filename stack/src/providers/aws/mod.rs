@@ -28,7 +28,9 @@ pub(crate) mod prelude {
     pub use super::{AwsResult, Clients, Missing, Tagging, Tags, obj, split_id, sync_tags};
     pub use crate::engine::{Input, Resource};
     pub use crate::error::ProviderError;
-    pub use crate::providers::{Applied, Created, Found, Outputs, Read, ResourceProvider};
+    pub use crate::providers::{
+        Applied, Charset, Checks, Created, Found, Outputs, Read, ResourceProvider,
+    };
     pub use async_trait::async_trait;
     pub use serde::{Deserialize, Serialize};
     pub use serde_json::json;

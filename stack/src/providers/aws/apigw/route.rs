@@ -25,14 +25,14 @@ impl Resource for Route {
                 .route_key
                 .split_once(' ')
                 .is_some_and(|(m, p)| !m.is_empty() && p.starts_with('/'));
-        if valid {
-            vec![]
-        } else {
-            vec![format!(
-                "route_key `{}` must be `METHOD /path` or $default",
-                self.route_key
-            )]
-        }
+        Checks::new()
+            .require(valid, || {
+                format!(
+                    "route_key `{}` must be `METHOD /path` or $default",
+                    self.route_key
+                )
+            })
+            .done()
     }
 }
 

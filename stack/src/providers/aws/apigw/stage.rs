@@ -23,11 +23,7 @@ pub struct Stage {
 impl Resource for Stage {
     const KIND: &'static str = STAGE_KIND;
     fn validate(&self) -> Vec<String> {
-        if self.name.is_empty() {
-            vec!["stage name must not be empty".into()]
-        } else {
-            vec![]
-        }
+        Checks::new().non_empty("stage name", &self.name).done()
     }
 }
 

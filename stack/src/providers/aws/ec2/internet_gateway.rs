@@ -20,9 +20,6 @@ pub struct InternetGateway {
 
 impl Resource for InternetGateway {
     const KIND: &'static str = IGW_KIND;
-    fn validate(&self) -> Vec<String> {
-        vec![]
-    }
 }
 
 /// Provider for [`InternetGateway`].

@@ -26,9 +26,6 @@ pub struct RouteTable {
 
 impl Resource for RouteTable {
     const KIND: &'static str = ROUTE_TABLE_KIND;
-    fn validate(&self) -> Vec<String> {
-        vec![]
-    }
 }
 
 /// Provider for [`RouteTable`].

@@ -27,14 +27,11 @@ pub struct Subnet {
 impl Resource for Subnet {
     const KIND: &'static str = SUBNET_KIND;
     fn validate(&self) -> Vec<String> {
-        let mut e = vec![];
-        if !valid_cidr(&self.cidr_block) {
-            e.push(bad_cidr(&self.cidr_block));
-        }
-        if self.availability_zone.is_empty() {
-            e.push("availability_zone must not be empty".into());
-        }
-        e
+        let cidr = &self.cidr_block;
+        Checks::new()
+            .require(valid_cidr(cidr), || bad_cidr(cidr))
+            .non_empty("availability_zone", &self.availability_zone)
+            .done()
     }
 }
 

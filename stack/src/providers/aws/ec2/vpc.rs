@@ -20,11 +20,10 @@ pub struct Vpc {
 impl Resource for Vpc {
     const KIND: &'static str = VPC_KIND;
     fn validate(&self) -> Vec<String> {
-        if valid_cidr(&self.cidr_block) {
-            vec![]
-        } else {
-            vec![bad_cidr(&self.cidr_block)]
-        }
+        let cidr = &self.cidr_block;
+        Checks::new()
+            .require(valid_cidr(cidr), || bad_cidr(cidr))
+            .done()
     }
 }
 

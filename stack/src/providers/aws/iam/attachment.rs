@@ -19,11 +19,11 @@ impl Resource for RolePolicyAttachment {
     const KIND: &'static str = ATTACH_KIND;
     const TAGGABLE: bool = false;
     fn validate(&self) -> Vec<String> {
-        if self.policy_arn.starts_with("arn:") {
-            vec![]
-        } else {
-            vec![format!("policy_arn `{}` is not an ARN", self.policy_arn)]
-        }
+        Checks::new()
+            .require(self.policy_arn.starts_with("arn:"), || {
+                format!("policy_arn `{}` is not an ARN", self.policy_arn)
+            })
+            .done()
     }
 }
 

@@ -25,15 +25,9 @@ impl Resource for Permission {
     const KIND: &'static str = PERMISSION_KIND;
     const TAGGABLE: bool = false;
     fn validate(&self) -> Vec<String> {
-        let ok = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
-        if self.statement_id.is_empty() || !self.statement_id.chars().all(ok) {
-            vec![format!(
-                "statement_id `{}` must be non-empty [A-Za-z0-9_-]",
-                self.statement_id
-            )]
-        } else {
-            vec![]
-        }
+        Checks::new()
+            .word("statement_id", &self.statement_id, Charset::WORD)
+            .done()
     }
 }
 

@@ -26,14 +26,12 @@ impl Resource for Object {
     const KIND: &'static str = OBJECT_KIND;
     const TAGGABLE: bool = false;
     fn validate(&self) -> Vec<String> {
-        if self.key.is_empty() || self.key.starts_with('/') {
-            vec![format!(
-                "object key `{}` must be non-empty and relative",
-                self.key
-            )]
-        } else {
-            vec![]
-        }
+        let relative = !self.key.is_empty() && !self.key.starts_with('/');
+        Checks::new()
+            .require(relative, || {
+                format!("object key `{}` must be non-empty and relative", self.key)
+            })
+            .done()
     }
 }
 
