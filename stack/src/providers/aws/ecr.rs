@@ -108,13 +108,8 @@ impl ResourceProvider for RepositoryProvider {
 
     const REPLACE_PATHS: &'static [&'static str] = &["name"];
 
-    async fn read(
-        &self,
-        id: Option<&str>,
-        d: &Repository,
-        _prior: Option<&Repository>,
-    ) -> Found<Repository> {
-        let name = id.unwrap_or(&d.name);
+    async fn read(&self, at: Lookup<'_, Repository>) -> Found<Repository> {
+        let name = at.id_or(&at.desired.name);
         let r = self.0.ecr.describe_repositories().repository_names(name);
         let r = r
             .send()
@@ -178,7 +173,7 @@ impl ResourceProvider for RepositoryProvider {
             let r = r.image_scanning_configuration(scanning(d.scan_on_push));
             r.send().await.aws("ecr:PutImageScanningConfiguration")?;
         }
-        let now = self.read(Some(id), d, None).await?;
+        let now = self.read(Lookup::new(Some(id), d, None)).await?;
         let now = now.ok_or_else(|| ProviderError::Api {
             op: "ecr:DescribeRepositories".into(),
             code: "RepositoryNotFoundException".into(),

@@ -67,13 +67,8 @@ impl ResourceProvider for LogGroupProvider {
 
     const REPLACE_PATHS: &'static [&'static str] = &["name"];
 
-    async fn read(
-        &self,
-        id: Option<&str>,
-        d: &LogGroup,
-        _prior: Option<&LogGroup>,
-    ) -> Found<LogGroup> {
-        let name = id.unwrap_or(&d.name);
+    async fn read(&self, at: Lookup<'_, LogGroup>) -> Found<LogGroup> {
+        let name = at.id_or(&at.desired.name);
         let r = self
             .0
             .logs

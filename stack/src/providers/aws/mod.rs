@@ -19,17 +19,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use super::Outputs;
-use super::{Applied, Registry, ResourceProvider};
+use super::{Applied, Lookup, Registry, ResourceProvider};
 use crate::engine::Input;
 use crate::error::{ProviderError, hint_for};
 
 /// What every resource file imports.
 pub(crate) mod prelude {
-    pub use super::{AwsResult, Clients, Missing, Tagging, Tags, obj, split_id, sync_tags};
+    pub use super::{
+        AwsResult, Clients, Missing, Tagging, Tags, join_id, obj, split_id, sync_tags,
+    };
     pub use crate::engine::{Input, Resource};
     pub use crate::error::ProviderError;
     pub use crate::providers::{
-        Applied, Charset, Checks, Created, Found, Outputs, Read, ResourceProvider,
+        Applied, Charset, Checks, Created, Found, Lookup, Outputs, Read, ResourceProvider,
     };
     pub use async_trait::async_trait;
     pub use serde::{Deserialize, Serialize};
@@ -341,7 +343,7 @@ pub async fn read_back_and_tag<P: ResourceProvider>(
     old: &Tags,
     new: &Tags,
 ) -> Result<Applied, ProviderError> {
-    let now = p.read(Some(id), desired, Some(desired)).await?;
+    let now = p.read(Lookup::back(id, desired)).await?;
     let outputs = now.map(|n| n.outputs).unwrap_or_default();
     sync_tags(t, &arn_output(&outputs), old, new).await?;
     Ok(Applied::Outputs(outputs))
@@ -412,6 +414,11 @@ pub fn obj(v: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
 /// The two parts of a composite resource id `a|b` (`b` empty when there is no `|`).
 pub fn split_id(id: &str) -> (&str, &str) {
     id.split_once('|').unwrap_or((id, ""))
+}
+
+/// The composite resource id `a|b` that [`split_id`] takes apart.
+pub fn join_id(a: &str, b: &str) -> String {
+    format!("{a}|{b}")
 }
 
 /// Awaits an SDK waiter (built with `.wait(timeout)`) until `what` holds, mapping its

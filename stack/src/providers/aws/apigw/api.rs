@@ -72,10 +72,10 @@ impl ResourceProvider for ApiProvider {
 
     const REPLACE_PATHS: &'static [&'static str] = &["protocol_type"];
 
-    async fn read(&self, id: Option<&str>, d: &Api, _prior: Option<&Api>) -> Found<Api> {
-        let id = match id {
+    async fn read(&self, at: Lookup<'_, Api>) -> Found<Api> {
+        let id = match at.id {
             Some(id) => id.to_string(),
-            None => match self.find(&d.tags).await? {
+            None => match self.find(&at.desired.tags).await? {
                 Some(id) => id,
                 None => return Ok(None),
             },

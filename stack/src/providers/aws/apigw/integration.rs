@@ -90,13 +90,9 @@ impl ResourceProvider for IntegrationProvider {
 
     const REPLACE_PATHS: &'static [&'static str] = &["api_id", "integration_type"];
 
-    async fn read(
-        &self,
-        id: Option<&str>,
-        d: &Integration,
-        _prior: Option<&Integration>,
-    ) -> Found<Integration> {
-        let (api_id, found) = match id {
+    async fn read(&self, at: Lookup<'_, Integration>) -> Found<Integration> {
+        let d = at.desired;
+        let (api_id, found) = match at.id {
             Some(id) => {
                 let (api_id, iid) = split_id(id);
                 (api_id, self.get(api_id, iid).await?)

@@ -78,9 +78,10 @@ impl ResourceProvider for AddonProvider {
 
     const REPLACE_PATHS: &'static [&'static str] = &["cluster", "name"];
 
-    async fn read(&self, id: Option<&str>, d: &Addon, prior: Option<&Addon>) -> Found<Addon> {
+    async fn read(&self, at: Lookup<'_, Addon>) -> Found<Addon> {
+        let (d, prior) = (at.desired, at.prior);
         let key = addon_id(d);
-        let id = id.unwrap_or(&key);
+        let id = at.id_or(&key);
         let (cluster, name) = split_id(id);
         let c = match self {
             AddonProvider::Api(c) => c,

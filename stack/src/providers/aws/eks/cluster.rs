@@ -64,8 +64,9 @@ impl ResourceProvider for ClusterProvider {
 
     const REPLACE_PATHS: &'static [&'static str] = &["name", "role_arn", "subnet_ids"];
 
-    async fn read(&self, id: Option<&str>, d: &Cluster, prior: Option<&Cluster>) -> Found<Cluster> {
-        let name = id.unwrap_or(&d.name);
+    async fn read(&self, at: Lookup<'_, Cluster>) -> Found<Cluster> {
+        let (d, prior) = (at.desired, at.prior);
+        let name = at.id_or(&d.name);
         let r = self.0.eks.describe_cluster().name(name).send().await;
         let r = r.aws("eks:DescribeCluster").none_if_missing()?;
         let Some(c) = r.as_ref().and_then(|r| r.cluster()) else {

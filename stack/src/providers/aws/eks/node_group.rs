@@ -108,14 +108,10 @@ impl ResourceProvider for NodeGroupProvider {
         "instance_types",
     ];
 
-    async fn read(
-        &self,
-        id: Option<&str>,
-        d: &NodeGroup,
-        _prior: Option<&NodeGroup>,
-    ) -> Found<NodeGroup> {
-        let key = format!("{}|{}", d.cluster.as_str(), d.name);
-        let (cluster, name) = split_id(id.unwrap_or(&key));
+    async fn read(&self, at: Lookup<'_, NodeGroup>) -> Found<NodeGroup> {
+        let d = at.desired;
+        let key = join_id(d.cluster.as_str(), &d.name);
+        let (cluster, name) = split_id(at.id_or(&key));
         let r = self.0.eks.describe_nodegroup().cluster_name(cluster);
         let r = r.nodegroup_name(name).send().await;
         let r = r.aws("eks:DescribeNodegroup").none_if_missing()?;

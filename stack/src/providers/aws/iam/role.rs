@@ -92,8 +92,8 @@ impl ResourceProvider for RoleProvider {
 
     const REPLACE_PATHS: &'static [&'static str] = &["name"];
 
-    async fn read(&self, id: Option<&str>, d: &Role, _prior: Option<&Role>) -> Found<Role> {
-        let name = id.unwrap_or(&d.name);
+    async fn read(&self, at: Lookup<'_, Role>) -> Found<Role> {
+        let name = at.id_or(&at.desired.name);
         let r = self.0.iam.get_role().role_name(name).send().await;
         let r = r.aws("iam:GetRole").none_if_missing()?;
         let Some(role) = r.as_ref().and_then(|r| r.role()) else {

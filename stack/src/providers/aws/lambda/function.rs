@@ -305,13 +305,9 @@ impl ResourceProvider for FunctionProvider {
 
     const REPLACE_PATHS: &'static [&'static str] = &["name", "package_type"];
 
-    async fn read(
-        &self,
-        id: Option<&str>,
-        d: &Function,
-        _prior: Option<&Function>,
-    ) -> Found<Function> {
-        let name = id.unwrap_or(&d.name);
+    async fn read(&self, at: Lookup<'_, Function>) -> Found<Function> {
+        let d = at.desired;
+        let name = at.id_or(&d.name);
         let r = self
             .0
             .lambda

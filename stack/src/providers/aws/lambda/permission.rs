@@ -46,14 +46,9 @@ impl ResourceProvider for PermissionProvider {
         "source_arn",
     ];
 
-    async fn read(
-        &self,
-        id: Option<&str>,
-        d: &Permission,
-        _prior: Option<&Permission>,
-    ) -> Found<Permission> {
-        let key = format!("{}|{}", d.function.as_str(), d.statement_id);
-        let (function, sid) = id.unwrap_or(&key).split_once('|').unwrap_or((&key, ""));
+    async fn read(&self, at: Lookup<'_, Permission>) -> Found<Permission> {
+        let key = join_id(at.desired.function.as_str(), &at.desired.statement_id);
+        let (function, sid) = at.id_or(&key).split_once('|').unwrap_or((&key, ""));
         let r = self
             .0
             .lambda

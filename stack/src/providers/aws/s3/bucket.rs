@@ -58,8 +58,9 @@ impl ResourceProvider for BucketProvider {
 
     const REPLACE_PATHS: &'static [&'static str] = &["name", "account_suffix"];
 
-    async fn read(&self, id: Option<&str>, d: &Bucket, _prior: Option<&Bucket>) -> Found<Bucket> {
-        let name = match id {
+    async fn read(&self, at: Lookup<'_, Bucket>) -> Found<Bucket> {
+        let d = at.desired;
+        let name = match at.id {
             Some(id) => id.to_string(),
             None => self.physical_name(d).await?,
         };
