@@ -470,6 +470,24 @@ mod tests {
         }
     }
 
+    /// How many calls `retry_on` makes of a call that always fails (`retryable`: whether
+    /// it may retry the failure) before it gives up, which it must.
+    async fn calls_until_given_up(max: Duration, retryable: bool) -> u32 {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let calls = AtomicU32::new(0);
+        let r: Result<(), _> = retry_on(
+            max,
+            |_| retryable,
+            || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err(throttled())
+            },
+        )
+        .await;
+        assert!(r.is_err());
+        calls.load(Ordering::SeqCst)
+    }
+
     #[tokio::test]
     async fn retry_on_retries_only_what_it_is_told_and_only_for_so_long() {
         use std::sync::atomic::{AtomicU32, Ordering};
@@ -494,36 +512,12 @@ mod tests {
             started.elapsed()
         );
 
-        let calls = AtomicU32::new(0);
-        let r: Result<(), _> = retry_on(
-            Duration::from_secs(5),
-            |_| false,
-            || async {
-                calls.fetch_add(1, Ordering::SeqCst);
-                Err(throttled())
-            },
-        )
-        .await;
-        assert!(r.is_err());
-        assert_eq!(
-            calls.load(Ordering::SeqCst),
-            1,
-            "a non-retryable error is not retried"
-        );
+        let calls = calls_until_given_up(Duration::from_secs(5), false).await;
+        assert_eq!(calls, 1, "a non-retryable error is not retried");
 
-        let calls = AtomicU32::new(0);
         let started = std::time::Instant::now();
-        let r: Result<(), _> = retry_on(
-            Duration::from_millis(600),
-            |_| true,
-            || async {
-                calls.fetch_add(1, Ordering::SeqCst);
-                Err(throttled())
-            },
-        )
-        .await;
-        assert!(r.is_err());
-        assert!((2..=3).contains(&calls.load(Ordering::SeqCst)));
+        let calls = calls_until_given_up(Duration::from_millis(600), true).await;
+        assert!((2..=3).contains(&calls));
         assert!(
             started.elapsed() < Duration::from_millis(1500),
             "gave up in time"
