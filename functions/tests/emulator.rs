@@ -5,7 +5,8 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use lambda_emulator::{Answer, Emulator, EmulatorConfig, InvokeError};
+use common::{predict, start};
+use lambda_emulator::{Answer, EmulatorConfig, InvokeError};
 use serde_json::json;
 
 fn config(model_dir: &str) -> EmulatorConfig {
@@ -20,22 +21,8 @@ fn config(model_dir: &str) -> EmulatorConfig {
     config
 }
 
-async fn start(config: EmulatorConfig) -> Emulator {
-    Emulator::start(config, "127.0.0.1:0".parse().unwrap())
-        .await
-        .expect("emulator starts")
-}
-
 fn tiny() -> String {
     common::tiny_model().display().to_string()
-}
-
-/// Runs a blocking HTTP exchange off the async workers.
-async fn predict(emulator: &Emulator, body: &'static str) -> test_support::HttpReply {
-    let addr = emulator.addr();
-    tokio::task::spawn_blocking(move || test_support::predict(addr, body))
-        .await
-        .expect("client thread")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

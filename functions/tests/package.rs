@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use lambda_emulator::{Emulator, EmulatorConfig};
+use lambda_emulator::EmulatorConfig;
 
 fn package(model: &Path, out: &Path) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -60,15 +60,8 @@ async fn packaged_zip_runs_under_the_emulator_with_the_bundled_model() {
         ("RUST_LOG".into(), "warn".into()),
     ];
     config.timeout = Duration::from_secs(20);
-    let emulator = Emulator::start(config, "127.0.0.1:0".parse().unwrap())
-        .await
-        .expect("emulator starts");
-    let addr = emulator.addr();
-    let reply = tokio::task::spawn_blocking(move || {
-        test_support::predict(addr, r#"{"text": "a wonderful film"}"#)
-    })
-    .await
-    .unwrap();
+    let emulator = common::start(config).await;
+    let reply = common::predict(&emulator, r#"{"text": "a wonderful film"}"#).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     let label = reply.json()["label"].as_str().map(str::to_string);
     assert!(
@@ -86,13 +79,7 @@ async fn packaged_zip_runs_under_the_emulator_with_the_bundled_model() {
         ("MODEL_DIR".into(), String::new()),
         ("MODEL_S3_URI".into(), String::new()),
     ];
-    let emulator = Emulator::start(config, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let addr = emulator.addr();
-    let reply =
-        tokio::task::spawn_blocking(move || test_support::predict(addr, r#"{"text": "x"}"#))
-            .await
-            .unwrap();
+    let emulator = common::start(config).await;
+    let reply = common::predict(&emulator, r#"{"text": "x"}"#).await;
     assert_eq!(reply.status, 500, "{}", reply.body);
 }

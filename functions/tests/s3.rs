@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
-use lambda_emulator::{Emulator, EmulatorConfig};
+use lambda_emulator::EmulatorConfig;
 use test_support::Moto;
 
 /// The function configured for `uri` on this moto, fetching into `cache_dir`.
@@ -69,13 +69,10 @@ async fn model_is_fetched_from_s3_into_tmp_and_reused_by_the_next_init() {
     let tmp = tempfile::tempdir().unwrap();
     let mut config = function_config(&moto, "s3://models/tiny/v1/", tmp.path());
     config.keep_alive = Duration::from_millis(200);
-    let emulator = Emulator::start(config, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let addr = emulator.addr();
-    let ask = move || test_support::predict(addr, r#"{"text": "fetched from S3"}"#);
+    let emulator = common::start(config).await;
+    let ask = || common::predict(&emulator, r#"{"text": "fetched from S3"}"#);
 
-    let first = tokio::task::spawn_blocking(ask).await.unwrap();
+    let first = ask().await;
     assert_eq!(first.status, 200, "{}", first.body);
     assert_eq!(first.header("x-lambda-cold"), Some("true"));
     let local = tmp.path().join("s3--models").join("tiny--v1");
@@ -100,7 +97,7 @@ async fn model_is_fetched_from_s3_into_tmp_and_reused_by_the_next_init() {
         (0, 0),
         "the first instance was reaped"
     );
-    let second = tokio::task::spawn_blocking(ask).await.unwrap();
+    let second = ask().await;
     assert_eq!(second.status, 200, "{}", second.body);
     assert_eq!(second.header("x-lambda-cold"), Some("true"));
 }
@@ -116,14 +113,8 @@ async fn a_missing_s3_object_is_an_init_error_naming_the_key() {
         .expect("bucket");
     let tmp = tempfile::tempdir().unwrap();
     let config = function_config(&moto, "s3://empty/none", tmp.path());
-    let emulator = Emulator::start(config, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let addr = emulator.addr();
-    let reply =
-        tokio::task::spawn_blocking(move || test_support::predict(addr, r#"{"text": "x"}"#))
-            .await
-            .unwrap();
+    let emulator = common::start(config).await;
+    let reply = common::predict(&emulator, r#"{"text": "x"}"#).await;
     assert_eq!(reply.status, 500, "{}", reply.body);
     let detail = reply.json()["detail"].as_str().unwrap().to_string();
     assert!(detail.contains("s3://empty/none/"), "{detail}");

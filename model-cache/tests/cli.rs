@@ -25,6 +25,18 @@ fn model_cache_with_env(args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]
     child.wait_with_output().unwrap()
 }
 
+/// A temporary directory holding a fixture checkpoint made by `model-cache fixture`
+/// (in its `ckpt`).
+fn fixture_checkpoint() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("ckpt");
+    stdout(&model_cache(
+        &["fixture", "--out", ckpt.to_str().unwrap()],
+        None,
+    ));
+    (dir, ckpt)
+}
+
 fn stdout(out: &Output) -> String {
     assert!(
         out.status.success(),
@@ -80,12 +92,7 @@ fn fixture_then_info_then_predict() {
 
 #[test]
 fn predict_refuses_blank_text_and_missing_models_clearly() {
-    let dir = tempfile::tempdir().unwrap();
-    let ckpt = dir.path().join("ckpt");
-    stdout(&model_cache(
-        &["fixture", "--out", ckpt.to_str().unwrap()],
-        None,
-    ));
+    let (dir, ckpt) = fixture_checkpoint();
     let out = model_cache(
         &["predict", "--model-dir", ckpt.to_str().unwrap(), "  "],
         None,
@@ -114,12 +121,7 @@ fn predict_refuses_blank_text_and_missing_models_clearly() {
 /// through in batches, one answer per non-blank line, in order; a bad line is named.
 #[test]
 fn predict_streams_stdin_of_any_length() {
-    let dir = tempfile::tempdir().unwrap();
-    let ckpt = dir.path().join("ckpt");
-    stdout(&model_cache(
-        &["fixture", "--out", ckpt.to_str().unwrap()],
-        None,
-    ));
+    let (_dir, ckpt) = fixture_checkpoint();
     let texts: Vec<String> = (0..150).map(|i| format!("review number {i}")).collect();
     let input = texts.join("\n\n") + "\n";
     let out = stdout(&model_cache(

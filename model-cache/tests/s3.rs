@@ -15,7 +15,7 @@ use std::time::Duration;
 use base64::Engine;
 use model_cache::fixture::{FixtureDtype, FixtureSize};
 use model_cache::source::S3Location;
-use model_cache::{ModelSource, SourceError};
+use model_cache::{Checkpoint, ModelSource, SourceError};
 use sha2::Digest;
 
 /// Signed-looking requests: moto refuses anonymous object reads and writes, but does
@@ -54,6 +54,16 @@ impl Moto {
             url: server.url.clone(),
             _server: server,
         }
+    }
+
+    /// A server with a tiny fixture of `dtype` uploaded under `models/<prefix>`; the
+    /// fixture's directory comes with it.
+    fn with_model(prefix: &str, dtype: FixtureDtype) -> (Self, tempfile::TempDir) {
+        let moto = Self::start();
+        let fixture = common::fixture(FixtureSize::Tiny, dtype);
+        moto.create_bucket("models");
+        moto.upload_dir("models", prefix, fixture.path());
+        (moto, fixture)
     }
 
     fn request(&self, method: &str, path: &str) -> ureq::Request {
@@ -98,6 +108,17 @@ impl Moto {
         keys
     }
 
+    /// Resolves `uri` into `cache`; it must succeed.
+    fn resolve(&self, uri: &str, cache: &Path) -> Checkpoint {
+        let r = self.source(uri, cache).resolve();
+        r.unwrap_or_else(|e| panic!("resolve {uri}: {e}"))
+    }
+
+    /// Resolves `uri` into `cache`; it must fail.
+    fn resolve_err(&self, uri: &str, cache: &Path) -> SourceError {
+        self.source(uri, cache).resolve().unwrap_err()
+    }
+
     fn source(&self, uri: &str, cache: &Path) -> ModelSource {
         ModelSource {
             model_dir: None,
@@ -128,10 +149,7 @@ fn fetches_into_the_cache_verifies_and_reuses_the_copy_without_s3() {
     let keys = moto.upload_dir("models", "tiny/v1", fixture.path());
     let cache = tempfile::tempdir().unwrap();
 
-    let checkpoint = moto
-        .source("s3://models/tiny/v1/", cache.path())
-        .resolve()
-        .unwrap();
+    let checkpoint = moto.resolve("s3://models/tiny/v1/", cache.path());
     assert_eq!(
         checkpoint.dir(),
         cache.path().join("s3--models").join("tiny--v1")
@@ -153,10 +171,7 @@ fn fetches_into_the_cache_verifies_and_reuses_the_copy_without_s3() {
     for key in keys {
         moto.delete("models", &key);
     }
-    let again = moto
-        .source("s3://models/tiny/v1", cache.path())
-        .resolve()
-        .unwrap();
+    let again = moto.resolve("s3://models/tiny/v1", cache.path());
     assert_eq!(again.dir(), checkpoint.dir());
     let classifier = model_cache::Classifier::load(&again, &Default::default()).unwrap();
     assert_eq!(classifier.classify(&["from s3"]).unwrap().len(), 1);
@@ -164,15 +179,9 @@ fn fetches_into_the_cache_verifies_and_reuses_the_copy_without_s3() {
 
 #[test]
 fn a_corrupted_cached_file_is_fetched_again_and_only_that_file() {
-    let moto = Moto::start();
-    let fixture = common::fixture(FixtureSize::Tiny, FixtureDtype::F32);
-    moto.create_bucket("models");
-    moto.upload_dir("models", "m", fixture.path());
+    let (moto, fixture) = Moto::with_model("m", FixtureDtype::F32);
     let cache = tempfile::tempdir().unwrap();
-    let checkpoint = moto
-        .source("s3://models/m", cache.path())
-        .resolve()
-        .unwrap();
+    let checkpoint = moto.resolve("s3://models/m", cache.path());
     let weights = checkpoint.dir().join("model.safetensors");
     let config_mtime = std::fs::metadata(checkpoint.dir().join("config.json"))
         .unwrap()
@@ -186,10 +195,7 @@ fn a_corrupted_cached_file_is_fetched_again_and_only_that_file() {
     std::thread::sleep(Duration::from_millis(20));
     std::fs::write(&weights, &bytes).unwrap();
 
-    let repaired = moto
-        .source("s3://models/m", cache.path())
-        .resolve()
-        .unwrap();
+    let repaired = moto.resolve("s3://models/m", cache.path());
     assert_eq!(
         read(repaired.dir().join("model.safetensors")),
         read(fixture.path().join("model.safetensors"))
@@ -213,10 +219,7 @@ fn an_uploaded_manifest_is_checked_file_by_file() {
     moto.create_bucket("models");
     moto.upload_dir("models", "good", fixture.path());
     let cache = tempfile::tempdir().unwrap();
-    let good = moto
-        .source("s3://models/good", cache.path())
-        .resolve()
-        .unwrap();
+    let good = moto.resolve("s3://models/good", cache.path());
     assert_eq!(
         read(good.dir().join("model.safetensors")),
         read(fixture.path().join("model.safetensors"))
@@ -227,10 +230,7 @@ fn an_uploaded_manifest_is_checked_file_by_file() {
     moto.upload_dir("models", "bad", fixture.path());
     weights[100] ^= 0x01;
     moto.put("models", "bad/model.safetensors", &weights, None);
-    let err = moto
-        .source("s3://models/bad", cache.path())
-        .resolve()
-        .unwrap_err();
+    let err = moto.resolve_err("s3://models/bad", cache.path());
     let text = err.to_string();
     assert!(matches!(err, SourceError::S3 { .. }), "{text}");
     assert!(
@@ -248,10 +248,7 @@ fn an_uploaded_manifest_is_checked_file_by_file() {
 
 #[test]
 fn an_object_whose_s3_checksum_does_not_match_is_refused() {
-    let moto = Moto::start();
-    let fixture = common::fixture(FixtureSize::Tiny, FixtureDtype::F32);
-    moto.create_bucket("models");
-    moto.upload_dir("models", "sum", fixture.path());
+    let (moto, fixture) = Moto::with_model("sum", FixtureDtype::F32);
     let weights = read(fixture.path().join("model.safetensors"));
     // First with the right checksum: accepted.
     moto.put(
@@ -261,9 +258,7 @@ fn an_object_whose_s3_checksum_does_not_match_is_refused() {
         Some(sha256(&weights)),
     );
     let cache = tempfile::tempdir().unwrap();
-    moto.source("s3://models/sum", cache.path())
-        .resolve()
-        .unwrap();
+    moto.resolve("s3://models/sum", cache.path());
 
     // Then the stored checksum disagrees with the bytes.
     moto.put(
@@ -274,9 +269,7 @@ fn an_object_whose_s3_checksum_does_not_match_is_refused() {
     );
     let cache = tempfile::tempdir().unwrap();
     let text = moto
-        .source("s3://models/sum", cache.path())
-        .resolve()
-        .unwrap_err()
+        .resolve_err("s3://models/sum", cache.path())
         .to_string();
     assert!(
         text.contains("s3://models/sum/model.safetensors") && text.contains("checksum"),
@@ -290,9 +283,7 @@ fn missing_objects_and_buckets_are_named() {
     moto.create_bucket("empty");
     let cache = tempfile::tempdir().unwrap();
     let text = moto
-        .source("s3://empty/none", cache.path())
-        .resolve()
-        .unwrap_err()
+        .resolve_err("s3://empty/none", cache.path())
         .to_string();
     // Files are fetched concurrently: whichever missing key fails first is named.
     assert!(
@@ -309,9 +300,7 @@ fn missing_objects_and_buckets_are_named() {
     );
 
     let text = moto
-        .source("s3://no-such-bucket/x", cache.path())
-        .resolve()
-        .unwrap_err()
+        .resolve_err("s3://no-such-bucket/x", cache.path())
         .to_string();
     assert!(
         text.contains("s3://no-such-bucket/x/") && text.contains("NoSuchBucket"),
@@ -330,10 +319,7 @@ fn missing_objects_and_buckets_are_named() {
 
 #[test]
 fn concurrent_resolves_all_see_whole_files() {
-    let moto = Moto::start();
-    let fixture = common::fixture(FixtureSize::Tiny, FixtureDtype::Bf16);
-    moto.create_bucket("models");
-    moto.upload_dir("models", "c", fixture.path());
+    let (moto, fixture) = Moto::with_model("c", FixtureDtype::Bf16);
     let cache = tempfile::tempdir().unwrap();
     let expected = read(fixture.path().join("model.safetensors"));
     std::thread::scope(|scope| {

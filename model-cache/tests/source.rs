@@ -67,6 +67,11 @@ fn source(cache: &Path, endpoint: Option<&str>, offline: bool) -> ModelSource {
     }
 }
 
+/// Resolves through `hub` into `cache`; it must succeed.
+fn fetched(cache: &Path, hub: &FakeHub) -> model_cache::Checkpoint {
+    source(cache, Some(&hub.endpoint), false).resolve().unwrap()
+}
+
 fn read(path: PathBuf) -> Vec<u8> {
     std::fs::read(path).unwrap()
 }
@@ -122,9 +127,7 @@ fn fetch_fills_a_verified_cache_that_then_works_offline() {
     let hub = FakeHub::serve(fixture.path());
     let cache = tempfile::tempdir().unwrap();
 
-    let checkpoint = source(cache.path(), Some(&hub.endpoint), false)
-        .resolve()
-        .unwrap();
+    let checkpoint = fetched(cache.path(), &hub);
     common::assert_cached_copy(
         checkpoint.dir(),
         fixture.path(),
@@ -147,9 +150,7 @@ fn a_corrupted_cached_file_is_never_loaded_and_is_fetched_again() {
     let fixture = common::fixture(FixtureSize::Tiny, FixtureDtype::F32);
     let hub = FakeHub::serve(fixture.path());
     let cache = tempfile::tempdir().unwrap();
-    let checkpoint = source(cache.path(), Some(&hub.endpoint), false)
-        .resolve()
-        .unwrap();
+    let checkpoint = fetched(cache.path(), &hub);
     let weights = checkpoint.dir().join("model.safetensors");
 
     // Same size, one byte flipped: only the hash can tell.
@@ -212,9 +213,7 @@ fn a_repository_with_only_vocab_txt_is_fetched_and_loads() {
     std::fs::remove_file(fixture.path().join("tokenizer.json")).unwrap();
     let hub = FakeHub::serve(fixture.path());
     let cache = tempfile::tempdir().unwrap();
-    let checkpoint = source(cache.path(), Some(&hub.endpoint), false)
-        .resolve()
-        .unwrap();
+    let checkpoint = fetched(cache.path(), &hub);
     assert!(!checkpoint.dir().join("tokenizer.json").exists());
     let classifier = model_cache::Classifier::load(&checkpoint, &Default::default()).unwrap();
     assert_eq!(classifier.classify(&["fine"]).unwrap().len(), 1);

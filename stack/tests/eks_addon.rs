@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 use stack::engine::plan::diff_props;
-use stack::providers::Provider;
 use stack::providers::aws::eks::{Addon, AddonProvider};
 use stack::providers::aws::{AwsTarget, Clients};
+use stack::providers::{Observed, Provider};
 
 #[derive(Default)]
 struct State {
@@ -147,6 +147,12 @@ fn serve(st: Arc<Mutex<State>>) -> String {
     url
 }
 
+/// Reads add-on `id` through the provider; it must exist.
+async fn read_existing(p: &AddonProvider, id: &str, desired: &Value) -> Observed {
+    let r = p.read(Some(id), desired, None).await.unwrap();
+    r.unwrap_or_else(|| panic!("add-on {id} not found"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn addon_create_read_update_delete_through_the_eks_api() {
     let st = Arc::new(Mutex::new(State::default()));
@@ -180,21 +186,13 @@ async fn addon_create_read_update_delete_through_the_eks_api() {
     }
 
     // Read back: identical to the declaration (an unpinned version is not drift).
-    let obs = p
-        .read(Some(&made.id), &desired, None)
-        .await
-        .unwrap()
-        .unwrap();
+    let obs = read_existing(&p, &made.id, &desired).await;
     assert!(diff_props(&obs.props, &desired, &[]).is_empty(), "{obs:?}");
 
     // Pin a version and add a tag: UpdateAddon, then TagResource.
     desired["version"] = json!("v0.7.3-eksbuild.2");
     desired["tags"]["team"] = json!("ml");
-    let obs = p
-        .read(Some(&made.id), &desired, None)
-        .await
-        .unwrap()
-        .unwrap();
+    let obs = read_existing(&p, &made.id, &desired).await;
     let changes = diff_props(&obs.props, &desired, &[]);
     assert_eq!(changes.len(), 2, "{changes:?}");
     let up = p.update(&made.id, &obs.props, &desired).await.unwrap();
@@ -214,11 +212,7 @@ async fn addon_create_read_update_delete_through_the_eks_api() {
                 && b["tags"]["team"] == "ml")
         );
     }
-    let obs = p
-        .read(Some(&made.id), &desired, None)
-        .await
-        .unwrap()
-        .unwrap();
+    let obs = read_existing(&p, &made.id, &desired).await;
     assert!(diff_props(&obs.props, &desired, &[]).is_empty(), "{obs:?}");
 
     // Delete waits until DescribeAddon says it is gone; deleting again is fine.

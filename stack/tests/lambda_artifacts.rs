@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Project, clients, moto, write_zip};
+use common::{Project, assert_has, clients, function, moto, write_zip};
 
 /// Incompressible bytes (xorshift64*), so the zip really is over the limit.
 fn noise(len: usize, seed: u64) -> Vec<u8> {
@@ -34,10 +34,14 @@ async fn zip_over_50_mb_goes_through_s3() {
     let key = facts.s3_key();
     assert_eq!(key, format!("lambda/{}.zip", facts.sha256_hex));
 
-    let (code, out, err) = p.run(&["up", "--yes"]);
-    assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("+ aws:s3:Bucket `lambda-artifacts`"), "{out}");
-    assert!(out.contains("+ aws:s3:Object `lambda-zip`"), "{out}");
+    let out = p.expect(&["up", "--yes"], 0);
+    assert_has(
+        &out,
+        &[
+            "+ aws:s3:Bucket `lambda-artifacts`",
+            "+ aws:s3:Object `lambda-zip`",
+        ],
+    );
 
     // The object is there under its content address, in the account-suffixed bucket.
     let bucket = "big-lambda-artifacts-123456789012";
@@ -53,13 +57,7 @@ async fn zip_over_50_mb_goes_through_s3() {
         Some(std::fs::metadata(&zip).unwrap().len() as i64)
     );
     // The function's code came from that object.
-    let f = c
-        .lambda
-        .get_function()
-        .function_name("big-predict")
-        .send()
-        .await
-        .unwrap();
+    let f = function(&c, "big-predict").await;
     let conf = f.configuration().unwrap();
     assert_eq!(conf.code_sha256(), Some(facts.sha256_b64.as_str()));
     assert_eq!(
@@ -73,30 +71,17 @@ async fn zip_over_50_mb_goes_through_s3() {
     );
 
     // Unchanged zip: nothing to do.
-    let (code, out, _) = p.run(&["diff"]);
-    assert_eq!(code, 0, "{out}");
-    let (code, out, err) = p.run(&["up", "--yes"]);
-    assert_eq!(code, 0, "{out}{err}");
+    p.expect(&["diff"], 0);
+    let out = p.expect(&["up", "--yes"], 0);
     assert!(!out.contains("Apply complete"), "{out}");
 
     // A new zip: a new object, the code updated from it, the old object gone.
     write_zip(&zip, &noise(BIG, 2));
     let facts2 = stack::providers::aws::lambda::ZipFacts::of(zip.to_str().unwrap()).unwrap();
-    let (code, out, _) = p.run(&["diff"]);
-    assert_eq!(code, 2, "{out}");
-    assert!(
-        out.contains("~ aws:lambda:Function `lambda-function`"),
-        "{out}"
-    );
-    let (code, out, err) = p.run(&["up", "--yes"]);
-    assert_eq!(code, 0, "{out}{err}");
-    let f = c
-        .lambda
-        .get_function()
-        .function_name("big-predict")
-        .send()
-        .await
-        .unwrap();
+    let out = p.expect(&["diff"], 2);
+    assert_has(&out, &["~ aws:lambda:Function `lambda-function`"]);
+    p.expect(&["up", "--yes"], 0);
+    let f = function(&c, "big-predict").await;
     assert_eq!(
         f.configuration().unwrap().code_sha256(),
         Some(facts2.sha256_b64.as_str())
@@ -123,12 +108,10 @@ async fn zip_over_50_mb_goes_through_s3() {
             .await
             .is_err()
     );
-    let (code, out, _) = p.run(&["diff"]);
-    assert_eq!(code, 0, "{out}");
+    p.expect(&["diff"], 0);
 
     // Down removes object and bucket.
-    let (code, out, err) = p.run(&["down", "--yes"]);
-    assert_eq!(code, 0, "{out}{err}");
+    p.expect(&["down", "--yes"], 0);
     assert!(c.s3.head_bucket().bucket(bucket).send().await.is_err());
 }
 
@@ -136,8 +119,7 @@ async fn zip_over_50_mb_goes_through_s3() {
 async fn small_zip_is_uploaded_directly() {
     let m = moto();
     let p = Project::new(&m.url, "small");
-    let (code, out, _) = p.run(&["diff"]);
-    assert_eq!(code, 2, "{out}");
+    let out = p.expect(&["diff"], 2);
     assert!(!out.contains("aws:s3:"), "{out}");
 }
 
@@ -156,18 +138,9 @@ async fn lambda_from_a_container_image() {
         v["lambda"]["bootstrap"] = env!("CARGO_BIN_EXE_stack").into();
         v["lambda"]["model_dir"] = model.display().to_string().into();
     });
-    let (code, out, err) = p.run(&["up", "--yes"]);
-    assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("+ oci:Image `lambda-image`"), "{out}");
-    let function = || async {
-        c.lambda
-            .get_function()
-            .function_name("img-predict")
-            .send()
-            .await
-            .unwrap()
-    };
-    let f = function().await;
+    let out = p.expect(&["up", "--yes"], 0);
+    assert_has(&out, &["+ oci:Image `lambda-image`"]);
+    let f = function(&c, "img-predict").await;
     let conf = f.configuration().unwrap();
     assert_eq!(conf.package_type().map(|t| t.as_str()), Some("Image"));
     assert_eq!(conf.runtime(), None);
@@ -178,35 +151,32 @@ async fn lambda_from_a_container_image() {
         .unwrap()
         .to_string();
     assert!(uri.ends_with(&format!("/img/lambda@{digest}")), "{uri}");
-    let (code, out, _) = p.run(&["diff"]);
-    assert_eq!(code, 0, "{out}");
+    p.expect(&["diff"], 0);
 
     // A new model: a new image, and in the same run the function's ImageUri follows.
     std::fs::write(model.join("config.json"), b"{\"v\": 2}").unwrap();
-    let (code, out, _) = p.run(&["diff"]);
-    assert_eq!(code, 2, "{out}");
-    assert!(
-        out.contains("~ aws:lambda:Function `lambda-function`"),
-        "{out}"
-    );
-    let (code, out, err) = p.run(&["up", "--yes"]);
-    assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("2 updated"), "{out}");
-    let f = function().await;
+    let out = p.expect(&["diff"], 2);
+    assert_has(&out, &["~ aws:lambda:Function `lambda-function`"]);
+    let out = p.expect(&["up", "--yes"], 0);
+    assert_has(&out, &["2 updated"]);
+    let f = function(&c, "img-predict").await;
     let uri2 = f.code().and_then(|c| c.image_uri()).unwrap().to_string();
     assert_ne!(uri, uri2);
-    let (code, out, _) = p.run(&["diff"]);
-    assert_eq!(code, 0, "{out}");
+    p.expect(&["diff"], 0);
 }
 
 #[test]
 fn synth_k8s_needs_no_lambda_zip() {
     let p = Project::new("http://127.0.0.1:9", "synth");
     std::fs::remove_file(p.path("bootstrap.zip")).unwrap();
-    let (code, out, err) = p.run(&["synth", "--k8s"]);
-    assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("kind: HorizontalPodAutoscaler"), "{out}");
-    assert!(out.contains("stack.sentiment/metrics-source"), "{out}");
+    let out = p.expect(&["synth", "--k8s"], 0);
+    assert_has(
+        &out,
+        &[
+            "kind: HorizontalPodAutoscaler",
+            "stack.sentiment/metrics-source",
+        ],
+    );
     // Everything else still insists on it, before any API call.
     let (code, _, err) = p.run(&["diff"]);
     assert_eq!(code, 1);

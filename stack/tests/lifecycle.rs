@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Project, clients, moto, tagged};
+use common::{Project, assert_has, clients, function, moto, nodegroup, tagged};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_lifecycle() {
@@ -12,38 +12,31 @@ async fn full_lifecycle() {
     let c = clients(&m.url).await;
 
     // Nothing exists: every resource is a create, exit 2.
-    let (code, out, _) = p.run(&["diff"]);
-    assert_eq!(code, 2, "{out}");
-    assert!(
-        out.contains("  + aws:lambda:Function `lambda-function`: create"),
-        "{out}"
-    );
-    assert!(
-        out.contains(&format!(
-            "Plan: {} to create, 0 to update, 0 to replace, 0 to delete",
-            common::ALL_RESOURCES
-        )),
-        "{out}"
+    let out = p.expect(&["diff"], 2);
+    assert_has(
+        &out,
+        &[
+            "  + aws:lambda:Function `lambda-function`: create",
+            &format!(
+                "Plan: {} to create, 0 to update, 0 to replace, 0 to delete",
+                common::ALL_RESOURCES
+            ),
+        ],
     );
 
     // up creates everything.
-    let (code, out, err) = p.run(&["up", "--yes"]);
-    assert_eq!(code, 0, "{out}{err}");
-    assert!(
-        out.contains(&format!("{} created", common::ALL_RESOURCES)),
-        "{out}"
+    let out = p.expect(&["up", "--yes"], 0);
+    assert_has(
+        &out,
+        &[
+            &format!("{} created", common::ALL_RESOURCES),
+            // The local target serves the API on loopback (tests/local_front.rs runs it).
+            "api_url = http://127.0.0.1:",
+        ],
     );
-    // The local target serves the API on loopback (tests/local_front.rs runs it).
-    assert!(out.contains("api_url = http://127.0.0.1:"), "{out}");
 
     // Independent checks with plain SDK calls.
-    let f = c
-        .lambda
-        .get_function()
-        .function_name("life-predict")
-        .send()
-        .await
-        .unwrap();
+    let f = function(&c, "life-predict").await;
     let conf = f.configuration().unwrap();
     assert_eq!(conf.memory_size(), Some(1024));
     assert_eq!(
@@ -118,15 +111,8 @@ async fn full_lifecycle() {
             .len(),
         2
     );
-    let ng = c
-        .eks
-        .describe_nodegroup()
-        .cluster_name("life")
-        .nodegroup_name("life-nodes")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ng.nodegroup().unwrap().instance_types(), ["t3.large"]);
+    let ng = nodegroup(&c, "life", "life-nodes").await;
+    assert_eq!(ng.instance_types(), ["t3.large"]);
     let att = c
         .iam
         .list_attached_role_policies()
@@ -183,14 +169,13 @@ async fn full_lifecycle() {
     );
 
     // Converged: diff says nothing, up changes nothing.
-    let (code, out, _) = p.run(&["diff"]);
-    assert_eq!(code, 0, "{out}");
-    assert!(
-        out.contains(&format!(
+    let out = p.expect(&["diff"], 0);
+    assert_has(
+        &out,
+        &[&format!(
             "No changes. {} resources up to date.",
             common::ALL_RESOURCES
-        )),
-        "{out}"
+        )],
     );
     let before = std::fs::read(p.path(".stack/life.local.json")).unwrap();
     let (code, out, err) = p.run(&["up", "--yes"]);
@@ -206,37 +191,24 @@ async fn full_lifecycle() {
     );
 
     // JSON diff for machines.
-    let (code, out, _) = p.run(&["diff", "--json"]);
-    assert_eq!(code, 0);
+    let out = p.expect(&["diff", "--json"], 0);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["summary"]["unchanged"], common::ALL_RESOURCES);
 
     // Memory change: one in-place update.
     p.config("life", |v| v["lambda"]["memory_mb"] = 512.into());
-    let (code, out, _) = p.run(&["diff"]);
-    assert_eq!(code, 2);
-    assert!(
-        out.contains("  ~ aws:lambda:Function `lambda-function`: update in place"),
-        "{out}"
+    let out = p.expect(&["diff"], 2);
+    assert_has(
+        &out,
+        &[
+            "  ~ aws:lambda:Function `lambda-function`: update in place",
+            "memory_mb: 1024 -> 512",
+            "0 to create, 1 to update, 0 to replace, 0 to delete",
+        ],
     );
-    assert!(out.contains("memory_mb: 1024 -> 512"), "{out}");
-    assert!(
-        out.contains("0 to create, 1 to update, 0 to replace, 0 to delete"),
-        "{out}"
-    );
-    let (code, out, _) = p.run(&["up", "--yes"]);
-    assert_eq!(code, 0);
-    assert!(
-        out.contains("0 created, 1 updated, 0 replaced, 0 deleted"),
-        "{out}"
-    );
-    let f = c
-        .lambda
-        .get_function()
-        .function_name("life-predict")
-        .send()
-        .await
-        .unwrap();
+    let out = p.expect(&["up", "--yes"], 0);
+    assert_has(&out, &["0 created, 1 updated, 0 replaced, 0 deleted"]);
+    let f = function(&c, "life-predict").await;
     assert_eq!(f.configuration().unwrap().memory_size(), Some(512));
 
     // Immutable change: the node group is replaced, and the diff names the property.
@@ -244,31 +216,18 @@ async fn full_lifecycle() {
         v["lambda"]["memory_mb"] = 512.into();
         v["eks"]["instance_type"] = "m6i.xlarge".into();
     });
-    let (code, out, _) = p.run(&["diff"]);
-    assert_eq!(code, 2);
-    assert!(
-        out.contains("-/+ aws:eks:NodeGroup `eks-nodes`: replace (forced by instance_types)"),
-        "{out}"
+    let out = p.expect(&["diff"], 2);
+    assert_has(
+        &out,
+        &[
+            "-/+ aws:eks:NodeGroup `eks-nodes`: replace (forced by instance_types)",
+            r#"instance_types: ["t3.large"] -> ["m6i.xlarge"]  # forces replacement"#,
+        ],
     );
-    assert!(
-        out.contains(r#"instance_types: ["t3.large"] -> ["m6i.xlarge"]  # forces replacement"#),
-        "{out}"
-    );
-    let (code, out, _) = p.run(&["up", "--yes"]);
-    assert_eq!(code, 0);
-    assert!(
-        out.contains("0 created, 0 updated, 1 replaced, 0 deleted"),
-        "{out}"
-    );
-    let ng = c
-        .eks
-        .describe_nodegroup()
-        .cluster_name("life")
-        .nodegroup_name("life-nodes")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ng.nodegroup().unwrap().instance_types(), ["m6i.xlarge"]);
+    let out = p.expect(&["up", "--yes"], 0);
+    assert_has(&out, &["0 created, 0 updated, 1 replaced, 0 deleted"]);
+    let ng = nodegroup(&c, "life", "life-nodes").await;
+    assert_eq!(ng.instance_types(), ["m6i.xlarge"]);
 
     // Out-of-band change: refresh and diff report the drift, up repairs it.
     c.lambda
@@ -278,35 +237,29 @@ async fn full_lifecycle() {
         .send()
         .await
         .unwrap();
-    let (code, out, _) = p.run(&["diff"]);
-    assert_eq!(code, 2);
-    assert!(
-        out.contains("[drift: timeout_s changed outside the stack]"),
-        "{out}"
+    let out = p.expect(&["diff"], 2);
+    assert_has(
+        &out,
+        &[
+            "[drift: timeout_s changed outside the stack]",
+            "timeout_s: 99 -> 30",
+        ],
     );
-    assert!(out.contains("timeout_s: 99 -> 30"), "{out}");
-    let (code, out, _) = p.run(&["refresh"]);
-    assert_eq!(code, 0);
-    assert!(
-        out.contains("aws:lambda:Function `lambda-function`: changed outside the stack"),
-        "{out}"
+    let out = p.expect(&["refresh"], 0);
+    assert_has(
+        &out,
+        &[
+            "aws:lambda:Function `lambda-function`: changed outside the stack",
+            "timeout_s: 30 -> 99",
+        ],
     );
-    assert!(out.contains("timeout_s: 30 -> 99"), "{out}");
-    let (code, out, _) = p.run(&["refresh", "--json"]);
-    assert_eq!(code, 0);
+    let out = p.expect(&["refresh", "--json"], 0);
     assert_eq!(
         serde_json::from_str::<serde_json::Value>(&out).unwrap()["drift"],
         serde_json::json!([])
     );
-    let (code, _, _) = p.run(&["up", "--yes"]);
-    assert_eq!(code, 0);
-    let f = c
-        .lambda
-        .get_function()
-        .function_name("life-predict")
-        .send()
-        .await
-        .unwrap();
+    p.expect(&["up", "--yes"], 0);
+    let f = function(&c, "life-predict").await;
     assert_eq!(f.configuration().unwrap().timeout(), Some(30));
     assert_eq!(p.run(&["diff"]).0, 0);
 
@@ -316,8 +269,7 @@ async fn full_lifecycle() {
 
     // Machine-readable apply: JSON lines on stdout, from the plan to the outputs.
     p.config("life", |v| v["lambda"]["memory_mb"] = 1024.into());
-    let (code, out, err) = p.run(&["up", "--yes", "--json"]);
-    assert_eq!(code, 0, "{out}{err}");
+    let out = p.expect(&["up", "--yes", "--json"], 0);
     let lines: Vec<serde_json::Value> = out
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
@@ -337,14 +289,13 @@ async fn full_lifecycle() {
     assert_eq!(last["outputs"]["function_name"], "life-predict");
 
     // down removes everything tagged; down again is a no-op.
-    let (code, out, err) = p.run(&["down", "--yes"]);
-    assert_eq!(code, 0, "{out}{err}");
-    assert!(
-        out.contains(&format!(
+    let out = p.expect(&["down", "--yes"], 0);
+    assert_has(
+        &out,
+        &[&format!(
             "0 created, 0 updated, 0 replaced, {} deleted",
             common::ALL_RESOURCES
-        )),
-        "{out}"
+        )],
     );
     assert_eq!(tagged(&c, "life").await, Vec::<String>::new());
     assert!(
@@ -357,7 +308,6 @@ async fn full_lifecycle() {
         "role gone"
     );
     assert!(p.state("life")["resources"].as_object().unwrap().is_empty());
-    let (code, out, _) = p.run(&["down", "--yes"]);
-    assert_eq!(code, 0);
-    assert!(out.contains("No changes. 0 resources up to date."), "{out}");
+    let out = p.expect(&["down", "--yes"], 0);
+    assert_has(&out, &["No changes. 0 resources up to date."]);
 }

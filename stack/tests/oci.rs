@@ -368,13 +368,17 @@ async fn lambda_image_runs_bootstrap_with_the_model_in_it() {
     // Any executable stands in for bootstrap: the layout is what is tested.
     let bin = env!("CARGO_BIN_EXE_stack");
     let host = reg.url.trim_start_matches("http://");
-    let img = stack::artifacts::image::ServerImage::lambda(
-        format!("{host}/sentiment/lambda").into(),
-        bin,
-        Some(model.path().to_str().unwrap()),
-        BTreeMap::new(),
-    )
-    .unwrap();
+    // Declares the image of the model as it is on disk now.
+    let declare = || {
+        stack::artifacts::image::ServerImage::lambda(
+            format!("{host}/sentiment/lambda").into(),
+            bin,
+            Some(model.path().to_str().unwrap()),
+            BTreeMap::new(),
+        )
+        .unwrap()
+    };
+    let img = declare();
     let built = img.build().await.unwrap();
     let cfg: serde_json::Value = serde_json::from_slice(&built.config.data).unwrap();
     assert_eq!(
@@ -403,13 +407,7 @@ async fn lambda_image_runs_bootstrap_with_the_model_in_it() {
     // A changed model is a changed declaration (and image).
     let before = serde_json::to_value(&img).unwrap();
     std::fs::write(model.path().join("config.json"), b"{\"dim\": 9}").unwrap();
-    let img2 = stack::artifacts::image::ServerImage::lambda(
-        format!("{host}/sentiment/lambda").into(),
-        bin,
-        Some(model.path().to_str().unwrap()),
-        BTreeMap::new(),
-    )
-    .unwrap();
+    let img2 = declare();
     assert_ne!(
         before["model_sha256"],
         serde_json::to_value(&img2).unwrap()["model_sha256"]

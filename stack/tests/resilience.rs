@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Project, clients, moto, tagged};
+use common::{Project, assert_has, clients, moto, tagged};
 use std::io::Write;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -27,23 +27,18 @@ async fn interrupted_up_resumes_without_duplicates_or_orphans() {
     let owned = state["resources"].as_object().unwrap();
     assert_eq!(owned.len(), 7, "state holds exactly what was created");
     // Every owned resource exists (its read by id finds it) and nothing else was made.
-    let (code, out, _) = p.run(&["diff"]);
-    assert_eq!(code, 2);
-    assert!(
-        out.contains(&format!(
+    let out = p.expect(&["diff"], 2);
+    assert_has(
+        &out,
+        &[&format!(
             "{} to create, 0 to update, 0 to replace, 0 to delete, 7 unchanged",
             common::ALL_RESOURCES - 7
-        )),
-        "{out}"
+        )],
     );
 
     // The next up finishes the job.
-    let (code, out, err) = p.run(&["up", "--yes"]);
-    assert_eq!(code, 0, "{out}{err}");
-    assert!(
-        out.contains(&format!("{} created", common::ALL_RESOURCES - 7)),
-        "{out}"
-    );
+    let out = p.expect(&["up", "--yes"], 0);
+    assert_has(&out, &[&format!("{} created", common::ALL_RESOURCES - 7)]);
     assert_eq!(p.run(&["diff"]).0, 0);
     let all = tagged(&c, "crash").await;
     assert_eq!(
@@ -67,8 +62,7 @@ async fn interrupted_up_resumes_without_duplicates_or_orphans() {
         serde_json::to_vec(&st).unwrap(),
     )
     .unwrap();
-    let (code, out, _) = p.run(&["up", "--yes"]);
-    assert_eq!(code, 0, "{out}");
+    p.expect(&["up", "--yes"], 0);
     assert_eq!(
         tagged(&c, "crash").await.len(),
         common::TAGGABLE_RESOURCES,
@@ -79,8 +73,7 @@ async fn interrupted_up_resumes_without_duplicates_or_orphans() {
         common::ALL_RESOURCES
     );
 
-    let (code, _, _) = p.run(&["down", "--yes"]);
-    assert_eq!(code, 0);
+    p.expect(&["down", "--yes"], 0);
     assert_eq!(tagged(&c, "crash").await, Vec::<String>::new());
 }
 
@@ -176,21 +169,16 @@ async fn replacing_the_network_replaces_dependents_in_order() {
     p.config("net", |v| {
         v["network"] = serde_json::json!({ "vpc_cidr": "10.50.0.0/16", "subnet_cidrs": ["10.50.0.0/20", "10.50.16.0/20"] });
     });
-    let (code, out, _) = p.run(&["diff"]);
-    assert_eq!(code, 2);
-    assert!(
-        out.contains("-/+ aws:ec2:Vpc `vpc`: replace (forced by cidr_block)"),
-        "{out}"
+    let out = p.expect(&["diff"], 2);
+    assert_has(
+        &out,
+        &[
+            "-/+ aws:ec2:Vpc `vpc`: replace (forced by cidr_block)",
+            "-/+ aws:ec2:Subnet `subnet-a`: replace (forced by cidr_block, vpc_id)",
+            "-/+ aws:eks:Cluster `eks-cluster`: replace (forced by subnet_ids)",
+            "-/+ aws:eks:NodeGroup `eks-nodes`",
+        ],
     );
-    assert!(
-        out.contains("-/+ aws:ec2:Subnet `subnet-a`: replace (forced by cidr_block, vpc_id)"),
-        "{out}"
-    );
-    assert!(
-        out.contains("-/+ aws:eks:Cluster `eks-cluster`: replace (forced by subnet_ids)"),
-        "{out}"
-    );
-    assert!(out.contains("-/+ aws:eks:NodeGroup `eks-nodes`"), "{out}");
     let (code, out, err) = p.run(&["up", "--yes"]);
     assert_eq!(code, 0, "{out}{err}");
     // Dependents are deleted before what they depend on.

@@ -125,8 +125,11 @@ pub trait Resource: Serialize + DeserializeOwned {
     const KIND: &'static str;
     /// Whether the kind supports tags (the engine then adds the stack's tags).
     const TAGGABLE: bool = true;
-    /// Checks the properties without any API call; each problem is one message.
-    fn validate(&self) -> Vec<String>;
+    /// Checks the properties without any API call; each problem is one message
+    /// (see [`Checks`](crate::providers::Checks)). None by default.
+    fn validate(&self) -> Vec<String> {
+        vec![]
+    }
 }
 
 /// A handle to a declared resource, giving typed access to its outputs.

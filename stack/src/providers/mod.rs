@@ -30,7 +30,9 @@
 //!
 //!    impl Resource for Queue {
 //!        const KIND: &'static str = QUEUE_KIND;
-//!        fn validate(&self) -> Vec<String> { vec![] }
+//!        fn validate(&self) -> Vec<String> { // optional: nothing to check by default
+//!            Checks::new().len("name", &self.name, 1..=80).done()
+//!        }
 //!    }
 //!
 //!    pub struct QueueProvider(pub Arc<Clients>);
@@ -39,8 +41,9 @@
 //!    impl ResourceProvider for QueueProvider {
 //!        type Resource = Queue;
 //!        const REPLACE_PATHS: &'static [&'static str] = &["name"]; // checked
-//!        async fn read(&self, id: Option<&str>, d: &Queue, _: Option<&Queue>) -> Found<Queue> {
-//!            let r = self.0.sqs.get_queue_url().queue_name(id.unwrap_or(&d.name)).send().await;
+//!        async fn read(&self, at: Lookup<'_, Queue>) -> Found<Queue> {
+//!            let d = at.desired; // at.id: the id in state, None to look up by name or tags
+//!            let r = self.0.sqs.get_queue_url().queue_name(at.id_or(&d.name)).send().await;
 //!            let Some(r) = r.aws("sqs:GetQueueUrl").none_if_missing()? else { return Ok(None) };
 //!            // ... props normalized to the declared shape, so no change reads as none
 //!            Ok(Some(Read { id: d.name.clone(), props: d.clone(), outputs: obj(json!({ .. })) }))
@@ -61,7 +64,8 @@
 //!    ```
 //!
 //!    The provider never touches JSON: the adapter decodes the properties and builds
-//!    what the engine sees. A new *service* also gets its client in
+//!    what the engine sees. [`Checks`] spells the usual property rules (lengths,
+//!    character sets, allowed values) with messages naming the field and the value. A new *service* also gets its client in
 //!    [`aws::Clients`] and one [`aws::Tagging`] impl in its `mod.rs`
 //!    ([`aws::map_tagging!`](aws) for services with map-shaped tag calls).
 //! 2. `mod queue;` and `pub use queue::{QUEUE_KIND, Queue, QueueProvider};` in the
@@ -83,8 +87,10 @@ use std::sync::Arc;
 use crate::engine::Resource;
 use crate::error::ProviderError;
 
+mod checks;
 mod shape;
 
+pub use checks::{Charset, Checks};
 pub use shape::{Shape, check_paths};
 
 /// Outputs other resources can reference, by name.
@@ -174,6 +180,45 @@ pub struct Read<R> {
 /// What a typed read returns: the resource, or `None` when it does not exist.
 pub type Found<R> = Result<Option<Read<R>>, ProviderError>;
 
+/// What a typed read looks for (the arguments of [`Provider::read`], typed).
+#[derive(Debug)]
+pub struct Lookup<'a, R> {
+    /// The id in state, or `None` to look the resource up by the deterministic name or
+    /// tags in `desired` (adopting what an interrupted run made).
+    pub id: Option<&'a str>,
+    /// The declared properties.
+    pub desired: &'a R,
+    /// The last-applied properties, for attributes the API does not echo.
+    pub prior: Option<&'a R>,
+}
+
+impl<R> Clone for Lookup<'_, R> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<R> Copy for Lookup<'_, R> {}
+
+impl<'a, R> Lookup<'a, R> {
+    /// A lookup by id (`None`: by name or tags) with the last-applied properties.
+    pub fn new(id: Option<&'a str>, desired: &'a R, prior: Option<&'a R>) -> Self {
+        Lookup { id, desired, prior }
+    }
+    /// The read right after an apply: by its id, the desired properties (now applied)
+    /// as the prior ones.
+    pub fn back(id: &'a str, desired: &'a R) -> Self {
+        Lookup::new(Some(id), desired, Some(desired))
+    }
+    /// The id in state, else `fallback` (the deterministic name or id from `desired`).
+    pub fn id_or<'b>(&self, fallback: &'b str) -> &'b str
+    where
+        'a: 'b,
+    {
+        self.id.unwrap_or(fallback)
+    }
+}
+
 /// Where the outputs of a create or an update come from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Applied {
@@ -234,13 +279,8 @@ pub trait ResourceProvider: Send + Sync + 'static {
     fn update_changes_outputs(&self) -> bool {
         false
     }
-    /// See [`Provider::read`].
-    async fn read(
-        &self,
-        id: Option<&str>,
-        desired: &Self::Resource,
-        prior: Option<&Self::Resource>,
-    ) -> Found<Self::Resource>;
+    /// See [`Provider::read`]; `at` holds its three arguments, typed.
+    async fn read(&self, at: Lookup<'_, Self::Resource>) -> Found<Self::Resource>;
     /// Creates the resource.
     async fn create(&self, desired: &Self::Resource) -> Result<Created, ProviderError>;
     /// Brings resource `id` from `observed` to `desired` in place.
@@ -301,7 +341,7 @@ async fn finish<P: ResourceProvider>(
                 outputs,
             });
         }
-        Applied::ReadBack => ResourceProvider::read(p, Some(&id), d, Some(d)).await?,
+        Applied::ReadBack => ResourceProvider::read(p, Lookup::back(&id, d)).await?,
     };
     let now = now.map(Read::erase).transpose()?;
     Ok(Observed::applied(id, desired, now))
@@ -327,7 +367,7 @@ impl<P: ResourceProvider> Provider for P {
     ) -> Result<Option<Observed>, ProviderError> {
         let d: P::Resource = decode(desired, "desired")?;
         let prior: Option<P::Resource> = prior.map(|p| decode(p, "prior")).transpose()?;
-        let r = ResourceProvider::read(self, id, &d, prior.as_ref()).await?;
+        let r = ResourceProvider::read(self, Lookup::new(id, &d, prior.as_ref())).await?;
         r.map(Read::erase).transpose()
     }
     async fn create(&self, desired: &Value) -> Result<Observed, ProviderError> {
@@ -438,11 +478,12 @@ mod tests {
         } else {
             &["name", "spec.selector", "spec.selector.app"]
         };
-        async fn read(&self, id: Option<&str>, d: &Thing, prior: Option<&Thing>) -> Found<Thing> {
+        async fn read(&self, at: Lookup<'_, Thing>) -> Found<Thing> {
+            let (id, d) = (at.id, at.desired);
             self.calls
                 .lock()
                 .unwrap()
-                .push(format!("read {id:?} prior={}", prior.is_some()));
+                .push(format!("read {id:?} prior={}", at.prior.is_some()));
             let outputs = serde_json::from_value(json!({ "size": d.size })).unwrap();
             Ok(id.map(|id| Read {
                 id: id.into(),

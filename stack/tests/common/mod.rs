@@ -149,9 +149,25 @@ impl Project {
         out
     }
 
+    /// Runs the CLI and asserts its exit code; returns stdout.
+    #[track_caller]
+    pub fn expect(&self, args: &[&str], code: i32) -> String {
+        let (got, out, err) = self.run(args);
+        assert_eq!(got, code, "stack {}: {out}{err}", args.join(" "));
+        out
+    }
+
     pub fn state(&self, stack: &str) -> serde_json::Value {
         let p = self.path(&format!(".stack/{stack}.local.json"));
         serde_json::from_slice(&std::fs::read(p).expect("state file")).expect("state json")
+    }
+}
+
+/// Asserts that `out` contains each of `parts`.
+#[track_caller]
+pub fn assert_has(out: &str, parts: &[&str]) {
+    for part in parts {
+        assert!(out.contains(part), "{part:?} not in:\n{out}");
     }
 }
 
@@ -164,6 +180,27 @@ pub async fn clients(endpoint: &str) -> stack::providers::aws::Clients {
         "us-east-1",
     )
     .await
+}
+
+/// Lambda function `name`, read with a plain SDK call.
+pub async fn function(
+    c: &stack::providers::aws::Clients,
+    name: &str,
+) -> aws_sdk_lambda::operation::get_function::GetFunctionOutput {
+    let r = c.lambda.get_function().function_name(name).send().await;
+    r.unwrap_or_else(|e| panic!("GetFunction {name}: {e:?}"))
+}
+
+/// Node group `name` of cluster `cluster`, read with a plain SDK call.
+pub async fn nodegroup(
+    c: &stack::providers::aws::Clients,
+    cluster: &str,
+    name: &str,
+) -> aws_sdk_eks::types::Nodegroup {
+    let r = c.eks.describe_nodegroup().cluster_name(cluster);
+    let r = r.nodegroup_name(name).send().await;
+    let r = r.unwrap_or_else(|e| panic!("DescribeNodegroup {name}: {e:?}"));
+    r.nodegroup.expect("a node group")
 }
 
 /// Everything in moto tagged `stack=<stack>`, listed service by service with plain SDK

@@ -36,21 +36,19 @@ impl Repository {
 impl Resource for Repository {
     const KIND: &'static str = KIND;
     fn validate(&self) -> Vec<String> {
-        let mut e = vec![];
-        let ok = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-/".contains(c);
-        if self.name.len() < 2 || self.name.len() > 256 || !self.name.chars().all(ok) {
-            e.push(format!(
-                "name `{}` must be 2-256 chars of [a-z0-9._/-]",
-                self.name
-            ));
-        }
-        if !["MUTABLE", "IMMUTABLE"].contains(&self.image_tag_mutability.as_str()) {
-            e.push(format!(
-                "image_tag_mutability `{}` must be MUTABLE or IMMUTABLE",
-                self.image_tag_mutability
-            ));
-        }
-        e
+        let names = Charset {
+            name: "[a-z0-9._/-]",
+            allows: |c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-/".contains(c),
+        };
+        let mutability = &self.image_tag_mutability;
+        Checks::new()
+            .chars("name", &self.name, 2..=256, names)
+            .one_of(
+                "image_tag_mutability",
+                mutability,
+                &["MUTABLE", "IMMUTABLE"],
+            )
+            .done()
     }
 }
 
@@ -110,13 +108,8 @@ impl ResourceProvider for RepositoryProvider {
 
     const REPLACE_PATHS: &'static [&'static str] = &["name"];
 
-    async fn read(
-        &self,
-        id: Option<&str>,
-        d: &Repository,
-        _prior: Option<&Repository>,
-    ) -> Found<Repository> {
-        let name = id.unwrap_or(&d.name);
+    async fn read(&self, at: Lookup<'_, Repository>) -> Found<Repository> {
+        let name = at.id_or(&at.desired.name);
         let r = self.0.ecr.describe_repositories().repository_names(name);
         let r = r
             .send()
@@ -180,7 +173,7 @@ impl ResourceProvider for RepositoryProvider {
             let r = r.image_scanning_configuration(scanning(d.scan_on_push));
             r.send().await.aws("ecr:PutImageScanningConfiguration")?;
         }
-        let now = self.read(Some(id), d, None).await?;
+        let now = self.read(Lookup::new(Some(id), d, None)).await?;
         let now = now.ok_or_else(|| ProviderError::Api {
             op: "ecr:DescribeRepositories".into(),
             code: "RepositoryNotFoundException".into(),

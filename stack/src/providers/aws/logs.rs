@@ -27,17 +27,13 @@ pub struct LogGroup {
 impl Resource for LogGroup {
     const KIND: &'static str = KIND;
     fn validate(&self) -> Vec<String> {
-        let mut e = vec![];
-        if self.name.is_empty() || self.name.len() > 512 {
-            e.push(format!("name `{}` must be 1-512 chars", self.name));
-        }
-        if !RETENTION_DAYS.contains(&self.retention_days) {
-            e.push(format!(
-                "retention_days {} is not one of {RETENTION_DAYS:?}",
-                self.retention_days
-            ));
-        }
-        e
+        let days = self.retention_days;
+        Checks::new()
+            .len("name", &self.name, 1..=512)
+            .require(RETENTION_DAYS.contains(&days), || {
+                format!("retention_days {days} is not one of {RETENTION_DAYS:?}")
+            })
+            .done()
     }
 }
 
@@ -71,13 +67,8 @@ impl ResourceProvider for LogGroupProvider {
 
     const REPLACE_PATHS: &'static [&'static str] = &["name"];
 
-    async fn read(
-        &self,
-        id: Option<&str>,
-        d: &LogGroup,
-        _prior: Option<&LogGroup>,
-    ) -> Found<LogGroup> {
-        let name = id.unwrap_or(&d.name);
+    async fn read(&self, at: Lookup<'_, LogGroup>) -> Found<LogGroup> {
+        let name = at.id_or(&at.desired.name);
         let r = self
             .0
             .logs

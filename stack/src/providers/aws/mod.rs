@@ -19,16 +19,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use super::Outputs;
-use super::{Applied, Registry, ResourceProvider};
+use super::{Applied, Lookup, Registry, ResourceProvider};
 use crate::engine::Input;
 use crate::error::{ProviderError, hint_for};
 
 /// What every resource file imports.
 pub(crate) mod prelude {
-    pub use super::{AwsResult, Clients, Missing, Tagging, Tags, obj, split_id, sync_tags};
+    pub use super::{
+        AwsResult, Clients, Missing, Tagging, Tags, join_id, obj, split_id, sync_tags,
+    };
     pub use crate::engine::{Input, Resource};
     pub use crate::error::ProviderError;
-    pub use crate::providers::{Applied, Created, Found, Outputs, Read, ResourceProvider};
+    pub use crate::providers::{
+        Applied, Charset, Checks, Created, Found, Lookup, Outputs, Read, ResourceProvider,
+    };
     pub use async_trait::async_trait;
     pub use serde::{Deserialize, Serialize};
     pub use serde_json::json;
@@ -339,7 +343,7 @@ pub async fn read_back_and_tag<P: ResourceProvider>(
     old: &Tags,
     new: &Tags,
 ) -> Result<Applied, ProviderError> {
-    let now = p.read(Some(id), desired, Some(desired)).await?;
+    let now = p.read(Lookup::back(id, desired)).await?;
     let outputs = now.map(|n| n.outputs).unwrap_or_default();
     sync_tags(t, &arn_output(&outputs), old, new).await?;
     Ok(Applied::Outputs(outputs))
@@ -412,6 +416,11 @@ pub fn split_id(id: &str) -> (&str, &str) {
     id.split_once('|').unwrap_or((id, ""))
 }
 
+/// The composite resource id `a|b` that [`split_id`] takes apart.
+pub fn join_id(a: &str, b: &str) -> String {
+    format!("{a}|{b}")
+}
+
 /// Awaits an SDK waiter (built with `.wait(timeout)`) until `what` holds, mapping its
 /// failure to a [`ProviderError`] named after the describe call `op` it polls.
 pub async fn wait_for<T, E: std::fmt::Display>(
@@ -461,6 +470,24 @@ mod tests {
         }
     }
 
+    /// How many calls `retry_on` makes of a call that always fails (`retryable`: whether
+    /// it may retry the failure) before it gives up, which it must.
+    async fn calls_until_given_up(max: Duration, retryable: bool) -> u32 {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let calls = AtomicU32::new(0);
+        let r: Result<(), _> = retry_on(
+            max,
+            |_| retryable,
+            || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err(throttled())
+            },
+        )
+        .await;
+        assert!(r.is_err());
+        calls.load(Ordering::SeqCst)
+    }
+
     #[tokio::test]
     async fn retry_on_retries_only_what_it_is_told_and_only_for_so_long() {
         use std::sync::atomic::{AtomicU32, Ordering};
@@ -485,36 +512,12 @@ mod tests {
             started.elapsed()
         );
 
-        let calls = AtomicU32::new(0);
-        let r: Result<(), _> = retry_on(
-            Duration::from_secs(5),
-            |_| false,
-            || async {
-                calls.fetch_add(1, Ordering::SeqCst);
-                Err(throttled())
-            },
-        )
-        .await;
-        assert!(r.is_err());
-        assert_eq!(
-            calls.load(Ordering::SeqCst),
-            1,
-            "a non-retryable error is not retried"
-        );
+        let calls = calls_until_given_up(Duration::from_secs(5), false).await;
+        assert_eq!(calls, 1, "a non-retryable error is not retried");
 
-        let calls = AtomicU32::new(0);
         let started = std::time::Instant::now();
-        let r: Result<(), _> = retry_on(
-            Duration::from_millis(600),
-            |_| true,
-            || async {
-                calls.fetch_add(1, Ordering::SeqCst);
-                Err(throttled())
-            },
-        )
-        .await;
-        assert!(r.is_err());
-        assert!((2..=3).contains(&calls.load(Ordering::SeqCst)));
+        let calls = calls_until_given_up(Duration::from_millis(600), true).await;
+        assert!((2..=3).contains(&calls));
         assert!(
             started.elapsed() < Duration::from_millis(1500),
             "gave up in time"

@@ -23,17 +23,10 @@ pub struct Api {
 impl Resource for Api {
     const KIND: &'static str = API_KIND;
     fn validate(&self) -> Vec<String> {
-        let mut e = vec![];
-        if self.name.is_empty() || self.name.len() > 128 {
-            e.push(format!("name `{}` must be 1-128 chars", self.name));
-        }
-        if !["HTTP", "WEBSOCKET"].contains(&self.protocol_type.as_str()) {
-            e.push(format!(
-                "protocol_type `{}` must be HTTP or WEBSOCKET",
-                self.protocol_type
-            ));
-        }
-        e
+        Checks::new()
+            .len("name", &self.name, 1..=128)
+            .one_of("protocol_type", &self.protocol_type, &["HTTP", "WEBSOCKET"])
+            .done()
     }
 }
 
@@ -79,10 +72,10 @@ impl ResourceProvider for ApiProvider {
 
     const REPLACE_PATHS: &'static [&'static str] = &["protocol_type"];
 
-    async fn read(&self, id: Option<&str>, d: &Api, _prior: Option<&Api>) -> Found<Api> {
-        let id = match id {
+    async fn read(&self, at: Lookup<'_, Api>) -> Found<Api> {
+        let id = match at.id {
             Some(id) => id.to_string(),
-            None => match self.find(&d.tags).await? {
+            None => match self.find(&at.desired.tags).await? {
                 Some(id) => id,
                 None => return Ok(None),
             },

@@ -25,20 +25,11 @@ impl Resource for Integration {
     const KIND: &'static str = INTEGRATION_KIND;
     const TAGGABLE: bool = false;
     fn validate(&self) -> Vec<String> {
-        let mut e = vec![];
-        if !["1.0", "2.0"].contains(&self.payload_format_version.as_str()) {
-            e.push(format!(
-                "payload_format_version `{}` must be 1.0 or 2.0",
-                self.payload_format_version
-            ));
-        }
-        if self.integration_type != "AWS_PROXY" && self.integration_type != "HTTP_PROXY" {
-            e.push(format!(
-                "integration_type `{}` must be AWS_PROXY or HTTP_PROXY",
-                self.integration_type
-            ));
-        }
-        e
+        let (pfv, itype) = (&self.payload_format_version, &self.integration_type);
+        Checks::new()
+            .one_of("payload_format_version", pfv, &["1.0", "2.0"])
+            .one_of("integration_type", itype, &["AWS_PROXY", "HTTP_PROXY"])
+            .done()
     }
 }
 
@@ -99,13 +90,9 @@ impl ResourceProvider for IntegrationProvider {
 
     const REPLACE_PATHS: &'static [&'static str] = &["api_id", "integration_type"];
 
-    async fn read(
-        &self,
-        id: Option<&str>,
-        d: &Integration,
-        _prior: Option<&Integration>,
-    ) -> Found<Integration> {
-        let (api_id, found) = match id {
+    async fn read(&self, at: Lookup<'_, Integration>) -> Found<Integration> {
+        let d = at.desired;
+        let (api_id, found) = match at.id {
             Some(id) => {
                 let (api_id, iid) = split_id(id);
                 (api_id, self.get(api_id, iid).await?)

@@ -25,14 +25,14 @@ impl Resource for Route {
                 .route_key
                 .split_once(' ')
                 .is_some_and(|(m, p)| !m.is_empty() && p.starts_with('/'));
-        if valid {
-            vec![]
-        } else {
-            vec![format!(
-                "route_key `{}` must be `METHOD /path` or $default",
-                self.route_key
-            )]
-        }
+        Checks::new()
+            .require(valid, || {
+                format!(
+                    "route_key `{}` must be `METHOD /path` or $default",
+                    self.route_key
+                )
+            })
+            .done()
     }
 }
 
@@ -49,8 +49,9 @@ impl ResourceProvider for RouteProvider {
 
     const REPLACE_PATHS: &'static [&'static str] = &["api_id"];
 
-    async fn read(&self, id: Option<&str>, d: &Route, _prior: Option<&Route>) -> Found<Route> {
-        let (api_id, rid, key, target) = match id {
+    async fn read(&self, at: Lookup<'_, Route>) -> Found<Route> {
+        let d = at.desired;
+        let (api_id, rid, key, target) = match at.id {
             Some(id) => {
                 let (api_id, rid) = split_id(id);
                 let r = self.0.apigw.get_route().api_id(api_id).route_id(rid);

@@ -23,11 +23,7 @@ pub struct Stage {
 impl Resource for Stage {
     const KIND: &'static str = STAGE_KIND;
     fn validate(&self) -> Vec<String> {
-        if self.name.is_empty() {
-            vec!["stage name must not be empty".into()]
-        } else {
-            vec![]
-        }
+        Checks::new().non_empty("stage name", &self.name).done()
     }
 }
 
@@ -54,9 +50,9 @@ impl ResourceProvider for StageProvider {
 
     const REPLACE_PATHS: &'static [&'static str] = &["api_id", "name"];
 
-    async fn read(&self, id: Option<&str>, d: &Stage, _prior: Option<&Stage>) -> Found<Stage> {
-        let key = format!("{}|{}", d.api_id.as_str(), d.name);
-        let (api_id, name) = split_id(id.unwrap_or(&key));
+    async fn read(&self, at: Lookup<'_, Stage>) -> Found<Stage> {
+        let key = join_id(at.desired.api_id.as_str(), &at.desired.name);
+        let (api_id, name) = split_id(at.id_or(&key));
         let r = self.0.apigw.get_stage().api_id(api_id).stage_name(name);
         let Some(s) = r
             .send()

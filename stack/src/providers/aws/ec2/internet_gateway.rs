@@ -1,6 +1,6 @@
 //! An internet gateway attached to a VPC.
 
-use super::{by_tags, dependency_violation, ec2_tags, id_out, tag_spec};
+use super::{dependency_violation, ec2_tags, first, found, id_out, ids_or_tags, tag_spec};
 use crate::providers::aws::{prelude::*, retry_on};
 use aws_sdk_ec2::types::ResourceType;
 use std::time::Duration;
@@ -20,9 +20,6 @@ pub struct InternetGateway {
 
 impl Resource for InternetGateway {
     const KIND: &'static str = IGW_KIND;
-    fn validate(&self) -> Vec<String> {
-        vec![]
-    }
 }
 
 /// Provider for [`InternetGateway`].
@@ -34,32 +31,20 @@ impl ResourceProvider for InternetGatewayProvider {
 
     const REPLACE_PATHS: &'static [&'static str] = &["vpc_id"];
 
-    async fn read(
-        &self,
-        id: Option<&str>,
-        d: &InternetGateway,
-        _prior: Option<&InternetGateway>,
-    ) -> Found<InternetGateway> {
-        let req = self.0.ec2.describe_internet_gateways();
-        let req = match id {
-            Some(id) => req.internet_gateway_ids(id),
-            None => req.set_filters(Some(by_tags(&d.tags))),
-        };
-        let r = req.send().await;
-        let r = r.aws("ec2:DescribeInternetGateways").none_if_missing()?;
-        let Some(g) = r.as_ref().and_then(|r| r.internet_gateways().first()) else {
+    async fn read(&self, at: Lookup<'_, InternetGateway>) -> Found<InternetGateway> {
+        let (ids, filters) = ids_or_tags(at.id, &at.desired.tags);
+        let r = self.0.ec2.describe_internet_gateways();
+        let r = r.set_internet_gateway_ids(ids).set_filters(filters).send();
+        let r = r.await.aws("ec2:DescribeInternetGateways");
+        let Some(g) = first(r, |r| r.internet_gateways)? else {
             return Ok(None);
         };
-        let id = g.internet_gateway_id().unwrap_or_default();
         let vpc = g.attachments().first().and_then(|a| a.vpc_id());
-        Ok(Some(Read {
-            id: id.to_string(),
-            props: InternetGateway {
-                vpc_id: Input::Value(vpc.unwrap_or_default().to_string()),
-                tags: ec2_tags(g.tags()),
-            },
-            outputs: id_out(id),
-        }))
+        let props = InternetGateway {
+            vpc_id: Input::Value(vpc.unwrap_or_default().to_string()),
+            tags: ec2_tags(g.tags()),
+        };
+        found(g.internet_gateway_id(), props)
     }
 
     async fn create(&self, d: &InternetGateway) -> Result<Created, ProviderError> {

@@ -19,6 +19,7 @@ use std::time::Duration;
 use super::{AwsResult, Missing, Outputs, Tagging, Tags, obj, retry_on};
 use crate::engine::{TAG_RESOURCE, TAG_STACK};
 use crate::error::ProviderError;
+use crate::providers::{Found, Read};
 
 /// Checks an IPv4 CIDR like `10.0.0.0/16`.
 pub fn valid_cidr(c: &str) -> bool {
@@ -77,6 +78,36 @@ fn by_tags(tags: &Tags) -> Vec<Filter> {
 /// The outputs of every EC2 resource: its id.
 fn id_out(id: &str) -> Outputs {
     obj(serde_json::json!({ "id": id }))
+}
+
+/// What an EC2 describe call asks for (its `ids` and `filters`): the id in state, or
+/// else the resource this stack made, by its tags (adopting what an interrupted run
+/// made).
+fn ids_or_tags(id: Option<&str>, tags: &Tags) -> (Option<Vec<String>>, Option<Vec<Filter>>) {
+    match id {
+        Some(id) => (Some(vec![id.to_string()]), None),
+        None => (None, Some(by_tags(tags))),
+    }
+}
+
+/// The first item an EC2 describe call found (`items` takes them from its answer):
+/// none when it found nothing or the id it asked for does not exist.
+fn first<O, T>(
+    answer: Result<O, ProviderError>,
+    items: impl FnOnce(O) -> Option<Vec<T>>,
+) -> Result<Option<T>, ProviderError> {
+    let all = answer.none_if_missing()?.and_then(items);
+    Ok(all.and_then(|v| v.into_iter().next()))
+}
+
+/// What an EC2 read found: the resource with id `id` (none: empty) and its outputs.
+fn found<R>(id: Option<&str>, props: R) -> Found<R> {
+    let id = id.unwrap_or_default();
+    Ok(Some(Read {
+        id: id.to_string(),
+        props,
+        outputs: id_out(id),
+    }))
 }
 
 fn dependency_violation(e: &ProviderError) -> bool {

@@ -1,6 +1,6 @@
 //! A route table with a default route to an internet gateway, associated with subnets.
 
-use super::{by_tags, ec2_tags, id_out, tag_spec};
+use super::{ec2_tags, first, found, id_out, ids_or_tags, tag_spec};
 use crate::providers::aws::{prelude::*, same_order};
 use aws_sdk_ec2::types::ResourceType;
 
@@ -26,9 +26,6 @@ pub struct RouteTable {
 
 impl Resource for RouteTable {
     const KIND: &'static str = ROUTE_TABLE_KIND;
-    fn validate(&self) -> Vec<String> {
-        vec![]
-    }
 }
 
 /// Provider for [`RouteTable`].
@@ -87,23 +84,13 @@ impl ResourceProvider for RouteTableProvider {
 
     const REPLACE_PATHS: &'static [&'static str] = &["vpc_id"];
 
-    async fn read(
-        &self,
-        id: Option<&str>,
-        d: &RouteTable,
-        _prior: Option<&RouteTable>,
-    ) -> Found<RouteTable> {
-        let req = self.0.ec2.describe_route_tables();
-        let req = match id {
-            Some(id) => req.route_table_ids(id),
-            None => req.set_filters(Some(by_tags(&d.tags))),
-        };
-        let r = req.send().await;
-        let r = r.aws("ec2:DescribeRouteTables").none_if_missing()?;
-        let Some(t) = r.as_ref().and_then(|r| r.route_tables().first()) else {
+    async fn read(&self, at: Lookup<'_, RouteTable>) -> Found<RouteTable> {
+        let (ids, filters) = ids_or_tags(at.id, &at.desired.tags);
+        let r = self.0.ec2.describe_route_tables().set_route_table_ids(ids);
+        let r = r.set_filters(filters).send().await;
+        let Some(t) = first(r.aws("ec2:DescribeRouteTables"), |r| r.route_tables)? else {
             return Ok(None);
         };
-        let id = t.route_table_id().unwrap_or_default();
         let gateway = t
             .routes()
             .iter()
@@ -116,16 +103,13 @@ impl ResourceProvider for RouteTableProvider {
             .filter(|a| !a.main().unwrap_or(false))
             .filter_map(|a| a.subnet_id().map(str::to_string))
             .collect();
-        Ok(Some(Read {
-            id: id.to_string(),
-            props: RouteTable {
-                vpc_id: Input::Value(t.vpc_id().unwrap_or_default().to_string()),
-                gateway_id: Input::Value(gateway.to_string()),
-                subnet_ids: same_order(&d.subnet_ids, subnets),
-                tags: ec2_tags(t.tags()),
-            },
-            outputs: id_out(id),
-        }))
+        let props = RouteTable {
+            vpc_id: Input::Value(t.vpc_id().unwrap_or_default().to_string()),
+            gateway_id: Input::Value(gateway.to_string()),
+            subnet_ids: same_order(&at.desired.subnet_ids, subnets),
+            tags: ec2_tags(t.tags()),
+        };
+        found(t.route_table_id(), props)
     }
 
     async fn create(&self, d: &RouteTable) -> Result<Created, ProviderError> {

@@ -1,6 +1,8 @@
 //! A subnet in one availability zone.
 
-use super::{bad_cidr, by_tags, delete_when_free, ec2_tags, id_out, tag_spec, valid_cidr};
+use super::{
+    bad_cidr, delete_when_free, ec2_tags, first, found, id_out, ids_or_tags, tag_spec, valid_cidr,
+};
 use crate::providers::aws::prelude::*;
 use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType};
 
@@ -27,14 +29,11 @@ pub struct Subnet {
 impl Resource for Subnet {
     const KIND: &'static str = SUBNET_KIND;
     fn validate(&self) -> Vec<String> {
-        let mut e = vec![];
-        if !valid_cidr(&self.cidr_block) {
-            e.push(bad_cidr(&self.cidr_block));
-        }
-        if self.availability_zone.is_empty() {
-            e.push("availability_zone must not be empty".into());
-        }
-        e
+        let cidr = &self.cidr_block;
+        Checks::new()
+            .require(valid_cidr(cidr), || bad_cidr(cidr))
+            .non_empty("availability_zone", &self.availability_zone)
+            .done()
     }
 }
 
@@ -56,32 +55,21 @@ impl ResourceProvider for SubnetProvider {
 
     const REPLACE_PATHS: &'static [&'static str] = &["vpc_id", "cidr_block", "availability_zone"];
 
-    async fn read(&self, id: Option<&str>, d: &Subnet, _prior: Option<&Subnet>) -> Found<Subnet> {
-        let req = self.0.ec2.describe_subnets();
-        let req = match id {
-            Some(id) => req.subnet_ids(id),
-            None => req.set_filters(Some(by_tags(&d.tags))),
-        };
-        let r = req
-            .send()
-            .await
-            .aws("ec2:DescribeSubnets")
-            .none_if_missing()?;
-        let Some(s) = r.as_ref().and_then(|r| r.subnets().first()) else {
+    async fn read(&self, at: Lookup<'_, Subnet>) -> Found<Subnet> {
+        let (ids, filters) = ids_or_tags(at.id, &at.desired.tags);
+        let r = self.0.ec2.describe_subnets().set_subnet_ids(ids);
+        let r = r.set_filters(filters).send().await;
+        let Some(s) = first(r.aws("ec2:DescribeSubnets"), |r| r.subnets)? else {
             return Ok(None);
         };
-        let id = s.subnet_id().unwrap_or_default();
-        Ok(Some(Read {
-            id: id.to_string(),
-            props: Subnet {
-                vpc_id: Input::Value(s.vpc_id().unwrap_or_default().to_string()),
-                cidr_block: s.cidr_block().unwrap_or_default().to_string(),
-                availability_zone: s.availability_zone().unwrap_or_default().to_string(),
-                map_public_ip_on_launch: s.map_public_ip_on_launch().unwrap_or(false),
-                tags: ec2_tags(s.tags()),
-            },
-            outputs: id_out(id),
-        }))
+        let props = Subnet {
+            vpc_id: Input::Value(s.vpc_id().unwrap_or_default().to_string()),
+            cidr_block: s.cidr_block().unwrap_or_default().to_string(),
+            availability_zone: s.availability_zone().unwrap_or_default().to_string(),
+            map_public_ip_on_launch: s.map_public_ip_on_launch().unwrap_or(false),
+            tags: ec2_tags(s.tags()),
+        };
+        found(s.subnet_id(), props)
     }
 
     async fn create(&self, d: &Subnet) -> Result<Created, ProviderError> {

@@ -1,6 +1,8 @@
 //! A VPC.
 
-use super::{bad_cidr, by_tags, delete_when_free, ec2_tags, id_out, tag_spec, valid_cidr};
+use super::{
+    bad_cidr, delete_when_free, ec2_tags, first, found, id_out, ids_or_tags, tag_spec, valid_cidr,
+};
 use crate::providers::aws::prelude::*;
 use aws_sdk_ec2::types::ResourceType;
 
@@ -20,11 +22,10 @@ pub struct Vpc {
 impl Resource for Vpc {
     const KIND: &'static str = VPC_KIND;
     fn validate(&self) -> Vec<String> {
-        if valid_cidr(&self.cidr_block) {
-            vec![]
-        } else {
-            vec![bad_cidr(&self.cidr_block)]
-        }
+        let cidr = &self.cidr_block;
+        Checks::new()
+            .require(valid_cidr(cidr), || bad_cidr(cidr))
+            .done()
     }
 }
 
@@ -37,25 +38,22 @@ impl ResourceProvider for VpcProvider {
 
     const REPLACE_PATHS: &'static [&'static str] = &["cidr_block"];
 
-    async fn read(&self, id: Option<&str>, d: &Vpc, _prior: Option<&Vpc>) -> Found<Vpc> {
-        let req = self.0.ec2.describe_vpcs();
-        let req = match id {
-            Some(id) => req.vpc_ids(id),
-            None => req.set_filters(Some(by_tags(&d.tags))),
-        };
-        let r = req.send().await.aws("ec2:DescribeVpcs").none_if_missing()?;
-        let Some(v) = r.as_ref().and_then(|r| r.vpcs().first()) else {
+    async fn read(&self, at: Lookup<'_, Vpc>) -> Found<Vpc> {
+        let (ids, filters) = ids_or_tags(at.id, &at.desired.tags);
+        let r = self
+            .0
+            .ec2
+            .describe_vpcs()
+            .set_vpc_ids(ids)
+            .set_filters(filters);
+        let Some(v) = first(r.send().await.aws("ec2:DescribeVpcs"), |r| r.vpcs)? else {
             return Ok(None);
         };
-        let id = v.vpc_id().unwrap_or_default();
-        Ok(Some(Read {
-            id: id.to_string(),
-            props: Vpc {
-                cidr_block: v.cidr_block().unwrap_or_default().to_string(),
-                tags: ec2_tags(v.tags()),
-            },
-            outputs: id_out(id),
-        }))
+        let props = Vpc {
+            cidr_block: v.cidr_block().unwrap_or_default().to_string(),
+            tags: ec2_tags(v.tags()),
+        };
+        found(v.vpc_id(), props)
     }
 
     async fn create(&self, d: &Vpc) -> Result<Created, ProviderError> {

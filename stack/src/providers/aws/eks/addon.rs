@@ -30,21 +30,18 @@ pub struct Addon {
 impl Resource for Addon {
     const KIND: &'static str = ADDON_KIND;
     fn validate(&self) -> Vec<String> {
-        let ok = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
-        let mut e = vec![];
-        if self.name.is_empty() || self.name.len() > 100 || !self.name.chars().all(ok) {
-            e.push(format!(
-                "add-on name `{}` must be 1-100 chars of [a-z0-9-]",
-                self.name
-            ));
-        }
-        if self.version.as_deref().is_some_and(|v| !v.starts_with('v')) {
-            e.push(format!(
-                "add-on version `{}` must look like v0.7.2-eksbuild.1",
-                self.version.as_deref().unwrap_or_default()
-            ));
-        }
-        e
+        let names = Charset {
+            name: "[a-z0-9-]",
+            allows: |c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-',
+        };
+        let version = self.version.as_deref();
+        Checks::new()
+            .chars("add-on name", &self.name, 1..=100, names)
+            .require(version.is_none_or(|v| v.starts_with('v')), || {
+                let v = version.unwrap_or_default();
+                format!("add-on version `{v}` must look like v0.7.2-eksbuild.1")
+            })
+            .done()
     }
 }
 
@@ -81,9 +78,10 @@ impl ResourceProvider for AddonProvider {
 
     const REPLACE_PATHS: &'static [&'static str] = &["cluster", "name"];
 
-    async fn read(&self, id: Option<&str>, d: &Addon, prior: Option<&Addon>) -> Found<Addon> {
+    async fn read(&self, at: Lookup<'_, Addon>) -> Found<Addon> {
+        let (d, prior) = (at.desired, at.prior);
         let key = addon_id(d);
-        let id = id.unwrap_or(&key);
+        let id = at.id_or(&key);
         let (cluster, name) = split_id(id);
         let c = match self {
             AddonProvider::Api(c) => c,

@@ -31,29 +31,19 @@ pub struct Cluster {
 impl Resource for Cluster {
     const KIND: &'static str = CLUSTER_KIND;
     fn validate(&self) -> Vec<String> {
-        let mut e = vec![];
-        let ok = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
-        if self.name.is_empty() || self.name.len() > 100 || !self.name.chars().all(ok) {
-            e.push(format!(
-                "name `{}` must be 1-100 chars of [A-Za-z0-9_-]",
-                self.name
-            ));
-        }
-        if !self.version.split('.').all(|p| p.parse::<u32>().is_ok())
-            || self.version.split('.').count() != 2
-        {
-            e.push(format!("version `{}` must look like 1.31", self.version));
-        }
-        if self.subnet_ids.len() < 2 {
-            e.push("at least two subnets (in two availability zones) are required".into());
-        }
-        if !["API", "API_AND_CONFIG_MAP", "CONFIG_MAP"].contains(&self.access_mode.as_str()) {
-            e.push(format!(
-                "access_mode `{}` must be API, API_AND_CONFIG_MAP or CONFIG_MAP",
-                self.access_mode
-            ));
-        }
-        e
+        let version = &self.version;
+        let numeric = version.split('.').all(|p| p.parse::<u32>().is_ok());
+        let modes = ["API", "API_AND_CONFIG_MAP", "CONFIG_MAP"];
+        Checks::new()
+            .chars("name", &self.name, 1..=100, Charset::WORD)
+            .require(numeric && version.split('.').count() == 2, || {
+                format!("version `{version}` must look like 1.31")
+            })
+            .require(self.subnet_ids.len() >= 2, || {
+                "at least two subnets (in two availability zones) are required".into()
+            })
+            .one_of("access_mode", &self.access_mode, &modes)
+            .done()
     }
 }
 
@@ -74,8 +64,9 @@ impl ResourceProvider for ClusterProvider {
 
     const REPLACE_PATHS: &'static [&'static str] = &["name", "role_arn", "subnet_ids"];
 
-    async fn read(&self, id: Option<&str>, d: &Cluster, prior: Option<&Cluster>) -> Found<Cluster> {
-        let name = id.unwrap_or(&d.name);
+    async fn read(&self, at: Lookup<'_, Cluster>) -> Found<Cluster> {
+        let (d, prior) = (at.desired, at.prior);
+        let name = at.id_or(&d.name);
         let r = self.0.eks.describe_cluster().name(name).send().await;
         let r = r.aws("eks:DescribeCluster").none_if_missing()?;
         let Some(c) = r.as_ref().and_then(|r| r.cluster()) else {

@@ -53,34 +53,26 @@ pub fn valid_instance_type(t: &str) -> bool {
 impl Resource for NodeGroup {
     const KIND: &'static str = NODEGROUP_KIND;
     fn validate(&self) -> Vec<String> {
-        let mut e = vec![];
-        if self.name.is_empty() || self.name.len() > 63 {
-            e.push(format!("name `{}` must be 1-63 chars", self.name));
-        }
-        if self.instance_types.is_empty() {
-            e.push("at least one instance type is required".into());
-        }
-        for t in &self.instance_types {
-            if !valid_instance_type(t) {
-                e.push(format!(
-                    "instance type `{t}` is not of the form family.size (e.g. t3.large)"
-                ));
-            }
-        }
-        if !(0 <= self.min_size
-            && self.min_size <= self.desired_size
-            && self.desired_size <= self.max_size
-            && self.max_size >= 1)
-        {
-            e.push(format!(
-                "scaling must satisfy 0 <= min ({}) <= desired ({}) <= max ({}), max >= 1",
-                self.min_size, self.desired_size, self.max_size
-            ));
-        }
-        if self.subnet_ids.is_empty() {
-            e.push("at least one subnet is required".into());
-        }
-        e
+        let (min, desired, max) = (self.min_size, self.desired_size, self.max_size);
+        let c = Checks::new()
+            .len("name", &self.name, 1..=63)
+            .require(!self.instance_types.is_empty(), || {
+                "at least one instance type is required".into()
+            });
+        let c = self.instance_types.iter().fold(c, |c, t| {
+            c.require(valid_instance_type(t), || {
+                format!("instance type `{t}` is not of the form family.size (e.g. t3.large)")
+            })
+        });
+        c.require(0 <= min && min <= desired && desired <= max && max >= 1, || {
+            format!(
+                "scaling must satisfy 0 <= min ({min}) <= desired ({desired}) <= max ({max}), max >= 1"
+            )
+        })
+        .require(!self.subnet_ids.is_empty(), || {
+            "at least one subnet is required".into()
+        })
+        .done()
     }
 }
 
@@ -116,14 +108,10 @@ impl ResourceProvider for NodeGroupProvider {
         "instance_types",
     ];
 
-    async fn read(
-        &self,
-        id: Option<&str>,
-        d: &NodeGroup,
-        _prior: Option<&NodeGroup>,
-    ) -> Found<NodeGroup> {
-        let key = format!("{}|{}", d.cluster.as_str(), d.name);
-        let (cluster, name) = split_id(id.unwrap_or(&key));
+    async fn read(&self, at: Lookup<'_, NodeGroup>) -> Found<NodeGroup> {
+        let d = at.desired;
+        let key = join_id(d.cluster.as_str(), &d.name);
+        let (cluster, name) = split_id(at.id_or(&key));
         let r = self.0.eks.describe_nodegroup().cluster_name(cluster);
         let r = r.nodegroup_name(name).send().await;
         let r = r.aws("eks:DescribeNodegroup").none_if_missing()?;

@@ -19,11 +19,11 @@ impl Resource for RolePolicyAttachment {
     const KIND: &'static str = ATTACH_KIND;
     const TAGGABLE: bool = false;
     fn validate(&self) -> Vec<String> {
-        if self.policy_arn.starts_with("arn:") {
-            vec![]
-        } else {
-            vec![format!("policy_arn `{}` is not an ARN", self.policy_arn)]
-        }
+        Checks::new()
+            .require(self.policy_arn.starts_with("arn:"), || {
+                format!("policy_arn `{}` is not an ARN", self.policy_arn)
+            })
+            .done()
     }
 }
 
@@ -51,14 +51,9 @@ impl ResourceProvider for AttachmentProvider {
 
     const REPLACE_PATHS: &'static [&'static str] = &["role", "policy_arn"];
 
-    async fn read(
-        &self,
-        id: Option<&str>,
-        d: &RolePolicyAttachment,
-        _prior: Option<&RolePolicyAttachment>,
-    ) -> Found<RolePolicyAttachment> {
-        let key = format!("{}|{}", d.role.as_str(), d.policy_arn);
-        let (role, arn) = split_id(id.unwrap_or(&key));
+    async fn read(&self, at: Lookup<'_, RolePolicyAttachment>) -> Found<RolePolicyAttachment> {
+        let key = join_id(at.desired.role.as_str(), &at.desired.policy_arn);
+        let (role, arn) = split_id(at.id_or(&key));
         let r = self.0.iam.list_attached_role_policies().role_name(role);
         let r = r.send().await;
         let Some(att) = r.aws("iam:ListAttachedRolePolicies").none_if_missing()? else {

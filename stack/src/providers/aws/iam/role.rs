@@ -40,18 +40,16 @@ impl Role {
 impl Resource for Role {
     const KIND: &'static str = ROLE_KIND;
     fn validate(&self) -> Vec<String> {
-        let ok = |c: char| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c);
-        let mut e = vec![];
-        if self.name.is_empty() || self.name.len() > 64 || !self.name.chars().all(ok) {
-            e.push(format!(
-                "name `{}` must be 1-64 chars of [A-Za-z0-9+=,.@_-]",
-                self.name
-            ));
-        }
-        if !self.assume_role_policy.is_object() {
-            e.push("assume_role_policy must be a JSON object".into());
-        }
-        e
+        let names = Charset {
+            name: "[A-Za-z0-9+=,.@_-]",
+            allows: |c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c),
+        };
+        Checks::new()
+            .chars("name", &self.name, 1..=64, names)
+            .require(self.assume_role_policy.is_object(), || {
+                "assume_role_policy must be a JSON object".into()
+            })
+            .done()
     }
 }
 
@@ -94,8 +92,8 @@ impl ResourceProvider for RoleProvider {
 
     const REPLACE_PATHS: &'static [&'static str] = &["name"];
 
-    async fn read(&self, id: Option<&str>, d: &Role, _prior: Option<&Role>) -> Found<Role> {
-        let name = id.unwrap_or(&d.name);
+    async fn read(&self, at: Lookup<'_, Role>) -> Found<Role> {
+        let name = at.id_or(&at.desired.name);
         let r = self.0.iam.get_role().role_name(name).send().await;
         let r = r.aws("iam:GetRole").none_if_missing()?;
         let Some(role) = r.as_ref().and_then(|r| r.role()) else {

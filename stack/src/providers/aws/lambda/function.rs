@@ -201,47 +201,27 @@ impl Function {
 impl Resource for Function {
     const KIND: &'static str = FUNCTION_KIND;
     fn validate(&self) -> Vec<String> {
-        let mut e = vec![];
-        let ok = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
-        if self.name.is_empty() || self.name.len() > 64 || !self.name.chars().all(ok) {
-            e.push(format!(
-                "name `{}` must be 1-64 chars of [A-Za-z0-9_-]",
-                self.name
-            ));
-        }
-        if !(128..=10240).contains(&self.memory_mb) {
-            e.push(format!(
-                "memory_mb {} must be between 128 and 10240",
-                self.memory_mb
-            ));
-        }
-        if !(1..=900).contains(&self.timeout_s) {
-            e.push(format!(
-                "timeout_s {} must be between 1 and 900",
-                self.timeout_s
-            ));
-        }
-        if !["x86_64", "arm64"].contains(&self.architecture.as_str()) {
-            e.push(format!(
-                "architecture `{}` must be x86_64 or arm64",
-                self.architecture
-            ));
-        }
-        if self.package_type != self.code.package_type() {
-            e.push(format!(
-                "package_type `{}` does not match the code",
-                self.package_type
-            ));
-        }
-        for k in self.env.keys() {
-            if k.is_empty()
-                || !k.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
-                || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-            {
-                e.push(format!("environment variable name `{k}` is invalid"));
-            }
-        }
-        e
+        let package_type = &self.package_type;
+        let c = Checks::new()
+            .chars("name", &self.name, 1..=64, Charset::WORD)
+            .within("memory_mb", self.memory_mb, 128..=10240)
+            .within("timeout_s", self.timeout_s, 1..=900)
+            .one_of("architecture", &self.architecture, &["x86_64", "arm64"])
+            .require(package_type == self.code.package_type(), || {
+                format!("package_type `{package_type}` does not match the code")
+            });
+        let env_name = |k: &str| {
+            k.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+                && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        };
+        self.env
+            .keys()
+            .fold(c, |c, k| {
+                c.require(env_name(k), || {
+                    format!("environment variable name `{k}` is invalid")
+                })
+            })
+            .done()
     }
 }
 
@@ -325,13 +305,9 @@ impl ResourceProvider for FunctionProvider {
 
     const REPLACE_PATHS: &'static [&'static str] = &["name", "package_type"];
 
-    async fn read(
-        &self,
-        id: Option<&str>,
-        d: &Function,
-        _prior: Option<&Function>,
-    ) -> Found<Function> {
-        let name = id.unwrap_or(&d.name);
+    async fn read(&self, at: Lookup<'_, Function>) -> Found<Function> {
+        let d = at.desired;
+        let name = at.id_or(&d.name);
         let r = self
             .0
             .lambda

@@ -25,15 +25,9 @@ impl Resource for Permission {
     const KIND: &'static str = PERMISSION_KIND;
     const TAGGABLE: bool = false;
     fn validate(&self) -> Vec<String> {
-        let ok = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
-        if self.statement_id.is_empty() || !self.statement_id.chars().all(ok) {
-            vec![format!(
-                "statement_id `{}` must be non-empty [A-Za-z0-9_-]",
-                self.statement_id
-            )]
-        } else {
-            vec![]
-        }
+        Checks::new()
+            .word("statement_id", &self.statement_id, Charset::WORD)
+            .done()
     }
 }
 
@@ -52,14 +46,9 @@ impl ResourceProvider for PermissionProvider {
         "source_arn",
     ];
 
-    async fn read(
-        &self,
-        id: Option<&str>,
-        d: &Permission,
-        _prior: Option<&Permission>,
-    ) -> Found<Permission> {
-        let key = format!("{}|{}", d.function.as_str(), d.statement_id);
-        let (function, sid) = id.unwrap_or(&key).split_once('|').unwrap_or((&key, ""));
+    async fn read(&self, at: Lookup<'_, Permission>) -> Found<Permission> {
+        let key = join_id(at.desired.function.as_str(), &at.desired.statement_id);
+        let (function, sid) = at.id_or(&key).split_once('|').unwrap_or((&key, ""));
         let r = self
             .0
             .lambda

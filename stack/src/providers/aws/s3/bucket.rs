@@ -23,17 +23,15 @@ pub struct Bucket {
 impl Resource for Bucket {
     const KIND: &'static str = BUCKET_KIND;
     fn validate(&self) -> Vec<String> {
-        let ok = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.';
+        let names = Charset {
+            name: "[a-z0-9.-]",
+            allows: |c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.',
+        };
         // With the account suffix (13 chars) the name must still fit in 63.
         let max = if self.account_suffix { 50 } else { 63 };
-        if self.name.len() < 3 || self.name.len() > max || !self.name.chars().all(ok) {
-            vec![format!(
-                "bucket name `{}` must be 3-{max} chars of [a-z0-9.-]",
-                self.name
-            )]
-        } else {
-            vec![]
-        }
+        Checks::new()
+            .chars("bucket name", &self.name, 3..=max, names)
+            .done()
     }
 }
 
@@ -60,8 +58,9 @@ impl ResourceProvider for BucketProvider {
 
     const REPLACE_PATHS: &'static [&'static str] = &["name", "account_suffix"];
 
-    async fn read(&self, id: Option<&str>, d: &Bucket, _prior: Option<&Bucket>) -> Found<Bucket> {
-        let name = match id {
+    async fn read(&self, at: Lookup<'_, Bucket>) -> Found<Bucket> {
+        let d = at.desired;
+        let name = match at.id {
             Some(id) => id.to_string(),
             None => self.physical_name(d).await?,
         };

@@ -26,14 +26,12 @@ impl Resource for Object {
     const KIND: &'static str = OBJECT_KIND;
     const TAGGABLE: bool = false;
     fn validate(&self) -> Vec<String> {
-        if self.key.is_empty() || self.key.starts_with('/') {
-            vec![format!(
-                "object key `{}` must be non-empty and relative",
-                self.key
-            )]
-        } else {
-            vec![]
-        }
+        let relative = !self.key.is_empty() && !self.key.starts_with('/');
+        Checks::new()
+            .require(relative, || {
+                format!("object key `{}` must be non-empty and relative", self.key)
+            })
+            .done()
     }
 }
 
@@ -57,9 +55,10 @@ impl ResourceProvider for ObjectProvider {
         true
     }
 
-    async fn read(&self, id: Option<&str>, d: &Object, _prior: Option<&Object>) -> Found<Object> {
-        let fallback = format!("{}|{}", d.bucket.as_str(), d.key);
-        let (bucket, key) = id.unwrap_or(&fallback).split_once('|').unwrap_or(("", ""));
+    async fn read(&self, at: Lookup<'_, Object>) -> Found<Object> {
+        let d = at.desired;
+        let fallback = join_id(d.bucket.as_str(), &d.key);
+        let (bucket, key) = at.id_or(&fallback).split_once('|').unwrap_or(("", ""));
         let r = self.0.s3.head_object().bucket(bucket).key(key).send().await;
         if r.aws("s3:HeadObject").none_if_missing()?.is_none() {
             return Ok(None);
