@@ -125,7 +125,10 @@ async fn missing_model_is_an_init_error_and_a_clean_500() {
     // API Gateway hides the cause, as in AWS; the emulator names it in a header.
     assert_eq!(reply.status, 500, "{}", reply.body);
     assert_eq!(reply.json(), json!({"message": "Internal Server Error"}));
-    assert_eq!(reply.header("x-lambda-error-type"), Some("Runtime.InitError"));
+    assert_eq!(
+        reply.header("x-lambda-error-type"),
+        Some("Runtime.InitError")
+    );
     let detail = reply.header("x-lambda-error").unwrap();
     assert!(detail.contains("failed to initialize"), "{detail}");
     // The function's own message, as posted to /init/error, names the path and the fix.
