@@ -68,6 +68,15 @@ fn apigw_v2_event_gets_an_http_response_with_one_prediction() {
     assert_eq!(outcome.source, Source::ApiGatewayV2);
     let (status, body) = http_answer(&outcome.payload);
     assert_eq!(status, 200);
+    // Scores print as the server prints them: an f32's shortest form, not an f64's.
+    let text = outcome.payload["body"].as_str().unwrap();
+    let score = text
+        .split("\"score\":")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches(['}', ']']);
+    assert_eq!(score, body["score"].as_f64().unwrap().to_string());
+    assert_eq!(score.parse::<f32>().unwrap().to_string(), score, "{text}");
     assert_prediction(&body);
 }
 

@@ -287,6 +287,18 @@ async fn plan_and_apply(cli: &Cli, a: &ApplyArgs, events: &Events, down: bool) -
     })
 }
 
+impl Applied {
+    /// Brings what the local target runs in line with the state (fronts, data plane;
+    /// nothing elsewhere) and prints the outputs as they answer.
+    async fn run_local_and_print(&self) -> Result<()> {
+        let local = self
+            .provs
+            .run_local(&self.ctx.stack.name, &self.state)
+            .await?;
+        print_outputs(&self.ctx, &self.state, self.report.as_ref(), &local)
+    }
+}
+
 /// What `up` and `down` go on with after applying (the lock still held).
 struct Applied {
     ctx: Ctx,

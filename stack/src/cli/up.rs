@@ -3,16 +3,12 @@
 
 use anyhow::Result;
 
-use super::{ApplyArgs, Cli, plan_and_apply, print_outputs};
+use super::{ApplyArgs, Cli, plan_and_apply};
 use stack::engine::events::Events;
 
 pub async fn run(cli: &Cli, a: &ApplyArgs, events: &Events) -> Result<i32> {
     let done = plan_and_apply(cli, a, events, false).await?;
     done.provs.prune(&done.ctx.stack).await?;
-    let local = done
-        .provs
-        .run_local(&done.ctx.stack.name, &done.state)
-        .await?;
-    print_outputs(&done.ctx, &done.state, done.report.as_ref(), &local)?;
+    done.run_local_and_print().await?;
     Ok(0)
 }
