@@ -87,6 +87,10 @@ pub struct K8sConfig {
     /// `public.ecr.aws/docker/library/debian:bookworm-slim`); `None`: a minimal base
     /// made of the binary's shared libraries.
     pub base_image: Option<String>,
+    /// Model directory baked into the server image (at `/models`, `MODEL_DIR`), so the
+    /// same image serves on EKS and on the local kubelet; overridden by
+    /// `STACK_MODEL_DIR`. `None`: the image has no model.
+    pub model_dir: Option<String>,
 }
 
 impl Default for K8sConfig {
@@ -111,6 +115,7 @@ impl Default for K8sConfig {
             service_type: "LoadBalancer".into(),
             server_binary: "target/release/sentiment-server".into(),
             base_image: None,
+            model_dir: None,
         }
     }
 }
