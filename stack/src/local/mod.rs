@@ -1,5 +1,7 @@
 //! The local target's stand-ins for the cloud's data plane, run from what was
-//! deployed: the API Gateway fronts (the uploaded Lambda zip behind each HTTP API).
+//! deployed: the API Gateway fronts (the uploaded Lambda zip behind each HTTP API) and
+//! the kubelet (each Deployment's pods from its pushed image, under runc).
 
 pub mod apigw;
+pub mod kubelet;
 pub mod process;

@@ -1,0 +1,347 @@
+//! The local kubelet: a Deployment's pods run from the image pushed to a registry (a
+//! `docker-registry` the test starts), under runc when it can run here (root, runc
+//! installed) and as plain processes from the unpacked image otherwise. Pods become
+//! Ready behind the front, a failing liveness probe restarts a container, a new
+//! template rolls to new pods without the front failing, and scale-down and delete
+//! stop every container and free its port.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::Api;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use stack::artifacts::oci;
+use stack::local::kubelet::{Pod, Runtime, runc_ids};
+use stack::providers::Provider;
+use stack::providers::k8s::dataplane::DataPlane;
+use stack::providers::k8s::{Kube, KubeSource, ObjectProvider, fake, labels};
+
+struct RegistryProc {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for RegistryProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap()
+}
+
+fn registry() -> RegistryProc {
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new("docker-registry")
+        .args(["serve", cfg.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("docker-registry must be installed (scripts/test-deps.sh installs it)");
+    let r = RegistryProc {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+        _dir: dir,
+    };
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "registry did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    r
+}
+
+/// Why runc cannot run here, or `None`.
+fn no_runc() -> Option<&'static str> {
+    let there = Command::new("runc")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !there {
+        return Some("runc is not installed (scripts/test-deps.sh installs it)");
+    }
+    let euid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap());
+    (euid != 0).then_some("runc needs root to create the container's namespaces and cgroup")
+}
+
+/// The test pod's server, compiled from `data/probe_server.rs` (std only).
+fn probe_server(dir: &Path) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/probe_server.rs");
+    let out = dir.join("probe-server");
+    let st = Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
+        .args(["-C", "opt-level=1", "-C", "strip=symbols", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .expect("rustc runs");
+    assert!(st.success(), "compiling {}", src.display());
+    out
+}
+
+/// Builds and pushes the pod image answering `version`; returns its reference.
+async fn push(reg: &RegistryProc, bin: &Path, version: &str) -> String {
+    let img = oci::server_image(
+        oci::minimal_base(bin).unwrap(),
+        bin,
+        None,
+        &[],
+        Some(8080),
+        BTreeMap::from([("VERSION".to_string(), version.to_string())]),
+    )
+    .unwrap();
+    let digest = oci::Registry::new(&reg.url, None)
+        .push("kubelet/probe", version, &img)
+        .await
+        .unwrap();
+    // As `stack up` names it: the repository URL (ECR's, on the local target) and the
+    // digest; the kubelet pulls the repository path from the local registry.
+    format!("123456789012.dkr.ecr.us-east-1.amazonaws.com/kubelet/probe@{digest}")
+}
+
+fn deployment(image: &str, replicas: i32) -> Value {
+    let probe = |path: &str, period: i32, failures: i32| {
+        json!({"httpGet": {"path": path, "port": "http"}, "periodSeconds": period,
+               "failureThreshold": failures})
+    };
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "probe", "namespace": "kt", "labels": labels("kt", "probe")},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app.kubernetes.io/name": "probe"}},
+            "strategy": {"type": "RollingUpdate",
+                         "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "template": {
+                "metadata": {"labels": labels("kt", "probe")},
+                "spec": {
+                    "terminationGracePeriodSeconds": 5,
+                    "containers": [{
+                        "name": "probe", "image": image,
+                        "ports": [{"name": "http", "containerPort": 8080}],
+                        "env": [{"name": "PORT", "value": "8080"}],
+                        "resources": {"limits": {"cpu": "500m", "memory": "64Mi"},
+                                      "requests": {"cpu": "100m", "memory": "32Mi"}},
+                        "readinessProbe": probe("/readyz", 1, 1),
+                        "livenessProbe": probe("/healthz", 1, 2),
+                        "lifecycle": {"preStop": {"sleep": {"seconds": 1}}}
+                    }]
+                }
+            }
+        }
+    })
+}
+
+fn pods(dp: &DataPlane) -> Vec<Pod> {
+    dp.pods("kt.probe")
+}
+
+fn ours(pods: &[Pod]) -> Vec<String> {
+    let ids = runc_ids();
+    pods.iter()
+        .filter(|p| ids.contains(&p.container_id))
+        .map(|p| p.container_id.clone())
+        .collect()
+}
+
+fn listens(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+async fn get(addr: SocketAddr, path: &str) -> String {
+    reqwest::get(format!("http://{addr}{path}"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_from_the_image_under_runc() {
+    if let Some(why) = no_runc() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    scenario(Runtime::Runc).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_from_the_image_as_processes_without_runc() {
+    scenario(Runtime::Process).await;
+}
+
+async fn scenario(runtime: Runtime) {
+    let reg = registry();
+    let tmp = tempfile::tempdir().unwrap();
+    let bin = probe_server(tmp.path());
+    let v1 = push(&reg, &bin, "v1").await;
+
+    let server = fake::FakeApi::new(None)
+        .await
+        .unwrap()
+        .serve(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap();
+    let client = server.client().unwrap();
+    let p = ObjectProvider::new(Kube::new(KubeSource::Ready(client.clone())), None);
+    p.create(&json!({"apiVersion": "v1", "kind": "Namespace",
+                     "metadata": {"name": "kt", "labels": labels("kt", "probe")}}))
+        .await
+        .unwrap();
+    p.create(&deployment(&v1, 2)).await.unwrap();
+    let dp = DataPlane {
+        dir: tmp.path().join("dataplane"),
+        registry: Some(reg.url.clone()),
+        runtime: Some(runtime),
+        front_port: 0,
+        front_exe: env!("CARGO_BIN_EXE_stack").into(),
+        ready_timeout: Duration::from_secs(30),
+    };
+
+    // Two Ready pods from the image, behind the front; status reported.
+    let front = dp.reconcile(&client, "kt").await.unwrap().expect("front");
+    let first = pods(&dp);
+    assert_eq!(first.len(), 2);
+    assert!(first.iter().all(|p| p.ready && p.runtime == runtime));
+    if runtime == Runtime::Runc {
+        assert_eq!(ours(&first).len(), 2, "runc runs both");
+        let cfg: Value = serde_json::from_slice(
+            &std::fs::read(dp.dir.join("pods").join(&first[0].name).join("config.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(cfg["linux"]["resources"]["memory"]["limit"], 64 << 20);
+        assert_eq!(cfg["linux"]["resources"]["cpu"]["quota"], 50_000);
+    }
+    let mut seen = BTreeSet::new();
+    for _ in 0..4 {
+        seen.insert(get(front, "/").await);
+    }
+    let want: BTreeSet<String> = first.iter().map(|p| format!("v1 {}", p.port)).collect();
+    assert_eq!(
+        seen, want,
+        "the front spreads over both pods, each on its PORT"
+    );
+    let deps: Api<Deployment> = Api::namespaced(client.clone(), "kt");
+    let st = deps.get("probe").await.unwrap().status.unwrap();
+    assert_eq!((st.ready_replicas, st.updated_replicas), (Some(2), Some(2)));
+
+    // Nothing changed: the same pods.
+    dp.reconcile(&client, "kt").await.unwrap();
+    assert_eq!(pods(&dp), first);
+
+    // A failing liveness probe restarts that container, from a fresh root filesystem.
+    std::fs::write(
+        dp.dir.join("pods").join(&first[0].name).join("rootfs/sick"),
+        b"",
+    )
+    .unwrap();
+    dp.reconcile(&client, "kt").await.unwrap();
+    let now = pods(&dp);
+    let sick = now.iter().find(|p| p.name == first[0].name).unwrap();
+    assert_eq!(sick.restarts, 1);
+    assert_ne!(sick.pid, first[0].pid);
+    assert!(sick.ready);
+    assert_eq!(
+        now.iter().find(|p| p.name == first[1].name),
+        Some(&first[1])
+    );
+
+    // A new image rolls the pods, new ones Ready before old ones stop: the front
+    // answers throughout.
+    let v2 = push(&reg, &bin, "v2").await;
+    p.update("", &Value::Null, &deployment(&v2, 2))
+        .await
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicUsize::new(0));
+    let poller = {
+        let (stop, failures) = (stop.clone(), failures.clone());
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            while !stop.load(Ordering::Relaxed) {
+                let ok = http
+                    .get(format!("http://{front}/"))
+                    .timeout(Duration::from_secs(5))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                if !ok {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    dp.reconcile(&client, "kt").await.unwrap();
+    stop.store(true, Ordering::Relaxed);
+    poller.await.unwrap();
+    assert_eq!(
+        failures.load(Ordering::Relaxed),
+        0,
+        "the front never failed"
+    );
+    let rolled = pods(&dp);
+    assert_eq!(rolled.len(), 2);
+    assert!(rolled.iter().all(|p| p.image == v2 && p.ready));
+    assert!(rolled.iter().all(|p| !now.iter().any(|o| o.name == p.name)));
+    assert!(now.iter().all(|o| !listens(o.port)), "old ports freed");
+    if runtime == Runtime::Runc {
+        assert!(ours(&now).is_empty(), "old containers deleted");
+    }
+    assert!(get(front, "/").await.starts_with("v2 "));
+
+    // Scale to 0: every container stops, the front too.
+    p.update("", &Value::Null, &deployment(&v2, 0))
+        .await
+        .unwrap();
+    assert!(dp.reconcile(&client, "kt").await.unwrap().is_none());
+    assert!(pods(&dp).is_empty());
+    assert!(rolled.iter().all(|o| !listens(o.port)));
+    if runtime == Runtime::Runc {
+        assert!(ours(&rolled).is_empty());
+    }
+
+    // Back to one, then deleted (`stack down`): nothing left.
+    p.update("", &Value::Null, &deployment(&v2, 1))
+        .await
+        .unwrap();
+    dp.reconcile(&client, "kt").await.unwrap().expect("front");
+    let last = pods(&dp);
+    assert_eq!(last.len(), 1);
+    p.delete("", &deployment(&v2, 1)).await.unwrap();
+    assert!(dp.reconcile(&client, "kt").await.unwrap().is_none());
+    assert!(!listens(last[0].port));
+    assert!(!dp.dir.join("kt.probe.json").exists());
+    if runtime == Runtime::Runc {
+        assert!(ours(&last).is_empty());
+    }
+    assert!(
+        !dp.dir.join("pods").join(&last[0].name).exists(),
+        "bundle removed"
+    );
+}
