@@ -80,8 +80,8 @@ pub struct K8sConfig {
     pub model_env: BTreeMap<String, String>,
     /// Service type: `ClusterIP` or `LoadBalancer`.
     pub service_type: String,
-    /// Path of the release server binary (the image's entrypoint, the local data
-    /// plane's process); overridden by `STACK_SERVER_BIN`.
+    /// Path of the release server binary (the server image's entrypoint, which the
+    /// local kubelet runs from the image); overridden by `STACK_SERVER_BIN`.
     pub server_binary: String,
     /// Base image of the server image, pulled from a registry (e.g.
     /// `public.ecr.aws/docker/library/debian:bookworm-slim`); `None`: a minimal base

@@ -192,6 +192,10 @@ impl DataPlane {
             stop_all(&k, self.pods(key)).await;
             let _ = std::fs::remove_file(e.path());
         }
+        if keys.is_empty() {
+            // Nothing deployed (`stack down`): the pulled images go too.
+            let _ = std::fs::remove_dir_all(self.dir.join("images"));
+        }
         eps.by_key.retain(|k, _| keys.contains(k));
         eps.write();
         let any = eps.by_key.values().any(|v| !v.is_empty());
