@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use stack::artifacts::oci;
-use stack::local::kubelet::{Pod, Runtime, runc_ids};
+use stack::local::kubelet::{Nodes, Pod, Runtime, runc_ids};
 use stack::providers::Provider;
 use stack::providers::k8s::dataplane::DataPlane;
 use stack::providers::k8s::{Kube, KubeSource, ObjectProvider, fake, labels};
@@ -124,6 +124,10 @@ async fn push(reg: &RegistryProc, bin: &Path, version: &str) -> String {
 }
 
 fn deployment(image: &str, replicas: i32) -> Value {
+    deployment_requesting(image, replicas, "100m")
+}
+
+fn deployment_requesting(image: &str, replicas: i32, cpu: &str) -> Value {
     let probe = |path: &str, period: i32, failures: i32| {
         json!({"httpGet": {"path": path, "port": "http"}, "periodSeconds": period,
                "failureThreshold": failures})
@@ -145,7 +149,7 @@ fn deployment(image: &str, replicas: i32) -> Value {
                         "ports": [{"name": "http", "containerPort": 8080}],
                         "env": [{"name": "PORT", "value": "8080"}],
                         "resources": {"limits": {"cpu": "500m", "memory": "64Mi"},
-                                      "requests": {"cpu": "100m", "memory": "32Mi"}},
+                                      "requests": {"cpu": cpu, "memory": "32Mi"}},
                         "readinessProbe": probe("/readyz", 1, 1),
                         "livenessProbe": probe("/healthz", 1, 2),
                         "lifecycle": {"preStop": {"sleep": {"seconds": 1}}}
@@ -195,6 +199,69 @@ async fn pods_from_the_image_as_processes_without_runc() {
     scenario(Runtime::Process).await;
 }
 
+/// Pods whose CPU requests do not fit the node group stay Pending, and the
+/// Deployment's status says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_that_fit_no_node_stay_pending() {
+    let reg = registry();
+    let tmp = tempfile::tempdir().unwrap();
+    let bin = probe_server(tmp.path());
+    let v1 = push(&reg, &bin, "v1").await;
+    let server = fake::FakeApi::new(None)
+        .await
+        .unwrap()
+        .serve(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap();
+    let client = server.client().unwrap();
+    let p = ObjectProvider::new(Kube::new(KubeSource::Ready(client.clone())), None);
+    p.create(&json!({"apiVersion": "v1", "kind": "Namespace",
+                     "metadata": {"name": "kt", "labels": labels("kt", "probe")}}))
+        .await
+        .unwrap();
+    // One t3.large: 1930m allocatable, room for one 1-CPU pod of the two.
+    let d = deployment_requesting(&v1, 2, "1");
+    p.create(&d).await.unwrap();
+    let dp = DataPlane {
+        dir: tmp.path().join("dataplane"),
+        registry: Some(reg.url.clone()),
+        runtime: Some(Runtime::Process),
+        front_port: 0,
+        front_exe: env!("CARGO_BIN_EXE_stack").into(),
+        ready_timeout: Duration::from_secs(30),
+        nodes: Nodes::of("t3.large", 1),
+    };
+    dp.reconcile(&client, "kt").await.unwrap().expect("front");
+    let running = pods(&dp);
+    assert_eq!(running.len(), 1);
+    let deps: Api<Deployment> = Api::namespaced(client.clone(), "kt");
+    let st = deps.get("probe").await.unwrap().status.unwrap();
+    assert_eq!(
+        (st.ready_replicas, st.unavailable_replicas),
+        (Some(1), Some(1))
+    );
+    let cond = st
+        .conditions
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| c.type_ == "Progressing")
+        .unwrap();
+    assert_eq!(cond.reason.as_deref(), Some("Unschedulable"));
+    let msg = cond.message.unwrap_or_default();
+    assert!(
+        msg.contains("1 pod(s) Pending")
+            && msg.contains("Insufficient cpu")
+            && msg.contains("1930m"),
+        "{msg}"
+    );
+    // Still no room on the next run; then deleted, nothing is left.
+    dp.reconcile(&client, "kt").await.unwrap();
+    assert_eq!(pods(&dp), running);
+    p.delete("", &d).await.unwrap();
+    assert!(dp.reconcile(&client, "kt").await.unwrap().is_none());
+    assert!(!listens(running[0].port));
+}
+
 async fn scenario(runtime: Runtime) {
     let reg = registry();
     let tmp = tempfile::tempdir().unwrap();
@@ -221,6 +288,7 @@ async fn scenario(runtime: Runtime) {
         front_port: 0,
         front_exe: env!("CARGO_BIN_EXE_stack").into(),
         ready_timeout: Duration::from_secs(30),
+        nodes: Nodes::of("t3.large", 2),
     };
 
     // Two Ready pods from the image, behind the front; status reported.

@@ -105,6 +105,135 @@ pub struct Pod {
     pub pre_stop: Option<LifecycleHandler>,
     /// `terminationGracePeriodSeconds`.
     pub grace_s: i64,
+    /// The node it was scheduled on (index into the node group).
+    pub node: usize,
+    /// Its CPU request, millicores (what scheduling counts).
+    pub cpu_request_m: u64,
+    /// Its memory request, bytes.
+    pub memory_request: i64,
+}
+
+/// The node group the pods are scheduled on: what each node of the instance type
+/// leaves allocatable to pods after what the EKS AMI reserves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Nodes {
+    /// The instance type.
+    pub instance_type: String,
+    /// Nodes in the group.
+    pub count: usize,
+    /// Allocatable CPU per node, millicores.
+    pub cpu_m: u64,
+    /// Allocatable memory per node, bytes.
+    pub memory: i64,
+}
+
+/// Instance types: vCPUs, memory (MiB), max pods. Max pods is the VPC CNI's ENI limit
+/// from the EKS AMI's `eni-max-pods.txt`
+/// (<https://github.com/awslabs/amazon-eks-ami/blob/main/templates/shared/runtime/eni-max-pods.txt>).
+const INSTANCE_TYPES: &[(&str, u64, u64, u64)] = &[
+    ("t3.medium", 2, 4096, 17),
+    ("t3.large", 2, 8192, 35),
+    ("t3.xlarge", 4, 16384, 58),
+    ("t3.2xlarge", 8, 32768, 58),
+    ("m5.large", 2, 8192, 29),
+    ("m5.xlarge", 4, 16384, 58),
+    ("m5.2xlarge", 8, 32768, 58),
+    ("m6i.large", 2, 8192, 29),
+    ("m6i.xlarge", 4, 16384, 58),
+    ("c5.large", 2, 4096, 29),
+    ("c5.xlarge", 4, 8192, 58),
+    ("c5.2xlarge", 8, 16384, 58),
+    ("c6i.large", 2, 4096, 29),
+    ("c6i.xlarge", 4, 8192, 58),
+];
+
+impl Nodes {
+    /// `count` nodes of `instance_type`, or `None` for a type not in the table (then
+    /// nothing is checked). Allocatable follows the EKS AMI's bootstrap
+    /// (<https://github.com/awslabs/amazon-eks-ami/blob/main/templates/al2/runtime/bootstrap.sh>,
+    /// `get_cpu_millicores_to_reserve` and `get_memory_mebibytes_to_reserve`):
+    /// kube-reserved CPU is 6% of the first core, 1% of the second, 0.5% of the next
+    /// two and 0.25% of the rest; kube-reserved memory is 255 MiB + 11 MiB per pod the
+    /// node can hold; the kubelet's hard eviction threshold keeps 100 MiB more. So a
+    /// t3.large has 1930m CPU and 7452 MiB allocatable of its nominal 2 vCPU / 8 GiB
+    /// (a running node reports a little less memory: the kernel keeps some).
+    pub fn of(instance_type: &str, count: i32) -> Option<Nodes> {
+        let &(_, vcpus, mib, max_pods) = INSTANCE_TYPES.iter().find(|t| t.0 == instance_type)?;
+        let reserved_m: f64 = (0..vcpus)
+            .map(|core| match core {
+                0 => 60.0,
+                1 => 10.0,
+                2 | 3 => 5.0,
+                _ => 2.5,
+            })
+            .sum();
+        let cpu_m = vcpus * 1000 - reserved_m.round() as u64;
+        let memory_mib = mib - (255 + 11 * max_pods) - 100;
+        Some(Nodes {
+            instance_type: instance_type.into(),
+            count: usize::try_from(count).unwrap_or(1).max(1),
+            cpu_m,
+            memory: i64::try_from(memory_mib << 20).unwrap_or(i64::MAX),
+        })
+    }
+
+    /// The first node with room for a pod requesting `cpu_m` and `memory` besides
+    /// `placed` (every pod running, of any Deployment), or why none has it (the
+    /// scheduler's `FailedScheduling` message, with the numbers).
+    pub fn place<'a>(
+        &self,
+        cpu_m: u64,
+        memory: i64,
+        placed: impl Iterator<Item = &'a Pod> + Clone,
+    ) -> Result<usize, String> {
+        let mut short_cpu = 0;
+        let mut short_mem = 0;
+        for n in 0..self.count {
+            let on = placed.clone().filter(|p| p.node == n);
+            let used_cpu: u64 = on.clone().map(|p| p.cpu_request_m).sum();
+            let used_mem: i64 = on.map(|p| p.memory_request).sum();
+            let cpu_ok = used_cpu + cpu_m <= self.cpu_m;
+            let mem_ok = used_mem + memory <= self.memory;
+            if cpu_ok && mem_ok {
+                return Ok(n);
+            }
+            short_cpu += usize::from(!cpu_ok);
+            short_mem += usize::from(!mem_ok);
+        }
+        let mut why = Vec::new();
+        if short_cpu > 0 {
+            why.push(format!("{short_cpu} Insufficient cpu"));
+        }
+        if short_mem > 0 {
+            why.push(format!("{short_mem} Insufficient memory"));
+        }
+        Err(format!(
+            "0/{} nodes are available: {} (the pod requests {cpu_m}m CPU and {} MiB; a {} \
+             node has {}m and {} MiB allocatable): lower the container's requests or use a \
+             larger instance type or more nodes",
+            self.count,
+            why.join(", "),
+            memory >> 20,
+            self.instance_type,
+            self.cpu_m,
+            self.memory >> 20
+        ))
+    }
+}
+
+/// A container's CPU (millicores) and memory (bytes) requests; a resource with a
+/// limit and no request requests its limit, as the API server defaults it.
+pub fn requests(c: &Container) -> (u64, i64) {
+    let r = c.resources.as_ref();
+    let get = |k: &str| {
+        r.and_then(|r| r.requests.as_ref().and_then(|q| q.get(k)))
+            .or_else(|| r.and_then(|r| r.limits.as_ref().and_then(|q| q.get(k))))
+            .map(|q| q.0.clone())
+    };
+    (
+        get("cpu").and_then(|q| cpu_millis(&q)).unwrap_or(0),
+        get("memory").and_then(|q| memory_bytes(&q)).unwrap_or(0),
+    )
 }
 
 /// An image pulled for pods: its config and layers.
@@ -465,6 +594,7 @@ impl Kubelet {
             }
         };
         let pre_stop = c.lifecycle.as_ref().and_then(|l| l.pre_stop.clone());
+        let (cpu_request_m, memory_request) = requests(c);
         Ok(Pod {
             name,
             container_id,
@@ -477,6 +607,9 @@ impl Kubelet {
             ready: false,
             pre_stop,
             grace_s: t.spec.termination_grace_period_seconds.unwrap_or(30),
+            node: 0,
+            cpu_request_m,
+            memory_request,
         })
     }
 
@@ -689,5 +822,31 @@ mod tests {
         assert_eq!(memory_bytes("1G"), Some(1_000_000_000));
         assert_eq!(memory_bytes("1000"), Some(1000));
         assert_eq!(memory_bytes("x"), None);
+    }
+
+    #[test]
+    fn allocatable_follows_the_eks_ami_reservations() {
+        let n = Nodes::of("t3.large", 2).unwrap();
+        assert_eq!(n.cpu_m, 1930);
+        assert_eq!(n.memory >> 20, 8192 - 255 - 11 * 35 - 100);
+        let x = Nodes::of("t3.xlarge", 1).unwrap();
+        assert_eq!(x.cpu_m, 4000 - 80);
+        assert!(Nodes::of("z9.huge", 1).is_none());
+        // Two 1-CPU pods: one per node; a third fits nowhere.
+        let pod = |node| Pod {
+            node,
+            cpu_request_m: 1000,
+            memory_request: 1 << 30,
+            ..Pod::default()
+        };
+        let placed = [pod(0)];
+        assert_eq!(n.place(1000, 1 << 30, placed.iter()), Ok(1));
+        let placed = [pod(0), pod(1)];
+        let err = n.place(1000, 1 << 30, placed.iter()).unwrap_err();
+        assert!(
+            err.starts_with("0/2 nodes are available: 2 Insufficient cpu"),
+            "{err}"
+        );
+        assert!(n.place(2000, 0, [].iter()).is_err(), "2 CPUs > 1930m");
     }
 }

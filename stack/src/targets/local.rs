@@ -8,6 +8,7 @@ use std::time::Duration;
 use stack::artifacts::image::Push;
 use stack::config::Config;
 use stack::local::apigw::Fronts;
+use stack::local::kubelet::Nodes;
 use stack::providers::aws::{AwsTarget, Clients};
 use stack::providers::k8s::{dataplane, fake};
 
@@ -56,7 +57,7 @@ pub async fn kube_api(state_dir: &Path, cfg: &Config, target: Target) -> Result<
 
 /// The data plane over the in-memory API: the kubelet runs each Deployment's pods
 /// from the image pushed to the local registry (`--registry`), never the host's build.
-pub fn dataplane(state_dir: &Path, st: &Settings) -> dataplane::DataPlane {
+pub fn dataplane(state_dir: &Path, st: &Settings, cfg: &Config) -> dataplane::DataPlane {
     dataplane::DataPlane {
         dir: state_dir.join("dataplane"),
         registry: st.registry.clone(),
@@ -64,6 +65,9 @@ pub fn dataplane(state_dir: &Path, st: &Settings) -> dataplane::DataPlane {
         front_port: st.front_port,
         front_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("stack")),
         ready_timeout: Duration::from_secs(st.ready_timeout_secs),
+        // Pods are scheduled on the node group the stack declares, so a pod that
+        // would stay Pending on EKS stays Pending here too.
+        nodes: Nodes::of(&cfg.eks.instance_type, cfg.eks.desired_size),
     }
 }
 

@@ -264,7 +264,9 @@ pub async fn providers(
     let mut p = ObjectProvider::new(kube.clone(), rollout);
     p.delete_timeout = Duration::from_secs(st.delete_timeout_secs);
     k8s::register(&mut reg, Arc::new(p));
-    let dataplane = server.as_ref().map(|_| local::dataplane(state_dir, st));
+    let dataplane = server
+        .as_ref()
+        .map(|_| local::dataplane(state_dir, st, cfg));
     let fronts = (target == Target::Local).then(|| local::fronts(state_dir, st, cfg, endpoint));
     Ok(Providers {
         reg,

@@ -22,7 +22,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use super::{FIELD_MANAGER, K8sError, LABEL_MANAGED_BY, LABEL_PART_OF};
-use crate::local::kubelet::{Kubelet, Pod, Runtime, Template, running};
+use crate::local::kubelet::{Kubelet, Nodes, Pod, Runtime, Template, requests, running};
 use crate::local::process::{alive, free_port, listening, stop};
 
 /// The front's process.
@@ -52,6 +52,8 @@ pub struct DataPlane {
     pub front_exe: PathBuf,
     /// How long a pod may take to pass its readiness probe.
     pub ready_timeout: Duration,
+    /// The node group pods are scheduled on (`None`: no capacity check).
+    pub nodes: Option<Nodes>,
 }
 
 fn lerr(e: impl std::fmt::Display) -> K8sError {
@@ -198,7 +200,7 @@ impl DataPlane {
         }
         eps.by_key.retain(|k, _| keys.contains(k));
         eps.write();
-        let any = eps.by_key.values().any(|v| !v.is_empty());
+        let any = !eps.ready().is_empty();
         let front = self.front(any, &eps.file)?;
         match failure {
             Some(f) => Err(lerr(f)),
@@ -279,9 +281,11 @@ impl DataPlane {
             );
             stop_all(&k, vec![new[i].clone()]).await;
             let restarts = new[i].restarts + 1;
-            let name = new[i].name.clone();
+            let (name, node) = (new[i].name.clone(), new[i].node);
             new[i] = k.start(ns, &t, &image, img, Some(&name)).map_err(lerr)?;
             new[i].restarts = restarts;
+            // A restart stays on its node.
+            new[i].node = node;
             self.save(key, &new.iter().chain(&old).collect::<Vec<_>>())?;
             if let Err(e) = k.wait_ready(&mut new[i], readiness.as_ref()).await {
                 eprintln!("local kubelet: {e}");
@@ -289,6 +293,7 @@ impl DataPlane {
             eps.set(key, new.iter().chain(&old));
         }
         let (surge, unavailable) = rolling_bounds(d, want);
+        let (cpu_m, memory) = requests(&t.container);
         loop {
             // Scale down surplus new pods, not-ready ones first.
             new.sort_by_key(|p| !p.ready);
@@ -328,12 +333,33 @@ impl DataPlane {
                 ));
             }
             let mut fresh = Vec::new();
+            let mut pending = None;
             for _ in 0..n {
+                // Scheduled first: a pod whose requests fit no node stays Pending.
+                let node = match &self.nodes {
+                    None => 0,
+                    Some(nodes) => {
+                        let others = eps.by_key.iter().filter(|(k, _)| *k != key);
+                        let placed = others
+                            .flat_map(|(_, v)| v.iter())
+                            .chain(new.iter())
+                            .chain(old.iter());
+                        match nodes.place(cpu_m, memory, placed) {
+                            Ok(n) => n,
+                            Err(why) => {
+                                pending = Some(why);
+                                break;
+                            }
+                        }
+                    }
+                };
                 let img = image!();
-                let p = k.start(ns, &t, &image, img, None).map_err(lerr)?;
+                let mut p = k.start(ns, &t, &image, img, None).map_err(lerr)?;
+                p.node = node;
                 new.push(p.clone());
                 fresh.push(p.name);
                 self.save(key, &new.iter().chain(&old).collect::<Vec<_>>())?;
+                eps.set(key, new.iter().chain(&old));
             }
             for i in 0..new.len() {
                 if !fresh.contains(&new[i].name) {
@@ -347,6 +373,13 @@ impl DataPlane {
                 eps.set(key, new.iter().chain(&old));
             }
             self.save(key, &new.iter().chain(&old).collect::<Vec<_>>())?;
+            if let Some(why) = pending {
+                let waiting = want.saturating_sub(new.len());
+                let msg = format!("{waiting} pod(s) Pending: {why}");
+                eprintln!("WARNING: local kubelet: {key}: {msg}");
+                let all: Vec<Pod> = new.into_iter().chain(old).collect();
+                return Ok((all, Some(Problem::soft("Unschedulable", msg))));
+            }
         }
         Ok((new, None))
     }
@@ -443,25 +476,31 @@ impl DataPlane {
     }
 }
 
-/// The front's backends: each Deployment's Ready pods, written to the file the front
+/// Every Deployment's pods as they come and go: what the scheduler counts on the
+/// nodes, and the front's backends (the Ready ones), written to the file the front
 /// re-reads per connection whenever they change.
 struct Endpoints {
     file: PathBuf,
-    by_key: std::collections::BTreeMap<String, Vec<String>>,
+    by_key: std::collections::BTreeMap<String, Vec<Pod>>,
 }
 
 impl Endpoints {
     fn set<'a>(&mut self, key: &str, pods: impl Iterator<Item = &'a Pod>) {
-        let ready = pods
-            .filter(|p| p.ready)
-            .map(|p| format!("127.0.0.1:{}", p.port))
-            .collect();
-        self.by_key.insert(key.to_string(), ready);
+        self.by_key.insert(key.to_string(), pods.cloned().collect());
         self.write();
     }
 
+    fn ready(&self) -> Vec<String> {
+        self.by_key
+            .values()
+            .flatten()
+            .filter(|p| p.ready)
+            .map(|p| format!("127.0.0.1:{}", p.port))
+            .collect()
+    }
+
     fn write(&self) {
-        let all: Vec<&str> = self.by_key.values().flatten().map(String::as_str).collect();
+        let all = self.ready();
         // Written aside then renamed: the front never reads half a list. A list that
         // cannot be written leaves the front on the previous one.
         let tmp = self.file.with_extension("tmp");
