@@ -1,7 +1,7 @@
 //! The local kubelet: a Deployment's pods run from the image pushed to a registry (a
 //! `docker-registry` the test starts), under runc when it can run here (root, runc
 //! installed) and as plain processes from the unpacked image otherwise. Pods become
-//! Ready behind the front, a failing liveness probe restarts a container, a new
+//! Ready behind the front, a failing liveness probe or an exit restarts a container, a new
 //! template rolls to new pods without the front failing, and scale-down and delete
 //! stop every container and free its port.
 
@@ -338,6 +338,35 @@ async fn scenario(runtime: Runtime) {
         now.iter().find(|p| p.name == first[1].name),
         Some(&first[1])
     );
+
+    // A container that exited is restarted too (restartPolicy Always).
+    let st = Command::new("kill")
+        .args(["-KILL", &first[1].pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let t = Instant::now();
+    while std::fs::read_to_string(format!("/proc/{}/stat", first[1].pid))
+        .is_ok_and(|s| !s.contains(") Z "))
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the pod's process died"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    dp.reconcile(&client, "kt").await.unwrap();
+    let now = pods(&dp);
+    let exited = now.iter().find(|p| p.name == first[1].name).unwrap();
+    assert_eq!(exited.restarts, 1);
+    assert!(exited.ready && exited.pid != first[1].pid);
+    if runtime == Runtime::Runc {
+        assert_eq!(
+            ours(&now).len(),
+            2,
+            "the restarted container runs under runc"
+        );
+    }
 
     // A new image rolls the pods, new ones Ready before old ones stop: the front
     // answers throughout.
