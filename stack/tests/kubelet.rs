@@ -442,3 +442,91 @@ async fn scenario(runtime: Runtime) {
         "bundle removed"
     );
 }
+
+/// The real thing, where a `sentiment-server` built from this tree and a model are
+/// named (`STACK_E2E_SERVER_BIN`, `STACK_E2E_MODEL_DIR`, e.g. the tiny fixture of
+/// `model-cache fixture --size tiny`): the server image with the model baked in, run
+/// by the kubelet from the stack's own Deployment manifest (PORT, MODEL_DIR, probes,
+/// preStop, limits), answers `/predict` through the front; deleted, nothing is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_image_serves_from_the_manifest() {
+    let (Ok(bin), Ok(model)) = (
+        std::env::var("STACK_E2E_SERVER_BIN"),
+        std::env::var("STACK_E2E_MODEL_DIR"),
+    ) else {
+        eprintln!("skipped: set STACK_E2E_SERVER_BIN and STACK_E2E_MODEL_DIR to run it");
+        return;
+    };
+    let runtime = if no_runc().is_none() {
+        Runtime::Runc
+    } else {
+        Runtime::Process
+    };
+    let reg = registry();
+    let host = reg.url.trim_start_matches("http://").to_string();
+    let c = stack::config::K8sConfig {
+        namespace: "kt".into(),
+        replicas: 2,
+        ..Default::default()
+    };
+    let img = stack::artifacts::image::ServerImage::new(
+        format!("{host}/kt/server").into(),
+        &bin,
+        u16::try_from(c.port).unwrap(),
+        c.model_env.clone(),
+    )
+    .unwrap()
+    .with_model(Some(&model))
+    .unwrap()
+    .build()
+    .await
+    .unwrap();
+    let digest = oci::Registry::new(&reg.url, None)
+        .push("kt/server", "latest", &img)
+        .await
+        .unwrap();
+    let image = format!("{host}/kt/server@{digest}");
+    let server = fake::FakeApi::new(None)
+        .await
+        .unwrap()
+        .serve(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap();
+    let client = server.client().unwrap();
+    let p = ObjectProvider::new(Kube::new(KubeSource::Ready(client.clone())), None);
+    p.create(&stack::app::k8s::namespace("kt", &c))
+        .await
+        .unwrap();
+    let d = stack::app::k8s::deployment("kt", &c, &stack::engine::Input::Value(image));
+    p.create(&d).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dp = DataPlane {
+        dir: tmp.path().join("dataplane"),
+        registry: Some(reg.url.clone()),
+        runtime: Some(runtime),
+        front_port: 0,
+        front_exe: env!("CARGO_BIN_EXE_stack").into(),
+        ready_timeout: Duration::from_secs(120),
+        // Two CPUs requested: a node type they fit.
+        nodes: Nodes::of("t3.xlarge", 2),
+    };
+    let front = dp.reconcile(&client, "kt").await.unwrap().expect("front");
+    let running = dp.pods("kt.sentiment-server");
+    assert_eq!(running.len(), 2);
+    let r = reqwest::Client::new()
+        .post(format!("http://{front}/predict"))
+        .json(&json!({"text": "a wonderful film"}))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let body = r.text().await.unwrap();
+    assert!(status.is_success(), "{status}: {body}");
+    assert!(body.contains("label"), "{body}");
+    p.delete("", &d).await.unwrap();
+    assert!(dp.reconcile(&client, "kt").await.unwrap().is_none());
+    assert!(running.iter().all(|p| !listens(p.port)));
+    if runtime == Runtime::Runc {
+        assert!(ours(&running).is_empty());
+    }
+}
