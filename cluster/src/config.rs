@@ -10,9 +10,16 @@ use model_cache::args::ModelArgs;
 #[derive(Debug, Clone, Parser)]
 #[command(version, about)]
 pub struct Args {
-    /// Address to listen on; port 0 picks a free port (logged at start-up).
-    #[arg(long, env = "BIND", default_value = "0.0.0.0:8080")]
-    pub bind: String,
+    /// Address to listen on; port 0 picks a free port (logged at start-up). Without
+    /// it: `0.0.0.0:<--port>`.
+    #[arg(long, env = "BIND")]
+    pub bind: Option<String>,
+
+    /// Port to listen on when `--bind` is not given: `PORT` is what a manifest sets to
+    /// its containerPort, and what the local kubelet sets to the port it picked, so
+    /// one manifest serves both.
+    #[arg(long, env = "PORT", default_value_t = 8080)]
+    pub port: u16,
 
     #[command(flatten)]
     pub model: ModelArgs,
@@ -76,6 +83,13 @@ pub struct Batching {
 }
 
 impl Args {
+    /// The address to listen on: `--bind`, else every interface at `--port`.
+    pub fn bind_addr(&self) -> String {
+        self.bind
+            .clone()
+            .unwrap_or_else(|| format!("0.0.0.0:{}", self.port))
+    }
+
     pub fn batching(&self) -> Batching {
         Batching {
             max_batch: self.max_batch as usize,
@@ -85,5 +99,20 @@ impl Args {
             max_body_bytes: self.max_body_bytes,
             inference_delay: Duration::from_millis(self.inference_delay_ms),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bind_falls_back_to_port_then_8080() {
+        let a = Args::parse_from(["s"]);
+        assert_eq!(a.bind_addr(), "0.0.0.0:8080");
+        let a = Args::parse_from(["s", "--port", "9000"]);
+        assert_eq!(a.bind_addr(), "0.0.0.0:9000");
+        let a = Args::parse_from(["s", "--port", "9000", "--bind", "127.0.0.1:1"]);
+        assert_eq!(a.bind_addr(), "127.0.0.1:1", "--bind wins");
     }
 }

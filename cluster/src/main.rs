@@ -57,8 +57,8 @@ async fn serve(args: Args, threads: usize) -> Result<()> {
         http_workers,
     ));
 
-    let listener =
-        TcpListener::bind(&args.bind).with_context(|| format!("binding {}", args.bind))?;
+    let bind = args.bind_addr();
+    let listener = TcpListener::bind(&bind).with_context(|| format!("binding {bind}"))?;
     let addr = listener.local_addr().context("reading the bound address")?;
     let app_state = state.clone();
     let server = HttpServer::new(move || http::app(app_state.clone()))

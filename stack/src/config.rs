@@ -80,13 +80,17 @@ pub struct K8sConfig {
     pub model_env: BTreeMap<String, String>,
     /// Service type: `ClusterIP` or `LoadBalancer`.
     pub service_type: String,
-    /// Path of the release server binary (the image's entrypoint, the local data
-    /// plane's process); overridden by `STACK_SERVER_BIN`.
+    /// Path of the release server binary (the server image's entrypoint, which the
+    /// local kubelet runs from the image); overridden by `STACK_SERVER_BIN`.
     pub server_binary: String,
     /// Base image of the server image, pulled from a registry (e.g.
     /// `public.ecr.aws/docker/library/debian:bookworm-slim`); `None`: a minimal base
     /// made of the binary's shared libraries.
     pub base_image: Option<String>,
+    /// Model directory baked into the server image (at `/models`, `MODEL_DIR`), so the
+    /// same image serves on EKS and on the local kubelet; overridden by
+    /// `STACK_MODEL_DIR`. `None`: the image has no model.
+    pub model_dir: Option<String>,
 }
 
 impl Default for K8sConfig {
@@ -111,6 +115,7 @@ impl Default for K8sConfig {
             service_type: "LoadBalancer".into(),
             server_binary: "target/release/sentiment-server".into(),
             base_image: None,
+            model_dir: None,
         }
     }
 }

@@ -99,19 +99,13 @@ fn container(c: &K8sConfig) -> Container {
         ("cpu".to_string(), cpu),
         ("memory".to_string(), Quantity(c.memory.clone())),
     ]);
-    let model_dir = c
-        .model_env
-        .get("MODEL_DIR")
-        .cloned()
-        .unwrap_or_else(|| "/models".into());
+    // The server reads its port and model directory from the environment (`PORT`,
+    // `MODEL_DIR`): flags here would repeat the image's, and the local kubelet gives
+    // each pod its own port by setting `PORT`.
+    let mut env: BTreeMap<String, String> = c.model_env.clone();
+    env.insert("PORT".into(), c.port.to_string());
     Container {
         name: "server".into(),
-        args: Some(vec![
-            "--bind".into(),
-            format!("0.0.0.0:{}", c.port),
-            "--model-dir".into(),
-            model_dir,
-        ]),
         ports: Some(vec![ContainerPort {
             name: Some("http".into()),
             container_port: c.port,
@@ -119,8 +113,7 @@ fn container(c: &K8sConfig) -> Container {
             ..ContainerPort::default()
         }]),
         env: Some(
-            c.model_env
-                .iter()
+            env.iter()
                 .map(|(k, v)| EnvVar {
                     name: k.clone(),
                     value: Some(v.clone()),
@@ -318,7 +311,9 @@ pub fn declare(
             &kc.server_binary,
             u16::try_from(kc.port).unwrap_or(8080),
             kc.model_env.clone(),
-        ) {
+        )
+        .and_then(|img| img.with_model(kc.model_dir.as_deref()))
+        {
             Ok(img) => {
                 let img = img.on_base(kc.base_image.clone());
                 let img = s.add("server-image", img);

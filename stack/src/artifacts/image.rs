@@ -25,7 +25,9 @@ pub const KIND: &str = "oci:Image";
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Layout {
-    /// The model server: `/app/<binary> --bind 0.0.0.0:<port> --model-dir /models`.
+    /// The model server: `/app/<binary>`, configured by its environment (`PORT`, and
+    /// `MODEL_DIR=/models` when the model is in the image), so a Pod's `args` add to
+    /// the entrypoint without repeating its flags.
     #[default]
     Server,
     /// A Lambda function (`provided.al2023` conventions): `/var/runtime/bootstrap` as
@@ -139,6 +141,15 @@ impl ServerImage {
         })
     }
 
+    /// Bakes the model directory into the image at [`oci::SERVER_MODEL_DIR`], with
+    /// `MODEL_DIR` naming it (`None`: no model in the image; the server then finds it
+    /// through its `MODEL_*` environment). Fails when the directory cannot be read.
+    pub fn with_model(mut self, model_dir: Option<&str>) -> Result<Self, String> {
+        self.model_sha256 = model_dir.map(dir_sha256).transpose()?;
+        self.model_dir = model_dir.map(str::to_string);
+        Ok(self)
+    }
+
     /// Builds on `base` (a registry reference) instead of the minimal base.
     pub fn on_base(mut self, base: Option<String>) -> Self {
         self.base_image = base;
@@ -154,13 +165,15 @@ impl ServerImage {
         };
         match self.layout {
             Layout::Server => {
-                let args = [
-                    "--bind".to_string(),
-                    format!("0.0.0.0:{}", self.port),
-                    "--model-dir".to_string(),
-                    "/models".to_string(),
-                ];
-                oci::server_image(base, bin, None, &args, Some(self.port), self.env.clone())
+                // Flags in the entrypoint would be repeated by a Pod's `args` (which
+                // the server's parser refuses): the environment carries them instead.
+                let mut env = self.env.clone();
+                env.insert("PORT".into(), self.port.to_string());
+                let model = self.model_dir.as_deref().map(Path::new);
+                if model.is_some() {
+                    env.insert("MODEL_DIR".into(), oci::SERVER_MODEL_DIR.into());
+                }
+                oci::server_image(base, bin, model, &[], Some(self.port), env)
             }
             Layout::Lambda => oci::lambda_image(
                 base,
@@ -298,5 +311,41 @@ impl Provider for ImageProvider {
         // Images are immutable blobs; the repository's lifecycle (or its deletion)
         // removes them.
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn server_image_carries_the_model_and_its_environment() {
+        let models = tempfile::tempdir().unwrap();
+        std::fs::write(models.path().join("config.json"), b"{}").unwrap();
+        let bin = std::env::current_exe().unwrap();
+        let img = ServerImage::new(
+            Input::Value("r.example/server".to_string()),
+            bin.to_str().unwrap(),
+            8080,
+            BTreeMap::new(),
+        )
+        .unwrap()
+        .with_model(Some(models.path().to_str().unwrap()))
+        .unwrap();
+        assert_eq!(img.model_sha256.as_ref().map(String::len), Some(64));
+        let built = img.build().await.unwrap();
+        let blobs: Vec<_> = built.layers.iter().map(|l| l.blob.clone()).collect();
+        let cfg = oci::extract(&blobs, "/models/config.json").unwrap();
+        assert_eq!(cfg.as_deref(), Some(&b"{}"[..]), "the model is a layer");
+        let v: Value = serde_json::from_slice(&built.config.data).unwrap();
+        let env = v["config"]["Env"].as_array().unwrap();
+        assert!(env.contains(&"MODEL_DIR=/models".into()), "{env:?}");
+        assert!(env.contains(&"PORT=8080".into()), "{env:?}");
+        let name = bin.file_name().unwrap().to_string_lossy();
+        assert_eq!(
+            v["config"]["Entrypoint"],
+            serde_json::json!([format!("/app/{name}")]),
+            "no flags for a Pod's args to repeat"
+        );
     }
 }

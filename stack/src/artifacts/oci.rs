@@ -427,12 +427,15 @@ pub fn server_image(
     let dest = format!("/app/{name}");
     let mut files = vec![LayerFile::from_path(binary, &dest, 0o755)?];
     if let Some(dir) = models {
-        files.extend(model_files(dir, "/models")?);
+        files.extend(model_files(dir, SERVER_MODEL_DIR)?);
     }
     let mut entrypoint = vec![dest];
     entrypoint.extend(args.iter().cloned());
     app_image(base.into(), &files, entrypoint, port, env)
 }
+
+/// Where the server image keeps the model (`MODEL_DIR`) when it is baked in.
+pub const SERVER_MODEL_DIR: &str = "/models";
 
 /// Where Lambda's `provided.al2023` images keep the runtime's `bootstrap`.
 pub const LAMBDA_BOOTSTRAP: &str = "/var/runtime/bootstrap";

@@ -167,6 +167,9 @@ fn load_with(cli: &Cli, opts: stack::app::BuildOptions, events: &Events) -> Resu
     if let Some(b) = &cli.settings.server_bin {
         cfg.k8s.server_binary = b.clone();
     }
+    if let Some(d) = &cli.settings.model_dir {
+        cfg.k8s.model_dir = Some(d.clone());
+    }
     let stack = stack::app::build_with(&cfg, opts);
     // Everything that can be checked without an API call is checked here.
     stack.validate()?;

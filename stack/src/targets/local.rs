@@ -1,5 +1,5 @@
 //! The local target: moto on loopback, a local registry, add-ons in state, the
-//! in-memory Kubernetes API and the data plane running the server processes.
+//! in-memory Kubernetes API and the data plane running its pods from their images.
 
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
@@ -8,6 +8,7 @@ use std::time::Duration;
 use stack::artifacts::image::Push;
 use stack::config::Config;
 use stack::local::apigw::Fronts;
+use stack::local::kubelet::Nodes;
 use stack::providers::aws::{AwsTarget, Clients};
 use stack::providers::k8s::{dataplane, fake};
 
@@ -69,23 +70,20 @@ pub async fn kube_api(state_dir: &Path, cfg: &Config, target: Target) -> Result<
         .await?)
 }
 
-/// The data plane over the in-memory API, when the server binary exists.
-pub fn dataplane(state_dir: &Path, st: &Settings, cfg: &Config) -> Option<dataplane::DataPlane> {
-    let bin = Path::new(&cfg.k8s.server_binary);
-    bin.is_file().then(|| dataplane::DataPlane {
+/// The data plane over the in-memory API: the kubelet runs each Deployment's pods
+/// from the image pushed to the local registry (`--registry`), never the host's build.
+pub fn dataplane(state_dir: &Path, st: &Settings, cfg: &Config) -> dataplane::DataPlane {
+    dataplane::DataPlane {
         dir: state_dir.join("dataplane"),
-        binary: bin.to_path_buf(),
-        model_dir: st.model_dir.clone().unwrap_or_else(|| {
-            cfg.k8s
-                .model_env
-                .get("MODEL_DIR")
-                .cloned()
-                .unwrap_or_else(|| "models".into())
-        }),
+        registry: st.registry.clone(),
+        runtime: None,
         front_port: st.front_port,
         front_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("stack")),
         ready_timeout: Duration::from_secs(st.ready_timeout_secs),
-    })
+        // Pods are scheduled on the node group the stack declares, so a pod that
+        // would stay Pending on EKS stays Pending here too.
+        nodes: Nodes::of(&cfg.eks.instance_type, cfg.eks.desired_size),
+    }
 }
 
 /// The API Gateway fronts, run by this executable (`stack apigw-front`).

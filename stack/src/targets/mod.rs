@@ -108,8 +108,8 @@ pub struct Settings {
     /// The sentiment-server binary (overrides `k8s.server_binary`).
     #[arg(long, global = true, env = "STACK_SERVER_BIN")]
     pub server_bin: Option<String>,
-    /// Model directory of the local data plane's servers (default: the config's
-    /// `k8s.model_env.MODEL_DIR`, else `models`).
+    /// Model directory baked into the server image at `/models` (overrides
+    /// `k8s.model_dir`).
     #[arg(long, global = true, env = "STACK_MODEL_DIR")]
     pub model_dir: Option<String>,
     /// Port of the local data plane's front (0: any free port).
@@ -157,8 +157,7 @@ pub struct Providers {
     /// The Kubernetes API.
     pub kube: Arc<Kube>,
     _local_api: Option<fake::Server>,
-    /// The local data plane, when the API is the in-memory one and the server
-    /// binary exists.
+    /// The local data plane, when the API is the in-memory one.
     pub dataplane: Option<dataplane::DataPlane>,
     /// The local API Gateway fronts (local target only).
     pub fronts: Option<Fronts>,
@@ -267,7 +266,7 @@ pub async fn providers(
     k8s::register(&mut reg, Arc::new(p));
     let dataplane = server
         .as_ref()
-        .and_then(|_| local::dataplane(state_dir, st, cfg));
+        .map(|_| local::dataplane(state_dir, st, cfg));
     let fronts = (target == Target::Local).then(|| local::fronts(state_dir, st, cfg, endpoint));
     Ok(Providers {
         reg,

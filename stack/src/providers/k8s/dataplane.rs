@@ -1,152 +1,144 @@
-//! The local data plane for the in-memory API: what a kubelet and kube-proxy would do,
-//! reduced to processes on this machine.
+//! The local data plane for the in-memory API: what a kubelet and kube-proxy would do
+//! on this machine.
 //!
-//! For every Deployment of the stack it runs as many server processes as
-//! `spec.replicas` says, each as `<binary> --bind 127.0.0.1:<port> --model-dir <dir>`
-//! on its own port, waits for `/readyz`, and reports the rollout in the Deployment's
-//! status. A small front (`stack front`, a detached TCP proxy) spreads connections
-//! over the ready processes. Scale-down stops the surplus; a deleted Deployment
-//! (`stack down`) stops all of them and the front. Process ids and ports live under
-//! `<state dir>/dataplane/`, so each `stack` run picks up what the last one started.
+//! For every Deployment of the stack the local kubelet ([`crate::local::kubelet`])
+//! runs as many pods as `spec.replicas` says, each from the image the pod template
+//! names (pulled from the registry `stack up` pushed it to) under runc, rolls a
+//! changed template, restarts dead or unhealthy containers, and the rollout is
+//! reported in the Deployment's status. A small front (`stack front`, a detached TCP
+//! proxy) spreads connections over the Ready pods only. Scale-down stops the surplus;
+//! a deleted Deployment (`stack down`) stops all of them and the front. Pods, images
+//! and logs live under `<state dir>/dataplane/`, so each `stack` run picks up what the
+//! last one started.
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sha2::{Digest, Sha256};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::{FIELD_MANAGER, K8sError, LABEL_MANAGED_BY, LABEL_PART_OF};
+use crate::local::kubelet::{Kubelet, Nodes, Pod, Runtime, Template, requests, running};
+use crate::local::process::{alive, free_port, listening, stop};
 
-/// One running process.
+/// The front's process.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Replica {
     /// Process id.
     pub pid: u32,
     /// Loopback port it listens on.
     pub port: u16,
-    /// Hash of the pod template it runs (a new template restarts it).
+    /// Unused (kept so `front.json` files of earlier versions read).
+    #[serde(default)]
     pub template: String,
 }
 
 /// The data plane rooted at a directory.
 #[derive(Debug, Clone)]
 pub struct DataPlane {
-    /// Where pids, ports, logs and the backend list live.
+    /// Where pods, images, logs and the backend list live.
     pub dir: PathBuf,
-    /// The server binary.
-    pub binary: PathBuf,
-    /// `--model-dir` passed to every process.
-    pub model_dir: String,
+    /// The local registry images are pushed to (see [`Kubelet::registry`]).
+    pub registry: Option<String>,
+    /// How pods run (`None`: runc where it can).
+    pub runtime: Option<Runtime>,
     /// Port of the front (0: any free port, recorded in `front.json`).
     pub front_port: u16,
     /// The executable that serves the front (`<exe> front --listen … --backends …`).
     pub front_exe: PathBuf,
-    /// How long a process may take to answer `/readyz`.
+    /// How long a pod may take to pass its readiness probe.
     pub ready_timeout: Duration,
+    /// The node group pods are scheduled on (`None`: no capacity check).
+    pub nodes: Option<Nodes>,
 }
 
 fn lerr(e: impl std::fmt::Display) -> K8sError {
     K8sError::Local(format!("data plane: {e}"))
 }
 
-fn alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| s.contains(") Z "))
-            .unwrap_or(true)
-}
-
-fn stop(pid: u32) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
-    let start = Instant::now();
-    while alive(pid) && start.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    if alive(pid) {
-        let _ = Command::new("kill")
-            .args(["-KILL", &pid.to_string()])
-            .status();
-    }
-}
-
-fn free_port() -> Result<u16, K8sError> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(lerr)
-}
-
-async fn ready(port: u16, timeout: Duration) -> bool {
-    let http = reqwest::Client::new();
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        let r = http
-            .get(format!("http://127.0.0.1:{port}/readyz"))
-            .timeout(Duration::from_secs(2))
-            .send()
-            .await;
-        if r.is_ok_and(|r| r.status().is_success()) {
-            return true;
+/// `maxSurge` / `maxUnavailable` against `want` replicas: a percentage rounds up for
+/// the surge and down for unavailability, as the Deployment controller does; both 0
+/// (which the API refuses) is taken as a surge of 1 so a rollout can progress.
+pub fn rolling_bounds(d: &Deployment, want: usize) -> (usize, usize) {
+    let ru = d
+        .spec
+        .as_ref()
+        .and_then(|s| s.strategy.as_ref())
+        .and_then(|s| s.rolling_update.as_ref());
+    let resolve = |v: Option<&IntOrString>, up: bool| -> usize {
+        match v {
+            None => (want * 25).div_ceil(100).max(usize::from(up)),
+            Some(IntOrString::Int(n)) => usize::try_from(*n).unwrap_or(0),
+            Some(IntOrString::String(s)) => {
+                let pct: usize = s.trim_end_matches('%').parse().unwrap_or(25);
+                if up {
+                    (want * pct).div_ceil(100)
+                } else {
+                    want * pct / 100
+                }
+            }
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let surge = resolve(ru.and_then(|r| r.max_surge.as_ref()), true);
+    let unavailable = resolve(ru.and_then(|r| r.max_unavailable.as_ref()), false);
+    if surge == 0 && unavailable == 0 {
+        (1, 0)
+    } else {
+        (surge, unavailable)
     }
-    false
+}
+
+/// Stops pods side by side (each may pause for its `preStop` and grace period).
+async fn stop_all(k: &Kubelet, pods: Vec<Pod>) {
+    if pods.is_empty() {
+        return;
+    }
+    let k = k.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        std::thread::scope(|s| {
+            for p in &pods {
+                let k = &k;
+                s.spawn(move || k.stop(p));
+            }
+        });
+    })
+    .await;
 }
 
 impl DataPlane {
-    fn replicas_file(&self, key: &str) -> PathBuf {
+    fn kubelet(&self) -> Kubelet {
+        Kubelet {
+            dir: self.dir.clone(),
+            registry: self.registry.clone(),
+            runtime: self.runtime,
+            ready_timeout: self.ready_timeout,
+        }
+    }
+
+    fn pods_file(&self, key: &str) -> PathBuf {
         self.dir.join(format!("{key}.json"))
     }
 
-    fn load(&self, key: &str) -> Vec<Replica> {
-        std::fs::read_to_string(self.replicas_file(key))
+    /// The pods recorded for a Deployment (records of earlier versions, host
+    /// processes, read as pods with no name: a rollout replaces them).
+    pub fn pods(&self, key: &str) -> Vec<Pod> {
+        std::fs::read_to_string(self.pods_file(key))
             .ok()
-            .and_then(|t| serde_json::from_str::<Vec<Replica>>(&t).ok())
+            .and_then(|t| serde_json::from_str::<Vec<Pod>>(&t).ok())
             .unwrap_or_default()
-            .into_iter()
-            .filter(|r| alive(r.pid))
-            .collect()
     }
 
-    fn save(&self, key: &str, rs: &[Replica]) -> Result<(), K8sError> {
-        let text = serde_json::to_string(rs).map_err(lerr)?;
-        std::fs::write(self.replicas_file(key), text).map_err(lerr)
+    fn save(&self, key: &str, pods: &[&Pod]) -> Result<(), K8sError> {
+        let text = serde_json::to_string(pods).map_err(lerr)?;
+        std::fs::write(self.pods_file(key), text).map_err(lerr)
     }
 
-    fn spawn(&self, key: &str, template: &str) -> Result<Replica, K8sError> {
-        let port = free_port()?;
-        let log =
-            std::fs::File::create(self.dir.join(format!("{key}-{port}.log"))).map_err(lerr)?;
-        let err = log.try_clone().map_err(lerr)?;
-        let mut cmd = Command::new(&self.binary);
-        cmd.args([
-            "--bind",
-            &format!("127.0.0.1:{port}"),
-            "--model-dir",
-            &self.model_dir,
-        ])
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(err);
-        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        let child = cmd
-            .spawn()
-            .map_err(|e| lerr(format!("{}: {e}", self.binary.display())))?;
-        Ok(Replica {
-            pid: child.id(),
-            port,
-            template: template.into(),
-        })
-    }
-
-    /// Brings the processes in line with the stack's Deployments and reports their
-    /// status to the API. Returns the front's address when anything runs.
+    /// Brings the pods in line with the stack's Deployments and reports their status
+    /// to the API. Returns the front's address when any pod is Ready.
     pub async fn reconcile(
         &self,
         client: &kube::Client,
@@ -160,59 +152,36 @@ impl DataPlane {
             .await
             .map_err(lerr)?;
         let mut keys = Vec::new();
-        let mut backends = Vec::new();
+        let mut failure = None;
+        // Every Deployment's Ready pods as recorded, updated as pods come and go, so
+        // the front follows a rollout while it happens.
+        let mut eps = Endpoints {
+            file: self.dir.join("backends"),
+            by_key: Default::default(),
+        };
+        for e in std::fs::read_dir(&self.dir).map_err(lerr)?.flatten() {
+            let f = e.file_name().to_string_lossy().into_owned();
+            if let Some(key) = f.strip_suffix(".json").filter(|k| *k != "front") {
+                let pods = self.pods(key);
+                eps.set(key, pods.iter().filter(|p| running(p)));
+            }
+        }
         for d in deps.items {
             let ns = d.metadata.namespace.clone().unwrap_or_default();
             let name = d.metadata.name.clone().unwrap_or_default();
             let key = format!("{ns}.{name}");
             keys.push(key.clone());
-            let spec = d.spec.clone().unwrap_or_default();
-            let want = usize::try_from(spec.replicas.unwrap_or(1)).unwrap_or(0);
-            let template = hex::encode(Sha256::digest(
-                serde_json::to_vec(&spec.template).map_err(lerr)?,
-            ));
-            let mut rs = self.load(&key);
-            // A new template: start fresh processes first, then stop the old ones
-            // (maxUnavailable 0).
-            let (mut keep, old): (Vec<Replica>, Vec<Replica>) =
-                rs.drain(..).partition(|r| r.template == template);
-            while keep.len() > want {
-                if let Some(r) = keep.pop() {
-                    stop(r.pid);
-                }
+            let (pods, problem) = self.sync(&key, &ns, &d, &mut eps).await?;
+            eps.set(&key, pods.iter());
+            self.report(client, &d, &pods, problem.as_ref()).await?;
+            if let Some(p) = problem
+                && p.fatal
+            {
+                failure.get_or_insert(format!("deployment {ns}/{name}: {}", p.message));
             }
-            let mut fresh = Vec::new();
-            while keep.len() + fresh.len() < want {
-                fresh.push(self.spawn(&key, &template)?);
-            }
-            keep.extend(fresh.iter().cloned());
-            self.save(&key, &keep)?;
-            for r in &fresh {
-                if !ready(r.port, self.ready_timeout).await {
-                    return Err(lerr(format!(
-                        "{} on port {} did not answer /readyz within {}s (log: {})",
-                        self.binary.display(),
-                        r.port,
-                        self.ready_timeout.as_secs(),
-                        self.dir.join(format!("{key}-{}.log", r.port)).display()
-                    )));
-                }
-            }
-            for r in old {
-                stop(r.pid);
-            }
-            backends.extend(keep.iter().map(|r| format!("127.0.0.1:{}", r.port)));
-            let n = keep.len();
-            let status = json!({ "status": {
-                "observedGeneration": d.metadata.generation.unwrap_or(1),
-                "replicas": n, "updatedReplicas": n, "readyReplicas": n, "availableReplicas": n
-            }});
-            let api: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-            api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
-                .await
-                .map_err(lerr)?;
         }
-        // Deployments that are gone: stop their processes.
+        // Deployments that are gone: stop their pods.
+        let k = self.kubelet();
         for e in std::fs::read_dir(&self.dir).map_err(lerr)?.flatten() {
             let f = e.file_name().to_string_lossy().into_owned();
             let Some(key) = f.strip_suffix(".json") else {
@@ -221,14 +190,241 @@ impl DataPlane {
             if key == "front" || keys.iter().any(|k| k == key) {
                 continue;
             }
-            for r in self.load(key) {
-                stop(r.pid);
-            }
+            eps.set(key, [].iter());
+            stop_all(&k, self.pods(key)).await;
             let _ = std::fs::remove_file(e.path());
         }
-        let list = self.dir.join("backends");
-        std::fs::write(&list, backends.join("\n")).map_err(lerr)?;
-        self.front(!backends.is_empty(), &list)
+        if keys.is_empty() {
+            // Nothing deployed (`stack down`): the pulled images go too.
+            let _ = std::fs::remove_dir_all(self.dir.join("images"));
+        }
+        eps.by_key.retain(|k, _| keys.contains(k));
+        eps.write();
+        let any = !eps.ready().is_empty();
+        let front = self.front(any, &eps.file)?;
+        match failure {
+            Some(f) => Err(lerr(f)),
+            None => Ok(front),
+        }
+    }
+
+    /// One Deployment: restarts, rollout, scale. Returns its pods and what keeps it
+    /// from being available, if anything.
+    async fn sync(
+        &self,
+        key: &str,
+        ns: &str,
+        d: &Deployment,
+        eps: &mut Endpoints,
+    ) -> Result<(Vec<Pod>, Option<Problem>), K8sError> {
+        let k = self.kubelet();
+        let want =
+            usize::try_from(d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)).unwrap_or(0);
+        let t = match Template::of(d) {
+            Ok(t) => t,
+            Err(e) => return Ok((self.pods(key), Some(Problem::fatal("InvalidTemplate", e)))),
+        };
+        let image = t.container.image.clone().unwrap_or_default();
+        let (mut new, mut old): (Vec<Pod>, Vec<Pod>) = self
+            .pods(key)
+            .into_iter()
+            .partition(|p| p.template == t.hash && !p.name.is_empty());
+        // Old pods count as available only while they run and are ready.
+        for p in &mut old {
+            p.ready = running(p) && p.ready;
+        }
+        let readiness = t.container.readiness_probe.clone();
+        let liveness = t.container.liveness_probe.clone();
+        // The image is pulled only when a pod has to start.
+        let mut pulled = None;
+        macro_rules! image {
+            () => {{
+                if pulled.is_none() {
+                    match k.pull(&image).await {
+                        Ok(p) => pulled = Some(p),
+                        Err(e) => {
+                            let msg = format!("pulling the pod image: {e}");
+                            eprintln!("WARNING: local kubelet: {key}: {msg}");
+                            let all: Vec<Pod> = new.into_iter().chain(old).collect();
+                            return Ok((all, Some(Problem::soft("ErrImagePull", msg))));
+                        }
+                    }
+                }
+                pulled.as_ref().expect("pulled above")
+            }};
+        }
+        // Restarts: a container that exited, or failed its liveness probe.
+        for i in 0..new.len() {
+            if k.live(&new[i], liveness.as_ref()).await {
+                let p = &mut new[i];
+                if running(p) {
+                    p.ready = match &readiness {
+                        Some(r) => crate::local::kubelet::probe_http(r, p.port).await,
+                        None => true,
+                    };
+                }
+                continue;
+            }
+            let why = if running(&new[i]) {
+                "failed its liveness probe"
+            } else {
+                "exited"
+            };
+            eprintln!(
+                "local kubelet: pod {}: container {why}; restarting it",
+                new[i].name
+            );
+            let img = image!();
+            eps.set(
+                key,
+                new.iter().chain(&old).filter(|p| p.name != new[i].name),
+            );
+            stop_all(&k, vec![new[i].clone()]).await;
+            let restarts = new[i].restarts + 1;
+            let (name, node) = (new[i].name.clone(), new[i].node);
+            new[i] = k.start(ns, &t, &image, img, Some(&name)).map_err(lerr)?;
+            new[i].restarts = restarts;
+            // A restart stays on its node.
+            new[i].node = node;
+            self.save(key, &new.iter().chain(&old).collect::<Vec<_>>())?;
+            if let Err(e) = k.wait_ready(&mut new[i], readiness.as_ref()).await {
+                eprintln!("local kubelet: {e}");
+            }
+            eps.set(key, new.iter().chain(&old));
+        }
+        let (surge, unavailable) = rolling_bounds(d, want);
+        let (cpu_m, memory) = requests(&t.container);
+        loop {
+            // Scale down surplus new pods, not-ready ones first.
+            new.sort_by_key(|p| !p.ready);
+            let surplus: Vec<Pod> = new.drain(want.min(new.len())..).collect();
+            // Old pods go as far as availability allows: the not-ready ones always.
+            let ready_now = new.iter().chain(&old).filter(|p| p.ready).count();
+            let mut stoppable = ready_now.saturating_sub(want.saturating_sub(unavailable));
+            let mut going = surplus;
+            old.sort_by_key(|p| p.ready);
+            old.retain(|p| {
+                let go = !p.ready || stoppable > 0;
+                if go {
+                    if p.ready {
+                        stoppable -= 1;
+                    }
+                    going.push(p.clone());
+                }
+                !go
+            });
+            let stopped = !going.is_empty();
+            // Out of the front first, then stopped (what `preStop` pauses for).
+            eps.set(key, new.iter().chain(&old));
+            stop_all(&k, going).await;
+            self.save(key, &new.iter().chain(&old).collect::<Vec<_>>())?;
+            if old.is_empty() && new.len() == want {
+                break;
+            }
+            // Start new pods within the surge.
+            let room = (want + surge).saturating_sub(new.len() + old.len());
+            let n = room.min(want.saturating_sub(new.len()));
+            if n == 0 && !stopped {
+                // Nothing can move (e.g. new pods not ready): leave the rollout here.
+                let msg = "the rollout cannot progress: new pods are not ready".to_string();
+                return Ok((
+                    new.into_iter().chain(old).collect(),
+                    Some(Problem::fatal("ProgressDeadlineExceeded", msg)),
+                ));
+            }
+            let mut fresh = Vec::new();
+            let mut pending = None;
+            for _ in 0..n {
+                // Scheduled first: a pod whose requests fit no node stays Pending.
+                let node = match &self.nodes {
+                    None => 0,
+                    Some(nodes) => {
+                        let others = eps.by_key.iter().filter(|(k, _)| *k != key);
+                        let placed = others
+                            .flat_map(|(_, v)| v.iter())
+                            .chain(new.iter())
+                            .chain(old.iter());
+                        match nodes.place(cpu_m, memory, placed) {
+                            Ok(n) => n,
+                            Err(why) => {
+                                pending = Some(why);
+                                break;
+                            }
+                        }
+                    }
+                };
+                let img = image!();
+                let mut p = k.start(ns, &t, &image, img, None).map_err(lerr)?;
+                p.node = node;
+                new.push(p.clone());
+                fresh.push(p.name);
+                self.save(key, &new.iter().chain(&old).collect::<Vec<_>>())?;
+                eps.set(key, new.iter().chain(&old));
+            }
+            for i in 0..new.len() {
+                if !fresh.contains(&new[i].name) {
+                    continue;
+                }
+                if let Err(e) = k.wait_ready(&mut new[i], readiness.as_ref()).await {
+                    self.save(key, &new.iter().chain(&old).collect::<Vec<_>>())?;
+                    let all: Vec<Pod> = new.into_iter().chain(old).collect();
+                    return Ok((all, Some(Problem::fatal("ProgressDeadlineExceeded", e))));
+                }
+                eps.set(key, new.iter().chain(&old));
+            }
+            self.save(key, &new.iter().chain(&old).collect::<Vec<_>>())?;
+            if let Some(why) = pending {
+                let waiting = want.saturating_sub(new.len());
+                let msg = format!("{waiting} pod(s) Pending: {why}");
+                eprintln!("WARNING: local kubelet: {key}: {msg}");
+                let all: Vec<Pod> = new.into_iter().chain(old).collect();
+                return Ok((all, Some(Problem::soft("Unschedulable", msg))));
+            }
+        }
+        Ok((new, None))
+    }
+
+    /// The Deployment's status as the controller would write it.
+    async fn report(
+        &self,
+        client: &kube::Client,
+        d: &Deployment,
+        pods: &[Pod],
+        problem: Option<&Problem>,
+    ) -> Result<(), K8sError> {
+        let ns = d.metadata.namespace.clone().unwrap_or_default();
+        let name = d.metadata.name.clone().unwrap_or_default();
+        let hash = Template::of(d).map(|t| t.hash).unwrap_or_default();
+        let want =
+            usize::try_from(d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)).unwrap_or(0);
+        let ready = pods.iter().filter(|p| p.ready).count();
+        let updated = pods.iter().filter(|p| p.template == hash).count();
+        let (_, unavailable) = rolling_bounds(d, want);
+        let available = ready >= want.saturating_sub(unavailable);
+        let progressing = match problem {
+            Some(p) => {
+                json!({"type": "Progressing", "status": "False", "reason": p.reason, "message": p.message})
+            }
+            None => {
+                json!({"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable",
+                "message": format!("{updated} of {want} pods run the current template")})
+            }
+        };
+        let status = json!({ "status": {
+            "observedGeneration": d.metadata.generation.unwrap_or(1),
+            "replicas": pods.len(), "updatedReplicas": updated, "readyReplicas": ready,
+            "availableReplicas": ready, "unavailableReplicas": want.saturating_sub(ready),
+            "conditions": [
+                {"type": "Available", "status": if available { "True" } else { "False" },
+                 "reason": if available { "MinimumReplicasAvailable" } else { "MinimumReplicasUnavailable" }},
+                progressing,
+            ],
+        }});
+        let api: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+            .await
+            .map_err(lerr)?;
+        Ok(())
     }
 
     fn front(&self, want: bool, list: &Path) -> Result<Option<SocketAddr>, K8sError> {
@@ -241,7 +437,7 @@ impl DataPlane {
             (true, Some(r)) => Ok(Some(SocketAddr::from(([127, 0, 0, 1], r.port)))),
             (true, None) => {
                 let port = if self.front_port == 0 {
-                    free_port()?
+                    free_port().map_err(lerr)?
                 } else {
                     self.front_port
                 };
@@ -265,12 +461,8 @@ impl DataPlane {
                 };
                 std::fs::write(&f, serde_json::to_string(&r).map_err(lerr)?).map_err(lerr)?;
                 let addr = SocketAddr::from(([127, 0, 0, 1], port));
-                let start = Instant::now();
-                while std::net::TcpStream::connect(addr).is_err() {
-                    if start.elapsed() > Duration::from_secs(10) {
-                        return Err(lerr(format!("the front did not listen on {addr}")));
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
+                if !listening(addr, Duration::from_secs(10)) {
+                    return Err(lerr(format!("the front did not listen on {addr}")));
                 }
                 Ok(Some(addr))
             }
@@ -284,8 +476,72 @@ impl DataPlane {
     }
 }
 
+/// Every Deployment's pods as they come and go: what the scheduler counts on the
+/// nodes, and the front's backends (the Ready ones), written to the file the front
+/// re-reads per connection whenever they change.
+struct Endpoints {
+    file: PathBuf,
+    by_key: std::collections::BTreeMap<String, Vec<Pod>>,
+}
+
+impl Endpoints {
+    fn set<'a>(&mut self, key: &str, pods: impl Iterator<Item = &'a Pod>) {
+        self.by_key.insert(key.to_string(), pods.cloned().collect());
+        self.write();
+    }
+
+    fn ready(&self) -> Vec<String> {
+        self.by_key
+            .values()
+            .flatten()
+            .filter(|p| p.ready)
+            .map(|p| format!("127.0.0.1:{}", p.port))
+            .collect()
+    }
+
+    fn write(&self) {
+        let all = self.ready();
+        // Written aside then renamed: the front never reads half a list. A list that
+        // cannot be written leaves the front on the previous one.
+        let tmp = self.file.with_extension("tmp");
+        if std::fs::write(&tmp, all.join("\n")).is_ok() {
+            let _ = std::fs::rename(&tmp, &self.file);
+        }
+    }
+}
+
+/// What keeps a Deployment from being available.
+#[derive(Debug, Clone)]
+struct Problem {
+    /// The `Progressing` condition's reason.
+    reason: &'static str,
+    /// What happened.
+    message: String,
+    /// Whether `stack up` fails on it (a rollout that failed) or only warns (an image
+    /// that cannot be pulled locally: the deployment itself is fine).
+    fatal: bool,
+}
+
+impl Problem {
+    fn fatal(reason: &'static str, message: String) -> Problem {
+        Problem {
+            reason,
+            message,
+            fatal: true,
+        }
+    }
+    fn soft(reason: &'static str, message: String) -> Problem {
+        Problem {
+            reason,
+            message,
+            fatal: false,
+        }
+    }
+}
+
 /// The front: accepts on `listen` and forwards each connection to the next backend
-/// listed (one `host:port` a line) in `backends`, re-read per connection.
+/// listed (one `host:port` a line) in `backends`, re-read per connection; a backend
+/// that refuses (a pod that died since the last sync) is skipped for the next.
 pub async fn serve_front(listen: SocketAddr, backends: PathBuf) -> Result<(), K8sError> {
     let l = tokio::net::TcpListener::bind(listen).await.map_err(lerr)?;
     let mut next = 0usize;
@@ -300,11 +556,15 @@ pub async fn serve_front(listen: SocketAddr, backends: PathBuf) -> Result<(), K8
         if list.is_empty() {
             continue;
         }
-        let target = list[next % list.len()].clone();
+        let first = next;
         next = next.wrapping_add(1);
         tokio::spawn(async move {
-            if let Ok(mut out) = tokio::net::TcpStream::connect(&target).await {
-                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+            for i in 0..list.len() {
+                let target = &list[(first + i) % list.len()];
+                if let Ok(mut out) = tokio::net::TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    return;
+                }
             }
         });
     }
