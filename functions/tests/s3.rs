@@ -117,7 +117,10 @@ async fn a_missing_s3_object_is_an_init_error_naming_the_key() {
     let reply = common::predict(&emulator, r#"{"text": "x"}"#).await;
     // API Gateway's body hides the cause; the emulator's header carries it.
     assert_eq!(reply.status, 500, "{}", reply.body);
-    assert_eq!(reply.header("x-lambda-error-type"), Some("Runtime.InitError"));
+    assert_eq!(
+        reply.header("x-lambda-error-type"),
+        Some("Runtime.InitError")
+    );
     let detail = reply.header("x-lambda-error").unwrap();
     assert!(detail.contains("s3://empty/none/"), "{detail}");
 }

@@ -234,7 +234,10 @@ impl Default for EksConfig {
     fn default() -> Self {
         EksConfig {
             version: "1.31".into(),
-            instance_type: "t3.large".into(),
+            // 8 vCPUs (7,910m allocatable): three 2-CPU server pods per node, so the
+            // HPA's default range (2..=6 pods) fits on the default two nodes. A 2-vCPU
+            // type leaves 1,930m, under one pod's request: every pod would be Pending.
+            instance_type: "c5.2xlarge".into(),
             min_size: 1,
             desired_size: 2,
             max_size: 3,

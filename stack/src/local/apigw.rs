@@ -45,6 +45,9 @@ pub enum FrontError {
     Api { api: String, detail: String },
     #[error("function {function}: {detail}")]
     Code { function: String, detail: String },
+    /// What the local front cannot run yet; the API is left unserved, with a warning.
+    #[error("function {function}: {detail}")]
+    Unsupported { function: String, detail: String },
     #[error("local API Gateway front: {0}")]
     Io(String),
 }
@@ -162,8 +165,17 @@ impl Fronts {
                 (None, p) => p + taken.len() as u16,
             };
             taken.insert(port);
-            let Some(spec) = self.resolve(clients, state, api_id, port).await? else {
-                continue;
+            let spec = match self.resolve(clients, state, api_id, port).await {
+                Ok(Some(spec)) => spec,
+                Ok(None) => continue,
+                Err(e @ FrontError::Unsupported { .. }) => {
+                    eprintln!("WARNING: API {api_id}: {e}");
+                    if let Some((pid, _)) = prior {
+                        process::stop(pid);
+                    }
+                    continue;
+                }
+                Err(e) => return Err(e),
             };
             match prior {
                 Some((_, running)) if running == spec => {}
@@ -415,9 +427,10 @@ impl Fronts {
                     .to_vec()
             }
             Code::Image { .. } => {
-                return Err(code_err(
-                    "is a container image; the local front runs zip packages only (set lambda.package = \"zip\")".into(),
-                ));
+                return Err(FrontError::Unsupported {
+                    function: function.to_string(),
+                    detail: "is a container image; the local API Gateway front runs zip packages only, so its API is not served locally (set lambda.package = \"zip\" to run it here)".into(),
+                });
             }
         };
         let actual = lambda::b64(&Sha256::digest(&zip));
