@@ -75,7 +75,7 @@ pub async fn kube_api(state_dir: &Path, cfg: &Config, target: Target) -> Result<
 pub fn dataplane(state_dir: &Path, st: &Settings, cfg: &Config) -> dataplane::DataPlane {
     dataplane::DataPlane {
         dir: state_dir.join("dataplane"),
-        registry: st.registry.clone(),
+        registry: st.registry.as_deref().map(registry_base),
         runtime: None,
         front_port: st.front_port,
         front_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("stack")),
