@@ -9,9 +9,9 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::Api;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -22,58 +22,8 @@ use stack::providers::Provider;
 use stack::providers::k8s::dataplane::DataPlane;
 use stack::providers::k8s::{Kube, KubeSource, ObjectProvider, fake, labels};
 
-struct RegistryProc {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for RegistryProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap()
-}
-
-fn registry() -> RegistryProc {
-    let port = free_port();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("config.yml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-            dir.path().join("data").display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new("docker-registry")
-        .args(["serve", cfg.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("docker-registry must be installed (scripts/test-deps.sh installs it)");
-    let r = RegistryProc {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-        _dir: dir,
-    };
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "registry did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    r
+fn registry() -> test_support::Registry {
+    test_support::Registry::start()
 }
 
 /// Why runc cannot run here, or `None`.
@@ -104,7 +54,7 @@ fn probe_server(dir: &Path) -> PathBuf {
 }
 
 /// Builds and pushes the pod image answering `version`; returns its reference.
-async fn push(reg: &RegistryProc, bin: &Path, version: &str) -> String {
+async fn push(reg: &test_support::Registry, bin: &Path, version: &str) -> String {
     let img = oci::server_image(
         oci::minimal_base(bin).unwrap(),
         bin,
@@ -199,14 +149,9 @@ async fn pods_from_the_image_as_processes_without_runc() {
     scenario(Runtime::Process).await;
 }
 
-/// Pods whose CPU requests do not fit the node group stay Pending, and the
-/// Deployment's status says why.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pods_that_fit_no_node_stay_pending() {
-    let reg = registry();
-    let tmp = tempfile::tempdir().unwrap();
-    let bin = probe_server(tmp.path());
-    let v1 = push(&reg, &bin, "v1").await;
+/// The in-memory Kubernetes API on loopback (alive while the server is held), a
+/// client of it, and the provider that applies objects through it.
+async fn api() -> (fake::Server, kube::Client, ObjectProvider) {
     let server = fake::FakeApi::new(None)
         .await
         .unwrap()
@@ -215,10 +160,25 @@ async fn pods_that_fit_no_node_stay_pending() {
         .unwrap();
     let client = server.client().unwrap();
     let p = ObjectProvider::new(Kube::new(KubeSource::Ready(client.clone())), None);
-    p.create(&json!({"apiVersion": "v1", "kind": "Namespace",
-                     "metadata": {"name": "kt", "labels": labels("kt", "probe")}}))
-        .await
-        .unwrap();
+    (server, client, p)
+}
+
+/// The test's namespace, labelled as stack `kt`'s.
+fn namespace() -> serde_json::Value {
+    json!({"apiVersion": "v1", "kind": "Namespace",
+           "metadata": {"name": "kt", "labels": labels("kt", "probe")}})
+}
+
+/// Pods whose CPU requests do not fit the node group stay Pending, and the
+/// Deployment's status says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_that_fit_no_node_stay_pending() {
+    let reg = registry();
+    let tmp = tempfile::tempdir().unwrap();
+    let bin = probe_server(tmp.path());
+    let v1 = push(&reg, &bin, "v1").await;
+    let (_server, client, p) = api().await;
+    p.create(&namespace()).await.unwrap();
     // One t3.large: 1930m allocatable, room for one 1-CPU pod of the two.
     let d = deployment_requesting(&v1, 2, "1");
     p.create(&d).await.unwrap();
@@ -268,18 +228,8 @@ async fn scenario(runtime: Runtime) {
     let bin = probe_server(tmp.path());
     let v1 = push(&reg, &bin, "v1").await;
 
-    let server = fake::FakeApi::new(None)
-        .await
-        .unwrap()
-        .serve(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .unwrap();
-    let client = server.client().unwrap();
-    let p = ObjectProvider::new(Kube::new(KubeSource::Ready(client.clone())), None);
-    p.create(&json!({"apiVersion": "v1", "kind": "Namespace",
-                     "metadata": {"name": "kt", "labels": labels("kt", "probe")}}))
-        .await
-        .unwrap();
+    let (_server, client, p) = api().await;
+    p.create(&namespace()).await.unwrap();
     p.create(&deployment(&v1, 2)).await.unwrap();
     let dp = DataPlane {
         dir: tmp.path().join("dataplane"),
@@ -486,14 +436,7 @@ async fn the_server_image_serves_from_the_manifest() {
         .await
         .unwrap();
     let image = format!("{host}/kt/server@{digest}");
-    let server = fake::FakeApi::new(None)
-        .await
-        .unwrap()
-        .serve(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .unwrap();
-    let client = server.client().unwrap();
-    let p = ObjectProvider::new(Kube::new(KubeSource::Ready(client.clone())), None);
+    let (_server, client, p) = api().await;
     p.create(&stack::app::k8s::namespace("kt", &c))
         .await
         .unwrap();

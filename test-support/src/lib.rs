@@ -1,5 +1,6 @@
 //! Helpers every crate's integration tests share, so each external service is started
-//! one way: moto_server on a free loopback port ([`Moto`]), free ports ([`free_port`]),
+//! one way: moto_server on a free loopback port ([`Moto`]), a registry ([`Registry`]),
+//! free ports ([`free_port`]),
 //! a raw HTTP/1.1 client that can also send what no client library would ([`http`]),
 //! and child processes that are stopped when the test lets go of them ([`ChildGuard`]).
 //! Std only (plus serde_json for reading bodies): tests of light crates stay light.
@@ -102,6 +103,55 @@ impl Moto {
     /// The server's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+}
+
+/// Debian's `docker-registry` on a free loopback port, its storage in a fresh
+/// directory; stopped and removed on drop.
+pub struct Registry {
+    _child: ChildGuard,
+    dir: std::path::PathBuf,
+    /// `http://127.0.0.1:<port>`
+    pub url: String,
+}
+
+impl Registry {
+    pub fn start() -> Registry {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("test-registry-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("registry dir");
+        let cfg = dir.join("config.yml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.join("data").display()
+            ),
+        )
+        .expect("registry config");
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry is not installed: run scripts/test-deps.sh");
+        let registry = Registry {
+            _child: ChildGuard(child),
+            dir,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        assert!(
+            wait_for_port(([127, 0, 0, 1], port).into(), Duration::from_secs(30)),
+            "docker-registry did not start on port {port}"
+        );
+        registry
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
