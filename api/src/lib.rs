@@ -89,12 +89,22 @@ impl PredictRequest {
 pub struct Prediction {
     /// The arg-max class, e.g. `POSITIVE` or `NEGATIVE`.
     pub label: String,
-    /// Softmax probability of `label`, the arg-max class.
+    /// Softmax probability of `label`, the arg-max class. Written as the f32's
+    /// shortest decimal even through `serde_json::Value` (which holds numbers as f64
+    /// and would write 0.7918741703033447 for 0.7918742), so both runtimes print the
+    /// same digits.
+    #[serde(serialize_with = "shortest_f32")]
     pub score: f32,
     /// Present and true when the text was longer than the model's limit and only its
     /// beginning was classified.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub truncated: bool,
+}
+
+fn shortest_f32<S: serde::Serializer>(v: &f32, s: S) -> Result<S::Ok, S::Error> {
+    // An f32's Display is its shortest round-trip decimal; as an f64 that decimal
+    // prints back unchanged.
+    s.serialize_f64(v.to_string().parse().unwrap_or(f64::from(*v)))
 }
 
 /// A response body: one prediction for `{"text"}`, a list in request order for `{"inputs"}`.

@@ -53,11 +53,8 @@ impl Function {
         let texts = request.texts();
         match self.classifier.classify(&texts) {
             Ok(predictions) => {
-                // Through text, not `to_value`: a Value holds the f32 scores as f64 and
-                // would print 0.7918741703033447 where the server prints 0.7918742.
                 let body =
-                    serde_json::to_string(&PredictResponse::for_request(&request, predictions))
-                        .and_then(|text| serde_json::from_str::<Value>(&text))
+                    serde_json::to_value(PredictResponse::for_request(&request, predictions))
                         .unwrap_or(Value::Null);
                 Outcome {
                     payload: event::respond(source, 200, &body),

@@ -215,6 +215,16 @@ fn with_request_id(mut r: HttpResponse, request_id: &str) -> HttpResponse {
     r
 }
 
+/// API Gateway's answer to any failed invocation: `500 {"message":"Internal Server
+/// Error"}`, with Lambda's error type and text for a local user.
+fn failed(request_id: &str, error_type: &str, detail: &str) -> HttpResponse {
+    with_error(
+        gateway(500, "Internal Server Error", request_id),
+        error_type,
+        detail,
+    )
+}
+
 /// Why the emulator answered an error, for a local user (Lambda's error type and text).
 fn with_error(mut r: HttpResponse, error_type: &str, message: &str) -> HttpResponse {
     let one_line: String = message
@@ -314,17 +324,13 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> HttpR
             );
         }
         Ok(Err(e)) => {
-            return with_error(
-                gateway(500, "Internal Server Error", &id),
-                "ServiceException",
-                &e.to_string(),
-            );
+            return failed(&id, "ServiceException", &e.to_string());
         }
         Ok(Ok(invocation)) => invocation,
     };
     let answer = match &invocation.result {
-        Ok(Answer::Response(payload)) if payload.len() > MAX_PAYLOAD_BYTES => with_error(
-            gateway(500, "Internal Server Error", &id),
+        Ok(Answer::Response(payload)) if payload.len() > MAX_PAYLOAD_BYTES => failed(
+            &id,
             "ResponseSizeTooLarge",
             &format!(
                 "the response is {} bytes; Lambda's synchronous limit is {MAX_PAYLOAD_BYTES}",
@@ -333,8 +339,8 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> HttpR
         ),
         Ok(Answer::Response(payload)) => match http_from_payload(payload) {
             Some(r) => with_request_id(r, &id),
-            None => with_error(
-                gateway(500, "Internal Server Error", &id),
+            None => failed(
+                &id,
                 "InvalidResponse",
                 "the function's response is not JSON",
             ),
@@ -344,17 +350,9 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> HttpR
                 .ok()
                 .and_then(|v| v.get("errorType").and_then(Value::as_str).map(String::from))
                 .unwrap_or_else(|| "Unhandled".into());
-            with_error(
-                gateway(500, "Internal Server Error", &id),
-                &error_type,
-                &String::from_utf8_lossy(payload),
-            )
+            failed(&id, &error_type, &String::from_utf8_lossy(payload))
         }
-        Err(e) => with_error(
-            gateway(500, "Internal Server Error", &id),
-            e.error_type(),
-            &e.to_string(),
-        ),
+        Err(e) => failed(&id, e.error_type(), &e.to_string()),
     };
     with_lambda_headers(answer, &invocation)
 }

@@ -102,22 +102,6 @@ impl Cgroup {
         }
         Ok(())
     }
-
-    /// CPU time the group's processes have used, in microseconds (for utilization).
-    pub fn cpu_usage_us(&self) -> Option<u64> {
-        for dir in &self.dirs {
-            if let Ok(ns) = std::fs::read_to_string(dir.join("cpuacct.usage")) {
-                return ns.trim().parse::<u64>().ok().map(|ns| ns / 1000);
-            }
-            if let Ok(stat) = std::fs::read_to_string(dir.join("cpu.stat")) {
-                return stat
-                    .lines()
-                    .find_map(|l| l.strip_prefix("usage_usec "))
-                    .and_then(|v| v.trim().parse().ok());
-            }
-        }
-        None
-    }
 }
 
 impl Drop for Cgroup {

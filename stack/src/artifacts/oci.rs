@@ -576,14 +576,29 @@ fn parse_err(what: &str) -> impl FnOnce(serde_json::Error) -> OciError + '_ {
     }
 }
 
+/// The scheme of a registry named without one: `http` on loopback, else `https`.
+fn default_scheme(host_port: &str) -> &'static str {
+    let host = host_port.rsplit_once(':').map_or(host_port, |(h, _)| h);
+    let loopback = host == "localhost"
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback { "http" } else { "https" }
+}
+
 impl Registry {
-    /// `base` like `http://127.0.0.1:5000` or `https://<acct>.dkr.ecr.<region>.amazonaws.com`.
+    /// `base` like `http://127.0.0.1:5000` or `https://<acct>.dkr.ecr.<region>.amazonaws.com`;
+    /// a bare `host:port` is plain HTTP on loopback (a local `docker-registry` has no
+    /// certificate), HTTPS elsewhere.
     pub fn new(base: &str, basic: Option<(&str, &str)>) -> Registry {
         let auth = basic.map_or(RegistryAuth::Anonymous, |(u, p)| {
             RegistryAuth::Basic(u.into(), p.into())
         });
         let base = base.trim_end_matches('/');
-        let (scheme, host) = base.split_once("://").unwrap_or(("https", base));
+        let (scheme, host) = base
+            .split_once("://")
+            .unwrap_or((default_scheme(base), base));
         let protocol = if scheme == "http" {
             ClientProtocol::Http
         } else {
@@ -823,6 +838,15 @@ pub fn extract(layers: &[Blob], path: &str) -> Result<Option<Vec<u8>>, OciError>
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn loopback_registries_speak_plain_http() {
+        use super::default_scheme;
+        assert_eq!(default_scheme("127.0.0.1:5001"), "http");
+        assert_eq!(default_scheme("localhost:5001"), "http");
+        assert_eq!(default_scheme("[::1]:5001"), "http");
+        assert_eq!(default_scheme("registry.example.com:5000"), "https");
+    }
+
     use super::*;
     use serde_json::{Value, json};
 

@@ -156,15 +156,13 @@ impl Fronts {
             return Ok(Vec::new());
         }
         let mut served = Vec::new();
-        let mut taken = BTreeSet::new();
-        for api_id in &apis {
+        for (i, api_id) in apis.iter().enumerate() {
             let prior = self.running(api_id);
             let port = match (&prior, self.port) {
                 (Some((_, spec)), _) => spec.port,
                 (None, 0) => process::free_port().map_err(io)?,
-                (None, p) => p + taken.len() as u16,
+                (None, p) => p + i as u16,
             };
-            taken.insert(port);
             let spec = match self.resolve(clients, state, api_id, port).await {
                 Ok(Some(spec)) => spec,
                 Ok(None) => continue,
@@ -551,9 +549,9 @@ pub async fn serve(spec_file: &Path) -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => {}
         () = gone(spec_file) => eprintln!("apigw-front: {} was removed; stopping", spec_file.display()),
     }
-    emulator.shutdown();
     drop(emulator);
-    // The sink closes with the emulator; the shipper flushes what is left and ends.
+    // Dropping the emulator stops its environments and closes the log sink; the
+    // shipper flushes what is left and ends.
     let _ = tokio::time::timeout(Duration::from_secs(5), shipper).await;
     Ok(())
 }

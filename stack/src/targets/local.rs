@@ -25,24 +25,9 @@ pub async fn clients(endpoint: &str, cfg: &Config) -> Clients {
 /// Images go to the local registry when one is named; otherwise they are only built.
 pub fn push(st: &Settings) -> Push {
     match &st.registry {
-        Some(url) => Push::Registry(registry_base(url)),
+        Some(url) => Push::Registry(url.clone()),
         None => Push::None,
     }
-}
-
-/// `host:port` as a base URL: plain HTTP on loopback (a local `docker-registry` has
-/// no certificate), HTTPS elsewhere; a URL with a scheme is kept.
-fn registry_base(registry: &str) -> String {
-    if registry.contains("://") {
-        return registry.to_string();
-    }
-    let host = registry.rsplit_once(':').map_or(registry, |(h, _)| h);
-    let loopback = host == "localhost"
-        || host
-            .trim_matches(['[', ']'])
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    format!("{}://{registry}", if loopback { "http" } else { "https" })
 }
 
 /// The current kubeconfig context when `KUBECONFIG` is set (kube's own convention,
@@ -75,7 +60,7 @@ pub async fn kube_api(state_dir: &Path, cfg: &Config, target: Target) -> Result<
 pub fn dataplane(state_dir: &Path, st: &Settings, cfg: &Config) -> dataplane::DataPlane {
     dataplane::DataPlane {
         dir: state_dir.join("dataplane"),
-        registry: st.registry.as_deref().map(registry_base),
+        registry: st.registry.clone(),
         runtime: None,
         front_port: st.front_port,
         front_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("stack")),
@@ -97,22 +82,5 @@ pub fn fronts(state_dir: &Path, st: &Settings, cfg: &Config, endpoint: &str) -> 
         account_concurrency: st.lambda_concurrency.max(1),
         keep_alive: Duration::from_secs(st.lambda_keep_alive_secs),
         port: st.api_port,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::registry_base;
-
-    #[test]
-    fn loopback_registries_speak_plain_http() {
-        assert_eq!(registry_base("127.0.0.1:5001"), "http://127.0.0.1:5001");
-        assert_eq!(registry_base("localhost:5001"), "http://localhost:5001");
-        assert_eq!(registry_base("[::1]:5001"), "http://[::1]:5001");
-        assert_eq!(
-            registry_base("registry.example.com:5000"),
-            "https://registry.example.com:5000"
-        );
-        assert_eq!(registry_base("https://r.example"), "https://r.example");
     }
 }
