@@ -58,9 +58,8 @@ pub struct K8sConfig {
     pub app: String,
     /// The image when none is built and pushed by the stack (e.g. a local tag).
     pub image: String,
-    /// Replicas declared on the Deployment (the HPA scales between its bounds).
-    pub replicas: i32,
-    /// HPA bounds and target.
+    /// The HPA's bounds: it owns the Deployment's replica count, which the manifest
+    /// leaves out so an apply never resets it.
     pub min_replicas: i32,
     /// See `min_replicas`.
     pub max_replicas: i32,
@@ -99,7 +98,6 @@ impl Default for K8sConfig {
             namespace: "sentiment".into(),
             app: "sentiment-server".into(),
             image: "sentiment-server:latest".into(),
-            replicas: 2,
             min_replicas: 2,
             max_replicas: 6,
             cpu_target_percent: 70,

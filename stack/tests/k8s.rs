@@ -74,7 +74,7 @@ async fn deployment_service_hpa_create_diff_update_delete() {
     let spec = d.spec.unwrap();
     let labels = d.metadata.labels.unwrap();
     assert_eq!(labels[k8s::LABEL_MANAGED_BY], "stack");
-    assert_eq!(spec.replicas, Some(2));
+    assert_eq!(spec.replicas, None, "the HPA owns the replica count");
     let ru = spec.strategy.unwrap().rolling_update.unwrap();
     assert_eq!(
         ru.max_unavailable,
@@ -114,17 +114,21 @@ async fn deployment_service_hpa_create_diff_update_delete() {
         assert!(unchanged(&p, m).await, "{}", m["kind"]);
     }
 
-    // Update replicas and image; the HPA target.
+    // The HPA scales the Deployment; then an image and HPA target update. Neither the
+    // diff nor the apply touches the replicas the HPA set.
+    deps.patch(
+        "sentiment-server",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(serde_json::json!({"spec": {"replicas": 4}})),
+    )
+    .await
+    .unwrap();
+    assert!(unchanged(&p, &dep).await, "a scaled Deployment is no drift");
     let mut c2 = c.clone();
-    c2.replicas = 3;
     c2.cpu_target_percent = 50;
     let dep2 = manifests::deployment(STACK, &c2, &image("reg/server@sha256:bbb"));
     let hpa2 = manifests::hpa(STACK, &c2);
     let seen = p.read(None, &dep2, None).await.unwrap().unwrap();
-    assert_eq!(
-        seen.props["spec"]["replicas"], 2,
-        "diff shows the live value"
-    );
     assert_eq!(
         seen.props["spec"]["template"]["spec"]["containers"][0]["image"],
         "reg/server@sha256:aaa"
@@ -135,7 +139,7 @@ async fn deployment_service_hpa_create_diff_update_delete() {
     assert!(unchanged(&p, &dep2).await);
     assert!(unchanged(&p, &hpa2).await);
     let d = deps.get("sentiment-server").await.unwrap().spec.unwrap();
-    assert_eq!(d.replicas, Some(3));
+    assert_eq!(d.replicas, Some(4), "the apply kept the HPA's count");
     assert_eq!(
         d.template.spec.unwrap().containers[0].image.as_deref(),
         Some("reg/server@sha256:bbb")
@@ -223,12 +227,13 @@ async fn rollout_wait_follows_the_deployment_status() {
     let deps: Api<Deployment> = Api::namespaced(client, "ml");
     let controller = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(400)).await;
-        // Like the Deployment controller: report the generation it has seen.
+        // Like the Deployment controller: report the generation it has seen, and the
+        // API's default of 1 replica (the manifest leaves the count to the HPA).
         let d = deps.get("sentiment-server").await.unwrap();
         let generation = d.metadata.generation.unwrap_or(1);
         let status = json!({ "status": {
             "observedGeneration": generation,
-            "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2, "availableReplicas": 2
+            "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1
         }});
         deps.patch_status(
             "sentiment-server",

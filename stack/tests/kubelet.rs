@@ -416,7 +416,6 @@ async fn the_server_image_serves_from_the_manifest() {
     let host = reg.url.trim_start_matches("http://").to_string();
     let c = stack::config::K8sConfig {
         namespace: "kt".into(),
-        replicas: 2,
         ..Default::default()
     };
     let img = stack::artifacts::image::ServerImage::new(
@@ -440,7 +439,9 @@ async fn the_server_image_serves_from_the_manifest() {
     p.create(&stack::app::k8s::namespace("kt", &c))
         .await
         .unwrap();
-    let d = stack::app::k8s::deployment("kt", &c, &stack::engine::Input::Value(image));
+    let mut d = stack::app::k8s::deployment("kt", &c, &stack::engine::Input::Value(image));
+    // The manifest leaves the count to the HPA; set it as the HPA would.
+    d["spec"]["replicas"] = json!(2);
     p.create(&d).await.unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let dp = DataPlane {

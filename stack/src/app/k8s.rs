@@ -6,7 +6,13 @@
 //! inference threads (no throttling surprises, no idle cores), probes on `/readyz`
 //! (model loaded) and `/healthz` (process alive), a `preStop` pause so endpoints are
 //! removed before the server starts draining, a grace period covering pause + drain,
-//! zone spread, and rolling updates that never drop below the declared replicas.
+//! zone spread, and rolling updates that never drop below the current replicas.
+//!
+//! The Deployment declares no `spec.replicas`: the HPA owns the count (between
+//! `min_replicas` and `max_replicas`), and a manifest that named one would reset it on
+//! every apply, fighting the autoscaler (Kubernetes' own advice for HPA targets). The
+//! API server defaults a new Deployment to 1 replica; the HPA raises it to
+//! `min_replicas` at its first sync.
 
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
@@ -155,7 +161,8 @@ pub fn deployment(stack: &str, c: &K8sConfig, image: &Input<String>) -> Value {
     let d = Deployment {
         metadata: meta(stack, c, &c.app, true),
         spec: Some(DeploymentSpec {
-            replicas: Some(c.replicas),
+            // Owned by the HPA: see the module's documentation.
+            replicas: None,
             selector: label_selector(c),
             strategy: Some(DeploymentStrategy {
                 type_: Some("RollingUpdate".into()),
@@ -297,11 +304,8 @@ pub fn declare(
 ) {
     let stack_name = cfg.stack.clone();
     let kc = &cfg.k8s;
-    if kc.threads < 1 || kc.replicas < 1 || kc.min_replicas < 1 || kc.max_replicas < kc.min_replicas
-    {
-        s.invalid(
-            "k8s: threads, replicas and min_replicas must be >= 1, max_replicas >= min_replicas",
-        );
+    if kc.threads < 1 || kc.min_replicas < 1 || kc.max_replicas < kc.min_replicas {
+        s.invalid("k8s: threads and min_replicas must be >= 1, max_replicas >= min_replicas");
     }
     // The image: built from the release server binary and pushed to the server
     // repository when the binary exists; otherwise the configured image reference.
