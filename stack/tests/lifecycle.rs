@@ -29,7 +29,11 @@ async fn full_lifecycle() {
     assert_has(
         &out,
         &[
-            &format!("{} created", common::ALL_RESOURCES),
+            // The metrics-server add-on is the local control plane's, not created.
+            &format!(
+                "{} created, 0 updated, 0 replaced, 0 deleted, 1 provided by the target",
+                common::ALL_RESOURCES - 1
+            ),
             // The local target serves the API on loopback (tests/local_front.rs runs it).
             "api_url = http://127.0.0.1:",
         ],
@@ -288,7 +292,9 @@ async fn full_lifecycle() {
     assert_eq!(last["report"]["updated"], 1, "{out}");
     assert_eq!(last["outputs"]["function_name"], "life-predict");
 
-    // down removes everything tagged; down again is a no-op.
+    // down removes everything tagged, even with the artifacts `up` needed gone;
+    // down again is a no-op.
+    std::fs::remove_file(p.path("bootstrap.zip")).unwrap();
     let out = p.expect(&["down", "--yes"], 0);
     assert_has(
         &out,

@@ -134,11 +134,8 @@ impl Lines {
                 kind,
                 op,
                 elapsed,
-            } => format!(
-                "  ✓ {} {kind} `{resource}` ({:.1}s)",
-                op.done(),
-                elapsed.as_secs_f64()
-            ),
+                stand_in,
+            } => format!("  {}", done_line(resource, kind, *op, *elapsed, stand_in.as_deref())),
             Event::Failed {
                 resource,
                 kind,
@@ -221,12 +218,9 @@ impl Spinners {
                 kind,
                 op,
                 elapsed,
+                stand_in,
             } => {
-                let line = format!(
-                    "✓ {} {kind} `{resource}` ({:.1}s)",
-                    op.done(),
-                    elapsed.as_secs_f64()
-                );
+                let line = done_line(resource, kind, *op, *elapsed, stand_in.as_deref());
                 match self.bars.remove(resource) {
                     Some(pb) => pb.finish_with_message(line),
                     None => self.println(&format!("  {line}")),
@@ -335,6 +329,24 @@ impl Drop for Reporter {
     }
 }
 
+/// The line for a finished operation: what was done, or what stands in for it.
+fn done_line(
+    resource: &str,
+    kind: &str,
+    op: Op,
+    elapsed: Duration,
+    stand_in: Option<&str>,
+) -> String {
+    match stand_in {
+        Some(what) => format!("~ {kind} `{resource}`: {what}"),
+        None => format!(
+            "✓ {} {kind} `{resource}` ({:.1}s)",
+            op.done(),
+            elapsed.as_secs_f64()
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -388,6 +400,7 @@ mod tests {
                     kind: "aws:eks:Cluster".into(),
                     op: Op::Create,
                     elapsed: Duration::from_millis(600_400),
+                    stand_in: None,
                 },
                 at(600)
             ),
@@ -395,6 +408,27 @@ mod tests {
         );
         // Nothing runs: no heartbeat.
         assert!(r.tick(at(900)).is_empty());
+    }
+
+    #[test]
+    fn a_stood_in_resource_is_not_reported_created() {
+        let t0 = Instant::now();
+        let mut r = Lines::new(false, false, HEARTBEAT);
+        r.event(&started("eks-metrics-server"), t0);
+        let lines = r.event(
+            &Event::Done {
+                resource: "eks-metrics-server".into(),
+                kind: "aws:eks:Addon".into(),
+                op: Op::Create,
+                elapsed: Duration::from_millis(3),
+                stand_in: Some("provided by the local control plane".into()),
+            },
+            t0,
+        );
+        assert_eq!(
+            lines,
+            ["  ~ aws:eks:Addon `eks-metrics-server`: provided by the local control plane"]
+        );
     }
 
     #[test]

@@ -52,6 +52,9 @@ pub struct ApplyReport {
     pub replaced: usize,
     /// Resources deleted.
     pub deleted: usize,
+    /// Resources created or updated in state only, because something of the target
+    /// stands in for them (see [`super::events::stand_in`]).
+    pub stood_in: usize,
 }
 
 struct Outcome {
@@ -64,6 +67,8 @@ struct Outcome {
     removed: bool,
     result: Result<Option<Observed>, ProviderError>,
     elapsed: Duration,
+    /// What stands in for the resource on this target, if the provider said so.
+    stand_in: Option<String>,
 }
 
 type Task = Pin<Box<dyn Future<Output = Outcome> + Send>>;
@@ -119,7 +124,7 @@ fn launch(step: &Step, p: Arc<dyn Provider>, resolved: Value, events: &Events) -
                 (Action::Delete | Action::NoOp, _) => Ok(None),
             }
         };
-        let result = scoped(&events, &name, &kind, op, work).await;
+        let (result, stand_in) = scoped(&events, &name, &kind, op, work).await;
         Outcome {
             name,
             kind,
@@ -129,6 +134,7 @@ fn launch(step: &Step, p: Arc<dyn Provider>, resolved: Value, events: &Events) -
             removed,
             result,
             elapsed: t.elapsed(),
+            stand_in,
         }
     })
 }
@@ -303,6 +309,7 @@ pub async fn apply(
             store.save(&state)?;
             ops += 1;
             match o.action {
+                _ if o.stand_in.is_some() => report.stood_in += 1,
                 // The deletion half of a replacement is counted with its creation.
                 Action::Delete if phase_no == 0 => {}
                 Action::Create => report.created += 1,
@@ -316,6 +323,7 @@ pub async fn apply(
                 kind: o.kind.clone(),
                 op: Op::of(&o.action),
                 elapsed: o.elapsed,
+                stand_in: o.stand_in.clone(),
             });
             if opts.fault_after.is_some_and(|n| ops >= n) && stop.is_none() {
                 stop = Some(format!("fault injected after {ops} operations"));

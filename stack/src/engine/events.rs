@@ -134,6 +134,10 @@ pub enum Event {
         /// How long it took.
         #[serde(rename = "elapsed_s", serialize_with = "secs")]
         elapsed: Duration,
+        /// Set when nothing was really created or changed because something else
+        /// stands in for the resource on this target (see [`stand_in`]): what does.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        stand_in: Option<String>,
     },
     /// An operation failed; the apply stops launching new work.
     Failed {
@@ -223,6 +227,7 @@ struct Scope {
     kind: String,
     op: Op,
     start: Instant,
+    stand_in: std::sync::Mutex<Option<String>>,
 }
 
 tokio::task_local! {
@@ -231,14 +236,15 @@ tokio::task_local! {
 
 /// Runs one resource operation inside its scope: [`status`] calls made by the
 /// provider while `fut` runs become [`Event::Waiting`] on `events`, and everything it
-/// logs is inside the span `resource{resource, kind, op}`.
+/// logs is inside the span `resource{resource, kind, op}`. Returns `fut`'s output and
+/// what the provider said stands in for the resource ([`stand_in`]), if anything.
 pub async fn scoped<F: Future>(
     events: &Events,
     resource: &str,
     kind: &str,
     op: Op,
     fut: F,
-) -> F::Output {
+) -> (F::Output, Option<String>) {
     let span = tracing::info_span!("resource", resource, kind, op = %op);
     let scope = Scope {
         events: events.clone(),
@@ -246,8 +252,27 @@ pub async fn scoped<F: Future>(
         kind: kind.to_string(),
         op,
         start: Instant::now(),
+        stand_in: std::sync::Mutex::new(None),
     };
-    SCOPE.scope(scope, fut.instrument(span)).await
+    SCOPE
+        .scope(scope, async {
+            let out = fut.instrument(span).await;
+            let stand_in = SCOPE.with(|s| s.stand_in.lock().ok().and_then(|mut g| g.take()));
+            (out, stand_in)
+        })
+        .await
+}
+
+/// Says that the running operation did not really create or change anything because
+/// something else stands in for the resource on this target (an EKS add-on provided
+/// by the local control plane): the apply reports `what` instead of "created".
+pub fn stand_in(what: impl Into<String>) {
+    let what = what.into();
+    let _ = SCOPE.try_with(|s| {
+        if let Ok(mut g) = s.stand_in.lock() {
+            *g = Some(what);
+        }
+    });
 }
 
 /// Reports the status of the running resource operation (`"CREATING"`, `"waiting for
@@ -306,6 +331,19 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_stand_in_said_in_scope_comes_back_with_the_output() {
+        let (out, stand_in) = scoped(&Events::none(), "addon", "k", Op::Create, async {
+            stand_in("provided by the local control plane");
+            7
+        })
+        .await;
+        assert_eq!(out, 7);
+        assert_eq!(stand_in.as_deref(), Some("provided by the local control plane"));
+        let (_, none) = scoped(&Events::none(), "r", "k", Op::Create, async {}).await;
+        assert_eq!(none, None);
+    }
+
+    #[tokio::test]
     async fn channel_sink_delivers_in_order() {
         let (events, mut rx) = Events::channel();
         events.emit(Event::Note {
@@ -328,6 +366,7 @@ mod tests {
             kind: "k".into(),
             op: Op::Create,
             elapsed: Duration::from_millis(1500),
+            stand_in: None,
         };
         let v = serde_json::to_value(&e).unwrap();
         assert_eq!(

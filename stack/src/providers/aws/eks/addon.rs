@@ -60,6 +60,16 @@ fn addon_outputs(name: &str, version: &str, arn: &str) -> Outputs {
     obj(json!({ "name": name, "version": version, "arn": arn }))
 }
 
+/// What provides add-on `name` where there is no add-on API (recorded in state only).
+fn stand_in_for(name: &str) -> String {
+    match name {
+        "metrics-server" => "provided by the local control plane (its HPA controller reads \
+                             the pods' CPU from their cgroups); recorded in state only"
+            .into(),
+        other => format!("recorded in state only: no add-on API here, `{other}` does not run"),
+    }
+}
+
 /// The id of an add-on: `cluster|name`.
 fn addon_id(d: &Addon) -> String {
     format!("{}|{}", d.cluster.as_str(), d.name)
@@ -121,6 +131,7 @@ impl ResourceProvider for AddonProvider {
 
     async fn create(&self, d: &Addon) -> Result<Created, ProviderError> {
         let AddonProvider::Api(c) = self else {
+            crate::engine::events::stand_in(stand_in_for(&d.name));
             return Ok(Created::new(
                 addon_id(d),
                 addon_outputs(&d.name, "local", ""),
@@ -142,6 +153,7 @@ impl ResourceProvider for AddonProvider {
 
     async fn update(&self, id: &str, o: &Addon, d: &Addon) -> Result<Applied, ProviderError> {
         let AddonProvider::Api(c) = self else {
+            crate::engine::events::stand_in(stand_in_for(&d.name));
             return Ok(addon_outputs(&d.name, "local", "").into());
         };
         let (cluster, name) = split_id(id);
