@@ -20,7 +20,8 @@ use crate::providers::aws::ecr;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BuildOptions {
     /// Whether the Lambda artifacts (the zip, or the bootstrap for the image) must
-    /// exist. `stack synth --k8s` prints Kubernetes objects only and needs none.
+    /// exist. `stack synth --k8s` prints Kubernetes objects only and needs none;
+    /// `stack down` deletes what the state holds and needs none either.
     pub lambda_artifacts: bool,
 }
 

@@ -10,7 +10,7 @@ use stack::engine::state::StateStore;
 pub async fn run(cli: &Cli, events: &Events) -> Result<i32> {
     let ctx = load(cli, events)?;
     let _lock = ctx.store.lock("diff")?;
-    let provs = providers(cli, &ctx.cfg).await?;
+    let provs = providers(cli, &ctx.cfg, false).await?;
     let state = ctx.store.load()?;
     // The plan is the output here, not progress.
     let p = plan(&ctx.stack, &state, &provs.reg, &Events::none()).await?;

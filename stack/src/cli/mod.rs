@@ -5,6 +5,7 @@ mod diff;
 mod down;
 mod outputs;
 mod refresh;
+mod status;
 pub mod render;
 mod synth;
 mod up;
@@ -74,6 +75,13 @@ enum Command {
     Down(ApplyArgs),
     /// Read everything, report drift, record the observed values in state.
     Refresh,
+    /// What the deployed model server is doing now: the Deployment's replicas, the
+    /// HPA's utilization and scaling, the pods. Exit 3 when nothing is deployed.
+    Status {
+        /// Print a line each time the replicas or the HPA change (Ctrl-C stops).
+        #[arg(long, short = 'w')]
+        watch: bool,
+    },
     /// Print the stack outputs (all, or one by name).
     Outputs {
         /// One output's name.
@@ -96,6 +104,14 @@ enum Command {
         /// File listing the backends, one `host:port` a line.
         #[arg(long)]
         backends: PathBuf,
+    },
+    /// The local control plane: the Kubernetes API, the kubelet and the HPA controller
+    /// (started by `up` on the local Kubernetes API; not for direct use).
+    #[command(hide = true)]
+    ControlPlane {
+        /// What to run (written by `up`).
+        #[arg(long)]
+        spec: PathBuf,
     },
     /// A local API Gateway front: the deployed Lambda zip behind an HTTP API (started
     /// by `up` on the local target; not for direct use).
@@ -129,6 +145,10 @@ pub async fn run(cli: Cli) -> Result<i32> {
             stack::providers::k8s::dataplane::serve_front(*listen, backends.clone()).await?;
             Ok(0)
         }
+        Command::ControlPlane { spec } => {
+            stack::local::control_plane::serve(spec).await?;
+            Ok(0)
+        }
         Command::ApigwFront { spec } => {
             stack::local::apigw::serve(spec).await?;
             Ok(0)
@@ -139,6 +159,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Up(a) => up::run(&cli, a, &events).await,
         Command::Down(a) => down::run(&cli, a, &events).await,
         Command::Refresh => refresh::run(&cli, &events).await,
+        Command::Status { watch } => status::run(&cli, *watch, &events).await,
     }
 }
 
@@ -183,14 +204,16 @@ fn load_with(cli: &Cli, opts: stack::app::BuildOptions, events: &Events) -> Resu
     })
 }
 
-/// The providers of `cli`'s target.
-async fn providers(cli: &Cli, cfg: &Config) -> Result<Providers> {
+/// The providers of `cli`'s target; `start`: the local control plane is started if
+/// it is not running (`up`, `down`).
+async fn providers(cli: &Cli, cfg: &Config, start: bool) -> Result<Providers> {
     targets::providers(
         cli.target,
         &cli.endpoint_url,
         &cli.state_dir,
         &cli.settings,
         cfg,
+        start,
     )
     .await
 }
@@ -258,10 +281,14 @@ fn print_outputs(
 /// `up` (the declaration) or `down` (an empty one): plan under the lock, show the
 /// plan, confirm, apply. Returns the lock, still held for what the command does next.
 async fn plan_and_apply(cli: &Cli, a: &ApplyArgs, events: &Events, down: bool) -> Result<Applied> {
-    let ctx = load(cli, events)?;
+    // `down` deletes what the state holds: the artifacts an `up` needs may be gone.
+    let build = stack::app::BuildOptions {
+        lambda_artifacts: !down,
+    };
+    let ctx = load_with(cli, build, events)?;
     let opts = apply_opts(cli, a, events)?;
     let lock = ctx.store.lock(if down { "down" } else { "up" })?;
-    let provs = providers(cli, &ctx.cfg).await?;
+    let provs = providers(cli, &ctx.cfg, true).await?;
     let state = ctx.store.load()?;
     let (ctx, question) = if down {
         // An empty declaration: everything in state is planned for deletion.
@@ -294,10 +321,7 @@ impl Applied {
     /// Brings what the local target runs in line with the state (fronts, data plane;
     /// nothing elsewhere) and prints the outputs as they answer.
     async fn run_local_and_print(&self) -> Result<()> {
-        let local = self
-            .provs
-            .run_local(&self.ctx.stack.name, &self.state)
-            .await?;
+        let local = self.provs.run_local(&self.state).await?;
         print_outputs(&self.ctx, &self.state, self.report.as_ref(), &local)
     }
 }
@@ -330,8 +354,12 @@ async fn execute(
     let t = std::time::Instant::now();
     let (state, report) = apply(&ctx.stack, p, &ctx.store, state, &provs.reg, opts).await?;
     if !ctx.json {
+        let stood_in = match report.stood_in {
+            0 => String::new(),
+            n => format!(", {n} provided by the target"),
+        };
         println!(
-            "Apply complete in {:.1}s: {} created, {} updated, {} replaced, {} deleted. State: {}",
+            "Apply complete in {:.1}s: {} created, {} updated, {} replaced, {} deleted{stood_in}. State: {}",
             t.elapsed().as_secs_f64(),
             report.created,
             report.updated,

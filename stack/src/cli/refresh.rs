@@ -11,7 +11,7 @@ use stack::engine::state::{State, StateStore};
 pub async fn run(cli: &Cli, events: &Events) -> Result<i32> {
     let ctx = load(cli, events)?;
     let _lock = ctx.store.lock("refresh")?;
-    let provs = providers(cli, &ctx.cfg).await?;
+    let provs = providers(cli, &ctx.cfg, false).await?;
     let mut state = ctx.store.load()?;
     let p = plan(&ctx.stack, &state, &provs.reg, &Events::none()).await?;
     refresh(&ctx, &p, &mut state)?;

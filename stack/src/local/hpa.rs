@@ -124,10 +124,19 @@ impl Autoscaler {
         policy: &Policy,
     ) -> Decision {
         let Some((raw, utilization)) = recommend(current, pods, policy) else {
+            let desired = current.clamp(policy.min_replicas, policy.max_replicas);
+            let reason = if desired == current {
+                "no CPU samples from ready pods yet".to_string()
+            } else {
+                format!(
+                    "no CPU samples yet; {current} is outside {}..={}: {current} -> {desired}",
+                    policy.min_replicas, policy.max_replicas
+                )
+            };
             return Decision {
-                desired: current.clamp(policy.min_replicas, policy.max_replicas),
+                desired,
                 utilization: None,
-                reason: "no CPU samples from ready pods yet".into(),
+                reason,
             };
         };
         self.recommendations.push_back((now, raw));
@@ -262,5 +271,9 @@ mod tests {
         assert_eq!(recommend(3, &starting, &p), None);
         let d = Autoscaler::default().sync(Instant::now(), 3, &starting, &p);
         assert_eq!(d.desired, 3);
+        // Below minReplicas the controller still acts, and says why.
+        let d = Autoscaler::default().sync(Instant::now(), 1, &starting, &p);
+        assert_eq!(d.desired, 2);
+        assert!(d.reason.contains("outside 2..=6"), "{}", d.reason);
     }
 }

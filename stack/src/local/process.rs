@@ -17,14 +17,36 @@ pub fn alive(pid: u32) -> bool {
 /// SIGTERM, up to 10 s to exit (a server drains, a front flushes its logs), then
 /// SIGKILL.
 pub fn stop(pid: u32) {
+    stop_within(pid, Duration::from_secs(10));
+}
+
+/// SIGTERM, up to `grace` to exit, then SIGKILL.
+pub fn stop_within(pid: u32, grace: Duration) {
     signal(pid, "TERM");
     let start = Instant::now();
-    while alive(pid) && start.elapsed() < Duration::from_secs(10) {
+    while alive(pid) && start.elapsed() < grace {
         std::thread::sleep(Duration::from_millis(50));
     }
     if alive(pid) {
         signal(pid, "KILL");
     }
+}
+
+/// Starts `exe args` detached from the caller: its own process group (a Ctrl-C at the
+/// terminal that ran `stack` does not reach it), stdin closed, stdout and stderr
+/// appended to `log`. Returns its pid.
+pub fn spawn_detached(exe: &Path, args: &[&std::ffi::OsStr], log: &Path) -> std::io::Result<u32> {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
+    let mut cmd = Command::new(exe);
+    cmd.args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out);
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    Ok(cmd.spawn()?.id())
 }
 
 fn signal(pid: u32, name: &str) {

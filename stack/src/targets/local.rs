@@ -8,9 +8,10 @@ use std::time::Duration;
 use stack::artifacts::image::Push;
 use stack::config::Config;
 use stack::local::apigw::Fronts;
-use stack::local::kubelet::Nodes;
+use stack::local::control_plane::{ControlPlane, Spec};
+use stack::local::router::LocalRouter;
 use stack::providers::aws::{AwsTarget, Clients};
-use stack::providers::k8s::{dataplane, fake};
+use stack::providers::k8s::fake;
 
 use super::{KubeChoice, Settings, Target, state_file};
 
@@ -45,29 +46,69 @@ pub fn default_kube() -> KubeChoice {
 pub async fn kube_api(state_dir: &Path, cfg: &Config, target: Target) -> Result<fake::Server> {
     std::fs::create_dir_all(state_dir)
         .with_context(|| format!("creating {}", state_dir.display()))?;
-    let snap = state_file(
-        state_dir,
-        format!("{}.{}.k8s.json", cfg.stack, target.name()),
-    );
-    let api = fake::FakeApi::new(Some(snap)).await?;
+    let api = fake::FakeApi::new(Some(snapshot(state_dir, cfg, target))).await?;
     Ok(api
         .serve(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
         .await?)
 }
 
-/// The data plane over the in-memory API: the kubelet runs each Deployment's pods
-/// from the image pushed to the local registry (`--registry`), never the host's build.
-pub fn dataplane(state_dir: &Path, st: &Settings, cfg: &Config) -> dataplane::DataPlane {
-    dataplane::DataPlane {
-        dir: state_dir.join("dataplane"),
+/// The local control plane of the stack, and what it runs with: the in-memory API
+/// (snapshot beside the state), the kubelet running each Deployment's pods from the
+/// image pushed to the local registry (`--registry`, never the host's build) on the
+/// node group the stack declares (so a pod that would stay Pending on EKS stays
+/// Pending here too), and the HPA controller.
+pub fn control_plane(
+    state_dir: &Path,
+    st: &Settings,
+    cfg: &Config,
+    target: Target,
+) -> Result<(ControlPlane, Spec)> {
+    std::fs::create_dir_all(state_dir)
+        .with_context(|| format!("creating {}", state_dir.display()))?;
+    let abs = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
+    let cp = ControlPlane {
+        dir: abs(state_file(
+            state_dir,
+            format!("{}.{}.control-plane", cfg.stack, target.name()),
+        )),
+    };
+    let spec = Spec {
+        stack: cfg.stack.clone(),
+        port: st.kube_port,
+        snapshot: abs(snapshot(state_dir, cfg, target)),
+        dataplane_dir: abs(state_dir.join("dataplane")),
         registry: st.registry.clone(),
-        runtime: None,
         front_port: st.front_port,
-        front_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("stack")),
-        ready_timeout: Duration::from_secs(st.ready_timeout_secs),
-        // Pods are scheduled on the node group the stack declares, so a pod that
-        // would stay Pending on EKS stays Pending here too.
-        nodes: Nodes::of(&cfg.eks.instance_type, cfg.eks.desired_size),
+        exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("stack")),
+        ready_timeout_s: st.ready_timeout_secs,
+        instance_type: cfg.eks.instance_type.clone(),
+        nodes: cfg.eks.desired_size,
+        kubelet_sync_ms: st.kubelet_sync_ms,
+        hpa_sync_ms: st.hpa_sync_ms,
+        hpa_tolerance: st.hpa_tolerance,
+    };
+    Ok((cp, spec))
+}
+
+fn snapshot(state_dir: &Path, cfg: &Config, target: Target) -> PathBuf {
+    state_file(
+        state_dir,
+        format!("{}.{}.k8s.json", cfg.stack, target.name()),
+    )
+}
+
+/// The router beside the fronts: `sentiment-router` from `--router-bin`, else the one
+/// built beside this executable.
+pub fn router(state_dir: &Path, st: &Settings, cfg: &Config) -> LocalRouter {
+    let exe = st.router_bin.clone().or_else(|| {
+        let beside = std::env::current_exe().ok()?.with_file_name("sentiment-router");
+        beside.exists().then_some(beside)
+    });
+    let dir = state_file(state_dir, format!("{}.local.router", cfg.stack));
+    LocalRouter {
+        dir: std::path::absolute(&dir).unwrap_or(dir),
+        exe,
+        port: st.router_port,
     }
 }
 

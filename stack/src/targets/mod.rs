@@ -23,6 +23,8 @@ use stack::config::Config;
 use stack::engine::Stack;
 use stack::engine::state::State;
 use stack::local::apigw::Fronts;
+use stack::local::control_plane::ControlPlane;
+use stack::local::router::LocalRouter;
 use stack::providers::Registry;
 use stack::providers::aws as aws_providers;
 use stack::providers::k8s::{self, Kube, KubeSource, ObjectProvider, dataplane, fake};
@@ -147,6 +149,42 @@ pub struct Settings {
         default_value_t = 300
     )]
     pub lambda_keep_alive_secs: u64,
+    /// Port of the local control plane's Kubernetes API (0: any free port, kept across
+    /// runs).
+    #[arg(long, global = true, env = "STACK_KUBE_PORT", default_value_t = 0)]
+    pub kube_port: u16,
+    /// The local kubelet's sync period, in milliseconds.
+    #[arg(
+        long,
+        global = true,
+        env = "STACK_KUBELET_SYNC_MS",
+        default_value_t = 2000
+    )]
+    pub kubelet_sync_ms: u64,
+    /// The local HPA controller's sync period, in milliseconds
+    /// (`--horizontal-pod-autoscaler-sync-period`: 15 s).
+    #[arg(
+        long,
+        global = true,
+        env = "STACK_HPA_SYNC_MS",
+        default_value_t = 15000
+    )]
+    pub hpa_sync_ms: u64,
+    /// The `sentiment-router` run beside the local fronts as `router_url` (default:
+    /// the one beside this executable).
+    #[arg(long, global = true, env = "STACK_ROUTER_BIN")]
+    pub router_bin: Option<PathBuf>,
+    /// Port of the local router (0: any free port, kept across runs).
+    #[arg(long, global = true, env = "STACK_ROUTER_PORT", default_value_t = 0)]
+    pub router_port: u16,
+    /// The local HPA controller's tolerance (`--horizontal-pod-autoscaler-tolerance`).
+    #[arg(
+        long,
+        global = true,
+        env = "STACK_HPA_TOLERANCE",
+        default_value_t = 0.1
+    )]
+    pub hpa_tolerance: f64,
 }
 
 /// The providers, and what must stay alive while they are used (the local
@@ -157,10 +195,12 @@ pub struct Providers {
     /// The Kubernetes API.
     pub kube: Arc<Kube>,
     _local_api: Option<fake::Server>,
-    /// The local data plane, when the API is the in-memory one.
-    pub dataplane: Option<dataplane::DataPlane>,
+    /// The local control plane and its data plane, when the API is the in-memory one.
+    pub control_plane: Option<(ControlPlane, dataplane::DataPlane)>,
     /// The local API Gateway fronts (local target only).
     pub fronts: Option<Fronts>,
+    /// The router in front of both (local target only).
+    pub router: Option<LocalRouter>,
     clients: Arc<aws_providers::Clients>,
     /// Where the local endpoints are recorded for `stack outputs`.
     endpoints_file: PathBuf,
@@ -214,13 +254,17 @@ impl LocalEndpoints {
     }
 }
 
-/// Builds the provider registry for `target`.
+/// Builds the provider registry for `target`. `start` (`up`, `down`): the local
+/// control plane is started when it is not running; otherwise (read-only commands) a
+/// control plane that is not running is stood in for by the API alone, served for
+/// this run from its snapshot.
 pub async fn providers(
     target: Target,
     endpoint: &str,
     state_dir: &Path,
     st: &Settings,
     cfg: &Config,
+    start: bool,
 ) -> Result<Providers> {
     let mut clients = match target {
         Target::Local => local::clients(endpoint, cfg).await,
@@ -251,51 +295,100 @@ pub async fn providers(
         Target::Local => local::default_kube(),
     });
     let rollout = Some(Duration::from_secs(st.rollout_timeout_secs));
+    let mut control_plane = None;
     let (source, rollout, server) = match choice {
         KubeChoice::Kubeconfig => (KubeSource::Kubeconfig, rollout, None),
         KubeChoice::Eks => (aws::eks_source(&clients, cfg, state_dir), rollout, None),
         KubeChoice::Local => {
-            let server = local::kube_api(state_dir, cfg, target).await?;
-            // No controller runs pods on the in-memory API: no rollout to wait for.
-            (KubeSource::Ready(server.client()?), None, Some(server))
+            let (cp, spec) = local::control_plane(state_dir, st, cfg, target)?;
+            // Pods run only from an image pulled from a registry: without one the
+            // objects are applied to the API alone, and nothing claims to run them.
+            let url = if start && spec.registry.is_some() {
+                Some(cp.ensure(spec.clone())?)
+            } else {
+                if start && cp.running().is_none() {
+                    eprintln!(
+                        "WARNING: no local registry (--registry / STACK_REGISTRY): the Kubernetes objects are applied to the local API, but no pod runs and there is no service_url (`make up` starts a registry)"
+                    );
+                }
+                cp.url()
+            };
+            let dp = spec.dataplane();
+            control_plane = Some((cp, dp));
+            match url {
+                // The control plane's kubelet reports each rollout, as on EKS.
+                Some(url) => (KubeSource::Ready(k8s::http_client(&url)?), rollout, None),
+                None => {
+                    let server = local::kube_api(state_dir, cfg, target).await?;
+                    (KubeSource::Ready(server.client()?), None, Some(server))
+                }
+            }
         }
     };
     let kube = Kube::new(source);
     let mut p = ObjectProvider::new(kube.clone(), rollout);
     p.delete_timeout = Duration::from_secs(st.delete_timeout_secs);
     k8s::register(&mut reg, Arc::new(p));
-    let dataplane = server
-        .as_ref()
-        .map(|_| local::dataplane(state_dir, st, cfg));
     let fronts = (target == Target::Local).then(|| local::fronts(state_dir, st, cfg, endpoint));
+    let router = (target == Target::Local).then(|| local::router(state_dir, st, cfg));
     Ok(Providers {
         reg,
         kube,
         _local_api: server,
-        dataplane,
+        control_plane,
         fronts,
+        router,
         clients,
         endpoints_file: LocalEndpoints::file(state_dir, &cfg.stack, target),
     })
 }
 
 impl Providers {
-    /// Runs what the local target serves against what is now deployed: the data
-    /// plane over the Kubernetes API, an API Gateway front per HTTP API (nothing
-    /// elsewhere). Records and returns where each answers.
-    pub async fn run_local(&self, stack: &str, state: &State) -> Result<LocalEndpoints> {
+    /// Runs what the local target serves against what is now deployed: the control
+    /// plane while Kubernetes objects are deployed (stopped, with every pod, once none
+    /// are), an API Gateway front per HTTP API (nothing elsewhere). Records and
+    /// returns where each answers.
+    pub async fn run_local(&self, state: &State) -> Result<LocalEndpoints> {
         let mut endpoints = LocalEndpoints::default();
-        if let Some(dp) = &self.dataplane {
-            let client = self.kube.client().await?;
-            if let Some(addr) = dp.reconcile(&client, stack).await? {
-                endpoints
-                    .extra
-                    .insert("service_url".into(), format!("http://{addr}/"));
+        if let Some((cp, dp)) = &self.control_plane {
+            let deployed = state.resources.values().any(|r| r.kind.starts_with("k8s:"));
+            if !deployed {
+                let cp = cp.clone();
+                tokio::task::spawn_blocking(move || cp.stop(Duration::from_secs(180))).await?;
+            } else if cp.running().is_some() {
+                endpoints.extra.insert(
+                    "kubeconfig".into(),
+                    std::path::absolute(cp.kubeconfig())?.display().to_string(),
+                );
+                // The kubelet starts the Service's front right after the rollout it
+                // reported.
+                let start = std::time::Instant::now();
+                while dp.front_addr().is_none() && start.elapsed() < Duration::from_secs(10) {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                if let Some(addr) = dp.front_addr() {
+                    endpoints
+                        .extra
+                        .insert("service_url".into(), format!("http://{addr}/"));
+                }
             }
         }
+        let mut lambda_url = None;
         if let Some(fronts) = &self.fronts {
             for served in fronts.reconcile(&self.clients, state).await? {
+                lambda_url.get_or_insert_with(|| served.url.clone());
                 endpoints.rewrites.insert(served.endpoint, served.url);
+            }
+        }
+        if let Some(router) = self.router.clone() {
+            let k8s_url = endpoints.extra.get("service_url").cloned();
+            let url = tokio::task::spawn_blocking(move || {
+                router.reconcile(lambda_url.as_deref(), k8s_url.as_deref())
+            })
+            .await?
+            .map_err(anyhow::Error::msg)?;
+            if let Some(url) = url {
+                endpoints.extra.insert("router_url".into(), url);
             }
         }
         if endpoints.rewrites.is_empty() && endpoints.extra.is_empty() {

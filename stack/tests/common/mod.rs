@@ -95,7 +95,9 @@ impl Project {
             "prefix": stack,
             "region": "us-east-1",
             "lambda": { "zip_path": self.path("bootstrap.zip").display().to_string(), "memory_mb": 1024 },
-            "eks": { "instance_type": "t3.large", "min_size": 1, "desired_size": 2, "max_size": 3 }
+            "eks": { "instance_type": "t3.large", "min_size": 1, "desired_size": 2, "max_size": 3 },
+            // One CPU per pod: it fits a t3.large's 1930m allocatable.
+            "k8s": { "threads": 1 }
         });
         f(&mut v);
         std::fs::write(

@@ -208,6 +208,32 @@ impl DataPlane {
         }
     }
 
+    /// Stops every pod and the front, whatever the API says (its state directory is
+    /// gone: nobody else could).
+    pub async fn stop_everything(&self) {
+        let k = self.kubelet();
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let f = e.file_name().to_string_lossy().into_owned();
+            if let Some(key) = f.strip_suffix(".json").filter(|k| *k != "front") {
+                stop_all(&k, self.pods(key)).await;
+            }
+        }
+        let _ = self.front(false, &self.dir.join("backends"));
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+
+    /// The Service's front, when it runs.
+    pub fn front_addr(&self) -> Option<SocketAddr> {
+        std::fs::read_to_string(self.dir.join("front.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<Replica>(&t).ok())
+            .filter(|r| alive(r.pid))
+            .map(|r| SocketAddr::from(([127, 0, 0, 1], r.port)))
+    }
+
     /// One Deployment: restarts, rollout, scale. Returns its pods and what keeps it
     /// from being available, if anything.
     async fn sync(

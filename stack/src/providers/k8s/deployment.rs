@@ -49,6 +49,21 @@ pub async fn wait_rollout(
             return Ok(d);
         }
         let st = &d["status"];
+        // `Progressing` False is final (the controller gave up: progress deadline
+        // exceeded), as `kubectl rollout status` treats it.
+        if let Some(c) = st["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["type"] == "Progressing" && c["status"] == "False")
+        {
+            return Err(ProviderError::Api {
+                op: format!("rollout of Deployment {name}"),
+                code: c["reason"].as_str().unwrap_or("NotProgressing").into(),
+                message: c["message"].as_str().unwrap_or_default().into(),
+                hint: None,
+            });
+        }
         let line = format!(
             "rollout {name}: {}/{} updated, {} available",
             st["updatedReplicas"].as_i64().unwrap_or(0),

@@ -15,6 +15,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -112,6 +113,7 @@ async fn build_fake(objects: Vec<Value>) -> Result<kube::Client, K8sError> {
     kube_fake_client::ClientBuilder::new()
         .with_return_managed_fields()
         .with_status_subresource::<Deployment>()
+        .with_status_subresource::<HorizontalPodAutoscaler>()
         .with_runtime_objects(objects)
         .build()
         .await
