@@ -1,0 +1,2 @@
+//! The router binary (being built).
+fn main() {}
