@@ -21,4 +21,6 @@
 //! # Ok(()) }
 //! ```
 
+pub mod backend;
 pub mod retry;
+pub mod select;
