@@ -22,5 +22,8 @@
 //! ```
 
 pub mod backend;
+pub mod client;
+pub mod config;
+pub mod metrics;
 pub mod retry;
 pub mod select;
