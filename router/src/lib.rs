@@ -27,3 +27,10 @@ pub mod config;
 pub mod metrics;
 pub mod retry;
 pub mod select;
+pub mod server;
+
+pub use backend::{Backend, HealthPolicy, Probe, Snapshot};
+pub use client::{ATTEMPTS_HEADER, Answer, BACKEND_HEADER, BuildError, Probes, RouteError, Router};
+pub use config::{Args, Config};
+pub use retry::{RetryPolicy, RetryReason};
+pub use select::{Choice, Weights};
