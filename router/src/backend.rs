@@ -302,15 +302,25 @@ mod tests {
 
     #[test]
     fn a_refused_connection_marks_down_at_once_until_the_cool_down_ends() {
-        let policy = HealthPolicy {
-            cool_down: Duration::from_millis(50),
+        let long = HealthPolicy {
+            cool_down: Duration::from_secs(600),
             ..HealthPolicy::default()
         };
         let s = BackendState::new(Backend::Lambda, "http://x");
-        s.record_failure(RetryReason::Connect, &policy);
-        assert!(!s.snapshot(&policy).healthy);
-        std::thread::sleep(Duration::from_millis(120));
-        assert!(s.snapshot(&policy).healthy);
+        s.record_failure(RetryReason::Connect, &long);
+        assert!(!s.snapshot(&long).healthy);
+        // One timeout alone does not.
+        let t = BackendState::new(Backend::Lambda, "http://x");
+        t.record_failure(RetryReason::Timeout, &long);
+        assert!(t.snapshot(&long).healthy);
+        // A cool-down that has ended (no sleeping: a zero cool-down ends at once).
+        let none = HealthPolicy {
+            cool_down: Duration::ZERO,
+            ..HealthPolicy::default()
+        };
+        let s = BackendState::new(Backend::Lambda, "http://x");
+        s.record_failure(RetryReason::Connect, &none);
+        assert!(s.snapshot(&none).healthy);
     }
 
     #[test]
