@@ -2,10 +2,16 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: build-local up-artifacts test test-deps fmt lint bench fixture-full clean up down diff moto registry bench-stack serve bench-server lambda lambda-local bench-lambda
+.PHONY: build-local up-artifacts test e2e status test-deps fmt lint bench fixture-full clean up down diff moto registry bench-stack serve bench-server lambda lambda-local bench-lambda
 
 test: test-deps
 	$(CARGO) test --workspace --all-targets
+	$(MAKE) e2e
+
+# The local default end to end through `make up` / `make down`, on its own ports
+# (scripts/e2e-local.py says what it checks).
+e2e: test-deps
+	scripts/e2e-local.py
 
 test-deps:
 	@scripts/test-deps.sh
@@ -59,7 +65,7 @@ MOTO_PORT ?= 5000
 # and `make test` reuses the same artifacts. The binaries then run directly.
 BIN_DIR = $${CARGO_TARGET_DIR:-target}/debug
 build-local:
-	$(CARGO) build -q -p model-cache -p sentiment-server -p sentiment-lambda -p stack --bins
+	$(CARGO) build -q -p model-cache -p sentiment-server -p sentiment-lambda -p sentiment-router -p stack --bins
 STACK := $(BIN_DIR)/stack --target $(STACK_TARGET)
 # The local default always pushes the server image, to a registry `make up` starts.
 REGISTRY_PORT ?= 5001
@@ -94,16 +100,21 @@ UP_SERVER_BIN := $(if $(filter local,$(STACK_TARGET)),$(BIN_DIR)/sentiment-serve
 up: moto registry up-artifacts
 	STACK_MODEL_DIR=$(abspath $(UP_MODEL)) STACK_SERVER_BIN=$(UP_SERVER_BIN) $(STACK_ENV) $(STACK) up --yes
 	@echo; echo "Try them:"
-	@for out in api_url service_url; do \
+	@for out in api_url service_url router_url; do \
 	  url=$$($(STACK_ENV) $(STACK) outputs $$out 2>/dev/null) && \
 	  printf "  curl -s -X POST -H 'content-type: application/json' -d '{\"text\":\"a wonderful film\"}' %s   # %s\n" "$${url%/}/predict" $$out; \
 	done; true
+
+# What the model server is doing: the Deployment, the HPA's utilization and scaling, the
+# pods. WATCH=1 prints a line at every change (Ctrl-C stops).
+status: build-local
+	@$(STACK_ENV) $(STACK) status $(if $(WATCH),--watch,)
 
 # Deletes what the state owns and stops what the stack ran for it (fronts, servers),
 # then the registry and moto that `make up` started.
 down: moto build-local
 	$(STACK_ENV) $(STACK) down --yes
-	@if [ "$(STACK_TARGET)" = local ]; then scripts/local-down.sh; fi
+	@if [ "$(STACK_TARGET)" = local ]; then MOTO_PORT=$(MOTO_PORT) REGISTRY_PORT=$(REGISTRY_PORT) scripts/local-down.sh; fi
 
 bench-stack:
 	$(CARGO) bench -p stack --bench stack_cli

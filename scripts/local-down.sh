@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Stops what `make up` started for the local default and is not owned by the stack
-# state: the registry and moto, by their pid files under .stack/. A process that is
-# not ours (a moto someone else started) has no pid file here and is left alone.
+# state: the registry and moto on REGISTRY_PORT and MOTO_PORT, by their pid files
+# under .stack/. A process that is not ours (a moto someone else started) has no pid
+# file here and is left alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,5 +18,5 @@ stop() {
   fi
   rm -f "$pidfile"
 }
-stop registry
-stop moto
+stop "registry-${REGISTRY_PORT:-5001}"
+stop "moto-${MOTO_PORT:-5000}"
