@@ -5,8 +5,8 @@ mod diff;
 mod down;
 mod outputs;
 mod refresh;
-mod status;
 pub mod render;
+mod status;
 mod synth;
 mod up;
 

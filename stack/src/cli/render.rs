@@ -135,7 +135,10 @@ impl Lines {
                 op,
                 elapsed,
                 stand_in,
-            } => format!("  {}", done_line(resource, kind, *op, *elapsed, stand_in.as_deref())),
+            } => format!(
+                "  {}",
+                done_line(resource, kind, *op, *elapsed, stand_in.as_deref())
+            ),
             Event::Failed {
                 resource,
                 kind,

@@ -76,7 +76,12 @@ pub async fn run(cli: &Cli, watch: bool, events: &Events) -> Result<i32> {
     let client = provs.kube.client().await?;
     let mut last: Option<Status> = None;
     loop {
-        let s = read(&ctx, &client, provs.control_plane.as_ref().map(|(_, dp)| dp)).await?;
+        let s = read(
+            &ctx,
+            &client,
+            provs.control_plane.as_ref().map(|(_, dp)| dp),
+        )
+        .await?;
         if !watch {
             if ctx.json {
                 println!("{}", serde_json::to_string_pretty(&s)?);
@@ -163,9 +168,7 @@ fn deployment_status(d: &Deployment) -> DeploymentStatus {
         .conditions
         .unwrap_or_default()
         .into_iter()
-        .filter(|c| {
-            c.status != "True" || c.reason.as_deref() == Some("MinimumReplicasUnavailable")
-        })
+        .filter(|c| c.status != "True" || c.reason.as_deref() == Some("MinimumReplicasUnavailable"))
         .map(|c| {
             format!(
                 "{}={} {}: {}",
@@ -223,7 +226,10 @@ fn pod_status(p: &Pod) -> PodStatus {
     PodStatus {
         name: p.metadata.name.clone().unwrap_or_default(),
         ready: !containers.is_empty() && containers.iter().all(|c| c.ready),
-        restarts: containers.iter().map(|c| c.restart_count.max(0) as u32).sum(),
+        restarts: containers
+            .iter()
+            .map(|c| c.restart_count.max(0) as u32)
+            .sum(),
         address: st.pod_ip,
         phase: st.phase.unwrap_or_else(|| "Unknown".into()),
         pid: None,

@@ -338,7 +338,10 @@ mod tests {
         })
         .await;
         assert_eq!(out, 7);
-        assert_eq!(stand_in.as_deref(), Some("provided by the local control plane"));
+        assert_eq!(
+            stand_in.as_deref(),
+            Some("provided by the local control plane")
+        );
         let (_, none) = scoped(&Events::none(), "r", "k", Op::Create, async {}).await;
         assert_eq!(none, None);
     }

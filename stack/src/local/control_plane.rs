@@ -30,9 +30,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::daemon::Daemon;
 use super::hpa::{Autoscaler, PodSample, Policy};
 use super::kubelet::{Nodes, cpu_usage_ns, running};
-use super::daemon::Daemon;
 use super::process;
 use crate::providers::k8s::dataplane::DataPlane;
 use crate::providers::k8s::{FIELD_MANAGER, K8sError, LABEL_MANAGED_BY, LABEL_PART_OF, fake};
@@ -137,11 +137,19 @@ impl ControlPlane {
         d.ensure(
             &spec,
             &spec.exe,
-            &["control-plane".as_ref(), "--spec".as_ref(), spec_file.as_os_str()],
+            &[
+                "control-plane".as_ref(),
+                "--spec".as_ref(),
+                spec_file.as_os_str(),
+            ],
             SocketAddr::from(([127, 0, 0, 1], spec.port)),
             Duration::from_secs(30),
         )
-        .map_err(|e| lerr(format!("its API: {e} (set --kube-port to another port if taken)")))?;
+        .map_err(|e| {
+            lerr(format!(
+                "its API: {e} (set --kube-port to another port if taken)"
+            ))
+        })?;
         std::fs::write(self.kubeconfig(), kubeconfig(&spec.stack, spec.port)).map_err(lerr)?;
         Ok(format!("http://127.0.0.1:{}", spec.port))
     }
@@ -173,12 +181,7 @@ fn now() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     let s = t.as_secs();
-    format!(
-        "{:02}:{:02}:{:02}",
-        (s / 3600) % 24,
-        (s / 60) % 60,
-        s % 60
-    )
+    format!("{:02}:{:02}:{:02}", (s / 3600) % 24, (s / 60) % 60, s % 60)
 }
 
 /// The process: serves the API and runs the kubelet and HPA loops until SIGTERM (then
@@ -298,8 +301,8 @@ impl HpaController {
             let Some(d) = deps.get_opt(&target.name).await.map_err(lerr)? else {
                 continue;
             };
-            let current = u32::try_from(d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1))
-                .unwrap_or(0);
+            let current =
+                u32::try_from(d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)).unwrap_or(0);
             let cpu_target = hs
                 .metrics
                 .iter()
@@ -334,9 +337,9 @@ impl HpaController {
                         None => self.cpu.remove(&p.name),
                     };
                     let usage_millis = match (before, counter) {
-                        (Some((t0, c0)), Some((t1, c1))) if t1 > t0 && c1 >= c0 => Some(
-                            (c1 - c0) as f64 / (t1 - t0).as_nanos() as f64 * 1000.0,
-                        ),
+                        (Some((t0, c0)), Some((t1, c1))) if t1 > t0 && c1 >= c0 => {
+                            Some((c1 - c0) as f64 / (t1 - t0).as_nanos() as f64 * 1000.0)
+                        }
                         _ => None,
                     };
                     PodSample {
@@ -387,9 +390,13 @@ impl HpaController {
                 status["lastScaleTime"] = json!(k8s_openapi::jiff::Timestamp::now().to_string());
             }
             let api: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), &ns);
-            api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&json!({ "status": status })))
-                .await
-                .map_err(lerr)?;
+            api.patch_status(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(&json!({ "status": status })),
+            )
+            .await
+            .map_err(lerr)?;
         }
         self.cpu.retain(|k, _| seen.contains(k));
         Ok(())

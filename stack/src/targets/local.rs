@@ -101,7 +101,9 @@ fn snapshot(state_dir: &Path, cfg: &Config, target: Target) -> PathBuf {
 /// built beside this executable.
 pub fn router(state_dir: &Path, st: &Settings, cfg: &Config) -> LocalRouter {
     let exe = st.router_bin.clone().or_else(|| {
-        let beside = std::env::current_exe().ok()?.with_file_name("sentiment-router");
+        let beside = std::env::current_exe()
+            .ok()?
+            .with_file_name("sentiment-router");
         beside.exists().then_some(beside)
     });
     let dir = state_file(state_dir, format!("{}.local.router", cfg.stack));
