@@ -96,14 +96,7 @@ async fn auto_fails_over_from_a_hanging_backend() {
     assert_eq!(header(&r, "x-attempts"), "2");
     assert_eq!(r.text().await.unwrap(), TEXT);
     assert_eq!(lambda.hits(), 1);
-    let metrics = client()
-        .get(format!("http://{}/metrics", router.addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&router).await;
     assert!(
         metrics.contains(r#"router_failovers_total{backend="lambda",reason="timeout"} 1"#),
         "{metrics}"
@@ -213,14 +206,7 @@ async fn the_lambda_front_throttle_is_retried_and_failed_over() {
     assert_eq!(r.status(), 200);
     assert_eq!(header(&r, "x-backend"), "k8s");
     assert_eq!(header(&r, "x-attempts"), "2");
-    let metrics = client()
-        .get(format!("http://{}/metrics", router2.addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&router2).await;
     assert!(
         metrics.contains(r#"router_failovers_total{backend="lambda",reason="throttled"} 1"#),
         "{metrics}"

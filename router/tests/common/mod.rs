@@ -207,6 +207,18 @@ pub async fn predict(router: &server::Running, query: &str, body: &str) -> reqwe
         .unwrap()
 }
 
+/// The router's `/metrics` text.
+pub async fn metrics(router: &server::Running) -> String {
+    client()
+        .get(format!("http://{}/metrics", router.addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 pub fn header(r: &reqwest::Response, name: &str) -> String {
     r.headers()
         .get(name)
