@@ -299,8 +299,8 @@ async fn full_lifecycle() {
     assert_has(
         &out,
         &[&format!(
-            "0 created, 0 updated, 0 replaced, {} deleted",
-            common::ALL_RESOURCES
+            "0 created, 0 updated, 0 replaced, {} deleted, 1 provided by the target",
+            common::ALL_RESOURCES - 1
         )],
     );
     assert_eq!(tagged(&c, "life").await, Vec::<String>::new());

@@ -168,8 +168,13 @@ impl ResourceProvider for AddonProvider {
         read_back_and_tag(self, &c.eks, id, d, &o.tags, &d.tags).await
     }
 
-    async fn delete(&self, id: &str, _last: &Addon) -> Result<(), ProviderError> {
+    async fn delete(&self, id: &str, last: &Addon) -> Result<(), ProviderError> {
         let AddonProvider::Api(c) = self else {
+            // Nothing was installed: only the state's record goes.
+            crate::engine::events::stand_in(format!(
+                "removed from state (no add-on API here: nothing was installed for `{}`)",
+                last.name
+            ));
             return Ok(());
         };
         let (cluster, name) = split_id(id);
