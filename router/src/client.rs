@@ -351,7 +351,7 @@ impl Router {
                     let lambda_error = headers
                         .get(LAMBDA_ERROR_TYPE_HEADER)
                         .and_then(|v| v.to_str().ok());
-                    match classify_status(status, lambda_error) {
+                    match classify_status(status, lambda_error, &body) {
                         None => {
                             self.state(backend).record_answer(
                                 latency,

@@ -28,6 +28,9 @@ pub enum RetryReason {
     Unavailable,
     /// 504 from a gateway in front of the backend.
     GatewayTimeout,
+    /// API Gateway's own `500 {"message":"Internal Server Error"}` with no word on why:
+    /// on AWS that is how a throttled (or crashed) Lambda reaches the client.
+    IntegrationFailure,
 }
 
 impl RetryReason {
@@ -41,12 +44,16 @@ impl RetryReason {
             RetryReason::BadGateway => "bad_gateway",
             RetryReason::Unavailable => "unavailable",
             RetryReason::GatewayTimeout => "gateway_timeout",
+            RetryReason::IntegrationFailure => "integration_failure",
         }
     }
 
     /// Whether this reason says the backend is busy rather than broken.
     pub fn is_throttle(self) -> bool {
-        matches!(self, RetryReason::Throttled | RetryReason::Unavailable)
+        matches!(
+            self,
+            RetryReason::Throttled | RetryReason::Unavailable | RetryReason::IntegrationFailure
+        )
     }
 }
 
@@ -56,14 +63,31 @@ pub const LAMBDA_ERROR_TYPE_HEADER: &str = "x-lambda-error-type";
 /// Lambda's throttling error type.
 pub const LAMBDA_THROTTLE: &str = "TooManyRequestsException";
 
-/// Whether an HTTP answer is retried, and why. Only 429, 502, 503, 504 and the Lambda
+/// API Gateway's body for a failed integration. Real API Gateway sends it with no
+/// header saying why (a throttle and a crash look alike; the local front adds
+/// `x-lambda-error-type`); the services never answer with it.
+pub const API_GATEWAY_INTEGRATION_FAILURE: &[u8] = br#"{"message":"Internal Server Error"}"#;
+
+/// Whether an HTTP answer is retried, and why. Only 429, 502, 503, 504, the Lambda
 /// front's throttle (a 500 carrying `x-lambda-error-type: TooManyRequestsException`)
-/// are; every other status (2xx, other 4xx such as 422, other 5xx) is final.
-pub fn classify_status(status: u16, lambda_error_type: Option<&str>) -> Option<RetryReason> {
+/// and, where no such header says otherwise, API Gateway's bare integration failure
+/// (how a throttled Lambda answers through real API Gateway; resending a prediction
+/// is safe, and a crash is retried at most `max_attempts` times) are; every other
+/// status (2xx, other 4xx such as 422, other 5xx) is final.
+pub fn classify_status(
+    status: u16,
+    lambda_error_type: Option<&str>,
+    body: &[u8],
+) -> Option<RetryReason> {
     match status {
         429 => Some(RetryReason::Throttled),
         500 if lambda_error_type.is_some_and(|t| t.trim() == LAMBDA_THROTTLE) => {
             Some(RetryReason::Throttled)
+        }
+        500 if lambda_error_type.is_none()
+            && body.trim_ascii() == API_GATEWAY_INTEGRATION_FAILURE =>
+        {
+            Some(RetryReason::IntegrationFailure)
         }
         502 => Some(RetryReason::BadGateway),
         503 => Some(RetryReason::Unavailable),
@@ -229,22 +253,45 @@ mod tests {
 
     #[test]
     fn only_throttles_and_gateway_failures_are_retried() {
+        let gw = API_GATEWAY_INTEGRATION_FAILURE;
         for s in [200, 400, 404, 413, 415, 422, 500, 501] {
-            assert_eq!(classify_status(s, None), None, "{s}");
+            assert_eq!(classify_status(s, None, b"{}"), None, "{s}");
         }
-        assert_eq!(classify_status(429, None), Some(RetryReason::Throttled));
-        assert_eq!(classify_status(502, None), Some(RetryReason::BadGateway));
-        assert_eq!(classify_status(503, None), Some(RetryReason::Unavailable));
         assert_eq!(
-            classify_status(504, None),
+            classify_status(429, None, b""),
+            Some(RetryReason::Throttled)
+        );
+        assert_eq!(
+            classify_status(502, None, b""),
+            Some(RetryReason::BadGateway)
+        );
+        assert_eq!(
+            classify_status(503, None, b""),
+            Some(RetryReason::Unavailable)
+        );
+        assert_eq!(
+            classify_status(504, None, b""),
             Some(RetryReason::GatewayTimeout)
         );
         assert_eq!(
-            classify_status(500, Some("TooManyRequestsException")),
+            classify_status(500, Some("TooManyRequestsException"), gw),
             Some(RetryReason::Throttled)
         );
-        assert_eq!(classify_status(500, Some("Runtime.ExitError")), None);
-        assert_eq!(classify_status(422, Some("TooManyRequestsException")), None);
+        assert_eq!(classify_status(500, Some("Runtime.ExitError"), gw), None);
+        assert_eq!(
+            classify_status(422, Some("TooManyRequestsException"), b""),
+            None
+        );
+        // Real API Gateway: the bare integration failure, no header.
+        assert_eq!(
+            classify_status(500, None, b"{\"message\":\"Internal Server Error\"}\n"),
+            Some(RetryReason::IntegrationFailure)
+        );
+        // A service's own 500 is its answer.
+        assert_eq!(
+            classify_status(500, None, br#"{"error":"internal","detail":"x"}"#),
+            None
+        );
     }
 
     #[test]
