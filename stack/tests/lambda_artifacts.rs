@@ -60,6 +60,10 @@ async fn zip_over_50_mb_goes_through_s3() {
     let f = function(&c, "big-predict").await;
     let conf = f.configuration().unwrap();
     assert_eq!(conf.code_sha256(), Some(facts.sha256_b64.as_str()));
+    // A zip package from S3 is still a zip package: AWS requires its runtime and
+    // handler.
+    assert_eq!(conf.runtime().map(|r| r.as_str()), Some("provided.al2023"));
+    assert_eq!(conf.handler(), Some("bootstrap"));
     assert_eq!(
         conf.code_size(),
         std::fs::metadata(&zip).unwrap().len() as i64

@@ -91,12 +91,12 @@ async fn full_lifecycle() {
         .send()
         .await
         .unwrap();
-    assert!(
-        policy
-            .policy()
-            .unwrap()
-            .contains("apigateway.amazonaws.com")
-    );
+    let policy = policy.policy().unwrap();
+    assert!(policy.contains("apigateway.amazonaws.com"), "{policy}");
+    // AWS matches SourceArn against `<execution arn>/<stage>/<method>/<path>`: the
+    // bare execution ARN would refuse every request through the API.
+    let source_arn = format!("arn:aws:execute-api:us-east-1:123456789012:{api_id}/*/*");
+    assert!(policy.contains(&source_arn), "{source_arn} not in {policy}");
     let lg = c
         .logs
         .describe_log_groups()
@@ -139,7 +139,42 @@ async fn full_lifecycle() {
         .send()
         .await
         .unwrap();
-    assert_eq!(subnets.subnets()[0].availability_zone(), Some("us-east-1a"));
+    let subnet = &subnets.subnets()[0];
+    assert_eq!(subnet.availability_zone(), Some("us-east-1a"));
+    // EKS's subnet requirements for an internet-facing LoadBalancer Service.
+    let subnet_tags: Vec<(&str, &str)> = subnet
+        .tags()
+        .iter()
+        .map(|t| (t.key().unwrap_or_default(), t.value().unwrap_or_default()))
+        .collect();
+    assert!(
+        subnet_tags.contains(&("kubernetes.io/role/elb", "1")),
+        "{subnet_tags:?}"
+    );
+    assert!(
+        subnet_tags.contains(&("kubernetes.io/cluster/life", "shared")),
+        "{subnet_tags:?}"
+    );
+    // Nodes register by DNS name: the VPC has DNS support and hostnames.
+    let vpc_id = subnet.vpc_id().unwrap();
+    for attribute in [
+        aws_sdk_ec2::types::VpcAttributeName::EnableDnsSupport,
+        aws_sdk_ec2::types::VpcAttributeName::EnableDnsHostnames,
+    ] {
+        let a = c
+            .ec2
+            .describe_vpc_attribute()
+            .vpc_id(vpc_id)
+            .attribute(attribute.clone())
+            .send()
+            .await
+            .unwrap();
+        let on = a
+            .enable_dns_support()
+            .or(a.enable_dns_hostnames())
+            .and_then(|v| v.value());
+        assert_eq!(on, Some(true), "{attribute:?}");
+    }
     assert_eq!(tagged(&c, "life").await.len(), common::TAGGABLE_RESOURCES);
     // Public subnets with a default route to the internet gateway (node egress).
     let f = aws_sdk_ec2::types::Filter::builder()

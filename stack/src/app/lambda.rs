@@ -99,7 +99,7 @@ pub fn declare(
         statement_id: "allow-apigateway-invoke".into(),
         action: "lambda:InvokeFunction".into(),
         principal: "apigateway.amazonaws.com".into(),
-        source_arn: http.output("execution_arn").into(),
+        source_arn: http.output("every_route_arn").into(),
     };
     s.add("lambda-permission-apigw", perm);
 

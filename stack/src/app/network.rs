@@ -3,7 +3,7 @@
 
 use crate::config::Config;
 use crate::engine::{Handle, Input, Stack};
-use crate::providers::aws::ec2;
+use crate::providers::aws::{Tags, ec2};
 
 /// The subnets for the cluster and nodes, and the route table that gives them egress
 /// (none for given subnets).
@@ -36,8 +36,12 @@ pub fn declare(s: &mut Stack, cfg: &Config) -> Network {
             }
             let vpc = s.add(
                 "vpc",
+                // EKS nodes register by DNS name: both attributes on (AWS's default
+                // leaves hostnames off).
                 ec2::Vpc {
                     cidr_block: cfg.network.vpc_cidr.clone(),
+                    enable_dns_support: true,
+                    enable_dns_hostnames: true,
                     tags: Default::default(),
                 },
             );
@@ -53,7 +57,16 @@ pub fn declare(s: &mut Stack, cfg: &Config) -> Network {
                             cidr_block: cidr.clone(),
                             availability_zone: az.clone(),
                             map_public_ip_on_launch: true,
-                            tags: Default::default(),
+                            // Where the AWS load balancer controller and the in-tree
+                            // cloud provider look for subnets for an internet-facing
+                            // LoadBalancer Service (EKS "Subnet requirements").
+                            tags: Tags::from([
+                                ("kubernetes.io/role/elb".into(), "1".into()),
+                                (
+                                    format!("kubernetes.io/cluster/{}", cfg.prefix),
+                                    "shared".into(),
+                                ),
+                            ]),
                         },
                     );
                     sn.output::<String>("id").into()

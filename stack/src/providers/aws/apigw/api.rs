@@ -38,9 +38,16 @@ impl ApiProvider {
     async fn outputs(&self, id: &str, endpoint: &str) -> Result<Outputs, ProviderError> {
         let account = self.0.account_id().await?;
         let exec = format!("arn:aws:execute-api:{}:{account}:{id}", self.0.region);
-        Ok(obj(
-            json!({ "id": id, "endpoint": endpoint, "execution_arn": exec }),
-        ))
+        // What a Lambda permission's SourceArn must match: AWS compares it with
+        // `<execution arn>/<stage>/<method>/<path>`, so the bare execution ARN matches
+        // no request (every invocation would be refused and answered 500).
+        let every_route = format!("{exec}/*/*");
+        Ok(obj(json!({
+            "id": id,
+            "endpoint": endpoint,
+            "execution_arn": exec,
+            "every_route_arn": every_route,
+        })))
     }
 
     /// The id of the API this stack made for the resource, found by its tags.

@@ -4,7 +4,7 @@ use super::{
     bad_cidr, delete_when_free, ec2_tags, first, found, id_out, ids_or_tags, tag_spec, valid_cidr,
 };
 use crate::providers::aws::prelude::*;
-use aws_sdk_ec2::types::ResourceType;
+use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType, VpcAttributeName};
 
 /// Kind name of [`Vpc`].
 pub const VPC_KIND: &str = "aws:ec2:Vpc";
@@ -14,6 +14,13 @@ pub const VPC_KIND: &str = "aws:ec2:Vpc";
 pub struct Vpc {
     /// IPv4 CIDR (forces replacement).
     pub cidr_block: String,
+    /// The Amazon DNS server (`enableDnsSupport`; AWS's default is on).
+    #[serde(default = "on")]
+    pub enable_dns_support: bool,
+    /// DNS names for instances (`enableDnsHostnames`; AWS's default is off, and EKS
+    /// nodes cannot register without it).
+    #[serde(default = "on")]
+    pub enable_dns_hostnames: bool,
     /// Tags.
     #[serde(default)]
     pub tags: Tags,
@@ -29,8 +36,59 @@ impl Resource for Vpc {
     }
 }
 
+fn on() -> bool {
+    true
+}
+
 /// Provider for [`Vpc`].
 pub struct VpcProvider(pub Arc<Clients>);
+
+impl VpcProvider {
+    async fn attribute(&self, id: &str, name: VpcAttributeName) -> Result<bool, ProviderError> {
+        let r = self
+            .0
+            .ec2
+            .describe_vpc_attribute()
+            .vpc_id(id)
+            .attribute(name.clone());
+        let r = r.send().await.aws("ec2:DescribeVpcAttribute")?;
+        let value = match name {
+            VpcAttributeName::EnableDnsHostnames => r.enable_dns_hostnames(),
+            _ => r.enable_dns_support(),
+        };
+        Ok(value.and_then(|v| v.value()).unwrap_or(false))
+    }
+
+    /// The DNS attributes that differ from `old` (all of them on create). AWS takes
+    /// one attribute per `ModifyVpcAttribute` call.
+    async fn set_dns(&self, id: &str, old: Option<&Vpc>, d: &Vpc) -> Result<(), ProviderError> {
+        if old.is_none_or(|o| o.enable_dns_support != d.enable_dns_support) {
+            let on = AttributeBooleanValue::builder()
+                .value(d.enable_dns_support)
+                .build();
+            let r = self
+                .0
+                .ec2
+                .modify_vpc_attribute()
+                .vpc_id(id)
+                .enable_dns_support(on);
+            r.send().await.aws("ec2:ModifyVpcAttribute")?;
+        }
+        if old.is_none_or(|o| o.enable_dns_hostnames != d.enable_dns_hostnames) {
+            let on = AttributeBooleanValue::builder()
+                .value(d.enable_dns_hostnames)
+                .build();
+            let r = self
+                .0
+                .ec2
+                .modify_vpc_attribute()
+                .vpc_id(id)
+                .enable_dns_hostnames(on);
+            r.send().await.aws("ec2:ModifyVpcAttribute")?;
+        }
+        Ok(())
+    }
+}
 
 #[async_trait]
 impl ResourceProvider for VpcProvider {
@@ -49,8 +107,15 @@ impl ResourceProvider for VpcProvider {
         let Some(v) = first(r.send().await.aws("ec2:DescribeVpcs"), |r| r.vpcs)? else {
             return Ok(None);
         };
+        let id = v.vpc_id().unwrap_or_default();
         let props = Vpc {
             cidr_block: v.cidr_block().unwrap_or_default().to_string(),
+            enable_dns_support: self
+                .attribute(id, VpcAttributeName::EnableDnsSupport)
+                .await?,
+            enable_dns_hostnames: self
+                .attribute(id, VpcAttributeName::EnableDnsHostnames)
+                .await?,
             tags: ec2_tags(v.tags()),
         };
         found(v.vpc_id(), props)
@@ -61,10 +126,12 @@ impl ResourceProvider for VpcProvider {
         let r = r.tag_specifications(tag_spec(ResourceType::Vpc, &d.tags));
         let r = r.send().await.aws("ec2:CreateVpc")?;
         let id = r.vpc().and_then(|v| v.vpc_id()).unwrap_or_default();
+        self.set_dns(id, None, d).await?;
         Ok(Created::new(id, id_out(id)))
     }
 
     async fn update(&self, id: &str, o: &Vpc, d: &Vpc) -> Result<Applied, ProviderError> {
+        self.set_dns(id, Some(o), d).await?;
         sync_tags(&self.0.ec2, id, &o.tags, &d.tags).await?;
         Ok(id_out(id).into())
     }

@@ -166,8 +166,10 @@ pub struct Function {
 
 impl Function {
     /// A custom-runtime (`provided.al2023`, handler `bootstrap`) or image function.
+    /// Runtime and handler go with every zip package, uploaded or in S3: AWS refuses
+    /// a zip `CreateFunction` without them (moto does not).
     pub fn new(name: impl Into<String>, role: impl Into<Input<String>>, code: Code) -> Self {
-        let zip = matches!(code, Code::Zip { .. });
+        let zip = !matches!(code, Code::Image { .. });
         Function {
             name: name.into(),
             package_type: code.package_type().into(),
