@@ -231,7 +231,7 @@ impl Default for NetworkConfig {
 impl Default for EksConfig {
     fn default() -> Self {
         EksConfig {
-            version: "1.31".into(),
+            version: crate::app::eks_versions::DEFAULT.into(),
             // 8 vCPUs (7,910m allocatable): three 2-CPU server pods per node, so the
             // HPA's default range (2..=6 pods) fits on the default two nodes. A 2-vCPU
             // type leaves 1,930m, under one pod's request: every pod would be Pending.

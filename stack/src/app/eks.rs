@@ -1,6 +1,7 @@
 //! EKS: the cluster and node roles, the cluster (access mode `API_AND_CONFIG_MAP`) and
 //! a managed node group, after its role policies and the network's egress.
 
+use super::eks_versions;
 use crate::config::Config;
 use crate::engine::{Handle, Stack};
 use crate::providers::aws::{eks, iam};
@@ -25,6 +26,7 @@ pub struct Eks {
 /// Declares the cluster and its nodes in `net`.
 pub fn declare(s: &mut Stack, cfg: &Config, net: Network) -> Eks {
     let p = &cfg.prefix;
+    check_version(s, &cfg.eks.version, eks_versions::today());
     let Network { subnets, egress } = net;
     let cluster_role = s.add(
         "eks-cluster-role",
@@ -88,4 +90,44 @@ pub fn declare(s: &mut Stack, cfg: &Config, net: Network) -> Eks {
     }
 
     Eks { cluster, nodes }
+}
+
+/// A version past extended support is refused (EKS would upgrade the cluster under
+/// the stack); one past standard support is allowed with a warning (it costs extended
+/// support); one the table does not know is not checked.
+fn check_version(s: &mut Stack, version: &str, today: k8s_openapi::jiff::civil::Date) {
+    use eks_versions::Support;
+    match eks_versions::support(version, today) {
+        Support::Standard | Support::Unknown => {}
+        Support::Extended { ended, until } => eprintln!(
+            "WARNING: eks.version {version} left EKS standard support on {ended}: a cluster on it \
+             pays for extended support (until {until}); the default is {}",
+            eks_versions::DEFAULT
+        ),
+        Support::Ended { on } => s.invalid(format!(
+            "eks.version {version} is past EKS extended support (ended {on}); use {} or \
+             another version in stack/src/app/eks_versions.rs",
+            eks_versions::DEFAULT
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::jiff::civil::date;
+
+    #[test]
+    fn a_version_past_extended_support_is_refused_naming_the_default() {
+        let mut s = Stack::new("t");
+        check_version(&mut s, "1.35", date(2026, 12, 7));
+        assert!(s.validate().is_ok());
+        check_version(&mut s, "1.30", date(2026, 12, 7));
+        let e = s.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("eks.version 1.30 is past EKS extended support"),
+            "{e}"
+        );
+        assert!(e.contains("use 1.35"), "{e}");
+    }
 }

@@ -8,6 +8,7 @@
 //! (namespace, Deployment, Service, HPA, PDB), applied after the node group.
 
 pub mod eks;
+pub mod eks_versions;
 pub mod k8s;
 pub mod lambda;
 pub mod network;
