@@ -108,9 +108,19 @@ async fn fresh_token(sdk: &aws_config::SdkConfig, cluster: &str) -> Result<Strin
     Ok(token(&creds, &region, cluster, now))
 }
 
+/// Writes the token readable by its owner only (it is a bearer credential for the
+/// cluster), created so from the start, then renamed over the old one.
 fn write_token(path: &Path, token: &str) -> Result<(), K8sError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, token)
+    let _ = std::fs::remove_file(&tmp);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(token.as_bytes()))
         .and_then(|()| std::fs::rename(&tmp, path))
         .map_err(|e| K8sError::Token(format!("{}: {e}", path.display())))
 }
@@ -202,4 +212,21 @@ pub async fn client(
     cfg.auth_info.token_file = Some(token_file.display().to_string());
     super::ensure_crypto();
     kube::Client::try_from(cfg).map_err(|e| K8sError::Client(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_token_file_is_readable_by_its_owner_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("eks-token");
+        write_token(&path, "k8s-aws-v1.first").unwrap();
+        write_token(&path, "k8s-aws-v1.second").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "k8s-aws-v1.second");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    }
 }
