@@ -168,17 +168,26 @@ impl Corpus {
         })
     }
 
-    /// The index of the text of each of `n` requests: deterministic for the seed.
-    pub fn picks(&self, n: usize) -> Vec<usize> {
-        let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ 0x9e37_79b9_7f4a_7c15);
+    /// The index of the text of request `i`: a hash of the seed and `i`, so any
+    /// request's text is known without drawing the ones before it (closed-loop workers
+    /// take indices in any order) and is the same for every backend.
+    pub fn pick(&self, i: usize) -> usize {
         let total = *self.cumulative.last().unwrap_or(&1);
-        (0..n)
-            .map(|_| {
-                let x = rng.random_range(0..total);
-                self.cumulative.partition_point(|&c| c <= x)
-            })
-            .collect()
+        let x = splitmix64(self.seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)) % total;
+        self.cumulative.partition_point(|&c| c <= x)
     }
+
+    /// The texts of the first `n` requests.
+    pub fn picks(&self, n: usize) -> Vec<usize> {
+        (0..n).map(|i| self.pick(i)).collect()
+    }
+}
+
+fn splitmix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 #[cfg(test)]
