@@ -81,7 +81,10 @@ async fn sends_follow_the_schedule_against_a_slow_server() {
             assert_eq!(r.status, Some(200), "{r:?}");
             assert_eq!(r.error, None);
             let lag = r.sent_ms - r.scheduled_ms;
-            assert!((0.0..100.0).contains(&lag), "request {i} left {lag} ms late");
+            assert!(
+                (0.0..100.0).contains(&lag),
+                "request {i} left {lag} ms late"
+            );
             assert!(r.latency_ms >= 299.0, "{r:?}");
             assert!(r.latency_ms >= r.service_ms);
             assert_eq!(r.server_total_ms, Some(300.0));
@@ -93,7 +96,10 @@ async fn sends_follow_the_schedule_against_a_slow_server() {
         // Most sends on time to the millisecond; none far off (the machine is noisy,
         // and the assertion on each request above bounds the worst).
         assert!(s.send_lag_ms.p50 < 10.0, "{name}: {:?}", s.send_lag_ms);
-        eprintln!("{name}: {} late sends (> 2 ms), lag {:?}", s.late_sends, s.send_lag_ms);
+        eprintln!(
+            "{name}: {} late sends (> 2 ms), lag {:?}",
+            s.late_sends, s.send_lag_ms
+        );
         assert!(
             s.latency_ms.p50 >= 299.0 && s.latency_ms.p50 < 1000.0,
             "{:?}",
