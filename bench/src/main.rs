@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use bench::corpus::{Corpus, Texts};
 use bench::loopback::Loopback;
 use bench::parse_duration;
-use bench::runner::{self, DEFAULT_LATE_THRESHOLD, Mode, RunConfig};
+use bench::runner::{self, DEFAULT_LATE_THRESHOLD, DEFAULT_MAX_IN_FLIGHT, Mode, RunConfig};
 use bench::schedule::{self, Profile, Spec};
 use bench::stats::{self, Summary};
 use bench::targets::{self, Target};
@@ -79,6 +79,10 @@ struct RunArgs {
     /// A send this much later than scheduled counts as late.
     #[arg(long, default_value = "2ms", value_parser = parse_duration)]
     late_threshold: Duration,
+    /// Most requests in flight per backend; a request due beyond it waits and is
+    /// counted as a late send (its latency still runs from its scheduled time).
+    #[arg(long, env = "BENCH_MAX_IN_FLIGHT", default_value_t = DEFAULT_MAX_IN_FLIGHT)]
+    max_in_flight: usize,
     /// Where results.json goes [default: bench/results/run-<UTC timestamp>].
     #[arg(long, env = "BENCH_OUT")]
     out: Option<PathBuf>,
@@ -92,6 +96,9 @@ struct SelftestArgs {
     /// How long each rate runs.
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     duration: Duration,
+    /// Most requests in flight.
+    #[arg(long, default_value_t = 256)]
+    max_in_flight: usize,
     /// Highest share of late sends for a rate to count as kept.
     #[arg(long, default_value_t = 0.01)]
     max_late_share: f64,
@@ -187,6 +194,7 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
         timeout: a.timeout,
         late_threshold: a.late_threshold,
         keep_records: true,
+        max_in_flight: a.max_in_flight,
     })
     .await?;
 
@@ -221,6 +229,7 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
             "seed": a.seed,
             "timeout_s": a.timeout.as_secs_f64(),
             "late_threshold_ms": a.late_threshold.as_secs_f64() * 1000.0,
+            "max_in_flight": a.max_in_flight,
             "targets": targets,
         },
         "backends": summaries,
@@ -267,6 +276,7 @@ async fn selftest(a: SelftestArgs) -> anyhow::Result<()> {
             timeout: Duration::from_secs(10),
             late_threshold: DEFAULT_LATE_THRESHOLD,
             keep_records: false,
+            max_in_flight: a.max_in_flight,
         })
         .await?;
         let s = result.stats.get("loopback").map(|s| s.summary());

@@ -55,7 +55,15 @@ pub struct RunConfig {
     pub late_threshold: Duration,
     /// Keep every request's [`Record`] (the histograms are kept anyway).
     pub keep_records: bool,
+    /// Most requests in flight per backend. A request due while the backend has this
+    /// many waits for one to finish; it then leaves late (and is counted late) and its
+    /// latency still runs from its scheduled time. A bound on sockets, not on load.
+    pub max_in_flight: usize,
 }
+
+/// The default [`RunConfig::max_in_flight`]: far above what a 2-core backend serves
+/// at once, well below the ephemeral ports and file descriptors of one process.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
 
 /// What a run measured.
 #[derive(Debug)]
@@ -128,20 +136,27 @@ fn header_str(h: &HeaderMap, name: &str) -> Option<String> {
     Some(h.get(name)?.to_str().ok()?.to_string())
 }
 
+/// One backend as the sender sees it.
+struct Backend {
+    name: Arc<str>,
+    url: reqwest::Url,
+    in_flight: Arc<tokio::sync::Semaphore>,
+}
+
 /// Sends one request due at `due` and reports its record.
 async fn send_one(
     shared: Arc<Shared>,
-    backend: Arc<str>,
-    url: Arc<str>,
+    backend: Arc<Backend>,
     i: usize,
     due: Instant,
     body: (Bytes, &'static str, usize),
 ) {
+    let _permit = backend.in_flight.acquire().await;
     let sent = Instant::now();
     let (bytes, text_class, words) = body;
     let mut rec = Record {
         i,
-        backend: backend.to_string(),
+        backend: backend.name.to_string(),
         text_class,
         words,
         scheduled_ms: ms(due.saturating_duration_since(shared.start)),
@@ -160,7 +175,7 @@ async fn send_one(
     };
     let answer = shared
         .client
-        .post(&*url)
+        .post(backend.url.clone())
         .header(CONTENT_TYPE, "application/json")
         .body(bytes)
         .timeout(shared.timeout)
@@ -223,16 +238,18 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunResult> {
         Mode::Closed { .. } => Vec::new(),
     };
     let bodies = Arc::new(bodies.bodies);
-    let targets: Vec<(Arc<str>, Arc<str>)> = cfg
+    let targets = cfg
         .targets
         .iter()
         .map(|t| {
-            (
-                Arc::from(t.name.as_str()),
-                Arc::from(t.predict_url().as_str()),
-            )
+            let url = t.predict_url();
+            Ok(Arc::new(Backend {
+                name: Arc::from(t.name.as_str()),
+                url: url.parse().with_context(|| format!("{url} is not a URL"))?,
+                in_flight: Arc::new(tokio::sync::Semaphore::new(cfg.max_in_flight.max(1))),
+            }))
         })
-        .collect();
+        .collect::<anyhow::Result<Vec<_>>>()?;
 
     let (tx, mut rx) = mpsc::unbounded_channel::<Record>();
     let late_ms = ms(cfg.late_threshold);
@@ -268,11 +285,10 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunResult> {
                 if due > Instant::now() {
                     tokio::time::sleep_until(due.into()).await;
                 }
-                for (name, url) in &targets {
+                for backend in &targets {
                     tasks.spawn(send_one(
                         shared.clone(),
-                        name.clone(),
-                        url.clone(),
+                        backend.clone(),
                         i,
                         due,
                         bodies[picks[i]].clone(),
@@ -289,11 +305,10 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunResult> {
         } => {
             let deadline = start + *duration;
             let max = max_requests.unwrap_or(usize::MAX);
-            for (name, url) in &targets {
+            for backend in &targets {
                 let next = Arc::new(AtomicUsize::new(0));
                 for _ in 0..(*concurrency).max(1) {
-                    let (shared, name, url, next) =
-                        (shared.clone(), name.clone(), url.clone(), next.clone());
+                    let (shared, backend, next) = (shared.clone(), backend.clone(), next.clone());
                     let (corpus, bodies) = (cfg.corpus.clone(), bodies.clone());
                     tasks.spawn(async move {
                         loop {
@@ -303,7 +318,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunResult> {
                                 break;
                             }
                             let body = bodies[corpus.pick(i)].clone();
-                            send_one(shared.clone(), name.clone(), url.clone(), i, now, body).await;
+                            send_one(shared.clone(), backend.clone(), i, now, body).await;
                         }
                     });
                 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bench::corpus::{Corpus, Texts};
 use bench::loopback::Loopback;
-use bench::runner::{DEFAULT_LATE_THRESHOLD, Mode, RunConfig, run};
+use bench::runner::{DEFAULT_LATE_THRESHOLD, DEFAULT_MAX_IN_FLIGHT, Mode, RunConfig, run};
 use bench::schedule::{Profile, Spec, generate};
 use bench::stats::{ErrorKind, Record};
 use bench::targets::Target;
@@ -39,6 +39,7 @@ fn config(targets: Vec<Target>, mode: Mode) -> RunConfig {
         timeout: Duration::from_secs(10),
         late_threshold: DEFAULT_LATE_THRESHOLD,
         keep_records: true,
+        max_in_flight: DEFAULT_MAX_IN_FLIGHT,
     }
 }
 
@@ -193,5 +194,29 @@ async fn timeouts_and_refused_connections_are_classified() {
     assert_eq!(
         result.stats["lambda"].summary().errors.get("connect"),
         Some(&3)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_in_flight_cap_shows_as_late_sends_not_lost_latency() {
+    // One request in flight at a time, 100 ms each, 20 due per second: from the
+    // second on each waits for the one before, leaves late, and its latency counts
+    // the wait from its scheduled time.
+    let server = Loopback::start(Duration::from_millis(100)).await.unwrap();
+    let mut cfg = config(
+        vec![target("k8s", server.url())],
+        constant(20.0, Duration::from_millis(500)),
+    );
+    cfg.max_in_flight = 1;
+    let result = run(cfg).await.unwrap();
+    let s = result.stats["k8s"].summary();
+    assert_eq!(s.ok, 10);
+    assert!(s.late_sends >= 8, "{} late sends", s.late_sends);
+    // The last is due at 450 ms and leaves after nine answers (~900 ms).
+    let last = of(&result.records, "k8s").pop().unwrap().clone();
+    assert!(last.sent_ms >= 850.0, "{last:?}");
+    assert!(
+        last.latency_ms >= last.sent_ms - last.scheduled_ms + 99.0,
+        "{last:?}"
     );
 }
