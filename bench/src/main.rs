@@ -255,8 +255,16 @@ async fn selftest(a: SelftestArgs) -> anyhow::Result<()> {
     };
     let corpus = Corpus::new(&Texts::Short, 1)?;
     println!(
-        "{:>9} {:>8} {:>8} {:>8} {:>10} {:>10} {:>10} {:>8}",
-        "rate", "planned", "answered", "late", "late%", "lag p99ms", "lag max", "errors"
+        "{:>9} {:>8} {:>8} {:>8} {:>10} {:>10} {:>10} {:>8} {:>10}",
+        "rate",
+        "planned",
+        "answered",
+        "late",
+        "late%",
+        "lag p99ms",
+        "lag max",
+        "errors",
+        "lat p99ms"
     );
     let mut best = None;
     for &rate in &a.rates {
@@ -283,8 +291,14 @@ async fn selftest(a: SelftestArgs) -> anyhow::Result<()> {
         let Some(s) = s else { continue };
         let late_share = s.late_sends as f64 / planned.max(1) as f64;
         let errors = s.requests - s.ok;
+        let kinds = s
+            .errors
+            .iter()
+            .map(|(k, n)| format!("{k}:{n}"))
+            .collect::<Vec<_>>()
+            .join(" ");
         println!(
-            "{:>9.0} {:>8} {:>8} {:>8} {:>9.2}% {:>10.2} {:>10.2} {:>8}",
+            "{:>9.0} {:>8} {:>8} {:>8} {:>9.2}% {:>10.2} {:>10.2} {:>8} {:>10.2} {}",
             rate,
             planned,
             s.ok,
@@ -292,7 +306,9 @@ async fn selftest(a: SelftestArgs) -> anyhow::Result<()> {
             late_share * 100.0,
             s.send_lag_ms.p99,
             s.send_lag_ms.max,
-            errors
+            errors,
+            s.latency_ms.p99,
+            kinds
         );
         if late_share <= a.max_late_share && errors == 0 {
             best = Some(rate);
