@@ -325,3 +325,44 @@ async fn selftest(a: SelftestArgs) -> anyhow::Result<()> {
     println!("loopback server answered {} requests", server.hits());
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_stamps() {
+        let at = |s| utc_stamp(UNIX_EPOCH + Duration::from_secs(s));
+        assert_eq!(at(0), "19700101T000000Z");
+        assert_eq!(at(1_700_000_000), "20231114T221320Z");
+        assert_eq!(at(951_782_400), "20000229T000000Z");
+    }
+
+    #[test]
+    fn the_issue_cli_shape_parses() {
+        let cli = Cli::try_parse_from([
+            "bench",
+            "run",
+            "--target",
+            "lambda=http://a",
+            "--target",
+            "k8s=http://b",
+            "--profile",
+            "spike",
+            "--rate",
+            "50",
+            "--duration",
+            "10s",
+            "--out",
+            "x",
+        ])
+        .unwrap();
+        let Command::Run(a) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(a.targets.len(), 2);
+        assert_eq!(a.profile, Profile::Spike);
+        assert_eq!(a.duration, Duration::from_secs(10));
+        assert_eq!(a.texts, Texts::DEFAULT_MIX);
+    }
+}
