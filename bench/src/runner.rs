@@ -277,7 +277,8 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunResult> {
         timeout: cfg.timeout,
         tx,
     });
-    let mut tasks = tokio::task::JoinSet::new();
+    // Request tasks are detached: each holds a sender of the collector's channel, so
+    // the collector ends when the last of them has reported.
     match &cfg.mode {
         Mode::Open { schedule } => {
             for (i, p) in schedule.iter().enumerate() {
@@ -286,7 +287,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunResult> {
                     tokio::time::sleep_until(due.into()).await;
                 }
                 for backend in &targets {
-                    tasks.spawn(send_one(
+                    tokio::spawn(send_one(
                         shared.clone(),
                         backend.clone(),
                         i,
@@ -294,8 +295,6 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunResult> {
                         bodies[picks[i]].clone(),
                     ));
                 }
-                // Reap finished tasks so the set does not grow with the whole run.
-                while tasks.try_join_next().is_some() {}
             }
         }
         Mode::Closed {
@@ -310,7 +309,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunResult> {
                 for _ in 0..(*concurrency).max(1) {
                     let (shared, backend, next) = (shared.clone(), backend.clone(), next.clone());
                     let (corpus, bodies) = (cfg.corpus.clone(), bodies.clone());
-                    tasks.spawn(async move {
+                    tokio::spawn(async move {
                         loop {
                             let i = next.fetch_add(1, Ordering::Relaxed);
                             let now = Instant::now();
@@ -326,9 +325,8 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunResult> {
         }
     }
     drop(shared);
-    while tasks.join_next().await.is_some() {}
-    let wall = start.elapsed();
     let (stats, records) = collector.await.context("the collector task failed")?;
+    let wall = start.elapsed();
     Ok(RunResult {
         started_at,
         wall,
