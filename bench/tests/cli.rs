@@ -1,0 +1,135 @@
+//! The `bench` binary end to end against a loopback server: endpoints from `--target`
+//! and from a fake `stack outputs --json`, results.json written.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use bench::loopback::Loopback;
+
+fn bench(args: &[String]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bench"))
+        .args(args)
+        .env_remove("BENCH_STACK_BIN")
+        .output()
+        .unwrap()
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
+}
+
+/// [`bench`] off the runtime's threads, so the loopback server keeps answering.
+async fn bench_async(args: &[&str]) -> Output {
+    let args = strings(args);
+    tokio::task::spawn_blocking(move || bench(&args))
+        .await
+        .unwrap()
+}
+
+fn results(dir: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dir.join("results.json")).unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_with_target_flags_writes_results() {
+    let server = Loopback::start(Duration::from_millis(5)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let target = format!("k8s={}", server.url());
+    let o = bench_async(&[
+        "run",
+        "--target",
+        &target,
+        "--rate",
+        "20",
+        "--duration",
+        "1s",
+        "--texts",
+        "short",
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .await;
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("p99 ms") && stdout.contains("k8s"),
+        "{stdout}"
+    );
+    let r = results(&out);
+    assert_eq!(r["backends"]["k8s"]["requests"], 20);
+    assert_eq!(r["backends"]["k8s"]["ok"], 20);
+    assert_eq!(r["records"].as_array().unwrap().len(), 20);
+    assert_eq!(r["records"][0]["text_class"], "short");
+    assert_eq!(r["config"]["mode"], "open");
+    assert_eq!(server.hits(), 20);
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_reads_the_endpoints_from_stack_outputs() {
+    use std::os::unix::fs::PermissionsExt;
+    let (a, b) = (
+        Loopback::start(Duration::ZERO).await.unwrap(),
+        Loopback::start(Duration::ZERO).await.unwrap(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let stack = dir.path().join("stack");
+    std::fs::write(
+        &stack,
+        format!(
+            "#!/bin/sh\necho '{{\"api_url\":\"{}/\",\"service_url\":\"{}\",\"bucket\":\"x\"}}'\n",
+            a.url(),
+            b.url()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&stack, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = dir.path().join("run");
+    let o = bench_async(&[
+        "run",
+        "--stack-bin",
+        stack.to_str().unwrap(),
+        "--concurrency",
+        "2",
+        "--requests",
+        "6",
+        "--duration",
+        "10s",
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .await;
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = results(&out);
+    assert_eq!(r["config"]["mode"], "closed");
+    assert_eq!(r["backends"]["lambda"]["ok"], 6);
+    assert_eq!(r["backends"]["k8s"]["ok"], 6);
+    assert_eq!((a.hits(), b.hits()), (6, 6));
+}
+
+#[test]
+fn bad_flags_are_refused() {
+    for args in [
+        &["run", "--target", "gcp=http://x"][..],
+        &[
+            "run",
+            "--target",
+            "k8s=http://127.0.0.1:1",
+            "--duration",
+            "soon",
+        ],
+        &[
+            "run",
+            "--target",
+            "k8s=http://127.0.0.1:1",
+            "--profile",
+            "trace",
+        ],
+        &["run", "--stack-bin", "/nonexistent/stack"],
+    ] {
+        let o = bench(&strings(args));
+        assert!(!o.status.success(), "{args:?} succeeded");
+    }
+}
