@@ -62,28 +62,15 @@ impl VpcProvider {
     /// The DNS attributes that differ from `old` (all of them on create). AWS takes
     /// one attribute per `ModifyVpcAttribute` call.
     async fn set_dns(&self, id: &str, old: Option<&Vpc>, d: &Vpc) -> Result<(), ProviderError> {
-        if old.is_none_or(|o| o.enable_dns_support != d.enable_dns_support) {
-            let on = AttributeBooleanValue::builder()
-                .value(d.enable_dns_support)
-                .build();
-            let r = self
-                .0
-                .ec2
-                .modify_vpc_attribute()
-                .vpc_id(id)
-                .enable_dns_support(on);
+        let changed = |get: fn(&Vpc) -> bool| old.is_none_or(|o| get(o) != get(d));
+        let value = |on: bool| AttributeBooleanValue::builder().value(on).build();
+        let modify = || self.0.ec2.modify_vpc_attribute().vpc_id(id);
+        if changed(|v| v.enable_dns_support) {
+            let r = modify().enable_dns_support(value(d.enable_dns_support));
             r.send().await.aws("ec2:ModifyVpcAttribute")?;
         }
-        if old.is_none_or(|o| o.enable_dns_hostnames != d.enable_dns_hostnames) {
-            let on = AttributeBooleanValue::builder()
-                .value(d.enable_dns_hostnames)
-                .build();
-            let r = self
-                .0
-                .ec2
-                .modify_vpc_attribute()
-                .vpc_id(id)
-                .enable_dns_hostnames(on);
+        if changed(|v| v.enable_dns_hostnames) {
+            let r = modify().enable_dns_hostnames(value(d.enable_dns_hostnames));
             r.send().await.aws("ec2:ModifyVpcAttribute")?;
         }
         Ok(())
