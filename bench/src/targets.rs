@@ -1,11 +1,11 @@
 //! Where the backends are: `--target NAME=URL` flags, else `stack outputs --json`
 //! (`api_url` → lambda, `service_url` → k8s, `router_url` → router).
 //!
-//! The router crate has `urls_from_stack`, but it returns exactly `api_url` and
-//! `service_url` and fails without either; the bench takes whichever of the three
-//! outputs exist (a stack without the router, or without the cluster, can still be
-//! measured), so it reads the same JSON object with this small function of its own.
+//! The stack's outputs are read by the router crate's `url_outputs`; the bench takes
+//! whichever of the three exist (a stack without the router, or without the cluster,
+//! can still be measured).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, bail};
@@ -58,18 +58,23 @@ pub fn parse_target(s: &str) -> anyhow::Result<Target> {
 
 /// The targets named in `stack outputs --json`'s object (output name → value).
 pub fn from_outputs(json: &str) -> anyhow::Result<Vec<Target>> {
-    let value: serde_json::Value =
-        serde_json::from_str(json.trim()).context("stack outputs --json printed no JSON")?;
-    let object = value
-        .as_object()
-        .context("stack outputs --json printed no JSON object")?;
+    targets_of(sentiment_router::config::url_outputs(json)?)
+}
+
+/// Runs `bin outputs --json` and reads its targets.
+pub fn from_stack(bin: &Path) -> anyhow::Result<Vec<Target>> {
+    let urls = sentiment_router::config::url_outputs_from_stack(bin)
+        .context("reading the endpoints (see --stack-bin)")?;
+    targets_of(urls)
+}
+
+fn targets_of(urls: BTreeMap<String, String>) -> anyhow::Result<Vec<Target>> {
     let targets: Vec<Target> = OUTPUTS
         .iter()
         .filter_map(|(name, output)| {
-            let url = object.get(*output)?.as_str().filter(|u| is_url(u))?;
             Some(Target {
                 name: name.to_string(),
-                url: url.to_string(),
+                url: urls.get(*output)?.clone(),
             })
         })
         .collect();
@@ -77,19 +82,6 @@ pub fn from_outputs(json: &str) -> anyhow::Result<Vec<Target>> {
         bail!("stack outputs has none of api_url, service_url, router_url: run `stack up` first");
     }
     Ok(targets)
-}
-
-/// Runs `bin outputs --json` and reads its targets.
-pub fn from_stack(bin: &Path) -> anyhow::Result<Vec<Target>> {
-    let out = std::process::Command::new(bin)
-        .args(["outputs", "--json"])
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .with_context(|| format!("running {} outputs --json (see --stack-bin)", bin.display()))?;
-    if !out.status.success() {
-        bail!("{} outputs --json failed: {}", bin.display(), out.status);
-    }
-    from_outputs(&String::from_utf8_lossy(&out.stdout))
 }
 
 /// The run's targets: the flags if any (one per name, the last flag wins), else the

@@ -2,6 +2,7 @@
 //! flag with a `ROUTER_*` environment fallback), and `--from-stack`, which reads the
 //! backends' URLs from `stack outputs --json`.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -185,8 +186,8 @@ fn default_stack_bin() -> anyhow::Result<PathBuf> {
         .context("no `stack` on PATH and no target/debug/stack; pass --stack-bin")
 }
 
-/// Runs `bin outputs --json` and takes `api_url` and `service_url` from its object.
-pub fn urls_from_stack(bin: &Path) -> anyhow::Result<(String, String)> {
+/// Runs `bin outputs --json` and reads its URL outputs (see [`url_outputs`]).
+pub fn url_outputs_from_stack(bin: &Path) -> anyhow::Result<BTreeMap<String, String>> {
     let out = std::process::Command::new(bin)
         .args(["outputs", "--json"])
         .stderr(std::process::Stdio::inherit())
@@ -195,25 +196,40 @@ pub fn urls_from_stack(bin: &Path) -> anyhow::Result<(String, String)> {
     if !out.status.success() {
         bail!("{} outputs --json failed: {}", bin.display(), out.status);
     }
-    urls_from_outputs(&String::from_utf8_lossy(&out.stdout))
+    url_outputs(&String::from_utf8_lossy(&out.stdout))
 }
 
-/// `api_url` and `service_url` from `stack outputs --json`'s object (name → value).
-pub fn urls_from_outputs(json: &str) -> anyhow::Result<(String, String)> {
+/// The http(s) URLs among `stack outputs --json`'s object (name → value), by output
+/// name (`api_url`, `service_url`, `router_url`, …); other outputs are left out.
+pub fn url_outputs(json: &str) -> anyhow::Result<BTreeMap<String, String>> {
     let value: serde_json::Value =
         serde_json::from_str(json.trim()).context("stack outputs --json printed no JSON")?;
     let object = value
         .as_object()
         .context("stack outputs --json printed no JSON object")?;
-    let get = |name: &str| {
-        object
-            .get(name)
-            .and_then(|v| v.as_str())
-            .filter(|s| s.starts_with("http://") || s.starts_with("https://"))
-            .map(str::to_string)
+    Ok(object
+        .iter()
+        .filter_map(|(name, v)| Some((name.clone(), v.as_str()?.to_string())))
+        .filter(|(_, url)| url.starts_with("http://") || url.starts_with("https://"))
+        .collect())
+}
+
+/// Runs `bin outputs --json` and takes `api_url` and `service_url` from its object.
+pub fn urls_from_stack(bin: &Path) -> anyhow::Result<(String, String)> {
+    backend_urls(url_outputs_from_stack(bin)?)
+}
+
+/// `api_url` and `service_url` from `stack outputs --json`'s object (name → value).
+pub fn urls_from_outputs(json: &str) -> anyhow::Result<(String, String)> {
+    backend_urls(url_outputs(json)?)
+}
+
+fn backend_urls(mut urls: BTreeMap<String, String>) -> anyhow::Result<(String, String)> {
+    let mut take = |name: &str| {
+        urls.remove(name)
             .with_context(|| format!("stack outputs has no URL named {name}: run `stack up` first"))
     };
-    Ok((get("api_url")?, get("service_url")?))
+    Ok((take("api_url")?, take("service_url")?))
 }
 
 #[cfg(test)]
