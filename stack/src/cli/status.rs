@@ -192,13 +192,7 @@ fn deployment_status(d: &Deployment) -> DeploymentStatus {
 fn hpa_status(h: &HorizontalPodAutoscaler, now: k8s_openapi::jiff::Timestamp) -> HpaStatus {
     let spec = h.spec.clone().unwrap_or_default();
     let st = h.status.clone().unwrap_or_default();
-    let target_cpu_percent = spec
-        .metrics
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|m| m.resource.as_ref())
-        .find(|r| r.name == "cpu")
-        .and_then(|r| r.target.average_utilization);
+    let target_cpu_percent = stack::local::hpa::cpu_target_percent(&spec);
     let current_cpu_percent = st
         .current_metrics
         .unwrap_or_default()

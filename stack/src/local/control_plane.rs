@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::daemon::Daemon;
-use super::hpa::{Autoscaler, PodSample, Policy};
+use super::hpa::{Autoscaler, PodSample, Policy, cpu_target_percent};
 use super::kubelet::{Nodes, cpu_usage_ns, running};
 use super::process;
 use crate::providers::k8s::dataplane::DataPlane;
@@ -176,12 +176,11 @@ fn kubeconfig(stack: &str, port: u16) -> String {
     .to_string()
 }
 
+/// The log lines' time of day (UTC).
 fn now() -> String {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let s = t.as_secs();
-    format!("{:02}:{:02}:{:02}", (s / 3600) % 24, (s / 60) % 60, s % 60)
+    k8s_openapi::jiff::Timestamp::now()
+        .strftime("%H:%M:%S")
+        .to_string()
 }
 
 /// The process: serves the API and runs the kubelet and HPA loops until SIGTERM (then
@@ -303,14 +302,8 @@ impl HpaController {
             };
             let current =
                 u32::try_from(d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)).unwrap_or(0);
-            let cpu_target = hs
-                .metrics
-                .iter()
-                .flatten()
-                .filter_map(|m| m.resource.as_ref())
-                .find(|r| r.name == "cpu" && r.target.type_ == "Utilization")
-                .and_then(|r| r.target.average_utilization)
-                .unwrap_or(80);
+            // Kubernetes' default target when an HPA names none.
+            let cpu_target = cpu_target_percent(hs).unwrap_or(80);
             let mut policy = Policy::new(
                 u32::try_from(hs.min_replicas.unwrap_or(1)).unwrap_or(1),
                 u32::try_from(hs.max_replicas).unwrap_or(1),

@@ -16,8 +16,19 @@
 //!   remove pods; scale-up applies at once;
 //! - the result is clamped to `[min_replicas, max_replicas]`.
 
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscalerSpec;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
+
+/// The HPA's target average CPU utilization (percent of the request), if it has one.
+pub fn cpu_target_percent(spec: &HorizontalPodAutoscalerSpec) -> Option<i32> {
+    spec.metrics
+        .iter()
+        .flatten()
+        .filter_map(|m| m.resource.as_ref())
+        .find(|r| r.name == "cpu" && r.target.type_ == "Utilization")
+        .and_then(|r| r.target.average_utilization)
+}
 
 /// The controller's settings (kube-controller-manager flags and the HPA's spec).
 #[derive(Debug, Clone, PartialEq)]
