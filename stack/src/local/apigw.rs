@@ -21,7 +21,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use aws_sdk_cloudwatchlogs::types::InputLogEvent;
@@ -30,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
+use super::daemon::Daemon;
 use super::process;
 use crate::engine::state::State;
 use crate::providers::aws::apigw::API_KIND;
@@ -120,21 +120,24 @@ pub struct Served {
     pub url: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Pid {
-    pid: u32,
-}
+/// How long a front has to flush its logs when it is stopped.
+const FRONT_GRACE: Duration = Duration::from_secs(10);
 
 impl Fronts {
     fn api_dir(&self, api_id: &str) -> PathBuf {
         self.dir.join(api_id)
     }
 
+    /// The front of `api_id`: spec, `front.pid` and `front.log` in its directory.
+    fn daemon(&self, api_id: &str) -> Daemon {
+        Daemon {
+            dir: self.api_dir(api_id),
+            name: "front",
+        }
+    }
+
     fn running(&self, api_id: &str) -> Option<(u32, FrontSpec)> {
-        let dir = self.api_dir(api_id);
-        let pid: Pid = read_json(&dir.join("front.pid"))?;
-        let spec: FrontSpec = read_json(&dir.join("spec.json"))?;
-        process::alive(pid.pid).then_some((pid.pid, spec))
+        self.daemon(api_id).running()
     }
 
     /// Brings the fronts in line with the HTTP APIs in `state`: starts or restarts
@@ -168,21 +171,12 @@ impl Fronts {
                 Ok(None) => continue,
                 Err(e @ FrontError::Unsupported { .. }) => {
                     eprintln!("WARNING: API {api_id}: {e}");
-                    if let Some((pid, _)) = prior {
-                        process::stop(pid);
-                    }
+                    self.daemon(api_id).stop(FRONT_GRACE);
                     continue;
                 }
                 Err(e) => return Err(e),
             };
-            match prior {
-                Some((_, running)) if running == spec => {}
-                Some((pid, _)) => {
-                    process::stop(pid);
-                    self.start(&spec)?;
-                }
-                None => self.start(&spec)?,
-            }
+            self.start(&spec)?;
             served.push(Served {
                 api_id: api_id.clone(),
                 endpoint: spec.endpoint.clone(),
@@ -193,9 +187,7 @@ impl Fronts {
         for entry in std::fs::read_dir(&self.dir).map_err(io)?.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if entry.path().is_dir() && name != "code" && !apis.contains(&name) {
-                if let Some((pid, _)) = self.running(&name) {
-                    process::stop(pid);
-                }
+                self.daemon(&name).stop(FRONT_GRACE);
                 let _ = std::fs::remove_dir_all(entry.path());
             }
         }
@@ -208,47 +200,32 @@ impl Fronts {
             return;
         };
         for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if let Some((pid, _)) = self.running(&name) {
-                process::stop(pid);
-            }
+            self.daemon(&entry.file_name().to_string_lossy())
+                .stop(FRONT_GRACE);
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 
+    /// Runs the front for `spec` unless it already runs so (a changed spec restarts
+    /// it on the same port).
     fn start(&self, spec: &FrontSpec) -> Result<(), FrontError> {
-        let dir = self.api_dir(&spec.api_id);
-        std::fs::create_dir_all(&dir).map_err(io)?;
-        let spec_file = dir.join("spec.json");
-        std::fs::write(&spec_file, serde_json::to_vec_pretty(spec).map_err(io)?).map_err(io)?;
-        let log_file = dir.join("front.log");
-        let log = std::fs::File::create(&log_file).map_err(io)?;
-        let mut cmd = Command::new(&self.exe);
-        cmd.arg("apigw-front")
-            .arg("--spec")
-            .arg(&spec_file)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().map_err(io)?)
-            .stderr(log);
-        // Its own process group: a Ctrl-C at the terminal that ran `stack up` does not
-        // reach it.
-        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        let child = cmd
-            .spawn()
-            .map_err(|e| io(format!("starting {}: {e}", self.exe.display())))?;
-        let pid = Pid { pid: child.id() };
-        std::fs::write(dir.join("front.pid"), serde_json::to_vec(&pid).map_err(io)?).map_err(io)?;
-        let addr = SocketAddr::from(([127, 0, 0, 1], spec.port));
-        if !process::listening(addr, Duration::from_secs(10)) {
-            let tail = std::fs::read_to_string(&log_file).unwrap_or_default();
-            return Err(FrontError::Api {
-                api: spec.api_id.clone(),
-                detail: format!(
-                    "the front did not listen on {addr} within 10 s (port taken? set --api-port); its log {}:\n{tail}",
-                    log_file.display()
-                ),
-            });
-        }
+        let d = self.daemon(&spec.api_id);
+        let spec_file = d.spec_file();
+        d.ensure(
+            spec,
+            &self.exe,
+            &[
+                "apigw-front".as_ref(),
+                "--spec".as_ref(),
+                spec_file.as_os_str(),
+            ],
+            SocketAddr::from(([127, 0, 0, 1], spec.port)),
+            FRONT_GRACE,
+        )
+        .map_err(|e| FrontError::Api {
+            api: spec.api_id.clone(),
+            detail: format!("the front: {e} (set --api-port if the port is taken)"),
+        })?;
         Ok(())
     }
 
@@ -485,10 +462,6 @@ fn unzip(zip: &[u8], dest: &Path) -> std::io::Result<()> {
         std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
     }
     Ok(())
-}
-
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
-    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
 }
 
 /// Runs one front until SIGTERM or Ctrl-C: the emulator on the spec's port, its logs

@@ -98,6 +98,7 @@ impl ControlPlane {
     fn daemon(&self) -> Daemon {
         Daemon {
             dir: self.dir.clone(),
+            name: "control-plane",
         }
     }
 

@@ -22,6 +22,8 @@ struct Pid {
 pub struct Daemon {
     /// Spec, pid file and log.
     pub dir: PathBuf,
+    /// What it is: its pid file is `<name>.pid`, its log `<name>.log`.
+    pub name: &'static str,
 }
 
 impl Daemon {
@@ -31,12 +33,12 @@ impl Daemon {
     }
 
     fn pid_file(&self) -> PathBuf {
-        self.dir.join("pid.json")
+        self.dir.join(format!("{}.pid", self.name))
     }
 
     /// Its stdout and stderr.
     pub fn log(&self) -> PathBuf {
-        self.dir.join("log")
+        self.dir.join(format!("{}.log", self.name))
     }
 
     /// The running process and the spec it runs with.
@@ -138,6 +140,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let d = Daemon {
             dir: tmp.path().join("d"),
+            name: "http",
         };
         let port = process::free_port().unwrap();
         let v1 = Spec { port, version: 1 };

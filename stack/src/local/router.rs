@@ -40,6 +40,7 @@ impl LocalRouter {
     fn daemon(&self) -> Daemon {
         Daemon {
             dir: self.dir.clone(),
+            name: "router",
         }
     }
 
