@@ -55,6 +55,10 @@ struct PodStatus {
     /// The container's host process (local kubelet only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pid: Option<u32>,
+    /// When it started (unix seconds): the pod's `status.startTime`, or locally its
+    /// container process's start. The benchmark counts pod-seconds and pod starts
+    /// from it.
+    started_unix_s: Option<f64>,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Serialize)]
@@ -143,6 +147,7 @@ async fn read(
                 ready: p.ready,
                 restarts: p.restarts,
                 address: Some(format!("127.0.0.1:{}", p.port)),
+                started_unix_s: process_start_unix_s(p.pid),
                 pid: Some(p.pid),
             })
             .collect(),
@@ -227,7 +232,26 @@ fn pod_status(p: &Pod) -> PodStatus {
         address: st.pod_ip,
         phase: st.phase.unwrap_or_else(|| "Unknown".into()),
         pid: None,
+        started_unix_s: st.start_time.map(|t| t.0.as_millisecond() as f64 / 1000.0),
     }
+}
+
+/// A process's start time (unix seconds) from `/proc`: boot time plus its start in
+/// clock ticks since boot (field 22 of `/proc/<pid>/stat`).
+fn process_start_unix_s(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; the fields after it are plain.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let ticks: f64 = after_name.split_whitespace().nth(19)?.parse().ok()?;
+    let boot: f64 = std::fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    // /proc counts in USER_HZ, which the kernel fixes at 100 on x86 and arm64.
+    Some(boot + ticks / 100.0)
 }
 
 fn percent(p: Option<i32>) -> String {
