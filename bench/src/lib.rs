@@ -3,11 +3,21 @@
 //! ([`stats`]), where the endpoints are ([`targets`]), and the load generator that
 //! sends on schedule and records every request ([`runner`]). [`loopback`] is a tiny
 //! HTTP server for the tests and `bench selftest`.
+//!
+//! Around the load: [`check`] is the integration suite against live endpoints
+//! (`bench check`); [`lambda_logs`] reads the Lambda's REPORT lines, [`server_metrics`]
+//! the server's Prometheus `/metrics` (`bench metrics`); [`platform`] gathers both
+//! after a run, and [`coldstart`] matches cold starts to the requests they delayed.
 
+pub mod check;
+pub mod coldstart;
 pub mod corpus;
+pub mod lambda_logs;
 pub mod loopback;
+pub mod platform;
 pub mod runner;
 pub mod schedule;
+pub mod server_metrics;
 pub mod stats;
 pub mod targets;
 

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
+use bench::check::{self, CheckConfig, Verdict};
 use bench::corpus::{Corpus, Texts};
 use bench::loopback::Loopback;
 use bench::parse_duration;
@@ -12,6 +13,7 @@ use bench::runner::{self, DEFAULT_LATE_THRESHOLD, DEFAULT_MAX_IN_FLIGHT, Mode, R
 use bench::schedule::{self, Profile, Spec};
 use bench::stats::{self, Summary};
 use bench::targets::{self, Target};
+use bench::{lambda_logs, platform, server_metrics};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -32,6 +34,39 @@ enum Command {
     /// Measure the highest open-loop rate this process keeps to, against an
     /// in-process loopback server.
     Selftest(SelftestArgs),
+    /// The integration suite against the live endpoints: known texts, a batch, every
+    /// bad input class, probes, metrics, timing headers, the router's failover.
+    Check(CheckArgs),
+    /// What the platforms recorded: the Lambda's REPORT lines from CloudWatch Logs and
+    /// the servers' Prometheus /metrics.
+    Metrics(MetricsArgs),
+}
+
+#[derive(Debug, Args)]
+struct CheckArgs {
+    /// A backend, NAME=URL with NAME lambda, k8s or router (repeat for more);
+    /// without, the URLs come from `stack outputs --json`.
+    #[arg(long = "target", value_parser = targets::parse_target)]
+    targets: Vec<Target>,
+    /// The `stack` binary that prints the outputs.
+    #[arg(long, env = "BENCH_STACK_BIN", default_value = "target/debug/stack")]
+    stack_bin: PathBuf,
+    /// The known texts, one per line [default: the built-in bench/check/texts.txt].
+    #[arg(long)]
+    texts: Option<PathBuf>,
+    /// The model's answers to the texts, as `model-cache predict` writes them (one JSON
+    /// line per text); without it the backends are compared with each other only.
+    #[arg(long, env = "BENCH_EXPECT")]
+    expect: Option<PathBuf>,
+    /// Largest accepted difference of a score from the expected one.
+    #[arg(long, default_value_t = 1e-4)]
+    score_tolerance: f32,
+    /// Per-request timeout.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Print the outcomes as JSON instead of lines.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -86,6 +121,39 @@ struct RunArgs {
     /// Where results.json goes [default: bench/results/run-<UTC timestamp>].
     #[arg(long, env = "BENCH_OUT")]
     out: Option<PathBuf>,
+    /// The Lambda function whose REPORT lines give billed duration and cold starts
+    /// [default: the stack's function_name output, when the endpoints come from it].
+    #[arg(long, env = "BENCH_FUNCTION")]
+    function: Option<String>,
+    /// The region of the function's logs [default: AWS_REGION, the profile's, us-east-1].
+    #[arg(long, env = "AWS_REGION")]
+    region: Option<String>,
+    /// How long to wait after the load for the REPORT lines to reach CloudWatch.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    logs_wait: Duration,
+}
+
+#[derive(Debug, Args)]
+struct MetricsArgs {
+    /// A backend, NAME=URL (k8s and router are scraped for /metrics); without, the
+    /// URLs come from `stack outputs --json`.
+    #[arg(long = "target", value_parser = targets::parse_target)]
+    targets: Vec<Target>,
+    /// The `stack` binary that prints the outputs and lists the pods.
+    #[arg(long, env = "BENCH_STACK_BIN", default_value = "target/debug/stack")]
+    stack_bin: PathBuf,
+    /// The Lambda function [default: the stack's function_name output].
+    #[arg(long, env = "BENCH_FUNCTION")]
+    function: Option<String>,
+    /// The region of the function's logs [default: AWS_REGION, the profile's, us-east-1].
+    #[arg(long, env = "AWS_REGION")]
+    region: Option<String>,
+    /// How far back to read the REPORT lines.
+    #[arg(long, default_value = "15m", value_parser = parse_duration)]
+    since: Duration,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -113,6 +181,13 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => rt.block_on(run(args)),
         Command::Selftest(args) => rt.block_on(selftest(args)),
+        Command::Metrics(args) => rt.block_on(metrics(args)),
+        Command::Check(args) => {
+            if !rt.block_on(check(args))? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
     }
 }
 
@@ -203,6 +278,24 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
         .iter()
         .map(|(k, v)| (k.clone(), v.summary()))
         .collect();
+    // What the platforms recorded over the run: only for endpoints of the stack (or a
+    // function named by --function), since a URL alone says nothing of its logs.
+    let from_stack = a.targets.is_empty();
+    let function = a.function.clone().or_else(|| {
+        from_stack
+            .then(|| platform::stack_output(&a.stack_bin, "function_name").ok())
+            .flatten()
+    });
+    let observed = platform::observe(
+        function.as_deref(),
+        a.region.as_deref(),
+        from_stack.then_some(a.stack_bin.as_path()),
+        result.started_at,
+        result.wall,
+        &result.records,
+        a.logs_wait,
+    )
+    .await;
     let out = a.out.clone().unwrap_or_else(|| {
         PathBuf::from(format!(
             "bench/results/run-{}",
@@ -233,18 +326,222 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
             "targets": targets,
         },
         "backends": summaries,
+        "cold_starts": observed.cold_starts,
+        "platform": observed.platform,
+        "notes": observed.notes,
         "records": result.records,
     });
     let path = out.join("results.json");
     std::fs::write(&path, serde_json::to_vec(&json)?)
         .with_context(|| format!("writing {}", path.display()))?;
     print!("{}", stats::table(&summaries));
+    print_platform(&observed);
     println!(
         "wall {:.1} s; results in {}",
         result.wall.as_secs_f64(),
         path.display()
     );
     Ok(())
+}
+
+fn print_platform(seen: &platform::Observed) {
+    if let Some(l) = &seen.platform.lambda {
+        println!(
+            "lambda {}: {} invocations, {} cold (init p50 {:.0} ms, max {:.0} ms), billed {:.1} s at {} MB = {:.3} GB-s",
+            l.function_name,
+            l.invocations,
+            l.report.cold_starts,
+            l.report.init_ms.p50,
+            l.report.init_ms.max,
+            l.billed_ms / 1000.0,
+            l.memory_mb,
+            l.billed_gb_s
+        );
+    }
+    if let Some(k) = &seen.platform.k8s {
+        println!(
+            "k8s: {} pod(s) at the end, {} started during the run, {:.1} pod-seconds",
+            k.pods_max, k.pods_started, k.pod_seconds
+        );
+    }
+    let matched = seen
+        .cold_starts
+        .iter()
+        .filter(|c| !c.requests.is_empty())
+        .count();
+    if !seen.cold_starts.is_empty() {
+        println!(
+            "cold starts: {} ({} matched to the request they delayed)",
+            seen.cold_starts.len(),
+            matched
+        );
+    }
+    for n in &seen.notes {
+        println!("note: {n}");
+    }
+}
+
+/// `bench metrics`: the REPORT lines of the last `--since` and each server's /metrics.
+async fn metrics(a: MetricsArgs) -> anyhow::Result<()> {
+    let from_stack = a.targets.is_empty();
+    let targets = targets::resolve(&a.targets, &a.stack_bin)?;
+    let function = match (&a.function, from_stack) {
+        (Some(f), _) => Some(f.clone()),
+        (None, true) => platform::stack_output(&a.stack_bin, "function_name").ok(),
+        (None, false) => None,
+    };
+    let mut out = serde_json::Map::new();
+    if let Some(name) = &function {
+        let endpoint = lambda_logs::endpoint_from_env();
+        let logs = lambda_logs::client(endpoint.as_deref(), a.region.as_deref()).await;
+        let group = lambda_logs::log_group_of(name);
+        let end = SystemTime::now();
+        let lines = lambda_logs::fetch(&logs, &group, end - a.since, end).await?;
+        let s = lambda_logs::summarize(&lines);
+        if !a.json {
+            println!(
+                "Lambda {name}: REPORT lines of the last {:?} in {group}",
+                a.since
+            );
+            println!(
+                "  invocations {}  errors {}  cold starts {}  init p50/max {:.0}/{:.0} ms",
+                s.invocations, s.errors, s.cold_starts, s.init_ms.p50, s.init_ms.max
+            );
+            println!(
+                "  duration p50 {:.1} ms  p90 {:.1}  p99 {:.1}  max {:.1}",
+                s.duration_ms.p50, s.duration_ms.p90, s.duration_ms.p99, s.duration_ms.max
+            );
+            println!(
+                "  billed {:.1} s at {} MB = {:.3} GB-s; max memory used {} MB",
+                s.billed_ms / 1000.0,
+                s.memory_mb,
+                s.billed_gb_s,
+                s.max_memory_used_mb
+            );
+            println!(
+                "  CloudWatch metrics (GetMetricData: Throttles, ConcurrentExecutions) are not read yet; throttles show as 429s in `bench run`"
+            );
+        }
+        out.insert("lambda".into(), serde_json::to_value(&s)?);
+    } else if !a.json {
+        println!("Lambda: no function name (--function, or the stack's function_name output)");
+    }
+    // Each server: the pods one by one where their addresses answer from here (the
+    // local default), else the Service (one pod per scrape behind it).
+    let mut scrapes: Vec<(String, String)> = Vec::new();
+    if from_stack && let Ok(pods) = platform::pods(&a.stack_bin) {
+        for p in pods.iter().filter(|p| p.phase == "Running") {
+            if let Some(addr) = &p.address
+                && addr.contains(':')
+            {
+                scrapes.push((format!("pod {}", p.name), format!("http://{addr}/metrics")));
+            }
+        }
+    }
+    if scrapes.is_empty()
+        && let Some(t) = targets.iter().find(|t| t.name == "k8s")
+    {
+        scrapes.push((
+            "k8s (one pod, through the Service)".into(),
+            format!("{}/metrics", t.url.trim_end_matches('/')),
+        ));
+    }
+    let client = runner::client()?;
+    let mut servers = serde_json::Map::new();
+    for (name, url) in scrapes {
+        let text = match client.get(&url).send().await {
+            Ok(r) if r.status().is_success() => r.text().await.unwrap_or_default(),
+            Ok(r) => {
+                println!("{name}: {url} answered {}", r.status());
+                continue;
+            }
+            Err(e) => {
+                println!("{name}: {url}: {e}");
+                continue;
+            }
+        };
+        let s = server_metrics::summarize(&server_metrics::parse(&text));
+        if !a.json {
+            let opt = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.1}"));
+            println!(
+                "{name}: /predict {} ({}), p50 ≤ {} ms, p99 ≤ {} ms, mean {} ms; batch size mean {}, queue depth {}, dropped {}, ready {}",
+                s.predict_requests,
+                s.predict_by_status
+                    .iter()
+                    .map(|(k, v)| format!("{k}: {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                opt(s.predict_p50_ms),
+                opt(s.predict_p99_ms),
+                opt(s.predict_mean_ms),
+                opt(s.batch_size_mean),
+                opt(s.queue_depth),
+                s.dropped,
+                opt(s.ready)
+            );
+        }
+        servers.insert(name, serde_json::to_value(&s)?);
+    }
+    out.insert("servers".into(), servers.into());
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    }
+    Ok(())
+}
+
+/// Runs `bench check`; whether every check passed.
+async fn check(a: CheckArgs) -> anyhow::Result<bool> {
+    let targets = targets::resolve(&a.targets, &a.stack_bin)?;
+    let texts = match &a.texts {
+        Some(path) => check::parse_texts(
+            &std::fs::read_to_string(path)
+                .with_context(|| format!("reading the texts {}", path.display()))?,
+        ),
+        None => check::parse_texts(check::KNOWN_TEXTS),
+    };
+    let expected = match &a.expect {
+        Some(path) => Some(check::read_expected(path, texts.len())?),
+        None => None,
+    };
+    let outcomes = check::run(&CheckConfig {
+        targets: targets.clone(),
+        texts,
+        expected,
+        score_tolerance: a.score_tolerance,
+        timeout: a.timeout,
+    })
+    .await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&outcomes)?);
+    } else {
+        for o in &outcomes {
+            let verdict = match o.verdict {
+                Verdict::Pass => "ok  ",
+                Verdict::Fail => "FAIL",
+                Verdict::Skip => "skip",
+            };
+            println!("{verdict} {:<6} {:<44} {}", o.backend, o.check, o.detail);
+        }
+    }
+    let names: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
+    let passed = check::all_passed(&outcomes);
+    let line = format!(
+        "bench check: {} against {}{}",
+        check::summary(&outcomes),
+        names.join(", "),
+        if a.expect.is_none() {
+            " (no --expect: answers compared across backends, not with the model)"
+        } else {
+            ""
+        }
+    );
+    // The summary closes the table; with --json it goes to stderr, out of the JSON.
+    if a.json {
+        eprintln!("{line}");
+    } else {
+        println!("{line}");
+    }
+    Ok(passed)
 }
 
 async fn selftest(a: SelftestArgs) -> anyhow::Result<()> {

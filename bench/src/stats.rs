@@ -95,11 +95,11 @@ pub struct Record {
 }
 
 /// Latencies are recorded in microseconds.
-fn histogram() -> Histogram<u64> {
+pub(crate) fn histogram() -> Histogram<u64> {
     Histogram::new(3).expect("3 significant figures is valid")
 }
 
-fn micros(ms: f64) -> u64 {
+pub(crate) fn micros(ms: f64) -> u64 {
     (ms.max(0.0) * 1000.0).round() as u64
 }
 

@@ -133,3 +133,85 @@ fn bad_flags_are_refused() {
         assert!(!o.status.success(), "{args:?} succeeded");
     }
 }
+
+/// A backend that answers 200 POSITIVE to everything: `bench check` must fail it on
+/// the model's answers and on every bad input, and exit 1 with a summary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_fails_a_wrong_backend() {
+    let server = Loopback::start(Duration::ZERO).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let texts = dir.path().join("texts.txt");
+    std::fs::write(
+        &texts,
+        "a wonderful film\na dull, tedious and boring mess\n",
+    )
+    .unwrap();
+    let expect = dir.path().join("expected.jsonl");
+    std::fs::write(
+        &expect,
+        "{\"label\":\"POSITIVE\",\"score\":0.99}\n{\"label\":\"NEGATIVE\",\"score\":0.8}\n",
+    )
+    .unwrap();
+    let target = format!("k8s={}", server.url());
+    let o = bench_async(&[
+        "check",
+        "--target",
+        &target,
+        "--texts",
+        texts.to_str().unwrap(),
+        "--expect",
+        expect.to_str().unwrap(),
+        "--json",
+    ])
+    .await;
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let outcomes: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    let verdict = |check: &str| {
+        outcomes
+            .iter()
+            .find(|x| x["check"] == check)
+            .unwrap_or_else(|| panic!("no check {check}: {outcomes:?}"))["verdict"]
+            .clone()
+    };
+    // The first text happens to get the right answer; the second does not.
+    assert_eq!(verdict("predict \"a wonderful film\""), "pass");
+    assert_eq!(
+        verdict("predict \"a dull, tedious and boring mess\""),
+        "fail"
+    );
+    assert_eq!(verdict("bad input invalid_json"), "fail");
+    assert_eq!(verdict("bad input wrong_content_type"), "fail");
+    assert_eq!(verdict("GET /healthz"), "pass");
+    assert_eq!(verdict("GET /metrics"), "fail");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("bench check: ") && stderr.contains("failed"),
+        "{stderr}"
+    );
+
+    // Expectations that do not cover the texts are refused before anything is sent.
+    std::fs::write(&expect, "{\"label\":\"POSITIVE\",\"score\":0.99}\n").unwrap();
+    let hits = server.hits();
+    let o = bench_async(&[
+        "check",
+        "--target",
+        &target,
+        "--texts",
+        texts.to_str().unwrap(),
+        "--expect",
+        expect.to_str().unwrap(),
+    ])
+    .await;
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("1 answers for 2 texts"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(server.hits(), hits);
+}
