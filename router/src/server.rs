@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::server::conn::http1;
@@ -44,6 +44,41 @@ fn json_response(status: u16, body: &impl serde::Serialize) -> HttpResponse {
         HeaderValue::from_static("application/json"),
     );
     r
+}
+
+/// How much of an over-limit body is read (and dropped) so its sender gets the 413.
+fn drain_cap(limit: usize) -> usize {
+    limit.saturating_mul(8).max(16 << 20)
+}
+
+enum BodyError {
+    /// Over the limit; `drained` when it was read to its end.
+    TooLarge {
+        drained: bool,
+    },
+    Read(hyper::Error),
+}
+
+/// Reads a body of at most `limit` bytes; past it, reads on and drops up to
+/// [`drain_cap`].
+async fn read_body(mut body: Incoming, limit: usize) -> Result<Bytes, BodyError> {
+    let mut kept = Vec::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(BodyError::Read)?;
+        if let Ok(data) = frame.into_data() {
+            total += data.len();
+            if total <= limit {
+                kept.extend_from_slice(&data);
+            } else if total > drain_cap(limit) {
+                return Err(BodyError::TooLarge { drained: false });
+            }
+        }
+    }
+    if total > limit {
+        return Err(BodyError::TooLarge { drained: true });
+    }
+    Ok(Bytes::from(kept))
 }
 
 fn error(kind: ErrorKind, detail: impl Into<String>) -> HttpResponse {
@@ -152,29 +187,34 @@ impl App {
             return refuse(json_response(body.error.status(), &body));
         }
         let limit = self.router.config().max_body_bytes;
-        let too_large = || {
-            error(
+        let too_large = |drained: bool| {
+            let mut r = error(
                 ErrorKind::PayloadTooLarge,
                 format!("the body is over the limit of {limit} bytes"),
-            )
+            );
+            // Unread bytes left on the socket make the close a reset, which a client
+            // still writing sees instead of this answer; so the body is read and
+            // dropped, and only a body too big even for that closes the connection.
+            if !drained {
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            r
         };
         let declared = req
             .headers()
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|len| len > limit as u64) {
-            return refuse(too_large());
+        if declared.is_some_and(|len| len > drain_cap(limit) as u64) {
+            return refuse(too_large(false));
         }
         // The deadline covers the upload too, so a stalled client cannot hold a slot.
         let deadline = self.router.config().retry.deadline;
-        let read = Limited::new(req.into_body(), limit).collect();
-        let body = match tokio::time::timeout(deadline, read).await {
-            Ok(Ok(collected)) => collected.to_bytes(),
-            Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
-                return refuse(too_large());
-            }
-            Ok(Err(e)) => {
+        let body = match tokio::time::timeout(deadline, read_body(req.into_body(), limit)).await {
+            Ok(Ok(body)) => body,
+            Ok(Err(BodyError::TooLarge { drained })) => return refuse(too_large(drained)),
+            Ok(Err(BodyError::Read(e))) => {
                 return refuse(error(
                     ErrorKind::InvalidJson,
                     format!("reading the body failed: {e}"),

@@ -344,6 +344,15 @@ async fn bodies_over_the_limit_are_413() {
     assert_eq!(r.status(), 413);
     assert_eq!(json(&r.text().await.unwrap())["error"], "payload_too_large");
 
+    // Bodies bigger than the socket buffers: the sender, still writing, must get the
+    // 413 and not a reset (the body is read and dropped, not left on the socket).
+    let huge = format!(r#"{{"text":"{}"}}"#, "x".repeat(4 << 20));
+    for _ in 0..5 {
+        let r = predict(&router, "", &huge).await;
+        assert_eq!(r.status(), 413);
+        assert_eq!(json(&r.text().await.unwrap())["error"], "payload_too_large");
+    }
+
     // Chunked, with no Content-Length to refuse up front.
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(router.addr).await.unwrap();
