@@ -156,34 +156,42 @@ pub fn endpoint_from_env() -> Option<String> {
     Some(std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| LOCAL_ENDPOINT.to_string()))
 }
 
-/// A CloudWatch Logs client: the default chain on AWS; on a local endpoint (moto),
-/// as `stack` does, dummy credentials unless real ones are set.
+/// The SDK configuration of the CloudWatch clients: the default chain on AWS; on a
+/// local endpoint (moto), as `stack` does, dummy credentials unless real ones are set;
+/// the region from `region`, else the chain, else [`DEFAULT_REGION`].
+pub async fn sdk_config(endpoint: Option<&str>, region: Option<&str>) -> aws_config::SdkConfig {
+    let load = |region: Option<String>| {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        if let Some(r) = region {
+            loader = loader.region(aws_config::Region::new(r));
+        }
+        if let Some(url) = endpoint {
+            loader = loader.endpoint_url(url);
+        }
+        if endpoint.is_some() && std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
+            loader = loader.credentials_provider(aws_sdk_cloudwatchlogs::config::Credentials::new(
+                "test",
+                "test",
+                None,
+                None,
+                "bench-local",
+            ));
+        }
+        loader.load()
+    };
+    let conf = load(region.map(str::to_string)).await;
+    if conf.region().is_some() {
+        return conf;
+    }
+    load(Some(DEFAULT_REGION.to_string())).await
+}
+
+/// A CloudWatch Logs client (see [`sdk_config`]).
 pub async fn client(
     endpoint: Option<&str>,
     region: Option<&str>,
 ) -> aws_sdk_cloudwatchlogs::Client {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-    if let Some(r) = region {
-        loader = loader.region(aws_config::Region::new(r.to_string()));
-    }
-    if let Some(url) = endpoint {
-        loader = loader.endpoint_url(url);
-    }
-    if endpoint.is_some() && std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
-        loader = loader.credentials_provider(aws_sdk_cloudwatchlogs::config::Credentials::new(
-            "test",
-            "test",
-            None,
-            None,
-            "bench-local",
-        ));
-    }
-    let conf = loader.load().await;
-    let mut builder = aws_sdk_cloudwatchlogs::config::Builder::from(&conf);
-    if conf.region().is_none() {
-        builder = builder.region(aws_config::Region::new(DEFAULT_REGION));
-    }
-    aws_sdk_cloudwatchlogs::Client::from_conf(builder.build())
+    aws_sdk_cloudwatchlogs::Client::new(&sdk_config(endpoint, region).await)
 }
 
 fn unix_ms(t: SystemTime) -> i64 {

@@ -5,7 +5,8 @@
 //! HTTP server for the tests and `bench selftest`.
 //!
 //! Around the load: [`check`] is the integration suite against live endpoints
-//! (`bench check`); [`lambda_logs`] reads the Lambda's REPORT lines, [`server_metrics`]
+//! (`bench check`); [`lambda_logs`] reads the Lambda's REPORT lines and [`lambda_metrics`] its
+//! CloudWatch metrics, [`server_metrics`]
 //! the server's Prometheus `/metrics` (`bench metrics`); [`platform`] gathers both
 //! after a run, and [`coldstart`] matches cold starts to the requests they delayed.
 
@@ -13,6 +14,7 @@ pub mod check;
 pub mod coldstart;
 pub mod corpus;
 pub mod lambda_logs;
+pub mod lambda_metrics;
 pub mod loopback;
 pub mod platform;
 pub mod runner;

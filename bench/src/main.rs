@@ -13,7 +13,7 @@ use bench::runner::{self, DEFAULT_LATE_THRESHOLD, DEFAULT_MAX_IN_FLIGHT, Mode, R
 use bench::schedule::{self, Profile, Spec};
 use bench::stats::{self, Summary};
 use bench::targets::{self, Target};
-use bench::{lambda_logs, platform, server_metrics};
+use bench::{lambda_logs, lambda_metrics, platform, server_metrics};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -418,11 +418,34 @@ async fn metrics(a: MetricsArgs) -> anyhow::Result<()> {
                 s.billed_gb_s,
                 s.max_memory_used_mb
             );
-            println!(
-                "  CloudWatch metrics (GetMetricData: Throttles, ConcurrentExecutions) are not read yet; throttles show as 429s in `bench run`"
-            );
         }
         out.insert("lambda".into(), serde_json::to_value(&s)?);
+        let cw = lambda_metrics::client(endpoint.as_deref(), a.region.as_deref()).await;
+        let m = lambda_metrics::fetch(&cw, name, end - a.since, end).await?;
+        if !a.json {
+            let opt = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.0}"));
+            if m.is_empty() {
+                println!(
+                    "  CloudWatch metrics (AWS/Lambda): no datapoints in the window{}",
+                    if endpoint.is_some() {
+                        " (the local stand-in publishes none)"
+                    } else {
+                        " (they lag a minute or two)"
+                    }
+                );
+            } else {
+                println!(
+                    "  CloudWatch: invocations {}  errors {}  throttles {}  duration p50 {} ms  p99 {} ms  concurrency max {}",
+                    opt(m.invocations),
+                    opt(m.errors),
+                    opt(m.throttles),
+                    opt(m.duration_p50_ms),
+                    opt(m.duration_p99_ms),
+                    opt(m.concurrent_executions_max)
+                );
+            }
+        }
+        out.insert("cloudwatch".into(), serde_json::to_value(&m)?);
     } else if !a.json {
         println!("Lambda: no function name (--function, or the stack's function_name output)");
     }

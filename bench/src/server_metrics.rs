@@ -124,7 +124,9 @@ pub fn summarize(samples: &[Sample]) -> ServerSummary {
             .iter()
             .filter(|s| s.name == name && (!predict_only || is_predict(s)))
             .map(|s| s.value)
-            .sum()
+            .sum::<f64>()
+            // An empty f64 sum is -0.0.
+            + 0.0
     };
     let one = |name: &str| samples.iter().find(|s| s.name == name).map(|s| s.value);
     let mut s = ServerSummary::default();
