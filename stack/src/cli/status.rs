@@ -326,6 +326,27 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn a_process_start_time_comes_from_proc() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        // A child started now: its start is within seconds of now, never after it.
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let started = process_start_unix_s(child.id()).expect("a start time");
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(
+            started <= now + 1.5 && started > now - 5.0,
+            "{started} vs {now}"
+        );
+        assert_eq!(process_start_unix_s(u32::MAX), None);
+    }
+
+    #[test]
     fn hpa_status_reads_utilization_target_and_last_scale() {
         let h: HorizontalPodAutoscaler = serde_json::from_value(json!({
             "metadata": {"name": "web"},
