@@ -2,10 +2,12 @@
 //! profile ([`schedule`]), the request texts ([`corpus`]), the latency statistics
 //! ([`stats`]), where the endpoints are ([`targets`]), and the load generator that
 //! sends on schedule and records every request ([`runner`]). [`loopback`] is a tiny
-//! HTTP server for the tests and `bench selftest`.
+//! HTTP server for the tests and `bench selftest`. [`report`] turns a `results.json`
+//! into `report.md` and its plots.
 
 pub mod corpus;
 pub mod loopback;
+pub mod report;
 pub mod runner;
 pub mod schedule;
 pub mod stats;
