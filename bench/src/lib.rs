@@ -2,13 +2,15 @@
 //! profile ([`schedule`]), the request texts ([`corpus`]), the latency statistics
 //! ([`stats`]), where the endpoints are ([`targets`]), and the load generator that
 //! sends on schedule and records every request ([`runner`]). [`loopback`] is a tiny
-//! HTTP server for the tests and `bench selftest`.
+//! HTTP server for the tests and `bench selftest`. [`report`] turns a `results.json`
+//! into `report.md` and its plots.
 //!
 //! Around the load: [`check`] is the integration suite against live endpoints
-//! (`bench check`); [`lambda_logs`] reads the Lambda's REPORT lines and [`lambda_metrics`] its
-//! CloudWatch metrics, [`server_metrics`]
-//! the server's Prometheus `/metrics` (`bench metrics`); [`platform`] gathers both
-//! after a run, and [`coldstart`] matches cold starts to the requests they delayed.
+//! (`bench check`); [`lambda_logs`] reads the Lambda's REPORT lines and
+//! [`lambda_metrics`] its CloudWatch metrics, [`server_metrics`] the server's
+//! Prometheus `/metrics` (`bench metrics`); [`platform`] gathers what the platforms
+//! recorded after a run, and [`coldstart`] matches cold starts to the requests they
+//! delayed.
 
 pub mod check;
 pub mod coldstart;
@@ -17,6 +19,7 @@ pub mod lambda_logs;
 pub mod lambda_metrics;
 pub mod loopback;
 pub mod platform;
+pub mod report;
 pub mod runner;
 pub mod schedule;
 pub mod server_metrics;

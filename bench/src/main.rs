@@ -34,6 +34,8 @@ enum Command {
     /// Measure the highest open-loop rate this process keeps to, against an
     /// in-process loopback server.
     Selftest(SelftestArgs),
+    /// Write the Markdown report and the SVG/PNG plots of a run's results.json.
+    Report(ReportArgs),
     /// The integration suite against the live endpoints: known texts, a batch, every
     /// bad input class, probes, metrics, timing headers, the router's failover.
     Check(CheckArgs),
@@ -172,6 +174,16 @@ struct SelftestArgs {
     max_late_share: f64,
 }
 
+#[derive(Debug, Args)]
+struct ReportArgs {
+    /// The run's results.json.
+    #[arg(value_name = "RUN.json")]
+    results: PathBuf,
+    /// Where report.md and the plots go [default: the folder of RUN.json].
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -181,6 +193,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => rt.block_on(run(args)),
         Command::Selftest(args) => rt.block_on(selftest(args)),
+        Command::Report(args) => report(args),
         Command::Metrics(args) => rt.block_on(metrics(args)),
         Command::Check(args) => {
             if !rt.block_on(check(args))? {
@@ -341,6 +354,23 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
         result.wall.as_secs_f64(),
         path.display()
     );
+    bench::report::write_value(&json, &out).with_context(|| {
+        format!(
+            "writing the report (the results are in {}; retry with `bench report`)",
+            path.display()
+        )
+    })?;
+    println!("report in {}", out.join("report.md").display());
+    Ok(())
+}
+
+fn report(a: ReportArgs) -> anyhow::Result<()> {
+    let out = a.out.unwrap_or_else(|| match a.results.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    });
+    bench::report::write(&a.results, &out)?;
+    println!("report in {}", out.join("report.md").display());
     Ok(())
 }
 
