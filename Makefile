@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: build-local up-artifacts test e2e status test-deps fmt lint bench fixture-full clean up down diff moto registry bench-stack serve bench-server lambda lambda-local bench-lambda
+.PHONY: build-local up-artifacts test e2e status test-deps fmt lint bench bench-model check metrics fixture-full clean up down diff moto registry bench-stack serve bench-server lambda lambda-local bench-lambda
 
 test: test-deps
 	$(CARGO) test --workspace --all-targets
@@ -30,7 +30,7 @@ $(FULL_FIXTURE)/fixture.json:
 	@scripts/fetch-vocab.sh || true
 	$(CARGO) run --release -p model-cache -- fixture --size full --dtype f32 --out $(FULL_FIXTURE)
 
-bench: fixture-full
+bench-model: fixture-full
 	MODEL_BENCH_DIR=$(FULL_FIXTURE) $(CARGO) bench -p model-cache --bench classifier
 
 # The Lambda deployment zip: bootstrap + model/ when it fits the 250 MB unzipped limit.
@@ -115,6 +115,32 @@ status: build-local
 down: moto build-local
 	$(STACK_ENV) $(STACK) down --yes
 	@if [ "$(STACK_TARGET)" = local ]; then MOTO_PORT=$(MOTO_PORT) REGISTRY_PORT=$(REGISTRY_PORT) scripts/local-down.sh; fi
+
+# The integration suite against what `make up` deployed (bench check): the expected
+# answers are the deployed checkpoint's, from `model-cache predict`.
+CHECK_EXPECTED = .stack/check-expected.jsonl
+check: build-local
+	$(CARGO) build -q -p bench --bins
+	@mkdir -p .stack
+	$(BIN_DIR)/model-cache predict --model-dir $(UP_MODEL) < bench/check/texts.txt > $(CHECK_EXPECTED)
+	$(STACK_ENV) BENCH_STACK_BIN=$(BIN_DIR)/stack $(BIN_DIR)/bench check --expect $(CHECK_EXPECTED)
+
+# What the platforms recorded: the Lambda's REPORT lines, each server's /metrics.
+metrics: build-local
+	$(CARGO) build -q -p bench --bins
+	$(STACK_ENV) BENCH_STACK_BIN=$(BIN_DIR)/stack $(BIN_DIR)/bench metrics
+
+# Lambda vs Kubernetes on the full-size fixture: `make up` with it (a no-op when it is
+# already deployed), then the steady, step and spike profiles, each with its report.
+BENCH_MODEL ?= .cache/fixtures/full-f16
+BENCH_RATE ?= 2
+BENCH_DURATION ?= 60s
+bench:
+	@[ -f $(BENCH_MODEL)/model.safetensors ] || { $(MAKE) build-local && $(BIN_DIR)/model-cache fixture --size full --dtype f16 --out $(BENCH_MODEL); }
+	$(MAKE) up UP_MODEL=$(BENCH_MODEL)
+	$(CARGO) build -q -p bench --bins
+	$(STACK_ENV) BENCH_STACK_BIN=$(BIN_DIR)/stack BENCH_BIN=$(BIN_DIR)/bench \
+	  BENCH_RATE=$(BENCH_RATE) BENCH_DURATION=$(BENCH_DURATION) scripts/bench-suite.sh
 
 bench-stack:
 	$(CARGO) bench -p stack --bench stack_cli

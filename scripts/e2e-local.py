@@ -5,7 +5,9 @@ make up -> both printed URLs answer /predict with the model's label and score ->
 a burst at api_url starts more than one Lambda environment (cold starts), every
 answer right, and requests over the concurrency limit are throttled -> CPU load on
 service_url makes the HPA add a pod and the Service send it requests -> make up
-again changes nothing -> router_url answers through either backend and, with the
+again changes nothing -> `bench check` passes against the three URLs and `bench
+run --profile spike` writes its results and report, with the Lambda's cold start read
+from its REPORT lines and matched to the request it delayed -> router_url answers through either backend and, with the
 Lambda front killed, fails over to Kubernetes with no failed request -> make down
 leaves no process of ours and no listening port.
 
@@ -164,6 +166,33 @@ def check_lambda_concurrency(url, want):
     fail(f"no request was throttled over a concurrency limit of {LAMBDA_LIMIT}")
 
 
+def check_bench(env):
+    """`make check`, then a spike whose idle part outlasts the Lambda keep-alive, so
+    its burst meets a cold function."""
+    run(["make", "check", *MAKE_VARS], env)
+    out = Path(tempfile.mkdtemp(prefix="e2e-bench-"))
+    run([str(BIN / "bench"), "run", "--profile", "spike", "--duration", "10s", "--burst", "3s",
+         "--rate", "5", "--out", str(out)], env)
+    results = json.loads((out / "results.json").read_text())
+    for name in ("lambda", "k8s", "router"):
+        b = results["backends"].get(name)
+        if not b or b["ok"] != b["requests"] or b["requests"] != 15:
+            fail(f"bench run: {name}: {b}")
+    cold = [c for c in results["cold_starts"] if c["source"] == "report"]
+    if not cold or not any(c["requests"] for c in cold):
+        fail(f"bench run: no cold start from a REPORT line matched to a request: {results['cold_starts']}")
+    lam = results["platform"].get("lambda") or {}
+    if lam.get("invocations", 0) < 15 or lam.get("billed_gb_s", 0) <= 0:
+        fail(f"bench run: the Lambda's REPORT lines were not counted: {lam}")
+    if results["platform"].get("k8s", {}).get("pod_seconds", 0) <= 0:
+        fail(f"bench run: no pod-seconds: {results['platform']}")
+    for f in ("report.md",):
+        if not (out / f).is_file():
+            fail(f"bench run wrote no {f} in {out}")
+    log(f"bench run: {len(cold)} cold start(s) from REPORT lines, "
+        f"{lam['invocations']} invocations, {lam['billed_gb_s']:.3f} GB-s; report in {out}")
+
+
 def status(env):
     p = subprocess.run([str(BIN / "stack"), "status", "--json"], cwd=ROOT, env=env,
                        capture_output=True, text=True)
@@ -281,6 +310,9 @@ def main():
         "STACK_LAMBDA_CONCURRENCY": str(LAMBDA_LIMIT),
         "STACK_HPA_SYNC_MS": "2000",
         "STACK_KUBELET_SYNC_MS": "1000",
+        # Idle environments go after 5 s, so the bench's spike starts cold.
+        "STACK_LAMBDA_KEEP_ALIVE_SECS": "5",
+        "BENCH_STACK_BIN": str(BIN / "stack"),
     })
     marker = "e2e.local"
     started = time.time()
@@ -309,6 +341,7 @@ def main():
             fail("a second make up restarted a front or the control plane")
         if {p["pid"] for p in status(env)["pods"]} != pods:
             fail("a second make up restarted pods")
+        check_bench(env)
         check_router_fails_over(urls, want)
         ports = {int(u.rsplit(":", 1)[1].strip("/")) for u in urls.values()}
         ports |= {int(MOTO_PORT), int(REGISTRY_PORT)}
