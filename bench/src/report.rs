@@ -18,6 +18,8 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use serde::Deserialize;
 
+use crate::stats::Percentiles;
+
 // ---------------------------------------------------------------------------------
 // results.json, as read back
 
@@ -74,26 +76,12 @@ pub struct BackendSummary {
     pub error_rate: f64,
     pub offered_rps: f64,
     pub throughput_rps: f64,
-    pub latency_ms: Latency,
-    pub ok_latency_ms: Latency,
+    pub latency_ms: Percentiles,
+    pub ok_latency_ms: Percentiles,
     pub late_sends: u64,
     pub cold_starts: u64,
     pub retried: u64,
     pub per_second: Vec<PerSecond>,
-}
-
-/// [`crate::stats::Percentiles`] as read back, in ms.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct Latency {
-    pub count: u64,
-    pub min: f64,
-    pub mean: f64,
-    pub p50: f64,
-    pub p90: f64,
-    pub p99: f64,
-    pub p999: f64,
-    pub max: f64,
 }
 
 /// One second of a backend's run, by scheduled time ([`crate::stats::Second`]).
@@ -373,7 +361,7 @@ fn summary_of(records: &[&RecordRow]) -> BackendSummary {
         .map(|r| r.latency_ms)
         .collect();
     ok_lat.sort_by(f64::total_cmp);
-    let pct = |v: &[f64]| Latency {
+    let pct = |v: &[f64]| Percentiles {
         count: v.len() as u64,
         min: v.first().copied().unwrap_or(0.0),
         mean: v.iter().sum::<f64>() / v.len().max(1) as f64,
@@ -1256,6 +1244,66 @@ fn legend_line(color: RGBColor, width: u32) -> impl Fn((i32, i32)) -> PathElemen
     move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(width))
 }
 
+/// Every plot's frame: caption, margins, room for the axis labels.
+fn frame<'a, 'b, DB: DrawingBackend>(
+    root: &'a DrawingArea<DB, Shift>,
+    caption: &str,
+) -> ChartBuilder<'a, 'b, DB> {
+    let mut b = ChartBuilder::on(root);
+    b.caption(caption, text(26))
+        .margin(18)
+        .x_label_area_size(56)
+        .y_label_area_size(84);
+    b
+}
+
+/// Every plot's grid, axis descriptions and tick labels.
+fn mesh<DB, X, Y>(
+    chart: &mut ChartContext<'_, DB, Cartesian2d<X, Y>>,
+    x_desc: &str,
+    y_desc: &str,
+) -> anyhow::Result<()>
+where
+    DB: DrawingBackend,
+    DB::ErrorType: 'static,
+    X: Ranged<ValueType = f64> + plotters::coord::ranged1d::ValueFormatter<f64>,
+    Y: Ranged<ValueType = f64> + plotters::coord::ranged1d::ValueFormatter<f64>,
+{
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .label_style(text(16))
+        .axis_desc_style(text(18))
+        .light_line_style(GRID.mix(0.5))
+        .bold_line_style(GRID)
+        .x_label_formatter(&fmt_tick)
+        .y_label_formatter(&fmt_tick)
+        .draw()?;
+    Ok(())
+}
+
+/// Every plot's legend box.
+fn legend<'a, DB, CT>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    position: SeriesLabelPosition,
+) -> anyhow::Result<()>
+where
+    DB: DrawingBackend + 'a,
+    DB::ErrorType: 'static,
+    CT: CoordTranslate,
+{
+    chart
+        .configure_series_labels()
+        .position(position)
+        .margin(16)
+        .label_font(text(16))
+        .background_style(WHITE.mix(0.85))
+        .border_style(GREY)
+        .draw()?;
+    Ok(())
+}
+
 fn draw_latency<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     m: &Model,
@@ -1266,23 +1314,13 @@ where
 {
     let (y0, y1) = m.latency_range();
     let (x0, x1) = (m.s0 as f64, m.sched_end as f64);
-    let mut chart = ChartBuilder::on(root)
-        .caption("Latency over time (from the scheduled send)", text(26))
-        .margin(18)
-        .x_label_area_size(56)
-        .y_label_area_size(84)
+    let mut chart = frame(root, "Latency over time (from the scheduled send)")
         .build_cartesian_2d(x0..x1, (y0..y1).log_scale())?;
-    chart
-        .configure_mesh()
-        .x_desc("scheduled time (s from the start of the run)")
-        .y_desc("latency (ms, log scale)")
-        .label_style(text(16))
-        .axis_desc_style(text(18))
-        .light_line_style(GRID.mix(0.5))
-        .bold_line_style(GRID)
-        .x_label_formatter(&fmt_tick)
-        .y_label_formatter(&fmt_tick)
-        .draw()?;
+    mesh(
+        &mut chart,
+        "scheduled time (s from the start of the run)",
+        "latency (ms, log scale)",
+    )?;
     let clamp = |v: f64| v.clamp(y0, y1);
     if m.dots {
         for b in &m.backends {
@@ -1355,13 +1393,7 @@ where
             ))
             .legend(move |(x, y)| TriangleMarker::new((x + 12, y), 7, color.filled()));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .label_font(text(16))
-        .background_style(WHITE.mix(0.85))
-        .border_style(GREY)
-        .draw()?;
+    legend(&mut chart, SeriesLabelPosition::UpperRight)?;
     Ok(())
 }
 
@@ -1377,23 +1409,13 @@ where
     DB::ErrorType: 'static,
 {
     let (x0, x1) = m.latency_range();
-    let mut chart = ChartBuilder::on(root)
-        .caption("Latency CDF (every request, failures included)", text(26))
-        .margin(18)
-        .x_label_area_size(56)
-        .y_label_area_size(84)
+    let mut chart = frame(root, "Latency CDF (every request, failures included)")
         .build_cartesian_2d((x0..x1).log_scale(), 0.0..1.0)?;
-    chart
-        .configure_mesh()
-        .x_desc("latency (ms, log scale)")
-        .y_desc("share of requests answered within")
-        .label_style(text(16))
-        .axis_desc_style(text(18))
-        .light_line_style(GRID.mix(0.5))
-        .bold_line_style(GRID)
-        .x_label_formatter(&fmt_tick)
-        .y_label_formatter(&fmt_tick)
-        .draw()?;
+    mesh(
+        &mut chart,
+        "latency (ms, log scale)",
+        "share of requests answered within",
+    )?;
     for (q, label) in [(0.5, "p50"), (0.99, "p99")] {
         chart.draw_series(DashedLineSeries::new(
             [(x0, q), (x1, q)],
@@ -1446,14 +1468,7 @@ where
             .legend(legend_line(b.color, 3));
     }
     // Lower right: slow and rare, where a CDF has no line.
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .margin(16)
-        .label_font(text(16))
-        .background_style(WHITE.mix(0.85))
-        .border_style(GREY)
-        .draw()?;
+    legend(&mut chart, SeriesLabelPosition::LowerRight)?;
     Ok(())
 }
 
@@ -1479,23 +1494,12 @@ where
         ThroughputBasis::Completed => "Throughput (2xx by second completed) vs offered load",
         ThroughputBasis::Scheduled => "Throughput (2xx by second scheduled) vs offered load",
     };
-    let mut chart = ChartBuilder::on(root)
-        .caption(caption, text(26))
-        .margin(18)
-        .x_label_area_size(56)
-        .y_label_area_size(84)
-        .build_cartesian_2d(x0..x1, 0.0..top)?;
-    chart
-        .configure_mesh()
-        .x_desc("time (s from the start of the run)")
-        .y_desc("requests per second")
-        .label_style(text(16))
-        .axis_desc_style(text(18))
-        .light_line_style(GRID.mix(0.5))
-        .bold_line_style(GRID)
-        .x_label_formatter(&fmt_tick)
-        .y_label_formatter(&fmt_tick)
-        .draw()?;
+    let mut chart = frame(root, caption).build_cartesian_2d(x0..x1, 0.0..top)?;
+    mesh(
+        &mut chart,
+        "time (s from the start of the run)",
+        "requests per second",
+    )?;
     // Offered load exists over the scheduled seconds only.
     let sched = (m.sched_end - m.s0) as usize;
     let series = |v: &[u64]| -> Vec<(f64, f64)> {
@@ -1545,13 +1549,7 @@ where
             ))
             .legend(legend_line(BLACK, 2));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .label_font(text(16))
-        .background_style(WHITE.mix(0.85))
-        .border_style(GREY)
-        .draw()?;
+    legend(&mut chart, SeriesLabelPosition::UpperRight)?;
     Ok(())
 }
 
@@ -1572,23 +1570,13 @@ where
         .unwrap_or(0);
     let (x0, x1) = (m.s0 as f64, m.sched_end as f64);
     let sched = (m.sched_end - m.s0) as usize;
-    let mut chart = ChartBuilder::on(root)
-        .caption("Errors per second (by scheduled second)", text(26))
-        .margin(18)
-        .x_label_area_size(56)
-        .y_label_area_size(84)
+    let mut chart = frame(root, "Errors per second (by scheduled second)")
         .build_cartesian_2d(x0..x1, 0.0..(top.max(1) as f64 * 1.15))?;
-    chart
-        .configure_mesh()
-        .x_desc("scheduled time (s from the start of the run)")
-        .y_desc("failed requests per second")
-        .label_style(text(16))
-        .axis_desc_style(text(18))
-        .light_line_style(GRID.mix(0.5))
-        .bold_line_style(GRID)
-        .x_label_formatter(&fmt_tick)
-        .y_label_formatter(&fmt_tick)
-        .draw()?;
+    mesh(
+        &mut chart,
+        "scheduled time (s from the start of the run)",
+        "failed requests per second",
+    )?;
     if top == 0 {
         let (w, h) = chart.plotting_area().dim_in_pixel();
         let centre = chart.plotting_area().get_base_pixel();
@@ -1624,13 +1612,7 @@ where
             anno.label(legend_text(svg, format!("{} {}", b.name, kind)));
         }
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .label_font(text(16))
-        .background_style(WHITE.mix(0.85))
-        .border_style(GREY)
-        .draw()?;
+    legend(&mut chart, SeriesLabelPosition::UpperRight)?;
     Ok(())
 }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Why a request failed. Anything with an HTTP answer is classified by its status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -103,8 +103,10 @@ pub(crate) fn micros(ms: f64) -> u64 {
     (ms.max(0.0) * 1000.0).round() as u64
 }
 
-/// Percentiles of a histogram, in milliseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Default)]
+/// Percentiles of a histogram, in milliseconds (read back by the report, where a
+/// missing field is 0).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
 pub struct Percentiles {
     pub count: u64,
     pub min: f64,
