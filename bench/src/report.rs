@@ -18,7 +18,7 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use serde::Deserialize;
 
-use crate::stats::Percentiles;
+use crate::stats::{Percentiles, Second, Summary};
 
 // ---------------------------------------------------------------------------------
 // results.json, as read back
@@ -31,7 +31,7 @@ pub struct Results {
     pub started_at: Option<String>,
     pub wall_s: Option<f64>,
     pub config: Config,
-    pub backends: BTreeMap<String, BackendSummary>,
+    pub backends: BTreeMap<String, Summary>,
     pub records: Vec<RecordRow>,
     /// Cold starts matched to the requests they delayed (newer files only).
     pub cold_starts: Option<Vec<ColdStart>>,
@@ -64,36 +64,6 @@ pub struct Config {
 pub struct TargetRow {
     pub name: String,
     pub url: String,
-}
-
-/// `backends.<name>`: [`crate::stats::Summary`] as read back.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct BackendSummary {
-    pub requests: u64,
-    pub ok: u64,
-    pub errors: BTreeMap<String, u64>,
-    pub error_rate: f64,
-    pub offered_rps: f64,
-    pub throughput_rps: f64,
-    pub latency_ms: Percentiles,
-    pub ok_latency_ms: Percentiles,
-    pub late_sends: u64,
-    pub cold_starts: u64,
-    pub retried: u64,
-    pub per_second: Vec<PerSecond>,
-}
-
-/// One second of a backend's run, by scheduled time ([`crate::stats::Second`]).
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct PerSecond {
-    pub second: u64,
-    pub requests: u64,
-    pub errors: u64,
-    pub p50_ms: f64,
-    pub p99_ms: f64,
-    pub max_ms: f64,
 }
 
 /// One request ([`crate::stats::Record`]), the fields the report uses.
@@ -227,7 +197,7 @@ pub const ABSORB_RUN: usize = 3;
 /// when no such run exists (not absorbed while the burst lasted), no second of the
 /// burst has requests, or there is no baseline.
 pub fn time_to_absorb(
-    per_second: &[PerSecond],
+    per_second: &[Second],
     burst_start_s: f64,
     burst_end_s: f64,
     baseline_ms: f64,
@@ -237,12 +207,12 @@ pub fn time_to_absorb(
     }
     let first = burst_start_s.max(0.0).floor() as u64;
     let end = burst_end_s.max(0.0).ceil() as u64;
-    let mut burst: Vec<&PerSecond> = per_second
+    let mut burst: Vec<&Second> = per_second
         .iter()
         .filter(|s| s.second >= first && s.second < end && s.requests > 0)
         .collect();
     burst.sort_by_key(|s| s.second);
-    let settled = |s: &PerSecond| {
+    let settled = |s: &Second| {
         s.p99_ms <= ABSORB_FACTOR * baseline_ms
             && s.errors as f64 <= ABSORB_MAX_ERROR_SHARE * s.requests as f64
     };
@@ -352,7 +322,7 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
 }
 
 /// A backend's summary computed from its records, for a file whose `backends` lacks it.
-fn summary_of(records: &[&RecordRow]) -> BackendSummary {
+fn summary_of(records: &[&RecordRow]) -> Summary {
     let mut lat: Vec<f64> = records.iter().map(|r| r.latency_ms).collect();
     lat.sort_by(f64::total_cmp);
     let mut ok_lat: Vec<f64> = records
@@ -395,7 +365,7 @@ fn summary_of(records: &[&RecordRow]) -> BackendSummary {
             .or_default()
             .push(*r);
     }
-    BackendSummary {
+    Summary {
         requests,
         ok,
         errors,
@@ -417,7 +387,7 @@ fn summary_of(records: &[&RecordRow]) -> BackendSummary {
             .map(|(second, rs)| {
                 let mut l: Vec<f64> = rs.iter().map(|r| r.latency_ms).collect();
                 l.sort_by(f64::total_cmp);
-                PerSecond {
+                Second {
                     second,
                     requests: rs.len() as u64,
                     errors: rs.iter().filter(|r| r.error.is_some()).count() as u64,
@@ -476,7 +446,7 @@ enum ThroughputBasis {
 struct BackendView<'a> {
     name: &'a str,
     color: RGBColor,
-    summary: BackendSummary,
+    summary: Summary,
     records: Vec<&'a RecordRow>,
     cold: ColdShare,
     /// When each cold start happened, s.
@@ -1341,7 +1311,7 @@ where
         ))?;
     }
     for b in &m.backends {
-        let mid = |s: &PerSecond| s.second as f64 + 0.5;
+        let mid = |s: &Second| s.second as f64 + 0.5;
         chart
             .draw_series(LineSeries::new(
                 b.summary
@@ -1620,8 +1590,8 @@ where
 mod tests {
     use super::*;
 
-    fn sec(second: u64, p99_ms: f64, errors: u64) -> PerSecond {
-        PerSecond {
+    fn sec(second: u64, p99_ms: f64, errors: u64) -> Second {
+        Second {
             second,
             requests: 50,
             errors,
@@ -1632,8 +1602,8 @@ mod tests {
     }
 
     /// A burst from 50 s to 60 s, baseline 10 ms (settled: p99 ≤ 20 ms, ≤ 5 % errors).
-    fn burst(p99s: &[f64]) -> Vec<PerSecond> {
-        let mut v: Vec<PerSecond> = p99s
+    fn burst(p99s: &[f64]) -> Vec<Second> {
+        let mut v: Vec<Second> = p99s
             .iter()
             .enumerate()
             .map(|(k, p)| sec(50 + k as u64, *p, 0))

@@ -295,7 +295,8 @@ impl BackendStats {
 }
 
 /// One second of the run, by scheduled time.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct Second {
     pub second: u64,
     pub requests: u64,
@@ -305,8 +306,9 @@ pub struct Second {
     pub max_ms: f64,
 }
 
-/// A backend's results.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+/// A backend's results (read back by the report, where a missing field is empty).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct Summary {
     pub requests: u64,
     /// 2xx answers.
