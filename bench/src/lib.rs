@@ -10,11 +10,12 @@
 //! [`lambda_metrics`] its CloudWatch metrics, [`server_metrics`] the server's
 //! Prometheus `/metrics` (`bench metrics`); [`platform`] gathers what the platforms
 //! recorded after a run, and [`coldstart`] matches cold starts to the requests they
-//! delayed.
+//! delayed. [`cost`] prices a month of traffic on each side (`bench cost`).
 
 pub mod check;
 pub mod coldstart;
 pub mod corpus;
+pub mod cost;
 pub mod lambda_logs;
 pub mod lambda_metrics;
 pub mod loopback;

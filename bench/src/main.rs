@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use bench::check::{self, CheckConfig, Verdict};
 use bench::corpus::{Corpus, Texts};
+use bench::cost;
 use bench::loopback::Loopback;
 use bench::parse_duration;
 use bench::runner::{self, DEFAULT_LATE_THRESHOLD, DEFAULT_MAX_IN_FLIGHT, Mode, RunConfig};
@@ -42,6 +43,74 @@ enum Command {
     /// What the platforms recorded: the Lambda's REPORT lines from CloudWatch Logs and
     /// the servers' Prometheus /metrics.
     Metrics(MetricsArgs),
+    /// A month of traffic on each side: cost per month and per million requests, and
+    /// the break-even rate, from a run's measurements and the prices file.
+    Cost(CostArgs),
+}
+
+/// `daily`: a day between 20% of the peak and the peak (mean 60% of it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum CostProfile {
+    Constant,
+    Daily,
+}
+
+#[derive(Debug, Args)]
+struct CostArgs {
+    /// Mean request rates to price, req/s.
+    #[arg(long, value_delimiter = ',', default_values_t = [1.0, 10.0, 100.0, 1000.0, 10000.0])]
+    rate: Vec<f64>,
+    /// Traffic shape: nodes are sized for its peak.
+    #[arg(long, value_enum, default_value = "constant")]
+    profile: CostProfile,
+    /// A `bench run` folder (or its results.json): billed ms per invocation and memory
+    /// from its REPORT lines, per-pod throughput at the p99 target, request sizes.
+    #[arg(long)]
+    inputs: Option<PathBuf>,
+    /// Billed ms per invocation, init included [default: measured by --inputs].
+    #[arg(long)]
+    lambda_ms: Option<f64>,
+    /// The function's memory, MB [default: measured by --inputs, else 2048].
+    #[arg(long)]
+    lambda_memory: Option<f64>,
+    #[arg(long, value_enum, default_value = "x86_64")]
+    arch: cost::Arch,
+    #[arg(long, default_value = "t3.large")]
+    instance_type: String,
+    /// Nodes: a count, or `auto` for enough pods for the peak at --pod-rps each.
+    #[arg(long, default_value = "auto")]
+    nodes: String,
+    /// The node group's minimum (auto sizing never goes below it).
+    #[arg(long, default_value_t = 2)]
+    min_nodes: u32,
+    /// Requests per second one pod serves within --p99-target [default: measured by
+    /// --inputs].
+    #[arg(long)]
+    pod_rps: Option<f64>,
+    /// CPU one pod requests, millicores (the Deployment's request).
+    #[arg(long, default_value_t = 1000)]
+    pod_cpu_m: u32,
+    /// The latency a second must meet for its throughput to count as the pod's.
+    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    p99_target: Duration,
+    /// Mean request body, KB [default: measured by --inputs, else 0.5].
+    #[arg(long)]
+    request_kb: Option<f64>,
+    /// Mean response, KB (body and headers).
+    #[arg(long, default_value_t = 0.4)]
+    response_kb: f64,
+    /// New load balancer connections per request (1: clients without keep-alive).
+    #[arg(long, default_value_t = 0.1)]
+    new_connections_per_request: f64,
+    /// Take the monthly free tiers off (Lambda requests and GB-s, data out).
+    #[arg(long)]
+    free_tier: bool,
+    /// A prices file [default: the built-in bench/prices/aws-us-east-1.toml].
+    #[arg(long)]
+    prices: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -195,6 +264,7 @@ fn main() -> anyhow::Result<()> {
         Command::Selftest(args) => rt.block_on(selftest(args)),
         Command::Report(args) => report(args),
         Command::Metrics(args) => rt.block_on(metrics(args)),
+        Command::Cost(args) => cost_command(args),
         Command::Check(args) => {
             if !rt.block_on(check(args))? {
                 std::process::exit(1);
@@ -538,6 +608,154 @@ async fn metrics(a: MetricsArgs) -> anyhow::Result<()> {
     out.insert("servers".into(), servers.into());
     if a.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
+    }
+    Ok(())
+}
+
+/// `bench cost`: the bill at each rate, the break-even, the inputs and the sources.
+fn cost_command(a: CostArgs) -> anyhow::Result<()> {
+    let prices = cost::Prices::load(a.prices.as_deref())?;
+    let measured = match &a.inputs {
+        Some(path) => {
+            let file = if path.is_dir() {
+                path.join("results.json")
+            } else {
+                path.clone()
+            };
+            let raw =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let json: serde_json::Value = serde_json::from_slice(&raw)
+                .with_context(|| format!("{} is not a bench run's results.json", file.display()))?;
+            cost::measured(&json, a.p99_target.as_secs_f64() * 1000.0)
+        }
+        None => cost::Measured::default(),
+    };
+    let source = |flag: Option<f64>, measured: Option<f64>| match (flag, measured) {
+        (Some(v), _) => Some((v, "flag")),
+        (None, Some(v)) => Some((v, "measured")),
+        (None, None) => None,
+    };
+    let Some((lambda_ms, lambda_ms_from)) = source(a.lambda_ms, measured.lambda_ms) else {
+        bail!(
+            "no Lambda duration: pass --inputs RUN_DIR (a bench run with the stack's REPORT lines) or --lambda-ms"
+        );
+    };
+    let nodes = match a.nodes.as_str() {
+        "auto" => None,
+        n => Some(
+            n.parse::<u32>()
+                .ok()
+                .filter(|n| *n > 0)
+                .with_context(|| format!("--nodes {n:?} is neither auto nor a count above 0"))?,
+        ),
+    };
+    let pod = source(a.pod_rps, measured.pod_rps);
+    let (pod_rps, pod_rps_from) = match (pod, nodes) {
+        (Some(p), _) => p,
+        (None, Some(_)) => (0.0, "unused"),
+        (None, None) => bail!(
+            "no per-pod throughput for --nodes auto: pass --inputs RUN_DIR (a run with a k8s backend whose seconds met --p99-target) or --pod-rps"
+        ),
+    };
+    let (memory, memory_from) =
+        source(a.lambda_memory, measured.lambda_memory_mb).unwrap_or((2048.0, "default"));
+    let (request_kb, request_kb_from) =
+        source(a.request_kb, measured.request_kb).unwrap_or((0.5, "default"));
+    let w = cost::Workload {
+        lambda_ms,
+        lambda_memory_mb: memory,
+        arch: a.arch,
+        request_kb,
+        response_kb: a.response_kb,
+        instance_type: a.instance_type.clone(),
+        nodes,
+        pod_rps,
+        pod_cpu_m: a.pod_cpu_m,
+        min_nodes: a.min_nodes,
+        peak_factor: match a.profile {
+            CostProfile::Constant => 1.0,
+            CostProfile::Daily => 1.0 / 0.6,
+        },
+        new_connections_per_request: a.new_connections_per_request,
+        free_tier: a.free_tier,
+    };
+    let bills = a
+        .rate
+        .iter()
+        .map(|r| cost::bill(*r, &w, &prices))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let max_rate = a.rate.iter().copied().fold(10_000.0, f64::max) * 10.0;
+    let break_even = cost::break_even(&w, &prices, max_rate)?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "workload": w,
+                "inputs": {
+                    "lambda_ms": lambda_ms_from, "lambda_memory_mb": memory_from,
+                    "pod_rps": pod_rps_from, "request_kb": request_kb_from,
+                },
+                "bills": bills,
+                "break_even_rps": break_even,
+                "region": prices.region,
+                "sources": prices.sources(),
+            }))?
+        );
+        return Ok(());
+    }
+    println!(
+        "{:>9} {:>14} {:>6} {:>14} {:>14} {:>10} {:>10}  cheaper",
+        "req/s", "requests/mo", "nodes", "Lambda $/mo", "k8s $/mo", "Lambda $/M", "k8s $/M"
+    );
+    for b in &bills {
+        println!(
+            "{:>9} {:>14.0} {:>6} {:>14.2} {:>14.2} {:>10.2} {:>10.2}  {}",
+            b.rate,
+            b.requests_per_month,
+            b.nodes,
+            b.lambda_total,
+            b.k8s_total,
+            b.lambda_per_million,
+            b.k8s_per_million,
+            if b.lambda_total <= b.k8s_total {
+                "Lambda"
+            } else {
+                "Kubernetes"
+            }
+        );
+    }
+    match break_even {
+        Some(r) => println!(
+            "break-even: Kubernetes costs no more than Lambda from {r:.1} req/s ({:.1} M requests a month)",
+            r * prices.seconds_per_month() / 1e6
+        ),
+        None => println!("break-even: Lambda stays cheaper up to {max_rate} req/s"),
+    }
+    println!(
+        "inputs: {lambda_ms:.1} ms billed per invocation ({lambda_ms_from}) at {memory} MB ({memory_from}), {:?}; \
+         {} x {} with pods of {}m CPU serving {pod_rps:.1} req/s each ({pod_rps_from}, p99 within {:?}), at least {} node(s){}; \
+         requests {request_kb:.2} KB ({request_kb_from}), responses {} KB; {} new LB connection(s) per request; free tier {}",
+        match a.arch {
+            cost::Arch::X86_64 => "x86_64",
+            cost::Arch::Arm64 => "arm64",
+        },
+        nodes.map_or("auto".to_string(), |n| n.to_string()),
+        a.instance_type,
+        a.pod_cpu_m,
+        a.p99_target,
+        a.min_nodes,
+        if a.profile == CostProfile::Daily {
+            ", sized for the daily peak (1.67 x the mean)"
+        } else {
+            ""
+        },
+        a.response_kb,
+        a.new_connections_per_request,
+        if a.free_tier { "on" } else { "off" }
+    );
+    println!("prices ({}):", prices.region);
+    for s in prices.sources() {
+        println!("  {s}");
     }
     Ok(())
 }

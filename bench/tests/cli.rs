@@ -215,3 +215,52 @@ async fn check_fails_a_wrong_backend() {
     );
     assert_eq!(server.hits(), hits);
 }
+
+/// `bench cost` prices from flags alone, refuses to guess a missing input, and reads a
+/// run's measurements.
+#[test]
+fn cost_needs_measured_or_given_inputs() {
+    let o = bench(&strings(&["cost", "--rate", "5"]));
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--lambda-ms"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = bench(&strings(&[
+        "cost",
+        "--rate",
+        "1,100",
+        "--lambda-ms",
+        "50",
+        "--pod-rps",
+        "20",
+        "--json",
+    ]));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["bills"].as_array().unwrap().len(), 2);
+    assert_eq!(v["bills"][1]["nodes"], 5);
+    assert!(v["break_even_rps"].as_f64().unwrap() > 1.0);
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("results.json"),
+        r#"{"platform": {"lambda": {"billed_ms": 500.0, "invocations": 10, "memory_mb": 1024}}}"#,
+    )
+    .unwrap();
+    let o = bench(&strings(&[
+        "cost",
+        "--inputs",
+        dir.path().to_str().unwrap(),
+        "--nodes",
+        "3",
+        "--json",
+    ]));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["workload"]["lambda_ms"], 50.0);
+    assert_eq!(v["workload"]["lambda_memory_mb"], 1024.0);
+    assert_eq!(v["inputs"]["lambda_ms"], "measured");
+    assert_eq!(v["bills"][0]["nodes"], 3);
+}
