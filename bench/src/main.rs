@@ -732,7 +732,7 @@ fn cost_command(a: CostArgs) -> anyhow::Result<()> {
         None => println!("break-even: Lambda stays cheaper up to {max_rate} req/s"),
     }
     println!(
-        "inputs: {lambda_ms:.1} ms billed per invocation ({lambda_ms_from}) at {memory} MB ({memory_from}), {:?}; \
+        "inputs: {lambda_ms:.1} ms billed per invocation ({lambda_ms_from}) at {memory} MB ({memory_from}), {}; \
          {} x {} with pods of {}m CPU serving {pod_rps:.1} req/s each ({pod_rps_from}, p99 within {:?}), at least {} node(s){}; \
          requests {request_kb:.2} KB ({request_kb_from}), responses {} KB; {} new LB connection(s) per request; free tier {}",
         match a.arch {
