@@ -284,7 +284,8 @@ async fn full_lifecycle() {
             "timeout_s: 99 -> 30",
         ],
     );
-    let out = p.expect(&["refresh"], 0);
+    // Drift exits 2, as diff does; once recorded, a second refresh finds none.
+    let out = p.expect(&["refresh"], 2);
     assert_has(
         &out,
         &[

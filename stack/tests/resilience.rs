@@ -239,3 +239,36 @@ fn unreachable_endpoint_error_names_resource_operation_code_and_hint() {
         "gave up in reasonable time"
     );
 }
+
+/// A lock left by a run on another host (a CI runner that died, say) is never taken
+/// over silently: `stack unlock` names it and wants `--force`; then runs go on.
+#[test]
+fn a_lock_from_another_host_needs_unlock_force() {
+    let m = moto();
+    let p = Project::new(&m.url, "unlock");
+    let lock = p.path(".stack/unlock.local.lock");
+    std::fs::create_dir_all(lock.parent().unwrap()).unwrap();
+    std::fs::write(
+        &lock,
+        r#"{"pid": 4242, "host": "ci-runner-7", "command": "up", "since_unix": 1700000000}"#,
+    )
+    .unwrap();
+    let (code, _, err) = p.run(&["diff"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("pid 4242 on ci-runner-7"), "{err}");
+    let (code, _, err) = p.run(&["unlock"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("locked by `stack up` (pid 4242 on ci-runner-7") && err.contains("--force"),
+        "{err}"
+    );
+    assert!(lock.exists(), "kept without --force");
+    let out = p.expect(&["unlock", "--force"], 0);
+    assert_has(
+        &out,
+        &["Removed the lock of `stack up` (pid 4242 on ci-runner-7"],
+    );
+    assert!(!lock.exists());
+    assert_has(&p.expect(&["unlock"], 0), &["No lock on"]);
+    assert_eq!(p.run(&["diff"]).0, 2);
+}

@@ -73,8 +73,16 @@ enum Command {
     Up(ApplyArgs),
     /// Delete everything the state owns, dependents first.
     Down(ApplyArgs),
-    /// Read everything, report drift, record the observed values in state.
+    /// Read everything, report drift, record the observed values in state. Exit 0: no
+    /// drift, 2: drift found (and recorded), 1: error.
     Refresh,
+    /// Remove the state lock that a killed or stuck run left (`--force`, after
+    /// checking that the run naming it is really gone).
+    Unlock {
+        /// Remove it even if its holder may still be running.
+        #[arg(long)]
+        force: bool,
+    },
     /// What the deployed model server is doing now: the Deployment's replicas, the
     /// HPA's utilization and scaling, the pods. Exit 3 when nothing is deployed.
     Status {
@@ -159,6 +167,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Up(a) => up::run(&cli, a, &events).await,
         Command::Down(a) => down::run(&cli, a, &events).await,
         Command::Refresh => refresh::run(&cli, &events).await,
+        Command::Unlock { force } => unlock(&cli, *force, &events),
         Command::Status { watch } => status::run(&cli, *watch, &events).await,
     }
 }
@@ -170,6 +179,32 @@ struct Ctx {
     cfg: Config,
     /// `--json`.
     json: bool,
+}
+
+/// `stack unlock`: the holder is named; without `--force` only a lock whose process is
+/// known to be gone (same host, no such pid) is removed.
+fn unlock(cli: &Cli, force: bool, events: &Events) -> Result<i32> {
+    use stack::engine::state::StateStore;
+    let ctx = load(cli, events)?;
+    match ctx.store.holder()? {
+        None => {
+            println!("No lock on {}.", ctx.store.describe());
+            Ok(0)
+        }
+        Some((holder, gone)) if !gone && !force => {
+            eprintln!(
+                "The state {} is locked by {holder}, which may still be running (another \
+                 host, or a live process). Check that it is gone, then: stack unlock --force",
+                ctx.store.describe()
+            );
+            Ok(1)
+        }
+        Some(_) => {
+            let removed = ctx.store.unlock()?.unwrap_or_default();
+            println!("Removed the lock of {removed} on {}.", ctx.store.describe());
+            Ok(0)
+        }
+    }
 }
 
 fn load(cli: &Cli, events: &Events) -> Result<Ctx> {

@@ -14,11 +14,13 @@ pub async fn run(cli: &Cli, events: &Events) -> Result<i32> {
     let provs = providers(cli, &ctx.cfg, false).await?;
     let mut state = ctx.store.load()?;
     let p = plan(&ctx.stack, &state, &provs.reg, &Events::none()).await?;
-    refresh(&ctx, &p, &mut state)?;
-    Ok(0)
+    // The diff's exit codes: 2 when something changed outside the stack.
+    let drifted = refresh(&ctx, &p, &mut state)?;
+    Ok(if drifted { 2 } else { 0 })
 }
 
-fn refresh(ctx: &Ctx, p: &Plan, state: &mut State) -> Result<()> {
+/// Records what exists in state and reports the drift; whether there was any.
+fn refresh(ctx: &Ctx, p: &Plan, state: &mut State) -> Result<bool> {
     let mut drift: Vec<Value> = Vec::new();
     for st in &p.steps {
         let Some(owned) = state.resources.get_mut(&st.name) else {
@@ -47,14 +49,14 @@ fn refresh(ctx: &Ctx, p: &Plan, state: &mut State) -> Result<()> {
             "{}",
             serde_json::to_string_pretty(&json!({ "drift": drift }))?
         );
-        return Ok(());
+        return Ok(!drift.is_empty());
     }
     if drift.is_empty() {
         println!(
             "No drift: {} resources match the state.",
             state.resources.len()
         );
-        return Ok(());
+        return Ok(false);
     }
     for d in &drift {
         let name = d["resource"].as_str().unwrap_or_default();
@@ -83,5 +85,5 @@ fn refresh(ctx: &Ctx, p: &Plan, state: &mut State) -> Result<()> {
         "Drift: {} resource(s) changed outside the stack; state now records what exists. `stack up` restores the declaration.",
         drift.len()
     );
-    Ok(())
+    Ok(true)
 }
