@@ -35,8 +35,10 @@ fn init_tracing(verbose: u8, quiet: bool) {
     use tracing_subscriber::EnvFilter;
     let default = match (quiet, verbose) {
         (true, _) => "error",
-        (false, 0) => "warn",
-        (false, 1) => "warn,stack=debug",
+        // The credential chain warns once per provider per request when credentials
+        // cannot be loaded; the failed call's error says it once, with a hint.
+        (false, 0) => "warn,aws_config=error",
+        (false, 1) => "warn,aws_config=error,stack=debug",
         (false, _) => "debug,stack=trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));

@@ -272,3 +272,42 @@ fn a_lock_from_another_host_needs_unlock_force() {
     assert_has(&p.expect(&["unlock"], 0), &["No lock on"]);
     assert_eq!(p.run(&["diff"]).0, 2);
 }
+
+/// An IAM Identity Center (SSO) profile is the usual way people sign in: without a
+/// session the run must fail on the credentials, saying so, and not blame an endpoint.
+#[test]
+fn an_sso_profile_without_a_session_fails_on_the_credentials() {
+    let p = Project::new("http://127.0.0.1:9", "sso");
+    let config = p.path("aws-config");
+    std::fs::write(
+        &config,
+        "[profile dev]\nsso_session = corp\nsso_account_id = 111122223333\n\
+         sso_role_name = Deployer\nregion = us-east-1\n\n\
+         [sso-session corp]\nsso_start_url = https://corp.awsapps.com/start\n\
+         sso_region = us-east-1\nsso_registration_scopes = sso:account:access\n",
+    )
+    .unwrap();
+    let out = p
+        .cmd(&["--target", "aws", "diff"])
+        .env_remove("AWS_ENDPOINT_URL")
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env("AWS_CONFIG_FILE", &config)
+        .env("AWS_SHARED_CREDENTIALS_FILE", p.path("no-credentials"))
+        .env("AWS_PROFILE", "dev")
+        .env("HOME", p.dir.path())
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("CredentialsError"), "{err}");
+    assert!(
+        err.to_lowercase().contains("sso"),
+        "the SSO provider ran: {err}"
+    );
+    assert!(err.contains("check the AWS credentials"), "{err}");
+    assert!(!err.contains("could not be reached"), "{err}");
+}

@@ -162,6 +162,12 @@ where
     R: std::fmt::Debug + Send + Sync + 'static,
 {
     let (code, message) = match &e {
+        // Credentials are loaded when the request is dispatched, so an expired SSO
+        // session or a missing profile fails as a dispatch failure: not the endpoint's
+        // fault, and the hint must say so.
+        SdkError::DispatchFailure(_) if is_credentials_failure(&e) => {
+            ("CredentialsError".to_string(), chain(&e))
+        }
         SdkError::DispatchFailure(_) => ("DispatchFailure".to_string(), chain(&e)),
         SdkError::TimeoutError(_) => ("Timeout".to_string(), chain(&e)),
         _ => (
@@ -178,6 +184,20 @@ where
         message,
         hint,
     }
+}
+
+/// Whether any cause in the chain is the credential provider's (its messages say
+/// "loading credentials"; an SSO provider's say "SSO token").
+fn is_credentials_failure(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if text.contains("loading credentials") || text.contains("SSO token") {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// An error with its root cause, e.g. `dispatch failure: Connection refused (os error 111)`.
