@@ -349,3 +349,53 @@ fn synth_k8s_prints_yaml_documents() {
     );
     assert!(out.contains("maxUnavailable: 0"), "{out}");
 }
+
+/// On EKS a LoadBalancer Service's apply returns before the ELB exists: `up` waits for
+/// the address the cloud controller writes, and exports it as the service URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_balancer_service_waits_for_its_address() {
+    let s = server().await;
+    let c = cfg();
+    assert_eq!(c.service_type, "LoadBalancer");
+    let svc = manifests::service(STACK, &c);
+    let ns = manifests::namespace(STACK, &c);
+    let p = provider(&s, None);
+    p.create(&ns).await.unwrap();
+
+    // No controller: the wait times out, naming what it waited for.
+    let mut waiting = provider(&s, None);
+    waiting.load_balancer_timeout = Some(Duration::from_millis(300));
+    let e = waiting.create(&svc).await.unwrap_err();
+    assert!(
+        matches!(e, ProviderError::Timeout { .. })
+            && e.to_string().contains("kubernetes.io/role/elb"),
+        "{e}"
+    );
+
+    // The cloud controller writes the ELB's name a moment later.
+    let services: Api<Service> = Api::namespaced(s.client().unwrap(), "ml");
+    let controller = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let status = json!({ "status": { "loadBalancer": { "ingress": [
+            { "hostname": "a1b2-123.us-east-1.elb.amazonaws.com" }
+        ]}}});
+        services
+            .patch_status(
+                "sentiment-server",
+                &PatchParams::default(),
+                &Patch::Merge(&status),
+            )
+            .await
+            .unwrap();
+    });
+    waiting.load_balancer_timeout = Some(Duration::from_secs(10));
+    let o = waiting
+        .update("ml/sentiment-server", &svc, &svc)
+        .await
+        .unwrap();
+    controller.await.unwrap();
+    assert_eq!(
+        o.outputs["url"],
+        "http://a1b2-123.us-east-1.elb.amazonaws.com/"
+    );
+}

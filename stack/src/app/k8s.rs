@@ -301,7 +301,7 @@ pub fn declare(
     server_repo: &Handle<ecr::Repository>,
     cluster: &Handle<eks::Cluster>,
     nodes: &Handle<eks::NodeGroup>,
-) {
+) -> Handle<k8s::Service> {
     let stack_name = cfg.stack.clone();
     let kc = &cfg.k8s;
     if kc.threads < 1 || kc.min_replicas < 1 || kc.max_replicas < kc.min_replicas {
@@ -362,4 +362,5 @@ pub fn declare(
     s.depends_on(&hpa, &deploy);
     let pdb = s.add("k8s-pdb", k8s::PodDisruptionBudget(pdb(&stack_name, kc)));
     s.depends_on(&pdb, &ns);
+    svc
 }

@@ -70,10 +70,13 @@ pub fn build_with(cfg: &Config, opts: BuildOptions) -> Stack {
     let lambda = lambda::declare(&mut s, cfg, opts, &lambda_repo);
     let net = network::declare(&mut s, cfg);
     let eks = eks::declare(&mut s, cfg, net);
-    k8s::declare(&mut s, cfg, &server_repo, &eks.cluster, &eks.nodes);
+    let service = k8s::declare(&mut s, cfg, &server_repo, &eks.cluster, &eks.nodes);
 
     s.export("api_url", &lambda.stage.output::<String>("invoke_url"));
     s.export("function_name", &lambda.function.output::<String>("name"));
+    // The load balancer's URL once the cloud has provisioned it (`up` waits for it on
+    // AWS); the local target serves its own front over the pods under the same name.
+    s.export("service_url", &service.output::<String>("url"));
     s.export(
         "server_repository_url",
         &server_repo.output::<String>("url"),

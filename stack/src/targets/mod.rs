@@ -328,6 +328,11 @@ pub async fn providers(
     let kube = Kube::new(source);
     let mut p = ObjectProvider::new(kube.clone(), rollout);
     p.delete_timeout = Duration::from_secs(st.delete_timeout_secs);
+    // On EKS the cloud controller provisions the Service's ELB: wait for its address
+    // (service_url). Nothing provisions one locally.
+    if target == Target::Aws {
+        p.load_balancer_timeout = Some(Duration::from_secs(600));
+    }
     k8s::register(&mut reg, Arc::new(p));
     let fronts = (target == Target::Local).then(|| local::fronts(state_dir, st, cfg, endpoint));
     let router = (target == Target::Local).then(|| local::router(state_dir, st, cfg));

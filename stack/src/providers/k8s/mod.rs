@@ -271,6 +271,9 @@ pub struct ObjectProvider {
     /// How long to wait for a deletion (LoadBalancer Services keep a finalizer until
     /// their cloud load balancer is gone).
     pub delete_timeout: Duration,
+    /// How long to wait for a LoadBalancer Service's address; `None`: do not wait (no
+    /// cloud controller provisions one, e.g. the local control plane).
+    pub load_balancer_timeout: Option<Duration>,
 }
 
 impl ObjectProvider {
@@ -280,6 +283,7 @@ impl ObjectProvider {
             kube,
             rollout_timeout,
             delete_timeout: Duration::from_secs(900),
+            load_balancer_timeout: None,
         }
     }
 }
@@ -366,11 +370,56 @@ fn outputs(live: &Value) -> Map<String, Value> {
     if let Some(uid) = live["metadata"]["uid"].as_str() {
         o.insert("uid".into(), uid.into());
     }
-    let ing = &live["status"]["loadBalancer"]["ingress"][0];
-    if let Some(h) = ing["hostname"].as_str().or(ing["ip"].as_str()) {
+    if let Some(h) = load_balancer_address(live) {
         o.insert("hostname".into(), h.into());
+        let port = live["spec"]["ports"][0]["port"].as_i64().unwrap_or(80);
+        let url = if port == 80 {
+            format!("http://{h}/")
+        } else {
+            format!("http://{h}:{port}/")
+        };
+        o.insert("url".into(), url.into());
     }
     o
+}
+
+/// The address a cloud controller gave a LoadBalancer Service (an ELB's DNS name on
+/// AWS, an IP elsewhere).
+fn load_balancer_address(live: &Value) -> Option<&str> {
+    let ing = &live["status"]["loadBalancer"]["ingress"][0];
+    ing["hostname"].as_str().or(ing["ip"].as_str())
+}
+
+/// Waits until the cloud controller has provisioned a LoadBalancer Service's load
+/// balancer (its address appears in the status): the apply returns right away, while
+/// an ELB takes a minute or more.
+async fn wait_load_balancer(
+    api: &Api<DynamicObject>,
+    name: &str,
+    timeout: Duration,
+) -> Result<Value, ProviderError> {
+    let start = std::time::Instant::now();
+    loop {
+        let live = to_json(
+            &api.get(name)
+                .await
+                .map_err(api_err(format!("get Service {name}")))?,
+        )?;
+        if load_balancer_address(&live).is_some() {
+            return Ok(live);
+        }
+        if start.elapsed() >= timeout {
+            return Err(ProviderError::Timeout {
+                op: format!("load balancer of Service {name}"),
+                what: "an address in status.loadBalancer.ingress (check the subnets' \
+                       kubernetes.io/role/elb tags and the cluster's events)"
+                    .into(),
+                secs: timeout.as_secs(),
+            });
+        }
+        crate::engine::events::status(format!("waiting for the load balancer of Service {name}"));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
 }
 
 fn id_of(live: &Value) -> String {
@@ -399,6 +448,12 @@ impl ObjectProvider {
             && let Some(timeout) = self.rollout_timeout
         {
             live = wait_rollout(&t.api, &t.name, timeout).await?;
+        }
+        if t.kind == "Service"
+            && live["spec"]["type"] == "LoadBalancer"
+            && let Some(timeout) = self.load_balancer_timeout
+        {
+            live = wait_load_balancer(&t.api, &t.name, timeout).await?;
         }
         Ok(Observed {
             id: id_of(&live),
