@@ -12,7 +12,7 @@ use super::EngineError;
 use super::events::{Event, Events};
 use super::state::State;
 use super::{Stack, UNKNOWN, graph, resolve};
-use crate::providers::{Observed, Registry};
+use crate::providers::{FAILED_OUTPUT, Observed, Registry};
 
 /// What to do with one resource.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -381,11 +381,14 @@ pub async fn plan(
                         adopted.insert(decl.name.clone(), id.clone());
                     }
                     let changes = diff_props(&desired, &props, p.replace_fields());
-                    let forced: Vec<String> = changes
+                    let mut forced: Vec<String> = changes
                         .iter()
                         .filter(|c| c.forces_replace)
                         .map(|c| c.field.clone())
                         .collect();
+                    if let Some(reason) = outs.get(FAILED_OUTPUT).and_then(Value::as_str) {
+                        forced.insert(0, format!("its failed state: {reason}"));
+                    }
                     let drift = owned
                         .map(|o| {
                             diff_props(&o.props, &props, &[])
@@ -478,6 +481,101 @@ pub async fn plan(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    mod failed {
+        use crate::engine::Resource;
+        use crate::providers::{
+            Applied, Created, FAILED_OUTPUT, Found, Lookup, Read, ResourceProvider,
+        };
+        use async_trait::async_trait;
+        use serde::{Deserialize, Serialize};
+
+        #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+        pub struct Thing {
+            pub name: String,
+        }
+        impl Resource for Thing {
+            const KIND: &'static str = "test:Thing";
+            const TAGGABLE: bool = false;
+        }
+
+        /// Reads back what was declared, failed for the given reason.
+        pub struct Reader(pub Option<&'static str>);
+
+        #[async_trait]
+        impl ResourceProvider for Reader {
+            type Resource = Thing;
+            const REPLACE_PATHS: &'static [&'static str] = &["name"];
+            async fn read(&self, at: Lookup<'_, Thing>) -> Found<Thing> {
+                let mut outputs = serde_json::Map::new();
+                if let Some(reason) = self.0 {
+                    outputs.insert(FAILED_OUTPUT.into(), reason.into());
+                }
+                Ok(Some(Read {
+                    id: at.desired.name.clone(),
+                    props: at.desired.clone(),
+                    outputs,
+                }))
+            }
+            async fn create(&self, d: &Thing) -> Result<Created, crate::error::ProviderError> {
+                Ok(Created {
+                    id: d.name.clone(),
+                    outputs: Applied::Outputs(Default::default()),
+                })
+            }
+            async fn update(
+                &self,
+                _: &str,
+                _: &Thing,
+                _: &Thing,
+            ) -> Result<Applied, crate::error::ProviderError> {
+                Ok(Applied::Outputs(Default::default()))
+            }
+            async fn delete(&self, _: &str, _: &Thing) -> Result<(), crate::error::ProviderError> {
+                Ok(())
+            }
+        }
+    }
+
+    /// A resource that exists but failed (a node group in CREATE_FAILED) is replaced,
+    /// the plan showing why; a healthy one with the same properties is left alone.
+    #[tokio::test]
+    async fn a_failed_resource_is_planned_as_a_replacement() {
+        for (reason, want) in [
+            (
+                Some("CREATE_FAILED: NodeCreationFailure: instances failed to join"),
+                true,
+            ),
+            (None, false),
+        ] {
+            let mut stack = Stack::new("s");
+            stack.add("thing", failed::Thing { name: "t".into() });
+            let mut reg = Registry::default();
+            reg.add(failed::Reader(reason));
+            let p = plan(&stack, &State::default(), &reg, &Events::none())
+                .await
+                .unwrap();
+            let step = &p.steps[0];
+            if want {
+                assert_eq!(
+                    step.action,
+                    Action::Replace {
+                        forced_by: vec![
+                            "its failed state: CREATE_FAILED: NodeCreationFailure: instances failed to join".into()
+                        ]
+                    }
+                );
+                assert!(
+                    p.render()
+                        .contains("replace (forced by its failed state: CREATE_FAILED"),
+                    "{}",
+                    p.render()
+                );
+            } else {
+                assert_eq!(step.action, Action::NoOp);
+            }
+        }
+    }
 
     #[test]
     fn diff_names_forcing_field() {

@@ -96,6 +96,12 @@ pub use shape::{Shape, check_paths};
 /// Outputs other resources can reference, by name.
 pub type Outputs = Map<String, Value>;
 
+/// The output a read sets on a resource that exists but is broken (an EKS node group
+/// in CREATE_FAILED, say), to the reason: the plan then replaces the resource, showing
+/// the reason, instead of reading it as healthy. A resource still being created or
+/// updated is waited for by its read instead.
+pub const FAILED_OUTPUT: &str = "failed";
+
 /// What a provider observed (or produced) for one resource.
 #[derive(Debug, Clone)]
 pub struct Observed {

@@ -1,10 +1,12 @@
 //! An EKS cluster.
 
 use super::delete_and_wait;
+use crate::providers::FAILED_OUTPUT;
 use crate::providers::aws::{prelude::*, read_back_and_tag, same_order, strs, user_tags, wait_for};
 use aws_sdk_eks::client::Waiters;
 use aws_sdk_eks::types::{
-    AuthenticationMode, CreateAccessConfigRequest, UpdateAccessConfigRequest, VpcConfigRequest,
+    AuthenticationMode, ClusterStatus, CreateAccessConfigRequest, UpdateAccessConfigRequest,
+    VpcConfigRequest,
 };
 
 /// Kind name of [`Cluster`].
@@ -67,8 +69,25 @@ impl ResourceProvider for ClusterProvider {
     async fn read(&self, at: Lookup<'_, Cluster>) -> Found<Cluster> {
         let (d, prior) = (at.desired, at.prior);
         let name = at.id_or(&d.name);
-        let r = self.0.eks.describe_cluster().name(name).send().await;
-        let r = r.aws("eks:DescribeCluster").none_if_missing()?;
+        let describe = || async {
+            let r = self.0.eks.describe_cluster().name(name).send().await;
+            r.aws("eks:DescribeCluster").none_if_missing()
+        };
+        let mut r = describe().await?;
+        // One left mid-change (a killed run): wait for it as the run would have.
+        if r.as_ref()
+            .and_then(|r| r.cluster())
+            .and_then(|c| c.status())
+            .is_some_and(|s| {
+                matches!(
+                    s,
+                    ClusterStatus::Creating | ClusterStatus::Updating | ClusterStatus::Pending
+                )
+            })
+        {
+            self.wait_active(name).await?;
+            r = describe().await?;
+        }
         let Some(c) = r.as_ref().and_then(|r| r.cluster()) else {
             return Ok(None);
         };
@@ -93,12 +112,39 @@ impl ResourceProvider for ClusterProvider {
             tags: user_tags(c.tags().cloned().unwrap_or_default()),
         };
         let ca = c.certificate_authority().and_then(|a| a.data());
-        let outputs = obj(json!({
+        let mut outputs = obj(json!({
             "name": props.name,
             "arn": c.arn().unwrap_or_default(),
             "endpoint": c.endpoint().unwrap_or_default(),
             "certificate_authority": ca.unwrap_or_default(),
         }));
+        if let Some(status) = c
+            .status()
+            .filter(|s| matches!(s, ClusterStatus::Failed | ClusterStatus::Deleting))
+        {
+            let issues: Vec<String> = c
+                .health()
+                .map(|h| h.issues())
+                .unwrap_or_default()
+                .iter()
+                .map(|i| {
+                    format!(
+                        "{}: {}",
+                        i.code().map_or("", |c| c.as_str()),
+                        i.message().unwrap_or_default()
+                    )
+                })
+                .collect();
+            outputs.insert(
+                FAILED_OUTPUT.into(),
+                if issues.is_empty() {
+                    status.as_str().to_string()
+                } else {
+                    format!("{} ({})", status.as_str(), issues.join("; "))
+                }
+                .into(),
+            );
+        }
         Ok(Some(Read {
             id: props.name.clone(),
             props,

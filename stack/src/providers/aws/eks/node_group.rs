@@ -1,9 +1,10 @@
 //! A managed node group.
 
 use super::delete_and_wait;
+use crate::providers::FAILED_OUTPUT;
 use crate::providers::aws::{prelude::*, read_back_and_tag, same_order, strs, user_tags, wait_for};
 use aws_sdk_eks::client::Waiters;
-use aws_sdk_eks::types::NodegroupScalingConfig;
+use aws_sdk_eks::types::{NodegroupScalingConfig, NodegroupStatus};
 
 /// Kind name of [`NodeGroup`].
 pub const NODEGROUP_KIND: &str = "aws:eks:NodeGroup";
@@ -88,6 +89,36 @@ impl NodeGroupProvider {
     }
 }
 
+/// Why a node group is broken (CREATE_FAILED, DEGRADED, DELETE_FAILED, or being
+/// deleted), with its health issues; `None` when it is usable.
+fn failure(n: &aws_sdk_eks::types::Nodegroup) -> Option<String> {
+    let status = n.status()?;
+    if matches!(
+        status,
+        NodegroupStatus::Active | NodegroupStatus::Creating | NodegroupStatus::Updating
+    ) {
+        return None;
+    }
+    let issues: Vec<String> = n
+        .health()
+        .map(|h| h.issues())
+        .unwrap_or_default()
+        .iter()
+        .map(|i| {
+            format!(
+                "{}: {}",
+                i.code().map_or("", |c| c.as_str()),
+                i.message().unwrap_or_default()
+            )
+        })
+        .collect();
+    Some(if issues.is_empty() {
+        status.as_str().to_string()
+    } else {
+        format!("{} ({})", status.as_str(), issues.join("; "))
+    })
+}
+
 fn scaling(d: &NodeGroup) -> NodegroupScalingConfig {
     NodegroupScalingConfig::builder()
         .min_size(d.min_size)
@@ -112,9 +143,21 @@ impl ResourceProvider for NodeGroupProvider {
         let d = at.desired;
         let key = join_id(d.cluster.as_str(), &d.name);
         let (cluster, name) = split_id(at.id_or(&key));
-        let r = self.0.eks.describe_nodegroup().cluster_name(cluster);
-        let r = r.nodegroup_name(name).send().await;
-        let r = r.aws("eks:DescribeNodegroup").none_if_missing()?;
+        let describe = || async {
+            let r = self.0.eks.describe_nodegroup().cluster_name(cluster);
+            let r = r.nodegroup_name(name).send().await;
+            r.aws("eks:DescribeNodegroup").none_if_missing()
+        };
+        let mut r = describe().await?;
+        // One left mid-change (a killed run): wait for it as the run would have.
+        if r.as_ref()
+            .and_then(|r| r.nodegroup())
+            .and_then(|n| n.status())
+            .is_some_and(|s| matches!(s, NodegroupStatus::Creating | NodegroupStatus::Updating))
+        {
+            self.wait_active(cluster, name).await?;
+            r = describe().await?;
+        }
         let Some(n) = r.as_ref().and_then(|r| r.nodegroup()) else {
             return Ok(None);
         };
@@ -131,7 +174,10 @@ impl ResourceProvider for NodeGroupProvider {
             tags: user_tags(n.tags().cloned().unwrap_or_default()),
         };
         let arn = n.nodegroup_arn().unwrap_or_default();
-        let outputs = obj(json!({ "name": props.name, "arn": arn }));
+        let mut outputs = obj(json!({ "name": props.name, "arn": arn }));
+        if let Some(reason) = failure(n) {
+            outputs.insert(FAILED_OUTPUT.into(), reason.into());
+        }
         Ok(Some(Read {
             id: format!("{cluster}|{name}"),
             props,
@@ -190,5 +236,41 @@ impl ResourceProvider for NodeGroupProvider {
         let w = w.nodegroup_name(name).wait(t);
         let wait = wait_for("eks:DescribeNodegroup", "node group deleted", t, w);
         delete_and_wait(r.aws("eks:DeleteNodegroup"), wait).await
+    }
+}
+
+#[cfg(test)]
+mod failure_tests {
+    use super::*;
+    use aws_sdk_eks::types::{Issue, Nodegroup, NodegroupHealth, NodegroupIssueCode};
+
+    #[test]
+    fn a_failed_node_group_names_its_status_and_health_issues() {
+        let failed = Nodegroup::builder()
+            .status(NodegroupStatus::CreateFailed)
+            .health(
+                NodegroupHealth::builder()
+                    .issues(
+                        Issue::builder()
+                            .code(NodegroupIssueCode::NodeCreationFailure)
+                            .message("Instances failed to join the kubernetes cluster")
+                            .build(),
+                    )
+                    .build(),
+            )
+            .build();
+        assert_eq!(
+            failure(&failed).as_deref(),
+            Some(
+                "CREATE_FAILED (NodeCreationFailure: Instances failed to join the kubernetes cluster)"
+            )
+        );
+        let degraded = Nodegroup::builder()
+            .status(NodegroupStatus::Degraded)
+            .build();
+        assert_eq!(failure(&degraded).as_deref(), Some("DEGRADED"));
+        for fine in [NodegroupStatus::Active, NodegroupStatus::Creating] {
+            assert_eq!(failure(&Nodegroup::builder().status(fine).build()), None);
+        }
     }
 }
