@@ -121,6 +121,7 @@ pub fn run(
         let overhead = inputs.lambda_overhead_ms.sample(rng);
         tokens_left = (tokens_left + (t - refilled_at) as f64 * refill_per_us).min(p.burst);
         refilled_at = t;
+        let mut cold = false;
         let (latency_ms, error) = if idle.pop_back().is_some() {
             let d = inputs.lambda_duration.sample(tok, rng);
             done.push(Reverse(t + (d * 1000.0) as u64));
@@ -137,14 +138,18 @@ pub fn run(
             out.invocations += 1;
             out.billed_ms += (init + d).ceil() as u64;
             tally.cold += 1;
+            cold = true;
             (overhead + init + d, None)
         } else {
             (overhead, Some("429"))
         };
         tally.record(t, (latency_ms * 1000.0) as u64, error);
-        let live = busy + idle.len() as u64;
-        out.peak_environments = out.peak_environments.max(live);
-        tally.instances(t, live);
+        if cold {
+            // The count only grows at a cold start (ticks sample it otherwise).
+            let live = busy + idle.len() as u64;
+            out.peak_environments = out.peak_environments.max(live);
+            tally.instances(t, live);
+        }
     }
     out.billed_gb_s = out.billed_ms as f64 / 1000.0 * inputs.lambda_memory_mb / 1024.0;
     out.mean_in_system = if last > 0 { area / last as f64 } else { 0.0 };
