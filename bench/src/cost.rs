@@ -269,55 +269,11 @@ pub fn bill(rate: f64, w: &Workload, p: &Prices) -> anyhow::Result<Bill> {
         )
     })?;
     let requests = rate * p.seconds_per_month();
-    let hours = p.hours_per_month;
-    let free = |amount: f64, allowance: f64| {
-        if w.free_tier {
-            (amount - allowance).max(0.0)
-        } else {
-            amount
-        }
-    };
-
-    let mut lambda = BTreeMap::new();
     let billed = billed_ms(w.lambda_ms, p.lambda.billing_granularity_ms);
     let gb_s = requests * billed / 1000.0 * w.lambda_memory_mb / 1024.0;
-    let tiers = match w.arch {
-        Arch::X86_64 => &p.lambda.x86_64,
-        Arch::Arm64 => &p.lambda.arm64,
-    };
-    lambda.insert(
-        "lambda_duration",
-        tiered(free(gb_s, p.lambda.free_tier_gb_s), tiers),
-    );
-    lambda.insert(
-        "lambda_requests",
-        free(requests, p.lambda.free_tier_requests) / 1e6 * p.lambda.per_million_requests,
-    );
-    let api = &p.api_gateway_http;
-    let units = requests * (w.request_kb / api.metering_kb).ceil().max(1.0);
-    let first = units.min(300e6);
-    lambda.insert(
-        "api_gateway",
-        first / 1e6 * api.per_million_first_300m + (units - first) / 1e6 * api.per_million_after,
-    );
-    let out_gb = requests * w.response_kb / 1024.0 / 1024.0;
-    let transfer = free(out_gb, p.data_transfer.free_gb_per_month) * p.data_transfer.out_per_gb;
-    lambda.insert("data_out", transfer);
-
-    let mut k8s = BTreeMap::new();
+    let lambda = lambda_month(requests, gb_s, requests, w, p);
     let nodes = nodes_for(rate, w, instance)?;
-    k8s.insert("eks_control_plane", p.eks.cluster_per_hour * hours);
-    k8s.insert("nodes", f64::from(nodes) * instance.per_hour * hours);
-    let lb = &p.load_balancer;
-    let processed_gb_per_hour = rate * 3600.0 * (w.request_kb + w.response_kb) / 1024.0 / 1024.0;
-    let lcus = (rate * w.new_connections_per_request / lb.lcu_new_connections_per_s)
-        .max(processed_gb_per_hour / lb.lcu_processed_gb_per_hour);
-    k8s.insert(
-        "load_balancer",
-        lb.per_hour * hours + lcus * lb.per_lcu_hour * hours,
-    );
-    k8s.insert("data_out", transfer);
-
+    let k8s = k8s_month(rate, f64::from(nodes) * p.hours_per_month, instance, w, p);
     let lambda_total: f64 = lambda.values().sum();
     let k8s_total: f64 = k8s.values().sum();
     let per_million = |total: f64| {
@@ -338,6 +294,85 @@ pub fn bill(rate: f64, w: &Workload, p: &Prices) -> anyhow::Result<Bill> {
         k8s_total,
         nodes,
     })
+}
+
+/// Lambda's side of a month: `invocations` invocations billed `gb_s` GB-seconds in
+/// all (each already rounded up to the billing granularity), behind `requests` API
+/// Gateway requests (throttled ones included), and the data out. Shared by
+/// [`bill`] and `bench simulate`.
+pub fn lambda_month(
+    invocations: f64,
+    gb_s: f64,
+    requests: f64,
+    w: &Workload,
+    p: &Prices,
+) -> BTreeMap<&'static str, f64> {
+    let free = |amount: f64, allowance: f64| {
+        if w.free_tier {
+            (amount - allowance).max(0.0)
+        } else {
+            amount
+        }
+    };
+    let mut lambda = BTreeMap::new();
+    let tiers = match w.arch {
+        Arch::X86_64 => &p.lambda.x86_64,
+        Arch::Arm64 => &p.lambda.arm64,
+    };
+    lambda.insert(
+        "lambda_duration",
+        tiered(free(gb_s, p.lambda.free_tier_gb_s), tiers),
+    );
+    lambda.insert(
+        "lambda_requests",
+        free(invocations, p.lambda.free_tier_requests) / 1e6 * p.lambda.per_million_requests,
+    );
+    let api = &p.api_gateway_http;
+    let units = requests * (w.request_kb / api.metering_kb).ceil().max(1.0);
+    let first = units.min(300e6);
+    lambda.insert(
+        "api_gateway",
+        first / 1e6 * api.per_million_first_300m + (units - first) / 1e6 * api.per_million_after,
+    );
+    lambda.insert("data_out", data_out(requests, w, p));
+    lambda
+}
+
+/// Data out to the internet for `requests` answers.
+fn data_out(requests: f64, w: &Workload, p: &Prices) -> f64 {
+    let out_gb = requests * w.response_kb / 1024.0 / 1024.0;
+    let billable = if w.free_tier {
+        (out_gb - p.data_transfer.free_gb_per_month).max(0.0)
+    } else {
+        out_gb
+    };
+    billable * p.data_transfer.out_per_gb
+}
+
+/// Kubernetes' side of a month at mean `rate` req/s: the control plane, `node_hours`
+/// of `instance`, the load balancer (hours and LCUs), the data out. Shared by
+/// [`bill`] and `bench simulate`.
+pub fn k8s_month(
+    rate: f64,
+    node_hours: f64,
+    instance: &Instance,
+    w: &Workload,
+    p: &Prices,
+) -> BTreeMap<&'static str, f64> {
+    let hours = p.hours_per_month;
+    let mut k8s = BTreeMap::new();
+    k8s.insert("eks_control_plane", p.eks.cluster_per_hour * hours);
+    k8s.insert("nodes", node_hours * instance.per_hour);
+    let lb = &p.load_balancer;
+    let processed_gb_per_hour = rate * 3600.0 * (w.request_kb + w.response_kb) / 1024.0 / 1024.0;
+    let lcus = (rate * w.new_connections_per_request / lb.lcu_new_connections_per_s)
+        .max(processed_gb_per_hour / lb.lcu_processed_gb_per_hour);
+    k8s.insert(
+        "load_balancer",
+        lb.per_hour * hours + lcus * lb.per_lcu_hour * hours,
+    );
+    k8s.insert("data_out", data_out(rate * p.seconds_per_month(), w, p));
+    k8s
 }
 
 /// The lowest mean rate (req/s, within 0.1%) from which Kubernetes is no dearer than

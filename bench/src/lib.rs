@@ -11,6 +11,8 @@
 //! Prometheus `/metrics` (`bench metrics`); [`platform`] gathers what the platforms
 //! recorded after a run, and [`coldstart`] matches cold starts to the requests they
 //! delayed. [`cost`] prices a month of traffic on each side (`bench cost`).
+//! [`simulate`] is a discrete-event simulation of both sides past what one machine can
+//! serve, driven by a run's distributions (`bench simulate`, `bench validate`).
 
 pub mod check;
 pub mod coldstart;
@@ -24,6 +26,7 @@ pub mod report;
 pub mod runner;
 pub mod schedule;
 pub mod server_metrics;
+pub mod simulate;
 pub mod stats;
 pub mod targets;
 

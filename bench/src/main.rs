@@ -12,6 +12,7 @@ use bench::loopback::Loopback;
 use bench::parse_duration;
 use bench::runner::{self, DEFAULT_LATE_THRESHOLD, DEFAULT_MAX_IN_FLIGHT, Mode, RunConfig};
 use bench::schedule::{self, Profile, Spec};
+use bench::simulate;
 use bench::stats::{self, Summary};
 use bench::targets::{self, Target};
 use bench::{lambda_logs, lambda_metrics, platform, server_metrics};
@@ -46,6 +47,142 @@ enum Command {
     /// A month of traffic on each side: cost per month and per million requests, and
     /// the break-even rate, from a run's measurements and the prices file.
     Cost(CostArgs),
+    /// A discrete-event simulation of both sides at rates past what one machine can
+    /// serve (1 to 10,000 req/s), driven by a live run's distributions or defaults:
+    /// latency percentiles, 429/503 shares, cold starts, instances over time, cost.
+    Simulate(SimulateArgs),
+    /// Simulate a live run with its own distributions and schedule and compare p50/p99
+    /// per backend; exit 1 beyond the tolerance.
+    Validate(ValidateArgs),
+}
+
+#[derive(Debug, Args)]
+struct SimulateArgs {
+    #[arg(long, value_enum, default_value = "constant")]
+    profile: simulate::arrivals::SimProfile,
+    /// Requests per second (the peak for step, ramp, spike and daily).
+    #[arg(long, default_value_t = 100.0)]
+    rate: f64,
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    duration: Duration,
+    /// Steps of the step profile.
+    #[arg(long, default_value_t = 4)]
+    steps: u32,
+    /// Burst of the spike profile (at the end of the duration).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    burst: Duration,
+    /// Daily profile: the trough as a share of the peak (at 0 h; the peak at 12 h).
+    #[arg(long, default_value_t = 0.2)]
+    trough: f64,
+    /// Trace profile: one send time per line, seconds (as `bench run --trace`).
+    #[arg(long)]
+    trace: Option<PathBuf>,
+    /// Arrival spacing: exponential gaps (poisson) or exactly 1/rate (uniform, as
+    /// `bench run` sends).
+    #[arg(long, value_enum, default_value = "poisson")]
+    arrivals: simulate::arrivals::Spacing,
+    /// Text lengths: short (10 words), medium (60), long (400), mix (6:3:1), mix=S:M:L
+    /// [default: --inputs' lengths, else mix].
+    #[arg(long)]
+    texts: Option<Texts>,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// A `bench run` folder (or its results.json) whose distributions drive the model;
+    /// without, hand-entered defaults (the output says which).
+    #[arg(long)]
+    inputs: Option<PathBuf>,
+    /// Where simulate.json, simulate.md and the plots go [default:
+    /// bench/results/sim-<profile>-<rate>-s<seed>].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Timeline bucket [default: duration / 600, at least 1 s].
+    #[arg(long, value_parser = parse_duration)]
+    bucket: Option<Duration>,
+    /// Lambda: the account's (or reserved) concurrency.
+    #[arg(long, default_value_t = 1000)]
+    lambda_concurrency: u64,
+    /// Lambda: how long an idle environment lives.
+    #[arg(long, default_value = "300s", value_parser = parse_duration)]
+    keep_alive: Duration,
+    /// Lambda: new environments per 10 s (AWS: 1,000).
+    #[arg(long, default_value_t = 1000.0)]
+    burst_scaling: f64,
+    /// Kubernetes: the HPA's minimum and maximum replicas (the stack's 2 and 6).
+    #[arg(long, default_value_t = 2)]
+    min_replicas: u32,
+    #[arg(long, default_value_t = 6)]
+    max_replicas: u32,
+    /// Kubernetes: HPA off, this many replicas.
+    #[arg(long)]
+    replicas: Option<u32>,
+    /// The HPA's CPU target, percent of the request.
+    #[arg(long, default_value_t = 70.0)]
+    cpu_target: f64,
+    /// The HPA's scale-down stabilization window.
+    #[arg(long, default_value = "300s", value_parser = parse_duration)]
+    scale_down_window: Duration,
+    /// The server's batching (cluster/src/config.rs defaults).
+    #[arg(long, default_value_t = 32)]
+    max_batch: u32,
+    #[arg(long, default_value = "0ms", value_parser = parse_duration)]
+    max_wait: Duration,
+    #[arg(long, default_value_t = 256)]
+    queue_capacity: u32,
+    /// How the Service spreads requests over ready pods.
+    #[arg(long, value_enum, default_value = "round-robin")]
+    balancing: simulate::k8s::Balancing,
+    /// Node group: instance type (priced from the prices file), min, initial, max nodes.
+    #[arg(long, default_value = "c5.2xlarge")]
+    instance_type: String,
+    #[arg(long, default_value_t = 2000)]
+    pod_cpu_m: u32,
+    #[arg(long, default_value_t = 1)]
+    min_nodes: u32,
+    #[arg(long, default_value_t = 2)]
+    nodes: u32,
+    #[arg(long, default_value_t = 3)]
+    max_nodes: u32,
+    /// A new node: scan, EC2 launch, join, Ready.
+    #[arg(long, default_value = "180s", value_parser = parse_duration)]
+    node_delay: Duration,
+    /// Image pull on a node without the image.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    image_pull: Duration,
+    /// Container start, model load, first readiness probe.
+    #[arg(long, default_value = "6s", value_parser = parse_duration)]
+    pod_start: Duration,
+    /// A prices file [default: the built-in bench/prices/aws-us-east-1.toml].
+    #[arg(long)]
+    prices: Option<PathBuf>,
+    /// Print simulate.json on stdout too.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct ValidateArgs {
+    /// A `bench run` folder (or its results.json), open loop, with records.
+    #[arg(value_name = "RUN_DIR")]
+    run: PathBuf,
+    /// Largest accepted |simulated − live| / live of p50 and p99.
+    #[arg(long, default_value_t = 0.2)]
+    tolerance: f64,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Pods when the run does not say (platform.k8s.pods_max).
+    #[arg(long, default_value_t = 2)]
+    replicas: u32,
+    /// The Lambda's concurrency limit in the run (the local stack's is 10).
+    #[arg(long, default_value_t = 1000)]
+    lambda_concurrency: u64,
+    /// Write the simulation's report here too.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[arg(long)]
+    prices: Option<PathBuf>,
+    /// Print the comparison as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 /// `daily`: a day between 20% of the peak and the peak (mean 60% of it).
@@ -265,6 +402,13 @@ fn main() -> anyhow::Result<()> {
         Command::Report(args) => report(args),
         Command::Metrics(args) => rt.block_on(metrics(args)),
         Command::Cost(args) => cost_command(args),
+        Command::Simulate(args) => simulate_command(args),
+        Command::Validate(args) => {
+            if !validate_command(args)? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Check(args) => {
             if !rt.block_on(check(args))? {
                 std::process::exit(1);
@@ -813,6 +957,111 @@ async fn check(a: CheckArgs) -> anyhow::Result<bool> {
         println!("{line}");
     }
     Ok(passed)
+}
+
+fn simulate_command(a: SimulateArgs) -> anyhow::Result<()> {
+    use simulate::arrivals::SimProfile;
+    let prices = cost::Prices::load(a.prices.as_deref())?;
+    let mut c = simulate::SimConfig::new(a.profile, a.rate, a.duration.as_secs_f64(), a.seed);
+    c.steps = a.steps;
+    c.burst_s = a.burst.as_secs_f64();
+    c.trough = a.trough;
+    c.spacing = a.arrivals;
+    c.bucket_s = a.bucket.map_or(0.0, |b| b.as_secs_f64());
+    match (a.profile, &a.trace) {
+        (SimProfile::Trace, Some(path)) => {
+            let planned = schedule::from_trace(path, Some(a.duration), None)?;
+            c.trace = Some(planned.iter().map(|p| p.at.as_secs_f64()).collect());
+        }
+        (SimProfile::Trace, None) => bail!("--profile trace needs --trace FILE"),
+        _ => {}
+    }
+    if let Some(dir) = &a.inputs {
+        c.inputs = simulate::inputs::Inputs::from_run(&simulate::validate::read_run(dir)?);
+    }
+    if let Some(t) = &a.texts {
+        let (short, medium, long) = match t {
+            Texts::Short => (1, 0, 0),
+            Texts::Medium => (0, 1, 0),
+            Texts::Long => (0, 0, 1),
+            Texts::Mix {
+                short,
+                medium,
+                long,
+            } => (*short, *medium, *long),
+            Texts::File(_) => bail!("bench simulate takes short, medium, long or mix=S:M:L"),
+        };
+        c.inputs.words = simulate::inputs::Words::Mix {
+            short,
+            medium,
+            long,
+        };
+        c.inputs.sources.insert(
+            "words",
+            format!("--texts {short}:{medium}:{long} (short:medium:long)"),
+        );
+    }
+    c.lambda.concurrency = a.lambda_concurrency;
+    c.lambda.keep_alive_s = a.keep_alive.as_secs_f64();
+    c.lambda.burst = a.burst_scaling;
+    let k = &mut c.k8s;
+    k.min_replicas = a.min_replicas.max(1);
+    k.max_replicas = a.max_replicas.max(k.min_replicas);
+    k.fixed_replicas = a.replicas;
+    k.cpu_target = a.cpu_target / 100.0;
+    k.stabilization_s = a.scale_down_window.as_secs_f64();
+    k.max_batch = a.max_batch.max(1);
+    k.max_wait_ms = a.max_wait.as_secs_f64() * 1000.0;
+    k.queue_capacity = a.queue_capacity.max(1);
+    k.balancing = a.balancing;
+    k.instance_type = a.instance_type.clone();
+    k.pod_cpu_m = a.pod_cpu_m;
+    k.min_nodes = a.min_nodes;
+    k.initial_nodes = a.nodes;
+    k.max_nodes = a.max_nodes.max(a.nodes);
+    k.node_delay_s = a.node_delay.as_secs_f64();
+    k.image_pull_s = a.image_pull.as_secs_f64();
+    k.pod_start_s = a.pod_start.as_secs_f64();
+    let started = std::time::Instant::now();
+    let r = simulate::run(&c, &prices)?;
+    let wall = started.elapsed().as_secs_f64();
+    let out = a.out.clone().unwrap_or_else(|| {
+        PathBuf::from(
+            format!("bench/results/sim-{:?}-{}-s{}", a.profile, a.rate, a.seed).to_lowercase(),
+        )
+    });
+    let written = simulate::report::write(&r, &out)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    }
+    print!("{}", simulate::table(&r));
+    for n in &r.notes {
+        println!("note: {n}");
+    }
+    println!(
+        "simulated {} + {} requests in {wall:.2} s of wall time; wrote {} files to {}",
+        r.lambda.summary.requests,
+        r.k8s.summary.requests,
+        written.len(),
+        out.display()
+    );
+    Ok(())
+}
+
+fn validate_command(a: ValidateArgs) -> anyhow::Result<bool> {
+    let prices = cost::Prices::load(a.prices.as_deref())?;
+    let run = simulate::validate::read_run(&a.run)?;
+    let cfg = simulate::validate::config_for(&run, a.seed, a.replicas, a.lambda_concurrency)?;
+    let v = simulate::validate::validate(&run, &cfg, &prices, a.tolerance)?;
+    if let (Some(out), Some(sim)) = (&a.out, &v.simulation) {
+        simulate::report::write(sim, out)?;
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        print!("{}", simulate::validate::table(&v));
+    }
+    Ok(v.passed)
 }
 
 async fn selftest(a: SelftestArgs) -> anyhow::Result<()> {

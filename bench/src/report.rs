@@ -419,7 +419,7 @@ fn error_label(kind: &str) -> &str {
 const MAX_DOTS: usize = 20_000;
 
 /// Colour-blind-safe colours (Okabe–Ito), fixed for the project's three backends.
-fn color_of(name: &str, index: usize) -> RGBColor {
+pub(crate) fn color_of(name: &str, index: usize) -> RGBColor {
     const OTHERS: [RGBColor; 4] = [
         RGBColor(213, 94, 0),
         RGBColor(204, 121, 167),
@@ -1104,7 +1104,7 @@ fn markdown(m: &Model) -> String {
 // ---------------------------------------------------------------------------------
 // The plots
 
-const SIZE: (u32, u32) = (1200, 720);
+pub(crate) const SIZE: (u32, u32) = (1200, 720);
 /// The font family: plotters draws the PNG's text with the embedded Noto Sans
 /// registered under this name, and writes it as the SVG's `font-family`, a CSS list:
 /// Noto Sans where the viewer has it, else Arial's metrics (Liberation Sans on Linux),
@@ -1113,7 +1113,7 @@ const FONT: &str = "Noto Sans, Arial, Helvetica, Liberation Sans, sans-serif";
 
 /// Registers the embedded Noto Sans as [`FONT`], once: the PNG's text needs no system
 /// font.
-fn register_font() -> anyhow::Result<()> {
+pub(crate) fn register_font() -> anyhow::Result<()> {
     static LOADED: OnceLock<bool> = OnceLock::new();
     let ok = *LOADED.get_or_init(|| {
         plotters::style::register_font(FONT, FontStyle::Normal, ttf_noto_sans::REGULAR).is_ok()
@@ -1144,23 +1144,37 @@ impl Plot {
 }
 
 fn render_svg(plot: Plot, m: &Model) -> anyhow::Result<String> {
+    svg_of(|root| draw(plot, root, m, true))
+}
+
+fn render_png(plot: Plot, m: &Model) -> anyhow::Result<Vec<u8>> {
+    png_of(|root| draw(plot, root, m, false))
+}
+
+/// An SVG of [`SIZE`] drawn by `f` (with the embedded font registered).
+pub(crate) fn svg_of(
+    f: impl FnOnce(&DrawingArea<SVGBackend<'_>, Shift>) -> anyhow::Result<()>,
+) -> anyhow::Result<String> {
     register_font()?;
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
-        draw(plot, &root, m, true)?;
+        f(&root)?;
         root.present()?;
     }
     Ok(svg)
 }
 
-fn render_png(plot: Plot, m: &Model) -> anyhow::Result<Vec<u8>> {
+/// A PNG of [`SIZE`] drawn by `f`, encoded with the `png` crate.
+pub(crate) fn png_of(
+    f: impl FnOnce(&DrawingArea<BitMapBackend<'_>, Shift>) -> anyhow::Result<()>,
+) -> anyhow::Result<Vec<u8>> {
     register_font()?;
     let (w, h) = SIZE;
     let mut rgb = vec![0u8; (w * h * 3) as usize];
     {
         let root = BitMapBackend::with_buffer(&mut rgb, SIZE).into_drawing_area();
-        draw(plot, &root, m, false)?;
+        f(&root)?;
         root.present()?;
     }
     let mut png = Vec::new();
@@ -1191,17 +1205,17 @@ where
     }
 }
 
-fn text(size: u32) -> TextStyle<'static> {
+pub(crate) fn text(size: u32) -> TextStyle<'static> {
     (FONT, size).into_font().color(&BLACK)
 }
 
 const GRID: RGBColor = RGBColor(225, 225, 225);
-const GREY: RGBColor = RGBColor(120, 120, 120);
+pub(crate) const GREY: RGBColor = RGBColor(120, 120, 120);
 
 /// A legend label. The legend box is as wide as the label measured with Noto Sans; an
 /// SVG viewer without Noto Sans may draw a wider font (DejaVu Sans is ~10 % wider), so in
 /// the SVG the label gets trailing spaces, which widen the box and which SVG does not draw.
-fn legend_text(svg: bool, label: String) -> String {
+pub(crate) fn legend_text(svg: bool, label: String) -> String {
     if svg {
         let pad = label.chars().count() / 5 + 2;
         label + &" ".repeat(pad)
@@ -1210,12 +1224,15 @@ fn legend_text(svg: bool, label: String) -> String {
     }
 }
 
-fn legend_line(color: RGBColor, width: u32) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)> {
+pub(crate) fn legend_line(
+    color: RGBColor,
+    width: u32,
+) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)> {
     move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(width))
 }
 
 /// Every plot's frame: caption, margins, room for the axis labels.
-fn frame<'a, 'b, DB: DrawingBackend>(
+pub(crate) fn frame<'a, 'b, DB: DrawingBackend>(
     root: &'a DrawingArea<DB, Shift>,
     caption: &str,
 ) -> ChartBuilder<'a, 'b, DB> {
@@ -1228,7 +1245,7 @@ fn frame<'a, 'b, DB: DrawingBackend>(
 }
 
 /// Every plot's grid, axis descriptions and tick labels.
-fn mesh<DB, X, Y>(
+pub(crate) fn mesh<DB, X, Y>(
     chart: &mut ChartContext<'_, DB, Cartesian2d<X, Y>>,
     x_desc: &str,
     y_desc: &str,
@@ -1254,7 +1271,7 @@ where
 }
 
 /// Every plot's legend box.
-fn legend<'a, DB, CT>(
+pub(crate) fn legend<'a, DB, CT>(
     chart: &mut ChartContext<'a, DB, CT>,
     position: SeriesLabelPosition,
 ) -> anyhow::Result<()>
