@@ -10,6 +10,7 @@
 //! after a run, and [`coldstart`] matches cold starts to the requests they delayed.
 
 pub mod check;
+pub mod client;
 pub mod coldstart;
 pub mod corpus;
 pub mod lambda_logs;
