@@ -282,7 +282,7 @@ impl Server {
 
     /// One connection's requests, one after the other.
     async fn serve(self: Arc<Self>, mut stream: TcpStream) {
-        let mut buf = BytesMut::with_capacity(8192);
+        let mut buf = BytesMut::with_capacity(2048);
         loop {
             let head = loop {
                 match parse_head(&buf) {
