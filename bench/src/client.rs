@@ -115,9 +115,7 @@ impl Endpoint {
                 addr: format!("{host}:{port}"),
                 host: HeaderValue::from_str(&authority)
                     .with_context(|| format!("{url}: a bad host"))?,
-                path: path
-                    .parse()
-                    .with_context(|| format!("{url}: a bad path"))?,
+                path: path.parse().with_context(|| format!("{url}: a bad path"))?,
             });
         }
         let client = match reqwest {
@@ -256,7 +254,11 @@ impl Conn {
         // At most two tries: the second only when the first connection turned out
         // closed before the request was written (nothing reached the server).
         for _ in 0..2 {
-            if self.open.as_ref().is_some_and(|o| o.done || o.sender.is_closed()) {
+            if self
+                .open
+                .as_ref()
+                .is_some_and(|o| o.done || o.sender.is_closed())
+            {
                 self.open = None;
             }
             let open = match &mut self.open {
@@ -326,5 +328,210 @@ async fn send_reqwest(
             }
         }
         Err(e) => rec.error = Some(classify(&e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A server that answers each request on a connection with the next of `answers`
+    /// (raw bytes), closing the connection after any answer that says so.
+    async fn scripted(answers: Vec<&'static [u8]>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let answers = Arc::new(answers);
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let answers = answers.clone();
+                tokio::spawn(async move {
+                    let mut n = 0;
+                    let mut buf = Vec::new();
+                    loop {
+                        // Good enough for these requests: a head and a 2-byte body.
+                        let mut chunk = [0u8; 4096];
+                        let Ok(k) = s.read(&mut chunk).await else {
+                            return;
+                        };
+                        if k == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..k]);
+                        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                            continue;
+                        };
+                        if buf.len() < end + 4 + 2 {
+                            continue;
+                        }
+                        buf.drain(..end + 6);
+                        let a = answers[n % answers.len()];
+                        n += 1;
+                        s.write_all(a).await.unwrap();
+                        if a.windows(17).any(|w| w == b"connection: close") {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        format!("http://{addr}/predict")
+    }
+
+    fn blank() -> Record {
+        Record {
+            i: 0,
+            backend: "x".into(),
+            text_class: "short",
+            words: 1,
+            scheduled_ms: 0.0,
+            sent_ms: 0.0,
+            latency_ms: 0.0,
+            service_ms: 0.0,
+            status: None,
+            error: None,
+            attempts: None,
+            served_by: None,
+            queue_ms: None,
+            inference_ms: None,
+            server_total_ms: None,
+            cold: None,
+            lambda_instance: None,
+        }
+    }
+
+    /// The records of `n` requests in a row on one connection of each client.
+    async fn both(url: &str, n: usize) -> (Vec<Record>, Vec<Record>) {
+        let mut none = None;
+        let plain = Arc::new(Endpoint::new(url, &mut none).unwrap());
+        assert!(matches!(*plain, Endpoint::Plain { .. }));
+        let reqwest = Arc::new(Endpoint::Reqwest {
+            client: reqwest_client().unwrap(),
+            url: url.parse().unwrap(),
+        });
+        let mut out = (Vec::new(), Vec::new());
+        for (endpoint, records) in [(plain, &mut out.0), (reqwest, &mut out.1)] {
+            let mut conn = Conn::new(endpoint);
+            for _ in 0..n {
+                let mut rec = blank();
+                conn.send(Bytes::from_static(b"{}"), Duration::from_secs(5), &mut rec)
+                    .await;
+                records.push(rec);
+            }
+        }
+        out
+    }
+
+    fn fields(r: &Record) -> String {
+        format!(
+            "{:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?}",
+            r.status,
+            r.error,
+            r.attempts,
+            r.served_by,
+            r.queue_ms,
+            r.inference_ms,
+            r.server_total_ms,
+            r.cold,
+            r.lambda_instance
+        )
+    }
+
+    #[tokio::test]
+    async fn both_clients_record_the_same_headers_and_error_classes() {
+        let url = scripted(vec![
+            b"HTTP/1.1 200 OK\r\nx-attempts: 2\r\nx-backend: k8s\r\nx-queue-time: 1.5\r\nx-inference-time:  7.25 \r\nx-total-time: 9\r\ncontent-length: 2\r\n\r\n{}",
+            b"HTTP/1.1 200 OK\r\nX-Lambda-Cold: TRUE\r\nx-lambda-instance: env-7\r\nx-attempts: two\r\ntransfer-encoding: chunked\r\n\r\n1\r\n{\r\n1\r\n}\r\n0\r\n\r\n",
+            b"HTTP/1.1 429 Too Many Requests\r\ncontent-length: 0\r\n\r\n",
+            b"HTTP/1.1 500 Internal Server Error\r\nx-lambda-error-type: TooManyRequestsException\r\ncontent-length: 0\r\n\r\n",
+            b"HTTP/1.1 503 Service Unavailable\r\nx-lambda-cold: false\r\ncontent-length: 0\r\n\r\n",
+            b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            // After a close, the next request goes out on a fresh connection.
+            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
+        ])
+        .await;
+        let (plain, reqwest) = both(&url, 7).await;
+        let plain: Vec<String> = plain.iter().map(fields).collect();
+        let reqwest: Vec<String> = reqwest.iter().map(fields).collect();
+        assert_eq!(plain, reqwest);
+        assert_eq!(
+            plain[0],
+            r#"Some(200) None Some(2) Some("k8s") Some(1.5) Some(7.25) Some(9.0) None None"#
+        );
+        assert_eq!(
+            plain[1],
+            r#"Some(200) None None None None None None Some(true) Some("env-7")"#
+        );
+        assert!(plain[2].starts_with("Some(429) Some(TooManyRequests)"));
+        assert!(plain[3].starts_with("Some(500) Some(Throttled)"));
+        assert!(plain[4].starts_with("Some(503) Some(Server5xx)"));
+        assert!(plain[4].contains("Some(false)"));
+        assert!(plain[5].starts_with("Some(404) Some(Client4xx)"));
+        assert!(plain[6].starts_with("Some(200) None"));
+    }
+
+    #[tokio::test]
+    async fn a_broken_answer_is_other_a_slow_one_a_timeout() {
+        // A body shorter than its length, then the connection closes.
+        let url = scripted(vec![
+            b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\nconnection: close\r\n\r\n{}",
+        ])
+        .await;
+        let (plain, reqwest) = both(&url, 1).await;
+        assert_eq!(plain[0].error, Some(ErrorKind::Other));
+        assert_eq!(reqwest[0].error, Some(ErrorKind::Other));
+
+        // A server that never answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/predict", listener.local_addr().unwrap());
+        let _keep = tokio::spawn(async move {
+            let mut held = Vec::new();
+            loop {
+                held.push(listener.accept().await.unwrap());
+            }
+        });
+        let mut none = None;
+        let mut conn = Conn::new(Arc::new(Endpoint::new(&url, &mut none).unwrap()));
+        let mut rec = blank();
+        conn.send(
+            Bytes::from_static(b"{}"),
+            Duration::from_millis(100),
+            &mut rec,
+        )
+        .await;
+        assert_eq!((rec.status, rec.error), (None, Some(ErrorKind::Timeout)));
+    }
+
+    #[test]
+    fn https_and_credentials_stay_with_reqwest() {
+        let mut client = None;
+        let e = Endpoint::new(
+            "https://abc.execute-api.us-east-1.amazonaws.com/predict",
+            &mut client,
+        )
+        .unwrap();
+        assert!(matches!(e, Endpoint::Reqwest { .. }));
+        assert!(client.is_some());
+        let e = Endpoint::new("http://u:p@127.0.0.1:1/predict", &mut client).unwrap();
+        assert!(matches!(e, Endpoint::Reqwest { .. }));
+        match Endpoint::new("http://localhost:8080/predict?x=1", &mut None).unwrap() {
+            Endpoint::Plain { addr, host, path } if !proxy_in_env() => {
+                assert_eq!(addr, "localhost:8080");
+                assert_eq!(host, "localhost:8080");
+                assert_eq!(path, "/predict?x=1");
+            }
+            Endpoint::Plain { .. } => panic!("a proxy in the environment"),
+            Endpoint::Reqwest { .. } => assert!(proxy_in_env()),
+        }
+        match Endpoint::new("http://example.com/predict", &mut None).unwrap() {
+            Endpoint::Plain { addr, host, .. } => {
+                assert_eq!(
+                    (addr.as_str(), host.to_str().unwrap()),
+                    ("example.com:80", "example.com")
+                );
+            }
+            Endpoint::Reqwest { .. } => assert!(proxy_in_env()),
+        }
     }
 }

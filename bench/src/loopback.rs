@@ -344,7 +344,10 @@ POST /predict HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\
 GET /predict HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
         let out = exchange(&server, req).await;
         assert_eq!(out.matches("HTTP/1.1 200 OK\r\n").count(), 3, "{out}");
-        assert_eq!(out.matches(r#"{"label":"POSITIVE","score":0.99}"#).count(), 3);
+        assert_eq!(
+            out.matches(r#"{"label":"POSITIVE","score":0.99}"#).count(),
+            3
+        );
         assert!(out.contains("x-total-time: 0.000\r\n"), "{out}");
         assert!(out.ends_with("connection: close\r\n\r\n{\"label\":\"POSITIVE\",\"score\":0.99}"));
         assert_eq!(server.hits(), 3);

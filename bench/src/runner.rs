@@ -220,7 +220,16 @@ async fn worker(
     let mut conn = Conn::new(endpoint);
     while let Some(job) = jobs.recv().await {
         let body = &ctx.bodies[job.body];
-        let record = send_one(&mut conn, ctx.start, &name, ctx.timeout, job.i, job.due, body).await;
+        let record = send_one(
+            &mut conn,
+            ctx.start,
+            &name,
+            ctx.timeout,
+            job.i,
+            job.due,
+            body,
+        )
+        .await;
         let done = Done {
             backend,
             worker: me,
