@@ -197,6 +197,14 @@ impl Conn {
         }
     }
 
+    /// Opens the connection ahead of the first request (plain http; reqwest opens its
+    /// own). A failure is left for that request to meet and record.
+    pub async fn connect(&mut self) {
+        if let (None, Endpoint::Plain { addr, .. }) = (&self.open, &*self.endpoint) {
+            self.open = Open::connect(addr).await.ok();
+        }
+    }
+
     /// Sends `body` now and fills `rec`'s answer fields (status, headers, error); the
     /// answer's last byte has arrived (or the request failed) when it returns. The
     /// timeout covers connecting, sending and the whole answer.

@@ -185,7 +185,9 @@ struct Job {
 struct Done {
     backend: usize,
     worker: usize,
-    record: Record,
+    /// `None` when a new worker is ready (its connection open, or failed: then its
+    /// first request tries again and records the failure).
+    record: Option<Record>,
 }
 
 /// One backend as the open loop's dispatcher sees it: its connection workers (each
@@ -196,6 +198,8 @@ struct Pool {
     endpoint: Arc<Endpoint>,
     workers: Vec<mpsc::UnboundedSender<Job>>,
     idle: Vec<usize>,
+    /// Workers started and not yet ready.
+    connecting: usize,
     waiting: VecDeque<Job>,
 }
 
@@ -218,6 +222,15 @@ async fn worker(
     mut jobs: mpsc::UnboundedReceiver<Job>,
 ) {
     let mut conn = Conn::new(endpoint);
+    let _ = tokio::time::timeout(ctx.timeout, conn.connect()).await;
+    let ready = Done {
+        backend,
+        worker: me,
+        record: None,
+    };
+    if ctx.done.send(ready).is_err() {
+        return;
+    }
     while let Some(job) = jobs.recv().await {
         let body = &ctx.bodies[job.body];
         let record = send_one(
@@ -233,7 +246,7 @@ async fn worker(
         let done = Done {
             backend,
             worker: me,
-            record,
+            record: Some(record),
         };
         if ctx.done.send(done).is_err() {
             return;
@@ -244,30 +257,30 @@ async fn worker(
 impl Pool {
     /// Hands the waiting jobs to free workers, starting new ones up to `cap`.
     fn dispatch(&mut self, me: usize, cap: usize, ctx: &Arc<WorkerCtx>) {
-        while let Some(job) = self.waiting.pop_front() {
-            let w = match self.idle.pop() {
-                Some(w) => w,
-                None if self.workers.len() < cap => {
-                    let (tx, rx) = mpsc::unbounded_channel();
-                    let w = self.workers.len();
-                    self.workers.push(tx);
-                    tokio::spawn(worker(
-                        ctx.clone(),
-                        me,
-                        self.name.clone(),
-                        self.endpoint.clone(),
-                        w,
-                        rx,
-                    ));
-                    w
-                }
-                None => {
-                    self.waiting.push_front(job);
-                    return;
-                }
-            };
+        while !self.waiting.is_empty() {
+            let Some(w) = self.idle.pop() else { break };
+            let job = self.waiting.pop_front().expect("not empty");
             // A worker only ends when its sender is dropped.
             let _ = self.workers[w].send(job);
+        }
+        // More connections for the requests still waiting, up to the cap. A new
+        // worker opens its connection first and then takes whichever request waits
+        // longest: a request is not tied to a connection being opened while another
+        // one frees up sooner (as in reqwest's pool), so a burst of new connections
+        // cannot hold the sends back.
+        while self.waiting.len() > self.connecting && self.workers.len() < cap {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let w = self.workers.len();
+            self.workers.push(tx);
+            self.connecting += 1;
+            tokio::spawn(worker(
+                ctx.clone(),
+                me,
+                self.name.clone(),
+                self.endpoint.clone(),
+                w,
+                rx,
+            ));
         }
     }
 }
@@ -289,9 +302,15 @@ async fn open_loop(
     let mut next = 0;
     let mut in_flight = 0usize;
     let mut take = |d: Done, pools: &mut [Pool], in_flight: &mut usize| {
-        pools[d.backend].idle.push(d.worker);
-        *in_flight -= 1;
-        report(d.record);
+        let pool = &mut pools[d.backend];
+        pool.idle.push(d.worker);
+        match d.record {
+            Some(r) => {
+                *in_flight -= 1;
+                report(r);
+            }
+            None => pool.connecting -= 1,
+        }
     };
     loop {
         while let Ok(d) = reports.try_recv() {
@@ -385,6 +404,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunResult> {
                     endpoint: endpoint.clone(),
                     workers: Vec::new(),
                     idle: Vec::new(),
+                    connecting: 0,
                     waiting: VecDeque::new(),
                 })
                 .collect();
