@@ -15,6 +15,7 @@
 //! serve, driven by a run's distributions (`bench simulate`, `bench validate`).
 
 pub mod check;
+pub mod client;
 pub mod coldstart;
 pub mod corpus;
 pub mod cost;

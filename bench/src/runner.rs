@@ -9,19 +9,19 @@
 //! load over the same wall-clock window (the same network weather, the same idle time
 //! before a spike) and their numbers compare directly.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::Context;
 use bytes::Bytes;
-use reqwest::header::{CONTENT_TYPE, HeaderMap};
 use tokio::sync::mpsc;
+
+use crate::client::{Conn, Endpoint};
 
 use crate::corpus::{Corpus, text_of_words};
 use crate::schedule::Planned;
-use crate::stats::{BackendStats, ErrorKind, Record};
+use crate::stats::{BackendStats, Record};
 use crate::targets::Target;
 
 /// A send more than this after its scheduled time counts as late. Tokio's timer
@@ -117,50 +117,27 @@ impl Bodies {
     }
 }
 
-struct Shared {
-    client: reqwest::Client,
-    start: Instant,
-    timeout: Duration,
-    tx: mpsc::UnboundedSender<Record>,
-}
-
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn header_f64(h: &HeaderMap, name: &str) -> Option<f64> {
-    h.get(name)?.to_str().ok()?.trim().parse().ok()
+/// The HTTP client of the https path: one for the run, connections kept and reused per
+/// backend.
+pub fn client() -> anyhow::Result<reqwest::Client> {
+    crate::client::reqwest_client()
 }
 
-fn header_str(h: &HeaderMap, name: &str) -> Option<String> {
-    Some(h.get(name)?.to_str().ok()?.to_string())
-}
-
-/// One backend as the sender sees it.
-struct Backend {
-    name: Arc<str>,
-    url: reqwest::Url,
-    in_flight: Arc<tokio::sync::Semaphore>,
-}
-
-/// Sends one request due at `due` and reports its record.
-async fn send_one(
-    shared: Arc<Shared>,
-    backend: Arc<Backend>,
-    i: usize,
-    due: Instant,
-    body: (Bytes, &'static str, usize),
-) {
-    let _permit = backend.in_flight.acquire().await;
+/// A fresh record for request `i` to `backend`, due at `due` and leaving now.
+fn record(start: Instant, backend: &str, i: usize, due: Instant, body: &Body) -> Record {
     let sent = Instant::now();
-    let (bytes, text_class, words) = body;
-    let mut rec = Record {
+    let (_, text_class, words) = *body;
+    Record {
         i,
-        backend: backend.name.to_string(),
+        backend: backend.to_string(),
         text_class,
         words,
-        scheduled_ms: ms(due.saturating_duration_since(shared.start)),
-        sent_ms: ms(sent.saturating_duration_since(shared.start)),
+        scheduled_ms: ms(due.saturating_duration_since(start)),
+        sent_ms: ms(sent.saturating_duration_since(start)),
         latency_ms: 0.0,
         service_ms: 0.0,
         status: None,
@@ -172,161 +149,323 @@ async fn send_one(
         server_total_ms: None,
         cold: None,
         lambda_instance: None,
-    };
-    let answer = shared
-        .client
-        .post(backend.url.clone())
-        .header(CONTENT_TYPE, "application/json")
-        .body(bytes)
-        .timeout(shared.timeout)
-        .send()
-        .await;
-    let classify = |e: &reqwest::Error| {
-        if e.is_timeout() {
-            ErrorKind::Timeout
-        } else if e.is_connect() {
-            ErrorKind::Connect
-        } else {
-            ErrorKind::Other
-        }
-    };
-    match answer {
-        Ok(resp) => {
-            let status = resp.status().as_u16();
-            let h = resp.headers();
-            rec.status = Some(status);
-            rec.error = ErrorKind::of_status(
-                status,
-                h.get("x-lambda-error-type").and_then(|v| v.to_str().ok()),
-            );
-            rec.attempts = header_str(h, "x-attempts").and_then(|v| v.parse().ok());
-            rec.served_by = header_str(h, "x-backend");
-            rec.queue_ms = header_f64(h, sentiment_api::QUEUE_TIME_HEADER);
-            rec.inference_ms = header_f64(h, sentiment_api::INFERENCE_TIME_HEADER);
-            rec.server_total_ms = header_f64(h, sentiment_api::TOTAL_TIME_HEADER);
-            rec.cold = header_str(h, "x-lambda-cold").map(|v| v.eq_ignore_ascii_case("true"));
-            rec.lambda_instance = header_str(h, "x-lambda-instance");
-            // The latency ends with the last byte of the answer.
-            if let Err(e) = resp.bytes().await {
-                rec.error = Some(classify(&e));
-            }
-        }
-        Err(e) => rec.error = Some(classify(&e)),
     }
+}
+
+/// A request body with its text's class and length in words.
+type Body = (Bytes, &'static str, usize);
+
+/// Sends one request due at `due` on `conn`, now, and returns its record.
+async fn send_one(
+    conn: &mut Conn,
+    start: Instant,
+    backend: &str,
+    timeout: Duration,
+    i: usize,
+    due: Instant,
+    body: &Body,
+) -> Record {
+    let mut rec = record(start, backend, i, due, body);
+    let sent = Instant::now();
+    conn.send(body.0.clone(), timeout, &mut rec).await;
     let done = Instant::now();
     rec.latency_ms = ms(done.saturating_duration_since(due));
     rec.service_ms = ms(done.saturating_duration_since(sent));
-    let _ = shared.tx.send(rec);
+    rec
 }
 
-/// The HTTP client: one for the run, connections kept and reused per backend.
-pub fn client() -> anyhow::Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .tcp_nodelay(true)
-        .pool_idle_timeout(Duration::from_secs(60))
-        .build()
-        .context("building the HTTP client")
+/// A request handed to a connection worker.
+struct Job {
+    i: usize,
+    due: Instant,
+    body: usize,
+}
+
+/// A worker's report: which worker is free again, and the record of its request.
+struct Done {
+    backend: usize,
+    worker: usize,
+    /// `None` when a new worker is ready (its connection open, or failed: then its
+    /// first request tries again and records the failure).
+    record: Option<Record>,
+}
+
+/// One backend as the open loop's dispatcher sees it: its connection workers (each
+/// one connection, one request at a time), the free ones, and the requests due that
+/// wait for a free one because `max_in_flight` workers are busy.
+struct Pool {
+    name: Arc<str>,
+    endpoint: Arc<Endpoint>,
+    workers: Vec<mpsc::UnboundedSender<Job>>,
+    idle: Vec<usize>,
+    /// Workers started and not yet ready.
+    connecting: usize,
+    waiting: VecDeque<Job>,
+}
+
+/// Everything a connection worker shares with the others.
+struct WorkerCtx {
+    start: Instant,
+    timeout: Duration,
+    bodies: Arc<Vec<Body>>,
+    done: mpsc::UnboundedSender<Done>,
+}
+
+/// A connection worker: takes its jobs one at a time, sends each when it gets it (the
+/// send time is taken there, so a job that waited shows as a late send) and reports.
+async fn worker(
+    ctx: Arc<WorkerCtx>,
+    backend: usize,
+    name: Arc<str>,
+    endpoint: Arc<Endpoint>,
+    me: usize,
+    mut jobs: mpsc::UnboundedReceiver<Job>,
+) {
+    let mut conn = Conn::new(endpoint);
+    let _ = tokio::time::timeout(ctx.timeout, conn.connect()).await;
+    let ready = Done {
+        backend,
+        worker: me,
+        record: None,
+    };
+    if ctx.done.send(ready).is_err() {
+        return;
+    }
+    while let Some(job) = jobs.recv().await {
+        let body = &ctx.bodies[job.body];
+        let record = send_one(
+            &mut conn,
+            ctx.start,
+            &name,
+            ctx.timeout,
+            job.i,
+            job.due,
+            body,
+        )
+        .await;
+        let done = Done {
+            backend,
+            worker: me,
+            record: Some(record),
+        };
+        if ctx.done.send(done).is_err() {
+            return;
+        }
+    }
+}
+
+impl Pool {
+    /// Hands the waiting jobs to free workers, starting new ones up to `cap`.
+    fn dispatch(&mut self, me: usize, cap: usize, ctx: &Arc<WorkerCtx>) {
+        while !self.waiting.is_empty() {
+            let Some(w) = self.idle.pop() else { break };
+            let job = self.waiting.pop_front().expect("not empty");
+            // A worker only ends when its sender is dropped.
+            let _ = self.workers[w].send(job);
+        }
+        // More connections for the requests still waiting, up to the cap. A new
+        // worker opens its connection first and then takes whichever request waits
+        // longest: a request is not tied to a connection being opened while another
+        // one frees up sooner (as in reqwest's pool), so a burst of new connections
+        // cannot hold the sends back.
+        while self.waiting.len() > self.connecting && self.workers.len() < cap {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let w = self.workers.len();
+            self.workers.push(tx);
+            self.connecting += 1;
+            tokio::spawn(worker(
+                ctx.clone(),
+                me,
+                self.name.clone(),
+                self.endpoint.clone(),
+                w,
+                rx,
+            ));
+        }
+    }
+}
+
+/// The open loop: one dispatcher (this task) wakes when requests are due, sends all
+/// that are due at once to free connection workers, and takes the workers' reports
+/// (their records into the statistics, the workers back to the free list) in batches
+/// at each wakeup, or as they come while requests wait for a free worker.
+async fn open_loop(
+    schedule: &[Planned],
+    picks: &[usize],
+    pools: &mut [Pool],
+    ctx: Arc<WorkerCtx>,
+    mut reports: mpsc::UnboundedReceiver<Done>,
+    cap: usize,
+    mut report: impl FnMut(Record),
+) {
+    let start = ctx.start;
+    let mut next = 0;
+    let mut in_flight = 0usize;
+    let mut take = |d: Done, pools: &mut [Pool], in_flight: &mut usize| {
+        let pool = &mut pools[d.backend];
+        pool.idle.push(d.worker);
+        match d.record {
+            Some(r) => {
+                *in_flight -= 1;
+                report(r);
+            }
+            None => pool.connecting -= 1,
+        }
+    };
+    loop {
+        while let Ok(d) = reports.try_recv() {
+            take(d, pools, &mut in_flight);
+        }
+        let now = Instant::now();
+        while next < schedule.len() && start + schedule[next].at <= now {
+            let due = start + schedule[next].at;
+            for pool in pools.iter_mut() {
+                pool.waiting.push_back(Job {
+                    i: next,
+                    due,
+                    body: picks[next],
+                });
+                in_flight += 1;
+            }
+            next += 1;
+        }
+        for (b, pool) in pools.iter_mut().enumerate() {
+            pool.dispatch(b, cap, &ctx);
+        }
+        let waiting = pools.iter().any(|p| !p.waiting.is_empty());
+        if next == schedule.len() && in_flight == 0 {
+            return;
+        }
+        // Wake for the next due time; for the reports only when a request waits for
+        // a free worker, or when nothing is left to send.
+        let due = schedule.get(next).map(|p| start + p.at);
+        match due {
+            Some(due) if !waiting => tokio::time::sleep_until(due.into()).await,
+            Some(due) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(due.into()) => {}
+                    d = reports.recv() => if let Some(d) = d { take(d, pools, &mut in_flight) },
+                }
+            }
+            None => match reports.recv().await {
+                Some(d) => take(d, pools, &mut in_flight),
+                None => return,
+            },
+        }
+    }
 }
 
 /// Runs the load and measures it. Stops by itself: after the schedule (or the closed
 /// loop's bounds), every request in flight gets at most the per-request timeout.
 pub async fn run(cfg: RunConfig) -> anyhow::Result<RunResult> {
-    let client = client()?;
     let mut bodies = Bodies::new(&cfg.corpus);
     let picks = match &cfg.mode {
         Mode::Open { schedule } => bodies.for_schedule(&cfg.corpus, schedule),
         Mode::Closed { .. } => Vec::new(),
     };
     let bodies = Arc::new(bodies.bodies);
+    let mut https = None;
     let targets = cfg
         .targets
         .iter()
         .map(|t| {
-            let url = t.predict_url();
-            Ok(Arc::new(Backend {
-                name: Arc::from(t.name.as_str()),
-                url: url.parse().with_context(|| format!("{url} is not a URL"))?,
-                in_flight: Arc::new(tokio::sync::Semaphore::new(cfg.max_in_flight.max(1))),
-            }))
+            let endpoint = Endpoint::new(&t.predict_url(), &mut https)?;
+            Ok((Arc::<str>::from(t.name.as_str()), Arc::new(endpoint)))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
 
-    let (tx, mut rx) = mpsc::unbounded_channel::<Record>();
     let late_ms = ms(cfg.late_threshold);
     let keep = cfg.keep_records;
-    let collector = tokio::spawn(async move {
-        let mut stats: BTreeMap<String, BackendStats> = BTreeMap::new();
-        let mut records = Vec::new();
-        while let Some(r) = rx.recv().await {
-            stats
-                .entry(r.backend.clone())
-                .or_default()
-                .record(&r, late_ms);
-            if keep {
-                records.push(r);
-            }
-        }
-        (stats, records)
-    });
+    // Per backend, in the order of the targets.
+    let mut stats: Vec<BackendStats> = targets.iter().map(|_| BackendStats::default()).collect();
+    let mut records = Vec::new();
+    let index: HashMap<Arc<str>, usize> = targets
+        .iter()
+        .enumerate()
+        .map(|(b, (name, _))| (name.clone(), b))
+        .collect();
 
     let started_at = SystemTime::now();
     let start = Instant::now();
-    let shared = Arc::new(Shared {
-        client,
-        start,
-        timeout: cfg.timeout,
-        tx,
-    });
-    // Request tasks are detached: each holds a sender of the collector's channel, so
-    // the collector ends when the last of them has reported.
+    let cap = cfg.max_in_flight.max(1);
     match &cfg.mode {
         Mode::Open { schedule } => {
-            for (i, p) in schedule.iter().enumerate() {
-                let due = start + p.at;
-                if due > Instant::now() {
-                    tokio::time::sleep_until(due.into()).await;
+            let (done_tx, done_rx) = mpsc::unbounded_channel::<Done>();
+            let ctx = Arc::new(WorkerCtx {
+                start,
+                timeout: cfg.timeout,
+                bodies: bodies.clone(),
+                done: done_tx,
+            });
+            let mut pools: Vec<Pool> = targets
+                .iter()
+                .map(|(name, endpoint)| Pool {
+                    name: name.clone(),
+                    endpoint: endpoint.clone(),
+                    workers: Vec::new(),
+                    idle: Vec::new(),
+                    connecting: 0,
+                    waiting: VecDeque::new(),
+                })
+                .collect();
+            open_loop(schedule, &picks, &mut pools, ctx, done_rx, cap, |r| {
+                stats[index[&*r.backend]].record(&r, late_ms);
+                if keep {
+                    records.push(r);
                 }
-                for backend in &targets {
-                    tokio::spawn(send_one(
-                        shared.clone(),
-                        backend.clone(),
-                        i,
-                        due,
-                        bodies[picks[i]].clone(),
-                    ));
-                }
-            }
+            })
+            .await;
         }
         Mode::Closed {
             concurrency,
             duration,
             max_requests,
         } => {
+            let (tx, mut rx) = mpsc::unbounded_channel::<Record>();
             let deadline = start + *duration;
             let max = max_requests.unwrap_or(usize::MAX);
-            for backend in &targets {
+            for (name, endpoint) in &targets {
                 let next = Arc::new(AtomicUsize::new(0));
                 for _ in 0..(*concurrency).max(1) {
-                    let (shared, backend, next) = (shared.clone(), backend.clone(), next.clone());
+                    let (name, endpoint, next, tx) =
+                        (name.clone(), endpoint.clone(), next.clone(), tx.clone());
                     let (corpus, bodies) = (cfg.corpus.clone(), bodies.clone());
+                    let timeout = cfg.timeout;
                     tokio::spawn(async move {
+                        let mut conn = Conn::new(endpoint);
                         loop {
                             let i = next.fetch_add(1, Ordering::Relaxed);
                             let now = Instant::now();
                             if i >= max || now >= deadline {
                                 break;
                             }
-                            let body = bodies[corpus.pick(i)].clone();
-                            send_one(shared.clone(), backend.clone(), i, now, body).await;
+                            let body = &bodies[corpus.pick(i)];
+                            let r = send_one(&mut conn, start, &name, timeout, i, now, body).await;
+                            if tx.send(r).is_err() {
+                                break;
+                            }
                         }
                     });
                 }
             }
+            // The workers hold the senders: the channel ends when the last is done.
+            drop(tx);
+            while let Some(r) = rx.recv().await {
+                stats[index[&*r.backend]].record(&r, late_ms);
+                if keep {
+                    records.push(r);
+                }
+            }
         }
     }
-    drop(shared);
-    let (stats, records) = collector.await.context("the collector task failed")?;
     let wall = start.elapsed();
+    // A backend that got no request is left out, as before.
+    let stats = targets
+        .iter()
+        .zip(stats)
+        .filter(|(_, s)| s.summary().requests > 0)
+        .map(|((name, _), s)| (name.to_string(), s))
+        .collect();
     Ok(RunResult {
         started_at,
         wall,
