@@ -205,6 +205,17 @@ impl Conn {
         }
     }
 
+    /// Waits for `f` while keeping an idle connection driven, so that a server that
+    /// closes it (a keep-alive timeout) is noticed before the next request, as a
+    /// connection pool notices, instead of that request being written into a closed
+    /// connection.
+    pub async fn idle_until<F: Future>(&mut self, f: F) -> F::Output {
+        match &mut self.open {
+            Some(Open { conn, done, .. }) if !*done => Open::drive(conn, done, f).await,
+            _ => f.await,
+        }
+    }
+
     /// Sends `body` now and fills `rec`'s answer fields (status, headers, error); the
     /// answer's last byte has arrived (or the request failed) when it returns. The
     /// timeout covers connecting, sending and the whole answer.
@@ -385,6 +396,47 @@ mod tests {
             }
         });
         format!("http://{addr}/predict")
+    }
+
+    /// Like a TCP proxy whose upstream closed an idle keep-alive connection: after one
+    /// answer the server sends FIN but keeps the socket open, reading and answering
+    /// nothing more. An idle connection that is driven sees the FIN and is not reused;
+    /// one that is not gets its next request swallowed until the timeout.
+    #[tokio::test]
+    async fn a_connection_closed_while_idle_is_not_reused() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = listener.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        let k = s.read(&mut chunk).await.unwrap();
+                        buf.extend_from_slice(&chunk[..k]);
+                    }
+                    s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+                        .await
+                        .unwrap();
+                    s.shutdown().await.unwrap();
+                    // Half-closed: whatever comes next is read and never answered.
+                    while s.read(&mut chunk).await.is_ok_and(|k| k > 0) {}
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                });
+            }
+        });
+        let mut none = None;
+        let url = format!("http://{addr}/predict");
+        let mut conn = Conn::new(Arc::new(Endpoint::new(&url, &mut none).unwrap()));
+        for n in 0..3 {
+            let mut rec = blank();
+            conn.send(Bytes::from_static(b"{}"), Duration::from_secs(2), &mut rec)
+                .await;
+            assert_eq!((rec.status, rec.error), (Some(200), None), "request {n}");
+            conn.idle_until(tokio::time::sleep(Duration::from_millis(100)))
+                .await;
+        }
     }
 
     fn blank() -> Record {

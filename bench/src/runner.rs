@@ -231,7 +231,7 @@ async fn worker(
     if ctx.done.send(ready).is_err() {
         return;
     }
-    while let Some(job) = jobs.recv().await {
+    while let Some(job) = conn.idle_until(jobs.recv()).await {
         let body = &ctx.bodies[job.body];
         let record = send_one(
             &mut conn,
