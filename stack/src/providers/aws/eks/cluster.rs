@@ -137,12 +137,7 @@ impl ResourceProvider for ClusterProvider {
                 .collect();
             outputs.insert(
                 FAILED_OUTPUT.into(),
-                if issues.is_empty() {
-                    status.as_str().to_string()
-                } else {
-                    format!("{} ({})", status.as_str(), issues.join("; "))
-                }
-                .into(),
+                super::failure_reason(status.as_str(), issues).into(),
             );
         }
         Ok(Some(Read {

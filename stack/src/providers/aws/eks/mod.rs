@@ -11,6 +11,16 @@ pub use cluster::{CLUSTER_KIND, Cluster, ClusterProvider};
 pub use node_group::{NODEGROUP_KIND, NodeGroup, NodeGroupProvider, valid_instance_type};
 
 use super::Missing;
+
+/// A broken EKS resource's reason: its status, and its health issues as `code: message`.
+fn failure_reason(status: &str, issues: Vec<String>) -> String {
+    if issues.is_empty() {
+        status.to_string()
+    } else {
+        format!("{status} ({})", issues.join("; "))
+    }
+}
+
 use crate::error::ProviderError;
 
 /// Deletes with `call`; when it was already gone that is success and nothing is

@@ -112,11 +112,7 @@ fn failure(n: &aws_sdk_eks::types::Nodegroup) -> Option<String> {
             )
         })
         .collect();
-    Some(if issues.is_empty() {
-        status.as_str().to_string()
-    } else {
-        format!("{} ({})", status.as_str(), issues.join("; "))
-    })
+    Some(super::failure_reason(status.as_str(), issues))
 }
 
 fn scaling(d: &NodeGroup) -> NodegroupScalingConfig {
