@@ -76,7 +76,12 @@ pub fn control_plane(
         stack: cfg.stack.clone(),
         port: st.kube_port,
         snapshot: abs(snapshot(state_dir, cfg, target)),
-        dataplane_dir: abs(state_dir.join("dataplane")),
+        // Per stack: the pods of two local stacks with the same namespace and app must
+        // not meet in one list.
+        dataplane_dir: abs(state_file(
+            state_dir,
+            format!("{}.{}.dataplane", cfg.stack, target.name()),
+        )),
         registry: st.registry.clone(),
         front_port: st.front_port,
         exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("stack")),
@@ -125,5 +130,40 @@ pub fn fronts(state_dir: &Path, st: &Settings, cfg: &Config, endpoint: &str) -> 
         account_concurrency: st.lambda_concurrency.max(1),
         keep_alive: Duration::from_secs(st.lambda_keep_alive_secs),
         port: st.api_port,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        settings: Settings,
+    }
+
+    /// Two local stacks with the same namespace and app keep their pods apart.
+    #[test]
+    fn each_stack_has_its_own_data_plane() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = Flags::parse_from(["stack"]).settings;
+        let spec = |name: &str| {
+            let cfg = Config {
+                stack: name.into(),
+                ..Config::default()
+            };
+            control_plane(dir.path(), &st, &cfg, Target::Local)
+                .unwrap()
+                .1
+        };
+        let (a, b) = (spec("a"), spec("b"));
+        assert_ne!(a.dataplane_dir, b.dataplane_dir);
+        assert!(
+            a.dataplane_dir.ends_with("a.local.dataplane"),
+            "{:?}",
+            a.dataplane_dir
+        );
     }
 }
