@@ -440,25 +440,7 @@ mod tests {
     }
 
     fn blank() -> Record {
-        Record {
-            i: 0,
-            backend: "x".into(),
-            text_class: "short",
-            words: 1,
-            scheduled_ms: 0.0,
-            sent_ms: 0.0,
-            latency_ms: 0.0,
-            service_ms: 0.0,
-            status: None,
-            error: None,
-            attempts: None,
-            served_by: None,
-            queue_ms: None,
-            inference_ms: None,
-            server_total_ms: None,
-            cold: None,
-            lambda_instance: None,
-        }
+        Record::new(0, "x", "short", 1, 0.0, 0.0)
     }
 
     /// The records of `n` requests in a row on one connection of each client.

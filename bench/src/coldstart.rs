@@ -113,23 +113,10 @@ mod tests {
 
     fn record(i: usize, backend: &str, sent_ms: f64, service_ms: f64) -> Record {
         Record {
-            i,
-            backend: backend.into(),
-            text_class: "short",
-            words: 3,
-            scheduled_ms: sent_ms,
-            sent_ms,
             latency_ms: service_ms,
             service_ms,
             status: Some(200),
-            error: None,
-            attempts: None,
-            served_by: None,
-            queue_ms: None,
-            inference_ms: None,
-            server_total_ms: None,
-            cold: None,
-            lambda_instance: None,
+            ..Record::new(i, backend, "short", 3, sent_ms, sent_ms)
         }
     }
 

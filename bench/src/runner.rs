@@ -131,25 +131,14 @@ pub fn client() -> anyhow::Result<reqwest::Client> {
 fn record(start: Instant, backend: &str, i: usize, due: Instant, body: &Body) -> Record {
     let sent = Instant::now();
     let (_, text_class, words) = *body;
-    Record {
+    Record::new(
         i,
-        backend: backend.to_string(),
+        backend,
         text_class,
         words,
-        scheduled_ms: ms(due.saturating_duration_since(start)),
-        sent_ms: ms(sent.saturating_duration_since(start)),
-        latency_ms: 0.0,
-        service_ms: 0.0,
-        status: None,
-        error: None,
-        attempts: None,
-        served_by: None,
-        queue_ms: None,
-        inference_ms: None,
-        server_total_ms: None,
-        cold: None,
-        lambda_instance: None,
-    }
+        ms(due.saturating_duration_since(start)),
+        ms(sent.saturating_duration_since(start)),
+    )
 }
 
 /// A request body with its text's class and length in words.

@@ -94,6 +94,39 @@ pub struct Record {
     pub lambda_instance: Option<String>,
 }
 
+impl Record {
+    /// Request `i` to `backend`, due at `scheduled_ms` and sent at `sent_ms`, before
+    /// its answer: the answer's fields are empty.
+    pub fn new(
+        i: usize,
+        backend: &str,
+        text_class: &'static str,
+        words: usize,
+        scheduled_ms: f64,
+        sent_ms: f64,
+    ) -> Self {
+        Record {
+            i,
+            backend: backend.to_string(),
+            text_class,
+            words,
+            scheduled_ms,
+            sent_ms,
+            latency_ms: 0.0,
+            service_ms: 0.0,
+            status: None,
+            error: None,
+            attempts: None,
+            served_by: None,
+            queue_ms: None,
+            inference_ms: None,
+            server_total_ms: None,
+            cold: None,
+            lambda_instance: None,
+        }
+    }
+}
+
 /// Latencies are recorded in microseconds.
 pub(crate) fn histogram() -> Histogram<u64> {
     Histogram::new(3).expect("3 significant figures is valid")
@@ -392,23 +425,11 @@ mod tests {
 
     fn rec(i: usize, latency_ms: f64, error: Option<ErrorKind>) -> Record {
         Record {
-            i,
-            backend: "k8s".into(),
-            text_class: "short",
-            words: 10,
-            scheduled_ms: i as f64,
-            sent_ms: i as f64,
             latency_ms,
             service_ms: latency_ms,
             status: Some(if error.is_some() { 500 } else { 200 }),
             error,
-            attempts: None,
-            served_by: None,
-            queue_ms: None,
-            inference_ms: None,
-            server_total_ms: None,
-            cold: None,
-            lambda_instance: None,
+            ..Record::new(i, "k8s", "short", 10, i as f64, i as f64)
         }
     }
 
