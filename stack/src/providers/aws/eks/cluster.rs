@@ -122,19 +122,11 @@ impl ResourceProvider for ClusterProvider {
             .status()
             .filter(|s| matches!(s, ClusterStatus::Failed | ClusterStatus::Deleting))
         {
-            let issues: Vec<String> = c
-                .health()
-                .map(|h| h.issues())
-                .unwrap_or_default()
-                .iter()
-                .map(|i| {
-                    format!(
-                        "{}: {}",
-                        i.code().map_or("", |c| c.as_str()),
-                        i.message().unwrap_or_default()
-                    )
-                })
-                .collect();
+            let issues = c.health().map(|h| h.issues()).unwrap_or_default();
+            let issues = issues.iter().map(|i| {
+                let code = i.code().map_or("", |c| c.as_str());
+                (code, i.message().unwrap_or_default())
+            });
             outputs.insert(
                 FAILED_OUTPUT.into(),
                 super::failure_reason(status.as_str(), issues).into(),

@@ -12,8 +12,15 @@ pub use node_group::{NODEGROUP_KIND, NodeGroup, NodeGroupProvider, valid_instanc
 
 use super::Missing;
 
-/// A broken EKS resource's reason: its status, and its health issues as `code: message`.
-fn failure_reason(status: &str, issues: Vec<String>) -> String {
+/// A broken EKS resource's reason: its status, and its health issues (code, message).
+fn failure_reason<'a>(
+    status: &str,
+    issues: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> String {
+    let issues: Vec<String> = issues
+        .into_iter()
+        .map(|(code, message)| format!("{code}: {message}"))
+        .collect();
     if issues.is_empty() {
         status.to_string()
     } else {

@@ -99,19 +99,11 @@ fn failure(n: &aws_sdk_eks::types::Nodegroup) -> Option<String> {
     ) {
         return None;
     }
-    let issues: Vec<String> = n
-        .health()
-        .map(|h| h.issues())
-        .unwrap_or_default()
-        .iter()
-        .map(|i| {
-            format!(
-                "{}: {}",
-                i.code().map_or("", |c| c.as_str()),
-                i.message().unwrap_or_default()
-            )
-        })
-        .collect();
+    let issues = n.health().map(|h| h.issues()).unwrap_or_default();
+    let issues = issues.iter().map(|i| {
+        let code = i.code().map_or("", |c| c.as_str());
+        (code, i.message().unwrap_or_default())
+    });
     Some(super::failure_reason(status.as_str(), issues))
 }
 
