@@ -446,7 +446,8 @@ fn utc_stamp(t: SystemTime) -> String {
 }
 
 async fn run(a: RunArgs) -> anyhow::Result<()> {
-    let targets = targets::resolve(&a.targets, &a.stack_bin)?;
+    let endpoints = targets::endpoints(&a.targets, &a.stack_bin)?;
+    let targets = endpoints.targets.clone();
     let corpus = Corpus::new(&a.texts, a.seed)?;
     let mode = match a.concurrency {
         Some(0) => bail!("--concurrency must be above 0"),
@@ -513,11 +514,7 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
     // What the platforms recorded over the run: only for endpoints of the stack (or a
     // function named by --function), since a URL alone says nothing of its logs.
     let from_stack = a.targets.is_empty();
-    let function = a.function.clone().or_else(|| {
-        from_stack
-            .then(|| platform::stack_output(&a.stack_bin, "function_name").ok())
-            .flatten()
-    });
+    let function = a.function.clone().or(endpoints.function_name);
     let observed = platform::observe(
         function.as_deref(),
         a.region.as_deref(),
@@ -633,12 +630,11 @@ fn print_platform(seen: &platform::Observed) {
 /// `bench metrics`: the REPORT lines of the last `--since` and each server's /metrics.
 async fn metrics(a: MetricsArgs) -> anyhow::Result<()> {
     let from_stack = a.targets.is_empty();
-    let targets = targets::resolve(&a.targets, &a.stack_bin)?;
-    let function = match (&a.function, from_stack) {
-        (Some(f), _) => Some(f.clone()),
-        (None, true) => platform::stack_output(&a.stack_bin, "function_name").ok(),
-        (None, false) => None,
-    };
+    let targets::Endpoints {
+        targets,
+        function_name,
+    } = targets::endpoints(&a.targets, &a.stack_bin)?;
+    let function = a.function.clone().or(function_name);
     let mut out = serde_json::Map::new();
     if let Some(name) = &function {
         let endpoint = lambda_logs::endpoint_from_env();

@@ -87,20 +87,6 @@ pub fn pods(stack_bin: &Path) -> anyhow::Result<Vec<PodInfo>> {
     Ok(status.pods)
 }
 
-/// One stack output's value (`stack outputs NAME`).
-pub fn stack_output(stack_bin: &Path, name: &str) -> anyhow::Result<String> {
-    let out = std::process::Command::new(stack_bin)
-        .args(["outputs", name])
-        .stderr(std::process::Stdio::null())
-        .output()
-        .with_context(|| format!("running {} outputs {name}", stack_bin.display()))?;
-    let value = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if !out.status.success() || value.is_empty() {
-        bail!("the stack has no output {name}");
-    }
-    Ok(value)
-}
-
 /// Pod-seconds over `[run_start, run_end]` (unix s) of the pods up at the run's end,
 /// and those that started inside it.
 pub fn k8s_use(pods: &[PodInfo], run_start: f64, run_end: f64) -> (K8sUse, Vec<ColdStart>) {

@@ -63,9 +63,36 @@ pub fn from_outputs(json: &str) -> anyhow::Result<Vec<Target>> {
 
 /// Runs `bin outputs --json` and reads its targets.
 pub fn from_stack(bin: &Path) -> anyhow::Result<Vec<Target>> {
-    let urls = sentiment_router::config::url_outputs_from_stack(bin)
+    Ok(endpoints(&[], bin)?.targets)
+}
+
+/// The backends, and the Lambda function whose logs tell what they did.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    pub targets: Vec<Target>,
+    /// The stack's `function_name` output; `None` when the targets came from flags.
+    pub function_name: Option<String>,
+}
+
+/// [`resolve`], and the stack's function name from the same `stack outputs --json`.
+pub fn endpoints(flags: &[Target], stack_bin: &Path) -> anyhow::Result<Endpoints> {
+    if !flags.is_empty() {
+        return Ok(Endpoints {
+            targets: resolve(flags, stack_bin)?,
+            function_name: None,
+        });
+    }
+    let json = sentiment_router::config::outputs_json_from_stack(stack_bin)
         .context("reading the endpoints (see --stack-bin)")?;
-    targets_of(urls)
+    let function_name = serde_json::from_str::<serde_json::Value>(json.trim())
+        .ok()
+        .and_then(|v| v["function_name"].as_str().map(str::to_string));
+    let mut targets = from_outputs(&json)?;
+    order(&mut targets);
+    Ok(Endpoints {
+        targets,
+        function_name,
+    })
 }
 
 fn targets_of(urls: BTreeMap<String, String>) -> anyhow::Result<Vec<Target>> {
@@ -87,18 +114,21 @@ fn targets_of(urls: BTreeMap<String, String>) -> anyhow::Result<Vec<Target>> {
 /// The run's targets: the flags if any (one per name, the last flag wins), else the
 /// stack's outputs; in the order lambda, k8s, router.
 pub fn resolve(flags: &[Target], stack_bin: &Path) -> anyhow::Result<Vec<Target>> {
-    let mut targets = if flags.is_empty() {
-        from_stack(stack_bin)?
-    } else {
-        let mut t: Vec<Target> = Vec::new();
-        for f in flags {
-            t.retain(|x| x.name != f.name);
-            t.push(f.clone());
-        }
-        t
-    };
-    targets.sort_by_key(|t| NAMES.iter().position(|n| *n == t.name));
+    if flags.is_empty() {
+        return from_stack(stack_bin);
+    }
+    let mut targets: Vec<Target> = Vec::new();
+    for f in flags {
+        targets.retain(|x| x.name != f.name);
+        targets.push(f.clone());
+    }
+    order(&mut targets);
     Ok(targets)
+}
+
+/// In the order lambda, k8s, router.
+fn order(targets: &mut [Target]) {
+    targets.sort_by_key(|t| NAMES.iter().position(|n| *n == t.name));
 }
 
 #[cfg(test)]
@@ -151,7 +181,7 @@ mod tests {
         std::fs::write(
             &bin,
             "#!/bin/sh\n[ \"$1 $2\" = \"outputs --json\" ] || exit 3\n\
-             echo '{\"router_url\":\"http://127.0.0.1:8090\",\"api_url\":\"http://127.0.0.1:9001/\",\"service_url\":\"http://127.0.0.1:9002\"}'\n",
+             echo '{\"router_url\":\"http://127.0.0.1:8090\",\"api_url\":\"http://127.0.0.1:9001/\",\"service_url\":\"http://127.0.0.1:9002\",\"function_name\":\"s-predict\"}'\n",
         )
         .unwrap();
         std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -159,6 +189,14 @@ mod tests {
         let names: Vec<_> = t.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(names, NAMES);
         assert_eq!(t[2].url, "http://127.0.0.1:8090");
+        // One run of the stack gives the function too; flags name none.
+        let e = endpoints(&[], &bin).unwrap();
+        assert_eq!(
+            (e.targets, e.function_name.as_deref()),
+            (t, Some("s-predict"))
+        );
+        let flags = [parse_target("k8s=http://k").unwrap()];
+        assert_eq!(endpoints(&flags, &bin).unwrap().function_name, None);
 
         let failing = dir.path().join("failing");
         std::fs::write(&failing, "#!/bin/sh\nexit 1\n").unwrap();

@@ -186,8 +186,8 @@ fn default_stack_bin() -> anyhow::Result<PathBuf> {
         .context("no `stack` on PATH and no target/debug/stack; pass --stack-bin")
 }
 
-/// Runs `bin outputs --json` and reads its URL outputs (see [`url_outputs`]).
-pub fn url_outputs_from_stack(bin: &Path) -> anyhow::Result<BTreeMap<String, String>> {
+/// Runs `bin outputs --json`; its stdout.
+pub fn outputs_json_from_stack(bin: &Path) -> anyhow::Result<String> {
     let out = std::process::Command::new(bin)
         .args(["outputs", "--json"])
         .stderr(std::process::Stdio::inherit())
@@ -196,7 +196,12 @@ pub fn url_outputs_from_stack(bin: &Path) -> anyhow::Result<BTreeMap<String, Str
     if !out.status.success() {
         bail!("{} outputs --json failed: {}", bin.display(), out.status);
     }
-    url_outputs(&String::from_utf8_lossy(&out.stdout))
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Runs `bin outputs --json` and reads its URL outputs (see [`url_outputs`]).
+pub fn url_outputs_from_stack(bin: &Path) -> anyhow::Result<BTreeMap<String, String>> {
+    url_outputs(&outputs_json_from_stack(bin)?)
 }
 
 /// The http(s) URLs among `stack outputs --json`'s object (name → value), by output
