@@ -110,6 +110,25 @@ fn deployment_requesting(image: &str, replicas: i32, cpu: &str) -> Value {
     })
 }
 
+/// A data plane under `dir` pulling from `reg`, on `nodes`.
+fn data_plane(
+    dir: &Path,
+    reg: &test_support::Registry,
+    runtime: Runtime,
+    ready_timeout_secs: u64,
+    nodes: Option<Nodes>,
+) -> DataPlane {
+    DataPlane {
+        dir: dir.join("dataplane"),
+        registry: Some(reg.url.clone()),
+        runtime: Some(runtime),
+        front_port: 0,
+        front_exe: env!("CARGO_BIN_EXE_stack").into(),
+        ready_timeout: Duration::from_secs(ready_timeout_secs),
+        nodes,
+    }
+}
+
 fn pods(dp: &DataPlane) -> Vec<Pod> {
     dp.pods("kt.probe")
 }
@@ -182,15 +201,13 @@ async fn pods_that_fit_no_node_stay_pending() {
     // One t3.large: 1930m allocatable, room for one 1-CPU pod of the two.
     let d = deployment_requesting(&v1, 2, "1");
     p.create(&d).await.unwrap();
-    let dp = DataPlane {
-        dir: tmp.path().join("dataplane"),
-        registry: Some(reg.url.clone()),
-        runtime: Some(Runtime::Process),
-        front_port: 0,
-        front_exe: env!("CARGO_BIN_EXE_stack").into(),
-        ready_timeout: Duration::from_secs(30),
-        nodes: Nodes::of("t3.large", 1),
-    };
+    let dp = data_plane(
+        tmp.path(),
+        &reg,
+        Runtime::Process,
+        30,
+        Nodes::of("t3.large", 1),
+    );
     dp.reconcile(&client, "kt").await.unwrap().expect("front");
     let running = pods(&dp);
     assert_eq!(running.len(), 1);
@@ -231,15 +248,7 @@ async fn scenario(runtime: Runtime) {
     let (_server, client, p) = api().await;
     p.create(&namespace()).await.unwrap();
     p.create(&deployment(&v1, 2)).await.unwrap();
-    let dp = DataPlane {
-        dir: tmp.path().join("dataplane"),
-        registry: Some(reg.url.clone()),
-        runtime: Some(runtime),
-        front_port: 0,
-        front_exe: env!("CARGO_BIN_EXE_stack").into(),
-        ready_timeout: Duration::from_secs(30),
-        nodes: Nodes::of("t3.large", 2),
-    };
+    let dp = data_plane(tmp.path(), &reg, runtime, 30, Nodes::of("t3.large", 2));
 
     // Two Ready pods from the image, behind the front; status reported.
     let front = dp.reconcile(&client, "kt").await.unwrap().expect("front");
@@ -444,16 +453,8 @@ async fn the_server_image_serves_from_the_manifest() {
     d["spec"]["replicas"] = json!(2);
     p.create(&d).await.unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    let dp = DataPlane {
-        dir: tmp.path().join("dataplane"),
-        registry: Some(reg.url.clone()),
-        runtime: Some(runtime),
-        front_port: 0,
-        front_exe: env!("CARGO_BIN_EXE_stack").into(),
-        ready_timeout: Duration::from_secs(120),
-        // Two CPUs requested: a node type they fit.
-        nodes: Nodes::of("t3.xlarge", 2),
-    };
+    // Two CPUs requested: a node type they fit.
+    let dp = data_plane(tmp.path(), &reg, runtime, 120, Nodes::of("t3.xlarge", 2));
     let front = dp.reconcile(&client, "kt").await.unwrap().expect("front");
     let running = dp.pods("kt.sentiment-server");
     assert_eq!(running.len(), 2);
