@@ -8,6 +8,7 @@
 
 pub mod app;
 pub mod artifacts;
+pub mod aws_rules;
 pub mod config;
 pub mod engine;
 pub mod error;

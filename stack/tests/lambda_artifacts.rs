@@ -34,7 +34,13 @@ async fn zip_over_50_mb_goes_through_s3() {
     let key = facts.s3_key();
     assert_eq!(key, format!("lambda/{}.zip", facts.sha256_hex));
 
-    let out = p.expect(&["up", "--yes"], 0);
+    // AWS requires a runtime and handler for a zip from S3 too (moto does not).
+    let (out, sent) = p.up_following_aws_rules("big");
+    let create = sent
+        .iter()
+        .find(|r| r.operation == "CreateFunction")
+        .expect("CreateFunction sent");
+    assert!(create.params["Code"]["S3Key"].is_string(), "{create:?}");
     assert_has(
         &out,
         &[
@@ -142,7 +148,11 @@ async fn lambda_from_a_container_image() {
         v["lambda"]["bootstrap"] = env!("CARGO_BIN_EXE_stack").into();
         v["lambda"]["model_dir"] = model.display().to_string().into();
     });
-    let out = p.expect(&["up", "--yes"], 0);
+    let (out, sent) = p.up_following_aws_rules("img");
+    assert!(
+        sent.iter()
+            .any(|r| r.operation == "CreateFunction" && r.param("PackageType") == Some("Image"))
+    );
     assert_has(&out, &["+ oci:Image `lambda-image`"]);
     let f = function(&c, "img-predict").await;
     let conf = f.configuration().unwrap();

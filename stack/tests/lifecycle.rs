@@ -24,8 +24,27 @@ async fn full_lifecycle() {
         ],
     );
 
-    // up creates everything.
-    let out = p.expect(&["up", "--yes"], 0);
+    // up creates everything, with requests AWS would take (checked against AWS's
+    // documented rules, where moto is lax).
+    let (out, sent) = p.up_following_aws_rules("life");
+    let checked = [
+        ("Lambda", "AddPermission"),
+        ("Lambda", "CreateFunction"),
+        ("ApiGatewayV2", "CreateIntegration"),
+        ("EKS", "CreateCluster"),
+        ("EKS", "CreateNodegroup"),
+        ("EC2", "CreateSubnet"),
+        ("EC2", "ModifyVpcAttribute"),
+    ];
+    for (service, op) in checked {
+        let seen = sent
+            .iter()
+            .any(|r| r.service == service && r.operation == op);
+        assert!(
+            seen,
+            "no {service} {op} in the request log: its rules checked nothing"
+        );
+    }
     assert_has(
         &out,
         &[
@@ -177,18 +196,7 @@ async fn full_lifecycle() {
     }
     assert_eq!(tagged(&c, "life").await.len(), common::TAGGABLE_RESOURCES);
     // Public subnets with a default route to the internet gateway (node egress).
-    let f = aws_sdk_ec2::types::Filter::builder()
-        .name("tag:stack")
-        .values("life")
-        .build();
-    let rts = c
-        .ec2
-        .describe_route_tables()
-        .filters(f)
-        .send()
-        .await
-        .unwrap();
-    let rt = &rts.route_tables()[0];
+    let rt = &common::route_tables(&c, "life").await[0];
     assert!(
         rt.routes()
             .iter()
@@ -352,4 +360,20 @@ async fn full_lifecycle() {
     assert!(p.state("life")["resources"].as_object().unwrap().is_empty());
     let out = p.expect(&["down", "--yes"], 0);
     assert_has(&out, &["No changes. 0 resources up to date."]);
+
+    // Every request of the whole lifecycle is one the documented deployer policy
+    // allows, so a principal with only that policy can run it.
+    let policy: serde_json::Value =
+        serde_json::from_str(stack::aws_rules::DEPLOYER_POLICY).unwrap();
+    let mut denied: Vec<String> = p
+        .requests()
+        .iter()
+        .map(stack::aws_rules::iam_action)
+        .filter(|a| !stack::aws_rules::policy_allows(&policy, a))
+        .collect();
+    denied.dedup();
+    assert!(
+        denied.is_empty(),
+        "stack/aws/deployer-policy.json lacks {denied:?}"
+    );
 }

@@ -27,6 +27,7 @@ use stack::local::control_plane::ControlPlane;
 use stack::local::router::LocalRouter;
 use stack::providers::Registry;
 use stack::providers::aws as aws_providers;
+use stack::providers::aws::request_log::RequestLog;
 use stack::providers::k8s::{self, Kube, KubeSource, ObjectProvider, dataplane, fake};
 
 /// Where the APIs are.
@@ -76,6 +77,11 @@ pub struct Settings {
     /// images are built but not pushed.
     #[arg(long, global = true, env = "STACK_REGISTRY")]
     pub registry: Option<String>,
+    /// Append every AWS API request this run sends to PATH, one JSON object a line
+    /// (service, operation, parameters; long strings such as a zip shortened): for a
+    /// review before spending money, and for the AWS rules tests.
+    #[arg(long, global = true, env = "STACK_REQUEST_LOG", value_name = "PATH")]
+    pub request_log: Option<PathBuf>,
     /// EKS add-ons. Default: api on aws, state on local.
     #[arg(long, global = true, value_enum, env = "STACK_EKS_ADDONS")]
     pub eks_addons: Option<Addons>,
@@ -271,6 +277,11 @@ pub async fn providers(
         Target::Aws => aws::clients(cfg).await,
     };
     clients.wait_timeout = Duration::from_secs(st.wait_timeout_secs);
+    if let Some(path) = &st.request_log {
+        let log = RequestLog::append_to(path)
+            .with_context(|| format!("cannot open the request log {}", path.display()))?;
+        clients = clients.recording(&log);
+    }
     let clients = Arc::new(clients);
     let mut reg = Registry::default();
     aws_providers::register(&mut reg, &clients);

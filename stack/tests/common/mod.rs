@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use stack::providers::aws::request_log::{LoggedRequest, RequestLog};
+
 /// moto_server on a free loopback port (the workspace's one launcher), stopped on drop.
 pub fn moto() -> test_support::Moto {
     test_support::Moto::start()
@@ -63,6 +65,9 @@ pub fn write_zip(path: &Path, content: &[u8]) {
     std::fs::write(path, z).expect("write zip");
 }
 
+/// Where each project's commands log their AWS requests.
+const REQUEST_LOG: &str = "requests.jsonl";
+
 /// A working directory with a config, a zip and a state dir, against one endpoint.
 pub struct Project {
     pub dir: tempfile::TempDir,
@@ -112,6 +117,7 @@ impl Project {
         c.args(args)
             .current_dir(self.dir.path())
             .env("AWS_ENDPOINT_URL", &self.endpoint)
+            .env("STACK_REQUEST_LOG", self.path(REQUEST_LOG))
             .env_remove("STACK_CONFIG")
             .env_remove("STACK_TARGET")
             .env_remove("STACK_FAULT_AFTER")
@@ -159,6 +165,45 @@ impl Project {
         out
     }
 
+    /// Every AWS request the project's commands have sent so far (each command runs
+    /// with `STACK_REQUEST_LOG` set).
+    pub fn requests(&self) -> Vec<LoggedRequest> {
+        RequestLog::read(&self.path(REQUEST_LOG)).expect("request log")
+    }
+
+    /// Runs `stack up --yes`, asserts that every AWS request sent so far and every
+    /// Kubernetes object in the state follow AWS's documented rules
+    /// ([`stack::aws_rules`]: moto takes what AWS refuses), and returns stdout and the
+    /// requests.
+    #[track_caller]
+    pub fn up_following_aws_rules(&self, stack: &str) -> (String, Vec<LoggedRequest>) {
+        let out = self.expect(&["up", "--yes"], 0);
+        let requests = self.requests();
+        let state = self.state(stack);
+        let k8s: Vec<serde_json::Value> = state["resources"]
+            .as_object()
+            .expect("resources")
+            .values()
+            .filter(|r| r["kind"].as_str().is_some_and(|k| k.starts_with("k8s:")))
+            .map(|r| r["props"].clone())
+            .collect();
+        let evidence = stack::aws_rules::Evidence {
+            requests: &requests,
+            k8s: &k8s,
+            today: stack::app::eks_versions::today(),
+        };
+        let broken: Vec<String> = stack::aws_rules::check(&evidence)
+            .iter()
+            .map(|v| v.to_string())
+            .collect();
+        assert!(
+            broken.is_empty(),
+            "AWS would refuse or break on:\n{}",
+            broken.join("\n")
+        );
+        (out, requests)
+    }
+
     pub fn state(&self, stack: &str) -> serde_json::Value {
         let p = self.path(&format!(".stack/{stack}.local.json"));
         serde_json::from_slice(&std::fs::read(p).expect("state file")).expect("state json")
@@ -203,6 +248,19 @@ pub async fn nodegroup(
     let r = r.nodegroup_name(name).send().await;
     let r = r.unwrap_or_else(|e| panic!("DescribeNodegroup {name}: {e:?}"));
     r.nodegroup.expect("a node group")
+}
+
+/// The route tables tagged with `stack`.
+pub async fn route_tables(
+    c: &stack::providers::aws::Clients,
+    stack: &str,
+) -> Vec<aws_sdk_ec2::types::RouteTable> {
+    let f = aws_sdk_ec2::types::Filter::builder()
+        .name("tag:stack")
+        .values(stack)
+        .build();
+    let r = c.ec2.describe_route_tables().filters(f).send().await;
+    r.unwrap().route_tables.unwrap_or_default()
 }
 
 /// Everything in moto tagged `stack=<stack>`, listed service by service with plain SDK
@@ -271,14 +329,7 @@ pub async fn tagged(c: &stack::providers::aws::Clients, stack: &str) -> Vec<Stri
     for g in igws.internet_gateways() {
         out.push(format!("igw:{}", g.internet_gateway_id().unwrap()));
     }
-    let tables = c
-        .ec2
-        .describe_route_tables()
-        .filters(f)
-        .send()
-        .await
-        .unwrap();
-    for t in tables.route_tables() {
+    for t in route_tables(c, stack).await {
         out.push(format!("route-table:{}", t.route_table_id().unwrap()));
     }
     for a in c.apigw.get_apis().send().await.unwrap().items() {

@@ -8,6 +8,7 @@ pub mod eks;
 pub mod iam;
 pub mod lambda;
 pub mod logs;
+pub mod request_log;
 pub mod s3;
 
 use async_trait::async_trait;
@@ -113,6 +114,33 @@ impl Clients {
             wait_timeout: Duration::from_secs(1800),
             account: Arc::default(),
             sdk: conf,
+        }
+    }
+
+    /// The same clients, each also writing its requests to `log`.
+    pub fn recording(self, log: &request_log::RequestLog) -> Clients {
+        macro_rules! with_log {
+            ($client:expr, $sdk:ident) => {
+                $sdk::Client::from_conf(
+                    $client
+                        .config()
+                        .to_builder()
+                        .interceptor(log.clone())
+                        .build(),
+                )
+            };
+        }
+        Clients {
+            ecr: with_log!(self.ecr, aws_sdk_ecr),
+            iam: with_log!(self.iam, aws_sdk_iam),
+            lambda: with_log!(self.lambda, aws_sdk_lambda),
+            apigw: with_log!(self.apigw, aws_sdk_apigatewayv2),
+            eks: with_log!(self.eks, aws_sdk_eks),
+            logs: with_log!(self.logs, aws_sdk_cloudwatchlogs),
+            ec2: with_log!(self.ec2, aws_sdk_ec2),
+            sts: with_log!(self.sts, aws_sdk_sts),
+            s3: with_log!(self.s3, aws_sdk_s3),
+            ..self
         }
     }
 
