@@ -1075,14 +1075,7 @@ async fn selftest(a: SelftestArgs) -> anyhow::Result<()> {
     };
     let corpus = Corpus::new(&Texts::Short, 1)?;
     let config = |rate: f64, duration: Duration| -> anyhow::Result<RunConfig> {
-        let schedule = schedule::generate(&Spec {
-            profile: Profile::Constant,
-            rate,
-            duration,
-            max_requests: None,
-            steps: 1,
-            burst: Duration::ZERO,
-        })?;
+        let schedule = schedule::generate(&Spec::constant(rate, duration))?;
         Ok(RunConfig {
             targets: vec![target.clone()],
             mode: Mode::Open { schedule },
