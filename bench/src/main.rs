@@ -761,18 +761,10 @@ async fn metrics(a: MetricsArgs) -> anyhow::Result<()> {
 fn cost_command(a: CostArgs) -> anyhow::Result<()> {
     let prices = cost::Prices::load(a.prices.as_deref())?;
     let measured = match &a.inputs {
-        Some(path) => {
-            let file = if path.is_dir() {
-                path.join("results.json")
-            } else {
-                path.clone()
-            };
-            let raw =
-                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            let json: serde_json::Value = serde_json::from_slice(&raw)
-                .with_context(|| format!("{} is not a bench run's results.json", file.display()))?;
-            cost::measured(&json, a.p99_target.as_secs_f64() * 1000.0)
-        }
+        Some(path) => cost::measured(
+            &simulate::validate::read_run(path)?,
+            a.p99_target.as_secs_f64() * 1000.0,
+        ),
         None => cost::Measured::default(),
     };
     let source = |flag: Option<f64>, measured: Option<f64>| match (flag, measured) {
