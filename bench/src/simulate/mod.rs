@@ -113,6 +113,25 @@ impl SimConfig {
         r.set_stream(n);
         r
     }
+
+    /// One side's `run` with its own tally of `duration_us`, the text lengths from
+    /// stream 1 (the same texts on both sides) and its service times from
+    /// `service_stream`.
+    fn side<O>(
+        &self,
+        duration_us: u64,
+        service_stream: u64,
+        run: impl FnOnce(lambda::Rngs<'_>, &mut Tally) -> O,
+    ) -> (Tally, O) {
+        let mut tally = Tally::new(duration_us, self.bucket_us());
+        let (mut words, mut service) = (self.stream(1), self.stream(service_stream));
+        let rngs = lambda::Rngs {
+            words: &mut words,
+            service: &mut service,
+        };
+        let out = run(rngs, &mut tally);
+        (tally, out)
+    }
 }
 
 /// What each side cost, priced with [`cost`] as a month at the simulated usage.
@@ -157,7 +176,6 @@ pub fn run(cfg: &SimConfig, prices: &Prices) -> anyhow::Result<SimResult> {
         Some(t) => (t.iter().copied().fold(cfg.duration_s, f64::max) * 1e6) as u64,
         None => (cfg.duration_s * 1e6) as u64,
     };
-    let bucket = cfg.bucket_us();
     let instance = prices
         .ec2
         .instances
@@ -180,39 +198,16 @@ pub fn run(cfg: &SimConfig, prices: &Prices) -> anyhow::Result<SimResult> {
     );
     let (la, ka) = (cfg.arrivals()?, cfg.arrivals()?);
     let ((lt, lo), (kt, ko)) = std::thread::scope(|s| {
+        let (words, inputs) = (&cfg.inputs.words, &cfg.inputs);
         let l = s.spawn(|| {
-            let mut t = Tally::new(duration_us, bucket);
-            let (mut w, mut r) = (cfg.stream(1), cfg.stream(2));
-            let o = lambda::run(
-                la,
-                &cfg.inputs.words,
-                &cfg.inputs,
-                &cfg.lambda,
-                duration_us,
-                lambda::Rngs {
-                    words: &mut w,
-                    service: &mut r,
-                },
-                &mut t,
-            );
-            (t, o)
+            cfg.side(duration_us, 2, |rngs, t| {
+                lambda::run(la, words, inputs, &cfg.lambda, duration_us, rngs, t)
+            })
         });
         let k = s.spawn(|| {
-            let mut t = Tally::new(duration_us, bucket);
-            let (mut w, mut r) = (cfg.stream(1), cfg.stream(3));
-            let o = k8s::run(
-                ka,
-                &cfg.inputs.words,
-                &cfg.inputs,
-                &k8s_params,
-                duration_us,
-                lambda::Rngs {
-                    words: &mut w,
-                    service: &mut r,
-                },
-                &mut t,
-            );
-            (t, o)
+            cfg.side(duration_us, 3, |rngs, t| {
+                k8s::run(ka, words, inputs, &k8s_params, duration_us, rngs, t)
+            })
         });
         (
             l.join().expect("the lambda simulation panicked"),
