@@ -199,19 +199,13 @@ fn cost_per_million_is_the_cost_module_at_the_simulated_usage() {
         free_tier: false,
     };
     let b = cost::bill(10.0, &w, &p).unwrap();
-    let rel = (r.lambda.cost.per_million - b.lambda_per_million).abs() / b.lambda_per_million;
-    assert!(
-        rel < 1e-6,
-        "{} vs {}",
-        r.lambda.cost.per_million,
-        b.lambda_per_million
-    );
+    assert_close(r.lambda.cost.per_million, b.lambda_per_million, 1e-6);
     // Two nodes all along (no scale-out at 10 req/s): the same as two fixed nodes.
-    let rel = (r.k8s.cost.per_million - b.k8s_per_million).abs() / b.k8s_per_million;
-    assert!(
-        rel < 1e-3,
-        "{} vs {}",
-        r.k8s.cost.per_million,
-        b.k8s_per_million
-    );
+    assert_close(r.k8s.cost.per_million, b.k8s_per_million, 1e-3);
+}
+
+/// `a` differs from `b` by less than `rel` of `b`.
+#[track_caller]
+fn assert_close(a: f64, b: f64, rel: f64) {
+    assert!((a - b).abs() / b < rel, "{a} vs {b}");
 }
