@@ -956,9 +956,9 @@ fn simulate_command(a: SimulateArgs) -> anyhow::Result<()> {
     use simulate::arrivals::SimProfile;
     let prices = cost::Prices::load(a.prices.as_deref())?;
     let mut c = simulate::SimConfig::new(a.profile, a.rate, a.duration.as_secs_f64(), a.seed);
-    c.steps = a.steps;
-    c.burst_s = a.burst.as_secs_f64();
-    c.trough = a.trough;
+    c.curve.steps = a.steps;
+    c.curve.burst_s = a.burst.as_secs_f64();
+    c.curve.trough = a.trough;
     c.spacing = a.arrivals;
     c.bucket_s = a.bucket.map_or(0.0, |b| b.as_secs_f64());
     match (a.profile, &a.trace) {

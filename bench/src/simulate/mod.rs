@@ -36,12 +36,9 @@ use tally::{SideSummary, Tally};
 /// Everything a simulation is run from.
 #[derive(Debug, Clone, Serialize)]
 pub struct SimConfig {
-    pub profile: SimProfile,
-    pub rate: f64,
-    pub duration_s: f64,
-    pub steps: u32,
-    pub burst_s: f64,
-    pub trough: f64,
+    /// The rate over time (unless `trace` gives the send times).
+    #[serde(flatten)]
+    pub curve: CurveSpec,
     pub spacing: Spacing,
     /// The trace profile's send times, s.
     #[serde(skip)]
@@ -63,12 +60,14 @@ pub struct SimConfig {
 impl SimConfig {
     pub fn new(profile: SimProfile, rate: f64, duration_s: f64, seed: u64) -> Self {
         Self {
-            profile,
-            rate,
-            duration_s,
-            steps: 4,
-            burst_s: 5.0,
-            trough: 0.2,
+            curve: CurveSpec {
+                profile,
+                rate,
+                duration_s,
+                steps: 4,
+                burst_s: 5.0,
+                trough: 0.2,
+            },
             spacing: Spacing::Poisson,
             trace: None,
             seed,
@@ -86,7 +85,7 @@ impl SimConfig {
         let s = if self.bucket_s > 0.0 {
             self.bucket_s
         } else {
-            (self.duration_s / 600.0).max(1.0)
+            (self.curve.duration_s / 600.0).max(1.0)
         };
         (s * 1e6) as u64
     }
@@ -97,14 +96,7 @@ impl SimConfig {
         if let Some(times) = &self.trace {
             return Ok(Arrivals::from_trace(times));
         }
-        let curve = RateCurve::new(&CurveSpec {
-            profile: self.profile,
-            rate: self.rate,
-            duration_s: self.duration_s,
-            steps: self.steps,
-            burst_s: self.burst_s,
-            trough: self.trough,
-        })?;
+        let curve = RateCurve::new(&self.curve)?;
         Ok(Arrivals::from_curve(curve, self.spacing, rng))
     }
 
@@ -173,8 +165,8 @@ pub struct SimResult {
 /// Runs both sides (one thread each) and prices them.
 pub fn run(cfg: &SimConfig, prices: &Prices) -> anyhow::Result<SimResult> {
     let duration_us = match &cfg.trace {
-        Some(t) => (t.iter().copied().fold(cfg.duration_s, f64::max) * 1e6) as u64,
-        None => (cfg.duration_s * 1e6) as u64,
+        Some(t) => (t.iter().copied().fold(cfg.curve.duration_s, f64::max) * 1e6) as u64,
+        None => (cfg.curve.duration_s * 1e6) as u64,
     };
     let instance = prices
         .ec2

@@ -110,7 +110,7 @@ fn the_burst_rate_throttles_below_the_account_limit() {
     // 5,000 req/s of 1 s inits: ~5,000 environments wanted at once; the account
     // allows 10,000 but the function adds 1,000 at once, then 100 per second.
     let mut c = cfg(SimProfile::Spike, 5000.0, 30.0);
-    c.burst_s = 20.0;
+    c.curve.burst_s = 20.0;
     c.lambda.concurrency = 10_000;
     c.inputs.lambda_init_ms = Dist::Fixed(1000.0);
     c.inputs.lambda_duration = Linear::fixed(1000.0, 0.0);
