@@ -761,18 +761,10 @@ async fn metrics(a: MetricsArgs) -> anyhow::Result<()> {
 fn cost_command(a: CostArgs) -> anyhow::Result<()> {
     let prices = cost::Prices::load(a.prices.as_deref())?;
     let measured = match &a.inputs {
-        Some(path) => {
-            let file = if path.is_dir() {
-                path.join("results.json")
-            } else {
-                path.clone()
-            };
-            let raw =
-                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            let json: serde_json::Value = serde_json::from_slice(&raw)
-                .with_context(|| format!("{} is not a bench run's results.json", file.display()))?;
-            cost::measured(&json, a.p99_target.as_secs_f64() * 1000.0)
-        }
+        Some(path) => cost::measured(
+            &simulate::validate::read_run(path)?,
+            a.p99_target.as_secs_f64() * 1000.0,
+        ),
         None => cost::Measured::default(),
     };
     let source = |flag: Option<f64>, measured: Option<f64>| match (flag, measured) {
@@ -964,9 +956,9 @@ fn simulate_command(a: SimulateArgs) -> anyhow::Result<()> {
     use simulate::arrivals::SimProfile;
     let prices = cost::Prices::load(a.prices.as_deref())?;
     let mut c = simulate::SimConfig::new(a.profile, a.rate, a.duration.as_secs_f64(), a.seed);
-    c.steps = a.steps;
-    c.burst_s = a.burst.as_secs_f64();
-    c.trough = a.trough;
+    c.curve.steps = a.steps;
+    c.curve.burst_s = a.burst.as_secs_f64();
+    c.curve.trough = a.trough;
     c.spacing = a.arrivals;
     c.bucket_s = a.bucket.map_or(0.0, |b| b.as_secs_f64());
     match (a.profile, &a.trace) {
@@ -1075,14 +1067,7 @@ async fn selftest(a: SelftestArgs) -> anyhow::Result<()> {
     };
     let corpus = Corpus::new(&Texts::Short, 1)?;
     let config = |rate: f64, duration: Duration| -> anyhow::Result<RunConfig> {
-        let schedule = schedule::generate(&Spec {
-            profile: Profile::Constant,
-            rate,
-            duration,
-            max_requests: None,
-            steps: 1,
-            burst: Duration::ZERO,
-        })?;
+        let schedule = schedule::generate(&Spec::constant(rate, duration))?;
         Ok(RunConfig {
             targets: vec![target.clone()],
             mode: Mode::Open { schedule },

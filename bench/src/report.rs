@@ -669,6 +669,33 @@ impl<'a> Model<'a> {
         let hi = (hi * 1.5).max(lo * 10.0);
         (lo, hi)
     }
+
+    /// `counts`, one per second from `s0`, as points at the middle of each second.
+    fn per_second(&self, counts: &[u64]) -> Vec<(f64, f64)> {
+        counts
+            .iter()
+            .enumerate()
+            .map(|(k, n)| ((self.s0 + k as u64) as f64 + 0.5, *n as f64))
+            .collect()
+    }
+
+    /// [`Model::per_second`] over the scheduled seconds only (up to `sched_end`).
+    fn per_scheduled_second(&self, counts: &[u64]) -> Vec<(f64, f64)> {
+        self.per_second(&counts[..(self.sched_end - self.s0) as usize])
+    }
+
+    /// The largest of the per-second `counts` of every backend (0 without any).
+    fn max_per_second<'m, I>(&'m self, counts: impl Fn(&'m BackendView<'a>) -> I) -> u64
+    where
+        I: IntoIterator<Item = &'m u64>,
+    {
+        self.backends
+            .iter()
+            .flat_map(counts)
+            .copied()
+            .max()
+            .unwrap_or(0)
+    }
 }
 
 fn cold_flagged(records: &[&RecordRow]) -> BTreeSet<u64> {
@@ -1151,7 +1178,7 @@ fn render_png(plot: Plot, m: &Model) -> anyhow::Result<Vec<u8>> {
     png_of(|root| draw(plot, root, m, false))
 }
 
-/// An SVG of [`SIZE`] drawn by `f` (with the embedded font registered).
+/// An SVG of [`SIZE`] drawn by `f` on white (with the embedded font registered).
 pub(crate) fn svg_of(
     f: impl FnOnce(&DrawingArea<SVGBackend<'_>, Shift>) -> anyhow::Result<()>,
 ) -> anyhow::Result<String> {
@@ -1159,13 +1186,14 @@ pub(crate) fn svg_of(
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        root.fill(&WHITE)?;
         f(&root)?;
         root.present()?;
     }
     Ok(svg)
 }
 
-/// A PNG of [`SIZE`] drawn by `f`, encoded with the `png` crate.
+/// A PNG of [`SIZE`] drawn by `f` on white, encoded with the `png` crate.
 pub(crate) fn png_of(
     f: impl FnOnce(&DrawingArea<BitMapBackend<'_>, Shift>) -> anyhow::Result<()>,
 ) -> anyhow::Result<Vec<u8>> {
@@ -1174,6 +1202,7 @@ pub(crate) fn png_of(
     let mut rgb = vec![0u8; (w * h * 3) as usize];
     {
         let root = BitMapBackend::with_buffer(&mut rgb, SIZE).into_drawing_area();
+        root.fill(&WHITE)?;
         f(&root)?;
         root.present()?;
     }
@@ -1187,16 +1216,12 @@ pub(crate) fn png_of(
     Ok(png)
 }
 
-fn draw<DB: DrawingBackend>(
+fn draw<DB: DrawingBackend<ErrorType: 'static>>(
     plot: Plot,
     root: &DrawingArea<DB, Shift>,
     m: &Model,
     svg: bool,
-) -> anyhow::Result<()>
-where
-    DB::ErrorType: 'static,
-{
-    root.fill(&WHITE)?;
+) -> anyhow::Result<()> {
     match plot {
         Plot::Latency => draw_latency(root, m, svg),
         Plot::Cdf => draw_cdf(root, m, svg),
@@ -1229,6 +1254,32 @@ pub(crate) fn legend_line(
     width: u32,
 ) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)> {
     move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(width))
+}
+
+/// A solid line through `points` and its legend entry: `label` (see [`legend_text`])
+/// beside a short line of the same colour and width.
+pub(crate) fn line<'a, DB, CT>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    points: impl IntoIterator<Item = (f64, f64)>,
+    color: RGBColor,
+    width: u32,
+    svg: bool,
+    label: String,
+) -> anyhow::Result<()>
+where
+    DB: DrawingBackend<ErrorType: 'static> + 'a,
+    CT: CoordTranslate<From = (f64, f64)>,
+{
+    chart
+        .draw_series(LineSeries::new(points, color.stroke_width(width)))?
+        .label(legend_text(svg, label))
+        .legend(legend_line(color, width));
+    Ok(())
+}
+
+/// The top of a count axis whose largest count is `max`: 15 % above it (at least 1).
+pub(crate) fn count_axis_top(max: u64) -> f64 {
+    max.max(1) as f64 * 1.15
 }
 
 /// Every plot's frame: caption, margins, room for the axis labels.
@@ -1291,14 +1342,11 @@ where
     Ok(())
 }
 
-fn draw_latency<DB: DrawingBackend>(
+fn draw_latency<DB: DrawingBackend<ErrorType: 'static>>(
     root: &DrawingArea<DB, Shift>,
     m: &Model,
     svg: bool,
-) -> anyhow::Result<()>
-where
-    DB::ErrorType: 'static,
-{
+) -> anyhow::Result<()> {
     let (y0, y1) = m.latency_range();
     let (x0, x1) = (m.s0 as f64, m.sched_end as f64);
     let mut chart = frame(root, "Latency over time (from the scheduled send)")
@@ -1329,26 +1377,25 @@ where
     }
     for b in &m.backends {
         let mid = |s: &Second| s.second as f64 + 0.5;
-        chart
-            .draw_series(LineSeries::new(
-                b.summary
-                    .per_second
-                    .iter()
-                    .map(|s| (mid(s), clamp(s.p99_ms))),
-                b.color.stroke_width(3),
-            ))?
-            .label(legend_text(svg, format!("{} p99 per second", b.name)))
-            .legend(legend_line(b.color, 3));
-        chart
-            .draw_series(LineSeries::new(
-                b.summary
-                    .per_second
-                    .iter()
-                    .map(|s| (mid(s), clamp(s.p50_ms))),
-                b.color.stroke_width(1),
-            ))?
-            .label(legend_text(svg, format!("{} p50 per second", b.name)))
-            .legend(legend_line(b.color, 1));
+        let per_second = &b.summary.per_second;
+        let p99 = per_second.iter().map(|s| (mid(s), clamp(s.p99_ms)));
+        line(
+            &mut chart,
+            p99,
+            b.color,
+            3,
+            svg,
+            format!("{} p99 per second", b.name),
+        )?;
+        let p50 = per_second.iter().map(|s| (mid(s), clamp(s.p50_ms)));
+        line(
+            &mut chart,
+            p50,
+            b.color,
+            1,
+            svg,
+            format!("{} p50 per second", b.name),
+        )?;
         if b.cold_at_s.is_empty() && b.cold_requests.is_empty() {
             continue;
         }
@@ -1387,14 +1434,11 @@ where
 /// At most this many points per CDF line.
 const CDF_POINTS: usize = 2000;
 
-fn draw_cdf<DB: DrawingBackend>(
+fn draw_cdf<DB: DrawingBackend<ErrorType: 'static>>(
     root: &DrawingArea<DB, Shift>,
     m: &Model,
     svg: bool,
-) -> anyhow::Result<()>
-where
-    DB::ErrorType: 'static,
-{
+) -> anyhow::Result<()> {
     let (x0, x1) = m.latency_range();
     let mut chart = frame(root, "Latency CDF (every request, failures included)")
         .build_cartesian_2d((x0..x1).log_scale(), 0.0..1.0)?;
@@ -1443,73 +1487,50 @@ where
             }
             pts
         };
-        chart
-            .draw_series(LineSeries::new(
-                points.into_iter().map(|(x, y)| (x.clamp(x0, x1), y)),
-                b.color.stroke_width(3),
-            ))?
-            .label(legend_text(
-                svg,
-                format!("{} ({} requests)", b.name, b.summary.requests),
-            ))
-            .legend(legend_line(b.color, 3));
+        let points = points.into_iter().map(|(x, y)| (x.clamp(x0, x1), y));
+        let label = format!("{} ({} requests)", b.name, b.summary.requests);
+        line(&mut chart, points, b.color, 3, svg, label)?;
     }
     // Lower right: slow and rare, where a CDF has no line.
     legend(&mut chart, SeriesLabelPosition::LowerRight)?;
     Ok(())
 }
 
-fn draw_throughput<DB: DrawingBackend>(
+fn draw_throughput<DB: DrawingBackend<ErrorType: 'static>>(
     root: &DrawingArea<DB, Shift>,
     m: &Model,
     svg: bool,
-) -> anyhow::Result<()>
-where
-    DB::ErrorType: 'static,
-{
-    let top = m
-        .backends
-        .iter()
-        .flat_map(|b| b.offered.iter().chain(&b.answered))
-        .copied()
-        .max()
-        .unwrap_or(0)
-        .max(1) as f64
-        * 1.15;
+) -> anyhow::Result<()> {
+    let top = m.max_per_second(|b| b.offered.iter().chain(&b.answered));
     let (x0, x1) = (m.s0 as f64, m.s1 as f64);
     let caption = match m.throughput_basis {
         ThroughputBasis::Completed => "Throughput (2xx by second completed) vs offered load",
         ThroughputBasis::Scheduled => "Throughput (2xx by second scheduled) vs offered load",
     };
-    let mut chart = frame(root, caption).build_cartesian_2d(x0..x1, 0.0..top)?;
+    let mut chart = frame(root, caption).build_cartesian_2d(x0..x1, 0.0..count_axis_top(top))?;
     mesh(
         &mut chart,
         "time (s from the start of the run)",
         "requests per second",
     )?;
-    // Offered load exists over the scheduled seconds only.
-    let sched = (m.sched_end - m.s0) as usize;
-    let series = |v: &[u64]| -> Vec<(f64, f64)> {
-        v.iter()
-            .enumerate()
-            .map(|(k, n)| ((m.s0 + k as u64) as f64 + 0.5, *n as f64))
-            .collect()
-    };
     // The offered load is the same for every backend in an open-loop run: one line,
     // drawn over the answers (dashed, it leaves them visible).
     let same_offered = m.backends.windows(2).all(|w| w[0].offered == w[1].offered);
     for b in &m.backends {
-        chart
-            .draw_series(LineSeries::new(
-                series(&b.answered),
-                b.color.stroke_width(3),
-            ))?
-            .label(legend_text(svg, format!("{} 2xx answers", b.name)))
-            .legend(legend_line(b.color, 3));
+        let answered = m.per_second(&b.answered);
+        line(
+            &mut chart,
+            answered,
+            b.color,
+            3,
+            svg,
+            format!("{} 2xx answers", b.name),
+        )?;
+        // Offered load exists over the scheduled seconds only.
         if !same_offered {
             chart
                 .draw_series(DashedLineSeries::new(
-                    series(&b.offered[..sched]),
+                    m.per_scheduled_second(&b.offered),
                     8,
                     5,
                     b.color.stroke_width(2),
@@ -1521,7 +1542,7 @@ where
     if same_offered && let Some(b) = m.backends.first() {
         chart
             .draw_series(DashedLineSeries::new(
-                series(&b.offered[..sched]),
+                m.per_scheduled_second(&b.offered),
                 8,
                 5,
                 BLACK.stroke_width(2),
@@ -1540,25 +1561,15 @@ where
     Ok(())
 }
 
-fn draw_errors<DB: DrawingBackend>(
+fn draw_errors<DB: DrawingBackend<ErrorType: 'static>>(
     root: &DrawingArea<DB, Shift>,
     m: &Model,
     svg: bool,
-) -> anyhow::Result<()>
-where
-    DB::ErrorType: 'static,
-{
-    let top = m
-        .backends
-        .iter()
-        .flat_map(|b| b.errors.values().flatten())
-        .copied()
-        .max()
-        .unwrap_or(0);
+) -> anyhow::Result<()> {
+    let top = m.max_per_second(|b| b.errors.values().flatten());
     let (x0, x1) = (m.s0 as f64, m.sched_end as f64);
-    let sched = (m.sched_end - m.s0) as usize;
     let mut chart = frame(root, "Errors per second (by scheduled second)")
-        .build_cartesian_2d(x0..x1, 0.0..(top.max(1) as f64 * 1.15))?;
+        .build_cartesian_2d(x0..x1, 0.0..count_axis_top(top))?;
     mesh(
         &mut chart,
         "scheduled time (s from the start of the run)",
@@ -1576,11 +1587,7 @@ where
     }
     for b in &m.backends {
         for (k, (kind, counts)) in b.errors.iter().enumerate() {
-            let pts: Vec<(f64, f64)> = counts[..sched]
-                .iter()
-                .enumerate()
-                .map(|(s, n)| ((m.s0 + s as u64) as f64 + 0.5, *n as f64))
-                .collect();
+            let pts = m.per_scheduled_second(counts);
             let color = b.color;
             chart.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?;
             // A marker on each second with errors: one shape per kind, the backend's colour.

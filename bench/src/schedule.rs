@@ -48,6 +48,20 @@ pub struct Spec {
     pub burst: Duration,
 }
 
+impl Spec {
+    /// `rate` requests per second for `duration`, no cap.
+    pub fn constant(rate: f64, duration: Duration) -> Self {
+        Self {
+            profile: Profile::Constant,
+            rate,
+            duration,
+            max_requests: None,
+            steps: 1,
+            burst: Duration::ZERO,
+        }
+    }
+}
+
 /// The schedule of `spec`, in time order; for [`Profile::Trace`] use [`from_trace`].
 pub fn generate(spec: &Spec) -> anyhow::Result<Vec<Planned>> {
     if !(spec.rate.is_finite() && spec.rate > 0.0) {

@@ -175,16 +175,13 @@ mod tests {
     #[cfg(unix)]
     #[test]
     fn a_fake_stack_binary_is_run() {
-        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let bin = dir.path().join("stack");
-        std::fs::write(
+        test_support::write_executable(
             &bin,
             "#!/bin/sh\n[ \"$1 $2\" = \"outputs --json\" ] || exit 3\n\
              echo '{\"router_url\":\"http://127.0.0.1:8090\",\"api_url\":\"http://127.0.0.1:9001/\",\"service_url\":\"http://127.0.0.1:9002\",\"function_name\":\"s-predict\"}'\n",
-        )
-        .unwrap();
-        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        );
         let t = resolve(&[], &bin).unwrap();
         let names: Vec<_> = t.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(names, NAMES);
@@ -199,8 +196,7 @@ mod tests {
         assert_eq!(endpoints(&flags, &bin).unwrap().function_name, None);
 
         let failing = dir.path().join("failing");
-        std::fs::write(&failing, "#!/bin/sh\nexit 1\n").unwrap();
-        std::fs::set_permissions(&failing, std::fs::Permissions::from_mode(0o755)).unwrap();
+        test_support::write_executable(&failing, "#!/bin/sh\nexit 1\n");
         assert!(resolve(&[], &failing).is_err());
         assert!(resolve(&[], &dir.path().join("missing")).is_err());
     }

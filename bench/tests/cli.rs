@@ -1,31 +1,13 @@
 //! The `bench` binary end to end against a loopback server: endpoints from `--target`
 //! and from a fake `stack outputs --json`, results.json written.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
 use std::time::Duration;
 
 use bench::loopback::Loopback;
-
-fn bench(args: &[String]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_bench"))
-        .args(args)
-        .env_remove("BENCH_STACK_BIN")
-        .output()
-        .unwrap()
-}
-
-fn strings(args: &[&str]) -> Vec<String> {
-    args.iter().map(|s| s.to_string()).collect()
-}
-
-/// [`bench`] off the runtime's threads, so the loopback server keeps answering.
-async fn bench_async(args: &[&str]) -> Output {
-    let args = strings(args);
-    tokio::task::spawn_blocking(move || bench(&args))
-        .await
-        .unwrap()
-}
+use common::{bench, bench_async, short_run};
 
 fn results(dir: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(dir.join("results.json")).unwrap()).unwrap()
@@ -33,59 +15,38 @@ fn results(dir: &Path) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_with_target_flags_writes_results() {
-    let server = Loopback::start(Duration::from_millis(5)).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("run");
-    let target = format!("k8s={}", server.url());
-    let o = bench_async(&[
-        "run",
-        "--target",
-        &target,
-        "--rate",
-        "20",
-        "--duration",
-        "1s",
-        "--texts",
-        "short",
-        "--out",
-        out.to_str().unwrap(),
-    ])
-    .await;
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let stdout = String::from_utf8_lossy(&o.stdout);
+    let run = short_run().await;
+    let stdout = &run.stdout;
     assert!(
         stdout.contains("p99 ms") && stdout.contains("k8s"),
         "{stdout}"
     );
-    let r = results(&out);
+    let r = results(&run.out);
     assert_eq!(r["backends"]["k8s"]["requests"], 20);
     assert_eq!(r["backends"]["k8s"]["ok"], 20);
     assert_eq!(r["records"].as_array().unwrap().len(), 20);
     assert_eq!(r["records"][0]["text_class"], "short");
     assert_eq!(r["config"]["mode"], "open");
-    assert_eq!(server.hits(), 20);
+    assert_eq!(run.server.hits(), 20);
 }
 
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_reads_the_endpoints_from_stack_outputs() {
-    use std::os::unix::fs::PermissionsExt;
     let (a, b) = (
         Loopback::start(Duration::ZERO).await.unwrap(),
         Loopback::start(Duration::ZERO).await.unwrap(),
     );
     let dir = tempfile::tempdir().unwrap();
     let stack = dir.path().join("stack");
-    std::fs::write(
+    test_support::write_executable(
         &stack,
-        format!(
+        &format!(
             "#!/bin/sh\necho '{{\"api_url\":\"{}/\",\"service_url\":\"{}\",\"bucket\":\"x\"}}'\n",
             a.url(),
             b.url()
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&stack, std::fs::Permissions::from_mode(0o755)).unwrap();
+    );
     let out = dir.path().join("run");
     let o = bench_async(&[
         "run",
@@ -129,7 +90,7 @@ fn bad_flags_are_refused() {
         ],
         &["run", "--stack-bin", "/nonexistent/stack"],
     ] {
-        let o = bench(&strings(args));
+        let o = bench(args);
         assert!(!o.status.success(), "{args:?} succeeded");
     }
 }
@@ -153,7 +114,7 @@ async fn check_fails_a_wrong_backend() {
     )
     .unwrap();
     let target = format!("k8s={}", server.url());
-    let o = bench_async(&[
+    let check: [&str; 7] = [
         "check",
         "--target",
         &target,
@@ -161,9 +122,8 @@ async fn check_fails_a_wrong_backend() {
         texts.to_str().unwrap(),
         "--expect",
         expect.to_str().unwrap(),
-        "--json",
-    ])
-    .await;
+    ];
+    let o = bench_async(&[&check[..], &["--json"]].concat()).await;
     assert_eq!(
         o.status.code(),
         Some(1),
@@ -197,16 +157,7 @@ async fn check_fails_a_wrong_backend() {
     // Expectations that do not cover the texts are refused before anything is sent.
     std::fs::write(&expect, "{\"label\":\"POSITIVE\",\"score\":0.99}\n").unwrap();
     let hits = server.hits();
-    let o = bench_async(&[
-        "check",
-        "--target",
-        &target,
-        "--texts",
-        texts.to_str().unwrap(),
-        "--expect",
-        expect.to_str().unwrap(),
-    ])
-    .await;
+    let o = bench_async(&check).await;
     assert!(!o.status.success());
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("1 answers for 2 texts"),
@@ -220,14 +171,14 @@ async fn check_fails_a_wrong_backend() {
 /// run's measurements.
 #[test]
 fn cost_needs_measured_or_given_inputs() {
-    let o = bench(&strings(&["cost", "--rate", "5"]));
+    let o = bench(&["cost", "--rate", "5"]);
     assert!(!o.status.success());
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("--lambda-ms"),
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    let o = bench(&strings(&[
+    let o = bench(&[
         "cost",
         "--rate",
         "1,100",
@@ -236,7 +187,7 @@ fn cost_needs_measured_or_given_inputs() {
         "--pod-rps",
         "20",
         "--json",
-    ]));
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["bills"].as_array().unwrap().len(), 2);
@@ -249,14 +200,14 @@ fn cost_needs_measured_or_given_inputs() {
         r#"{"platform": {"lambda": {"billed_ms": 500.0, "invocations": 10, "memory_mb": 1024}}}"#,
     )
     .unwrap();
-    let o = bench(&strings(&[
+    let o = bench(&[
         "cost",
         "--inputs",
         dir.path().to_str().unwrap(),
         "--nodes",
         "3",
         "--json",
-    ]));
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["workload"]["lambda_ms"], 50.0);

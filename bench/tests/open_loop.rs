@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use bench::corpus::{Corpus, Texts};
 use bench::loopback::Loopback;
 use bench::runner::{DEFAULT_LATE_THRESHOLD, DEFAULT_MAX_IN_FLIGHT, Mode, RunConfig, run};
-use bench::schedule::{Profile, Spec, generate};
+use bench::schedule::{Spec, generate};
 use bench::stats::{ErrorKind, Record};
 use bench::targets::Target;
 
@@ -19,15 +19,7 @@ fn target(name: &str, url: String) -> Target {
 }
 
 fn constant(rate: f64, duration: Duration) -> Mode {
-    let schedule = generate(&Spec {
-        profile: Profile::Constant,
-        rate,
-        duration,
-        max_requests: None,
-        steps: 1,
-        burst: Duration::ZERO,
-    })
-    .unwrap();
+    let schedule = generate(&Spec::constant(rate, duration)).unwrap();
     Mode::Open { schedule }
 }
 

@@ -2,11 +2,11 @@
 //! results: the files, the headline numbers, the optional `cold_starts` and `platform`,
 //! the PNG's pixels, and bad input.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::Duration;
+mod common;
 
-use bench::loopback::Loopback;
+use std::path::{Path, PathBuf};
+
+use common::{bench, short_run};
 use serde_json::{Value, json};
 
 /// A spike run (10 s, the burst the last 5 s at 10 req/s) against `lambda` (3 cold
@@ -250,25 +250,25 @@ fn an_old_results_json_without_cold_starts_or_platform() {
     check_png(&dir.path().join("latency.png"));
 }
 
+/// The `report.md` of [`results`] (without the new fields) without its `key`.
+fn report_without(key: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let mut v = results(false);
+    v.as_object_mut().unwrap().remove(key);
+    let path = write_json(dir.path(), &v);
+    bench::report::write(&path, dir.path()).unwrap();
+    std::fs::read_to_string(dir.path().join("report.md")).unwrap()
+}
+
 #[test]
 fn a_summary_only_file_and_one_without_summaries() {
     // Without records: the summaries alone (the plots from the per-second data).
-    let dir = tempfile::tempdir().unwrap();
-    let mut v = results(false);
-    v.as_object_mut().unwrap().remove("records");
-    let path = write_json(dir.path(), &v);
-    bench::report::write(&path, dir.path()).unwrap();
-    let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
+    let md = report_without("records");
     assert_eq!(headline_row(&md, "lambda")[2], "21.5");
     assert_eq!(headline_row(&md, "lambda")[7], "1");
 
     // Without summaries: computed from the records (nearest rank: the 25th of 50).
-    let dir = tempfile::tempdir().unwrap();
-    let mut v = results(false);
-    v.as_object_mut().unwrap().remove("backends");
-    let path = write_json(dir.path(), &v);
-    bench::report::write(&path, dir.path()).unwrap();
-    let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
+    let md = report_without("backends");
     assert_eq!(headline_row(&md, "lambda")[2], "20.0");
     assert_eq!(headline_row(&md, "lambda")[4], "3000");
     assert_eq!(headline_row(&md, "k8s")[6], "6.00 %");
@@ -318,26 +318,18 @@ fn unreadable_or_malformed_files_are_errors_naming_the_file() {
     assert!(!dir.path().join("out").join("report.md").exists());
 }
 
-fn bench_bin(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_bench"))
-        .args(args)
-        .env_remove("BENCH_STACK_BIN")
-        .output()
-        .unwrap()
-}
-
 #[test]
 fn bench_report_writes_beside_the_results_or_into_out() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_json(dir.path(), &results(true));
-    let o = bench_bin(&["report", path.to_str().unwrap()]);
+    let o = bench(&["report", path.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).contains("report.md"));
     for f in expected_files(dir.path()) {
         assert!(f.is_file(), "{} missing", f.display());
     }
     let out = dir.path().join("elsewhere");
-    let o = bench_bin(&[
+    let o = bench(&[
         "report",
         path.to_str().unwrap(),
         "--out",
@@ -346,7 +338,7 @@ fn bench_report_writes_beside_the_results_or_into_out() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(out.join("cdf.png").is_file());
 
-    let o = bench_bin(&["report", dir.path().join("missing.json").to_str().unwrap()]);
+    let o = bench(&["report", dir.path().join("missing.json").to_str().unwrap()]);
     assert!(!o.status.success());
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("missing.json"),
@@ -357,36 +349,9 @@ fn bench_report_writes_beside_the_results_or_into_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_run_ends_with_the_report() {
-    let server = Loopback::start(Duration::from_millis(5)).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("run");
-    let target = format!("k8s={}", server.url());
-    let args: Vec<String> = [
-        "run",
-        "--target",
-        &target,
-        "--rate",
-        "20",
-        "--duration",
-        "1s",
-        "--texts",
-        "short",
-        "--out",
-        out.to_str().unwrap(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let o = tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        bench_bin(&args)
-    })
-    .await
-    .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(stdout.contains("report.md"), "{stdout}");
-    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    let run = short_run().await;
+    assert!(run.stdout.contains("report.md"), "{}", run.stdout);
+    let md = std::fs::read_to_string(run.out.join("report.md")).unwrap();
     assert_eq!(headline_row(&md, "k8s")[1], "20");
-    assert!(out.join("latency.png").is_file());
+    assert!(run.out.join("latency.png").is_file());
 }

@@ -7,34 +7,44 @@
 //! simulator agrees with a second implementation, fed through results.json the way a
 //! live run would be), not agreement with AWS or the real server.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn bench(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_bench"))
-        .args(args)
-        .output()
-        .unwrap()
-}
+use std::path::{Path, PathBuf};
+
+use common::{bench, text};
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sim-selfcheck")
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+/// A finished [`simulate`].
+struct Simulation {
+    /// Where it wrote, inside a directory removed on drop.
+    out: PathBuf,
+    _dir: tempfile::TempDir,
+    printed: String,
+    /// `simulate.json`.
+    json: serde_json::Value,
+}
+
+/// `bench simulate ARGS --out DIR` into a fresh directory; it must succeed.
+fn simulate(args: &[&str]) -> Simulation {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("sim");
+    let o = bench(&[&["simulate"], args, &["--out", out.to_str().unwrap()]].concat());
+    assert!(o.status.success(), "{}", text(&o));
+    let json = serde_json::from_slice(&std::fs::read(out.join("simulate.json")).unwrap()).unwrap();
+    Simulation {
+        out,
+        _dir: dir,
+        printed: text(&o),
+        json,
+    }
 }
 
 #[test]
 fn simulate_writes_json_markdown_and_plots() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("sim");
-    let o = bench(&[
-        "simulate",
+    let sim = simulate(&[
         "--profile",
         "spike",
         "--rate",
@@ -43,18 +53,13 @@ fn simulate_writes_json_markdown_and_plots() {
         "2m",
         "--burst",
         "30s",
-        "--out",
-        out.to_str().unwrap(),
     ]);
-    assert!(o.status.success(), "{}", text(&o));
-    let printed = text(&o);
+    let (out, printed, json) = (&sim.out, &sim.printed, &sim.json);
     assert!(
         printed.contains("lambda") && printed.contains("k8s"),
         "{printed}"
     );
     assert!(printed.contains("default entered by hand"), "{printed}");
-    let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("simulate.json")).unwrap()).unwrap();
     assert!(json["lambda"]["requests"].as_u64().unwrap() > 10_000);
     assert!(json["lambda"]["cold_starts"].as_u64().unwrap() > 0);
     assert!(json["k8s"]["cost"]["per_million"].as_f64().unwrap() > 0.0);
@@ -69,22 +74,15 @@ fn simulate_writes_json_markdown_and_plots() {
 
 #[test]
 fn simulate_with_inputs_says_what_was_measured() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("sim");
-    let o = bench(&[
-        "simulate",
+    let json = simulate(&[
         "--inputs",
         fixture().to_str().unwrap(),
         "--rate",
         "50",
         "--duration",
         "1m",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("simulate.json")).unwrap()).unwrap();
+    ])
+    .json;
     let sources = &json["inputs"]["sources"];
     for k in ["words", "k8s_batch", "lambda_duration", "lambda_init_ms"] {
         assert!(

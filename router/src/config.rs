@@ -311,17 +311,14 @@ mod tests {
     #[cfg(unix)]
     #[test]
     fn from_stack_runs_the_stack_binary() {
-        use std::os::unix::fs::PermissionsExt;
         let dir = std::env::temp_dir().join(format!("router-stack-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let bin = dir.join("stack");
-        std::fs::write(
+        test_support::write_executable(
             &bin,
             "#!/bin/sh\n[ \"$1 $2\" = \"outputs --json\" ] || exit 3\n\
              echo '{\"api_url\": \"http://127.0.0.1:7001/\", \"service_url\": \"http://127.0.0.1:7002/\"}'\n",
-        )
-        .unwrap();
-        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        );
         let args = Args::try_parse_from([
             "sentiment-router",
             "--from-stack",

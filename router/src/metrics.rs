@@ -6,7 +6,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets, linear_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -48,48 +48,55 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 17))
 }
 
+/// `metric`, registered in `registry` as `name` with `help`.
+fn registered<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 impl Metrics {
     /// The families and a registry that encodes them.
     pub fn new() -> (Self, Registry) {
-        let metrics = Self {
-            requests: Family::default(),
-            attempts: Histogram::new(linear_buckets(1.0, 1.0, 10)),
-            retries: Family::default(),
-            failovers: Family::default(),
-            upstream_latency: Family::new_with_constructor(latency_histogram as fn() -> _),
-            backend_healthy: Family::default(),
-        };
         let mut registry = Registry::with_prefix("router");
-        registry.register(
-            "requests",
-            "Prediction requests answered, by the backend that answered and status",
-            metrics.requests.clone(),
-        );
-        registry.register(
-            "attempts",
-            "Attempts per prediction request, over all backends",
-            metrics.attempts.clone(),
-        );
-        registry.register(
-            "retries",
-            "Attempts retried, by the failed attempt's backend and reason",
-            metrics.retries.clone(),
-        );
-        registry.register(
-            "failovers",
-            "Requests moved to the other backend, by the backend left and reason",
-            metrics.failovers.clone(),
-        );
-        registry.register(
-            "upstream_latency_seconds",
-            "Time from sending an attempt to its whole answer, by backend",
-            metrics.upstream_latency.clone(),
-        );
-        registry.register(
-            "backend_healthy",
-            "Whether the router counts a backend as healthy (1) or not (0)",
-            metrics.backend_healthy.clone(),
-        );
+        let r = &mut registry;
+        let metrics = Self {
+            requests: registered(
+                r,
+                "requests",
+                "Prediction requests answered, by the backend that answered and status",
+                Family::default(),
+            ),
+            attempts: registered(
+                r,
+                "attempts",
+                "Attempts per prediction request, over all backends",
+                Histogram::new(linear_buckets(1.0, 1.0, 10)),
+            ),
+            retries: registered(
+                r,
+                "retries",
+                "Attempts retried, by the failed attempt's backend and reason",
+                Family::default(),
+            ),
+            failovers: registered(
+                r,
+                "failovers",
+                "Requests moved to the other backend, by the backend left and reason",
+                Family::default(),
+            ),
+            upstream_latency: registered(
+                r,
+                "upstream_latency_seconds",
+                "Time from sending an attempt to its whole answer, by backend",
+                Family::new_with_constructor(latency_histogram as fn() -> _),
+            ),
+            backend_healthy: registered(
+                r,
+                "backend_healthy",
+                "Whether the router counts a backend as healthy (1) or not (0)",
+                Family::default(),
+            ),
+        };
         (metrics, registry)
     }
 

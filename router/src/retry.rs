@@ -257,22 +257,14 @@ mod tests {
         for s in [200, 400, 404, 413, 415, 422, 500, 501] {
             assert_eq!(classify_status(s, None, b"{}"), None, "{s}");
         }
-        assert_eq!(
-            classify_status(429, None, b""),
-            Some(RetryReason::Throttled)
-        );
-        assert_eq!(
-            classify_status(502, None, b""),
-            Some(RetryReason::BadGateway)
-        );
-        assert_eq!(
-            classify_status(503, None, b""),
-            Some(RetryReason::Unavailable)
-        );
-        assert_eq!(
-            classify_status(504, None, b""),
-            Some(RetryReason::GatewayTimeout)
-        );
+        for (s, reason) in [
+            (429, RetryReason::Throttled),
+            (502, RetryReason::BadGateway),
+            (503, RetryReason::Unavailable),
+            (504, RetryReason::GatewayTimeout),
+        ] {
+            assert_eq!(classify_status(s, None, b""), Some(reason), "{s}");
+        }
         assert_eq!(
             classify_status(500, Some("TooManyRequestsException"), gw),
             Some(RetryReason::Throttled)

@@ -2,7 +2,9 @@
 //! one way: moto_server on a free loopback port ([`Moto`]), a registry ([`Registry`]),
 //! free ports ([`free_port`]),
 //! a raw HTTP/1.1 client that can also send what no client library would ([`http`]),
-//! and child processes that are stopped when the test lets go of them ([`ChildGuard`]).
+//! child processes that are stopped when the test lets go of them ([`ChildGuard`]),
+//! and scripts that stand in for a binary the code under test runs
+//! ([`write_executable`]).
 //! Std only (plus serde_json for reading bodies): tests of light crates stay light.
 
 use std::io::{Read, Write};
@@ -30,6 +32,15 @@ pub fn wait_for_port(addr: SocketAddr, within: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
     false
+}
+
+/// Writes `script` (`#!/bin/sh ...`) to `path`, executable: a stand-in for a binary
+/// that the code under test runs, such as `stack outputs --json`.
+#[cfg(unix)]
+pub fn write_executable(path: &std::path::Path, script: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, script).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
 /// A child process killed (and reaped) on drop, so a failing test leaves no server.

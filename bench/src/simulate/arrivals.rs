@@ -39,7 +39,7 @@ pub struct RateCurve {
 }
 
 /// What the curve is made from.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct CurveSpec {
     pub profile: SimProfile,
     pub rate: f64,

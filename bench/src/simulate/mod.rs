@@ -36,12 +36,9 @@ use tally::{SideSummary, Tally};
 /// Everything a simulation is run from.
 #[derive(Debug, Clone, Serialize)]
 pub struct SimConfig {
-    pub profile: SimProfile,
-    pub rate: f64,
-    pub duration_s: f64,
-    pub steps: u32,
-    pub burst_s: f64,
-    pub trough: f64,
+    /// The rate over time (unless `trace` gives the send times).
+    #[serde(flatten)]
+    pub curve: CurveSpec,
     pub spacing: Spacing,
     /// The trace profile's send times, s.
     #[serde(skip)]
@@ -63,12 +60,14 @@ pub struct SimConfig {
 impl SimConfig {
     pub fn new(profile: SimProfile, rate: f64, duration_s: f64, seed: u64) -> Self {
         Self {
-            profile,
-            rate,
-            duration_s,
-            steps: 4,
-            burst_s: 5.0,
-            trough: 0.2,
+            curve: CurveSpec {
+                profile,
+                rate,
+                duration_s,
+                steps: 4,
+                burst_s: 5.0,
+                trough: 0.2,
+            },
             spacing: Spacing::Poisson,
             trace: None,
             seed,
@@ -86,7 +85,7 @@ impl SimConfig {
         let s = if self.bucket_s > 0.0 {
             self.bucket_s
         } else {
-            (self.duration_s / 600.0).max(1.0)
+            (self.curve.duration_s / 600.0).max(1.0)
         };
         (s * 1e6) as u64
     }
@@ -97,14 +96,7 @@ impl SimConfig {
         if let Some(times) = &self.trace {
             return Ok(Arrivals::from_trace(times));
         }
-        let curve = RateCurve::new(&CurveSpec {
-            profile: self.profile,
-            rate: self.rate,
-            duration_s: self.duration_s,
-            steps: self.steps,
-            burst_s: self.burst_s,
-            trough: self.trough,
-        })?;
+        let curve = RateCurve::new(&self.curve)?;
         Ok(Arrivals::from_curve(curve, self.spacing, rng))
     }
 
@@ -112,6 +104,25 @@ impl SimConfig {
         let mut r = ChaCha8Rng::seed_from_u64(self.seed);
         r.set_stream(n);
         r
+    }
+
+    /// One side's `run` with its own tally of `duration_us`, the text lengths from
+    /// stream 1 (the same texts on both sides) and its service times from
+    /// `service_stream`.
+    fn side<O>(
+        &self,
+        duration_us: u64,
+        service_stream: u64,
+        run: impl FnOnce(lambda::Rngs<'_>, &mut Tally) -> O,
+    ) -> (Tally, O) {
+        let mut tally = Tally::new(duration_us, self.bucket_us());
+        let (mut words, mut service) = (self.stream(1), self.stream(service_stream));
+        let rngs = lambda::Rngs {
+            words: &mut words,
+            service: &mut service,
+        };
+        let out = run(rngs, &mut tally);
+        (tally, out)
     }
 }
 
@@ -154,10 +165,9 @@ pub struct SimResult {
 /// Runs both sides (one thread each) and prices them.
 pub fn run(cfg: &SimConfig, prices: &Prices) -> anyhow::Result<SimResult> {
     let duration_us = match &cfg.trace {
-        Some(t) => (t.iter().copied().fold(cfg.duration_s, f64::max) * 1e6) as u64,
-        None => (cfg.duration_s * 1e6) as u64,
+        Some(t) => (t.iter().copied().fold(cfg.curve.duration_s, f64::max) * 1e6) as u64,
+        None => (cfg.curve.duration_s * 1e6) as u64,
     };
-    let bucket = cfg.bucket_us();
     let instance = prices
         .ec2
         .instances
@@ -180,39 +190,16 @@ pub fn run(cfg: &SimConfig, prices: &Prices) -> anyhow::Result<SimResult> {
     );
     let (la, ka) = (cfg.arrivals()?, cfg.arrivals()?);
     let ((lt, lo), (kt, ko)) = std::thread::scope(|s| {
+        let (words, inputs) = (&cfg.inputs.words, &cfg.inputs);
         let l = s.spawn(|| {
-            let mut t = Tally::new(duration_us, bucket);
-            let (mut w, mut r) = (cfg.stream(1), cfg.stream(2));
-            let o = lambda::run(
-                la,
-                &cfg.inputs.words,
-                &cfg.inputs,
-                &cfg.lambda,
-                duration_us,
-                lambda::Rngs {
-                    words: &mut w,
-                    service: &mut r,
-                },
-                &mut t,
-            );
-            (t, o)
+            cfg.side(duration_us, 2, |rngs, t| {
+                lambda::run(la, words, inputs, &cfg.lambda, duration_us, rngs, t)
+            })
         });
         let k = s.spawn(|| {
-            let mut t = Tally::new(duration_us, bucket);
-            let (mut w, mut r) = (cfg.stream(1), cfg.stream(3));
-            let o = k8s::run(
-                ka,
-                &cfg.inputs.words,
-                &cfg.inputs,
-                &k8s_params,
-                duration_us,
-                lambda::Rngs {
-                    words: &mut w,
-                    service: &mut r,
-                },
-                &mut t,
-            );
-            (t, o)
+            cfg.side(duration_us, 3, |rngs, t| {
+                k8s::run(ka, words, inputs, &k8s_params, duration_us, rngs, t)
+            })
         });
         (
             l.join().expect("the lambda simulation panicked"),

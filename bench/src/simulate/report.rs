@@ -11,9 +11,7 @@ use plotters::prelude::*;
 
 use super::SimResult;
 use super::tally::TimelinePoint;
-use crate::report::{
-    GREY, color_of, frame, legend, legend_line, legend_text, mesh, png_of, svg_of,
-};
+use crate::report::{GREY, color_of, count_axis_top, frame, legend, line, mesh, png_of, svg_of};
 
 pub const PLOTS: [&str; 3] = ["sim-latency", "sim-instances", "sim-errors"];
 
@@ -154,16 +152,12 @@ fn x_range(r: &SimResult) -> (f64, f64) {
     (0.0, end + step)
 }
 
-fn draw<DB: DrawingBackend>(
+fn draw<DB: DrawingBackend<ErrorType: 'static>>(
     name: &str,
     root: &DrawingArea<DB, Shift>,
     r: &SimResult,
     svg: bool,
-) -> anyhow::Result<()>
-where
-    DB::ErrorType: 'static,
-{
-    root.fill(&WHITE)?;
+) -> anyhow::Result<()> {
     let (x0, x1) = x_range(r);
     match name {
         "sim-latency" => {
@@ -189,19 +183,13 @@ where
             for (i, (side, t)) in sides(r).iter().enumerate() {
                 let color = color_of(side, i);
                 for (q, width) in [(0.99, 3), (0.5, 1)] {
-                    let pts: Vec<(f64, f64)> = t
+                    let pts = t
                         .iter()
                         .filter(|p| p.requests > 0)
                         .map(|p| (p.t_s, if q > 0.9 { p.p99_ms } else { p.p50_ms }))
-                        .filter(|p| p.1 > 0.0)
-                        .collect();
-                    chart
-                        .draw_series(LineSeries::new(pts, color.stroke_width(width)))?
-                        .label(legend_text(
-                            svg,
-                            format!("{side} {}", if q > 0.9 { "p99" } else { "p50" }),
-                        ))
-                        .legend(legend_line(color, width));
+                        .filter(|p| p.1 > 0.0);
+                    let label = format!("{side} {}", if q > 0.9 { "p99" } else { "p50" });
+                    line(&mut chart, pts, color, width, svg, label)?;
                 }
             }
             legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
@@ -211,13 +199,12 @@ where
                 .iter()
                 .flat_map(|(_, t)| t.iter().flat_map(|p| [p.instances, p.nodes]))
                 .max()
-                .unwrap_or(1)
-                .max(1) as f64;
+                .unwrap_or(1);
             let mut chart = frame(
                 root,
                 "Lambda environments, ready pods and nodes over time (max per bucket)",
             )
-            .build_cartesian_2d(x0..x1, 0.0..hi * 1.15)?;
+            .build_cartesian_2d(x0..x1, 0.0..count_axis_top(hi))?;
             mesh(&mut chart, "simulated time (s)", "count")?;
             let series: [(&str, &[TimelinePoint], bool, RGBColor); 3] = [
                 (
@@ -235,14 +222,10 @@ where
                 ("k8s nodes", &r.k8s.summary.timeline, true, GREY),
             ];
             for (label, t, nodes, color) in series {
-                let pts: Vec<(f64, f64)> = t
+                let pts = t
                     .iter()
-                    .map(|p| (p.t_s, if nodes { p.nodes } else { p.instances } as f64))
-                    .collect();
-                chart
-                    .draw_series(LineSeries::new(pts, color.stroke_width(2)))?
-                    .label(legend_text(svg, label.to_string()))
-                    .legend(legend_line(color, 2));
+                    .map(|p| (p.t_s, if nodes { p.nodes } else { p.instances } as f64));
+                line(&mut chart, pts, color, 2, svg, label.to_string())?;
             }
             legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
         }
@@ -259,11 +242,8 @@ where
             )?;
             for (i, (side, t)) in sides(r).iter().enumerate() {
                 let color = color_of(side, i);
-                let pts: Vec<(f64, f64)> = t.iter().map(|p| (p.t_s, share(p))).collect();
-                chart
-                    .draw_series(LineSeries::new(pts, color.stroke_width(2)))?
-                    .label(legend_text(svg, format!("{side} errors")))
-                    .legend(legend_line(color, 2));
+                let pts = t.iter().map(|p| (p.t_s, share(p)));
+                line(&mut chart, pts, color, 2, svg, format!("{side} errors"))?;
             }
             legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
         }

@@ -110,7 +110,7 @@ fn the_burst_rate_throttles_below_the_account_limit() {
     // 5,000 req/s of 1 s inits: ~5,000 environments wanted at once; the account
     // allows 10,000 but the function adds 1,000 at once, then 100 per second.
     let mut c = cfg(SimProfile::Spike, 5000.0, 30.0);
-    c.burst_s = 20.0;
+    c.curve.burst_s = 20.0;
     c.lambda.concurrency = 10_000;
     c.inputs.lambda_init_ms = Dist::Fixed(1000.0);
     c.inputs.lambda_duration = Linear::fixed(1000.0, 0.0);
@@ -199,19 +199,13 @@ fn cost_per_million_is_the_cost_module_at_the_simulated_usage() {
         free_tier: false,
     };
     let b = cost::bill(10.0, &w, &p).unwrap();
-    let rel = (r.lambda.cost.per_million - b.lambda_per_million).abs() / b.lambda_per_million;
-    assert!(
-        rel < 1e-6,
-        "{} vs {}",
-        r.lambda.cost.per_million,
-        b.lambda_per_million
-    );
+    assert_close(r.lambda.cost.per_million, b.lambda_per_million, 1e-6);
     // Two nodes all along (no scale-out at 10 req/s): the same as two fixed nodes.
-    let rel = (r.k8s.cost.per_million - b.k8s_per_million).abs() / b.k8s_per_million;
-    assert!(
-        rel < 1e-3,
-        "{} vs {}",
-        r.k8s.cost.per_million,
-        b.k8s_per_million
-    );
+    assert_close(r.k8s.cost.per_million, b.k8s_per_million, 1e-3);
+}
+
+/// `a` differs from `b` by less than `rel` of `b`.
+#[track_caller]
+fn assert_close(a: f64, b: f64, rel: f64) {
+    assert!((a - b).abs() / b < rel, "{a} vs {b}");
 }
