@@ -311,3 +311,87 @@ fn an_sso_profile_without_a_session_fails_on_the_credentials() {
     assert!(err.contains("check the AWS credentials"), "{err}");
     assert!(!err.contains("could not be reached"), "{err}");
 }
+
+/// A resource holding a declared name that this stack did not make is never adopted
+/// (`down` would delete it): `up` and `diff` fail naming it and the way out, and
+/// `stack import` takes it over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resource_not_tagged_as_ours_is_refused_until_imported() {
+    let m = moto();
+    let p = Project::new(&m.url, "owner");
+    let c = clients(&m.url).await;
+    // Another stack's role, with the name this stack gives its Lambda role.
+    let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"lambda.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+    let tag = aws_sdk_iam::types::Tag::builder()
+        .key("stack")
+        .value("other")
+        .build()
+        .unwrap();
+    let r = c.iam.create_role().role_name("owner-lambda-exec");
+    r.assume_role_policy_document(trust)
+        .tags(tag)
+        .send()
+        .await
+        .unwrap();
+
+    for command in [&["up", "--yes"][..], &["diff"]] {
+        let (code, _, err) = p.run(command);
+        assert_eq!(code, 1, "{err}");
+        assert_has(
+            &err,
+            &[
+                "aws:iam:Role `lambda-role`: `owner-lambda-exec` already exists and is not \
+                 this stack's (it is tagged stack=other)",
+                "stack import lambda-role owner-lambda-exec",
+            ],
+        );
+    }
+    assert_eq!(
+        tagged(&c, "owner").await,
+        Vec::<String>::new(),
+        "nothing made"
+    );
+
+    // Import errors name what is wrong and record nothing.
+    let (code, _, err) = p.run(&["import", "no-such", "x"]);
+    assert_eq!(code, 1);
+    assert_has(&err, &["no resource `no-such` is declared", "lambda-role"]);
+    let (code, _, err) = p.run(&["import", "lambda-role", "nobody-s-role"]);
+    assert_eq!(code, 1);
+    assert_has(&err, &["aws:iam:Role `nobody-s-role` does not exist"]);
+
+    let out = p.expect(&["import", "lambda-role", "owner-lambda-exec"], 0);
+    assert_has(
+        &out,
+        &["Imported aws:iam:Role `lambda-role` as `owner-lambda-exec`"],
+    );
+    let (code, _, err) = p.run(&["import", "lambda-role", "owner-lambda-exec"]);
+    assert_eq!(code, 1);
+    assert_has(&err, &["already in state"]);
+    // Now the stack's: updated to the declaration (its tags), then deleted by down.
+    let out = p.expect(&["diff"], 2);
+    assert_has(&out, &["~ aws:iam:Role `lambda-role`", "stack"]);
+    p.expect(&["up", "--yes"], 0);
+    let tags = c
+        .iam
+        .list_role_tags()
+        .role_name("owner-lambda-exec")
+        .send()
+        .await;
+    let stack_tag = tags
+        .unwrap()
+        .tags()
+        .iter()
+        .find(|t| t.key() == "stack")
+        .map(|t| t.value().to_string());
+    assert_eq!(stack_tag.as_deref(), Some("owner"));
+    p.expect(&["down", "--yes"], 0);
+    assert!(
+        c.iam
+            .get_role()
+            .role_name("owner-lambda-exec")
+            .send()
+            .await
+            .is_err()
+    );
+}

@@ -3,6 +3,7 @@
 
 mod diff;
 mod down;
+mod import;
 mod outputs;
 mod refresh;
 pub mod render;
@@ -76,6 +77,15 @@ enum Command {
     /// Read everything, report drift, record the observed values in state. Exit 0: no
     /// drift, 2: drift found (and recorded), 1: error.
     Refresh,
+    /// Take over an existing resource that is not this stack's (which `up` refuses
+    /// to adopt): read it by id and record it in state as the declared RESOURCE.
+    Import {
+        /// The declared resource's logical name (`lambda-role`, `vpc`, ...).
+        resource: String,
+        /// The existing resource's id (a name, an ARN, or an AWS-assigned id such as
+        /// `vpc-0abc`, as the kind uses).
+        id: String,
+    },
     /// Remove the state lock that a killed or stuck run left (`--force`, after
     /// checking that the run naming it is really gone).
     Unlock {
@@ -167,6 +177,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Up(a) => up::run(&cli, a, &events).await,
         Command::Down(a) => down::run(&cli, a, &events).await,
         Command::Refresh => refresh::run(&cli, &events).await,
+        Command::Import { resource, id } => import::run(&cli, resource, id, &events).await,
         Command::Unlock { force } => unlock(&cli, *force, &events),
         Command::Status { watch } => status::run(&cli, *watch, &events).await,
     }

@@ -26,6 +26,23 @@ pub enum EngineError {
         /// The missing one.
         to: String,
     },
+    /// A declared resource's name is taken by one this stack does not own (not
+    /// tagged with this stack): never adopted silently, since `down` would delete it.
+    #[error(
+        "{kind} `{resource}`: `{id}` already exists and is not this stack's ({found}); \
+         rename it in the configuration, remove it, or take it over with \
+         `stack import {resource} {id}`"
+    )]
+    NotOwned {
+        /// Logical name of the declared resource.
+        resource: String,
+        /// Its kind.
+        kind: String,
+        /// The existing resource's id.
+        id: String,
+        /// What its tags say instead.
+        found: String,
+    },
     /// No provider is registered for a kind.
     #[error("no provider for resource kind `{0}`")]
     NoProvider(String),

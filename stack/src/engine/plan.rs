@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use super::EngineError;
 use super::events::{Event, Events};
 use super::state::State;
-use super::{Stack, UNKNOWN, graph, resolve};
+use super::{ResourceDecl, Stack, TAG_STACK, UNKNOWN, graph, resolve};
 use crate::providers::{FAILED_OUTPUT, Observed, Registry};
 
 /// What to do with one resource.
@@ -297,6 +297,34 @@ impl std::fmt::Display for Short<'_> {
 }
 
 /// Reads every declared and owned resource and computes the plan. Never mutates.
+/// A resource found by name but not in state is adopted only when it carries this
+/// stack's tag, as an interrupted run leaves what it made; anything else (a resource
+/// of another stack, or made by hand) is an error: `down` would delete it.
+/// Resources without tags (a permission, a route) belong to their tagged parent.
+fn check_ownership(
+    decl: &ResourceDecl,
+    desired: &Value,
+    id: &str,
+    observed: &Value,
+) -> Result<(), EngineError> {
+    let Some(ours) = desired["tags"][TAG_STACK].as_str() else {
+        return Ok(());
+    };
+    let theirs = observed["tags"][TAG_STACK].as_str();
+    if theirs == Some(ours) {
+        return Ok(());
+    }
+    Err(EngineError::NotOwned {
+        resource: decl.name.clone(),
+        kind: decl.kind.clone(),
+        id: id.to_string(),
+        found: match theirs {
+            Some(other) => format!("it is tagged {TAG_STACK}={other}"),
+            None => format!("it has no {TAG_STACK} tag"),
+        },
+    })
+}
+
 /// Every step that changes something is also reported as [`Event::Planned`].
 pub async fn plan(
     stack: &Stack,
@@ -378,6 +406,7 @@ pub async fn plan(
                     outputs: outs,
                 }) => {
                     if owned.is_none() {
+                        check_ownership(decl, &desired, &id, &props)?;
                         adopted.insert(decl.name.clone(), id.clone());
                     }
                     let changes = diff_props(&desired, &props, p.replace_fields());
