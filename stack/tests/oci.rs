@@ -8,7 +8,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
+use serde_json::json;
+use stack::artifacts::image::{ImageProvider, Push};
 use stack::artifacts::{bundle, oci};
+use stack::providers::Provider;
 
 fn registry() -> test_support::Registry {
     test_support::Registry::start()
@@ -50,6 +53,28 @@ async fn image_push_pull_round_trip_runs_the_binary() {
     assert_eq!(
         r.push("sentiment/server", "v1", &img).await.unwrap(),
         pushed
+    );
+
+    // What the image provider's read checks: the registry still holds the digest.
+    assert!(r.has_manifest("sentiment/server", &pushed).await.unwrap());
+    let other = format!("sha256:{}", "0".repeat(64));
+    assert!(!r.has_manifest("sentiment/server", &other).await.unwrap());
+    assert!(!r.has_manifest("sentiment/nothing", &pushed).await.unwrap());
+    let provider = ImageProvider(Push::Registry(reg.url.clone()));
+    let host = reg.url.trim_start_matches("http://");
+    let read = |digest: String| {
+        let id = format!("{host}/sentiment/server@{digest}");
+        let p = &provider;
+        async move {
+            p.read(Some(&id), &json!({}), Some(&json!({})))
+                .await
+                .unwrap()
+        }
+    };
+    assert!(read(pushed.clone()).await.is_some(), "pushed: read back");
+    assert!(
+        read(other).await.is_none(),
+        "gone from the registry: pushed again"
     );
 
     let (digest, config, layers) = r.pull("sentiment/server", &pushed).await.unwrap();

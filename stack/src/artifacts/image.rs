@@ -230,36 +230,41 @@ fn perr(e: oci::OciError) -> ProviderError {
 }
 
 impl ImageProvider {
+    /// The registry images of repository `url` go to; `None` when they are not pushed.
+    async fn registry(&self, url: &str) -> Result<Option<oci::Registry>, ProviderError> {
+        Ok(Some(match &self.0 {
+            Push::Ecr(c) => {
+                let t = c
+                    .ecr
+                    .get_authorization_token()
+                    .send()
+                    .await
+                    .map_err(|e| crate::providers::aws::api("ecr:GetAuthorizationToken", e))?;
+                let token = t
+                    .authorization_data()
+                    .first()
+                    .and_then(|a| a.authorization_token())
+                    .unwrap_or_default()
+                    .to_string();
+                let host = split_repo(url).0;
+                oci::Registry::ecr(&format!("https://{host}"), &token).map_err(perr)?
+            }
+            Push::Registry(base) => oci::Registry::new(base, None),
+            Push::None => return Ok(None),
+        }))
+    }
+
     async fn build_push(&self, desired: &Value) -> Result<Observed, ProviderError> {
         let d: ServerImage = props(desired)?;
         let url = d.repository_url.as_str().to_string();
         let img = d.build().await.map_err(perr)?;
-        let (host, repo) = split_repo(&url);
-        let digest =
-            match &self.0 {
-                Push::Ecr(c) => {
-                    let t =
-                        c.ecr.get_authorization_token().send().await.map_err(|e| {
-                            crate::providers::aws::api("ecr:GetAuthorizationToken", e)
-                        })?;
-                    let token = t
-                        .authorization_data()
-                        .first()
-                        .and_then(|a| a.authorization_token())
-                        .unwrap_or_default()
-                        .to_string();
-                    oci::Registry::ecr(&format!("https://{host}"), &token)
-                        .map_err(perr)?
-                        .push(repo, &d.tag, &img)
-                        .await
-                        .map_err(perr)?
-                }
-                Push::Registry(base) => oci::Registry::new(base, None)
-                    .push(repo, &d.tag, &img)
-                    .await
-                    .map_err(perr)?,
-                Push::None => img.digest().to_string(),
-            };
+        let digest = match self.registry(&url).await? {
+            Some(registry) => {
+                let repo = split_repo(&url).1;
+                registry.push(repo, &d.tag, &img).await.map_err(perr)?
+            }
+            None => img.digest().to_string(),
+        };
         let mut outputs = Map::new();
         outputs.insert("digest".into(), digest.clone().into());
         outputs.insert("uri".into(), format!("{url}@{digest}").into());
@@ -288,11 +293,21 @@ impl Provider for ImageProvider {
         _desired: &Value,
         prior: Option<&Value>,
     ) -> Result<Option<Observed>, ProviderError> {
-        // Content-addressed: what was pushed is what the last apply recorded.
+        // Content-addressed: what was pushed is what the last apply recorded, if the
+        // registry still holds it (a repository recreated empty, or an image expired
+        // by a lifecycle policy, is pushed again rather than left for pods to fail on).
         let (Some(id), Some(prior)) = (id, prior) else {
             return Ok(None);
         };
         let (url, digest) = id.split_once('@').unwrap_or((id, ""));
+        if let Some(registry) = self.registry(url).await?
+            && !registry
+                .has_manifest(split_repo(url).1, digest)
+                .await
+                .map_err(perr)?
+        {
+            return Ok(None);
+        }
         let mut outputs = Map::new();
         outputs.insert("digest".into(), digest.into());
         outputs.insert("uri".into(), format!("{url}@{digest}").into());

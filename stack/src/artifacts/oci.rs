@@ -642,6 +642,28 @@ impl Registry {
         }
     }
 
+    /// Whether `repo` holds the manifest `digest`: false when the registry answers
+    /// that the manifest or the repository is unknown (a repository recreated empty,
+    /// an image deleted by a lifecycle policy), an error when it cannot say.
+    pub async fn has_manifest(&self, repo: &str, digest: &str) -> Result<bool, OciError> {
+        use oci_client::errors::OciErrorCode::{ManifestUnknown, NameUnknown};
+        let r = self.reference(repo, digest);
+        match self.client.fetch_manifest_digest(&r, &self.auth).await {
+            Ok(_) => Ok(true),
+            Err(OciDistributionError::RegistryError { envelope, .. })
+                if envelope
+                    .errors
+                    .iter()
+                    .any(|e| matches!(e.code, ManifestUnknown | NameUnknown)) =>
+            {
+                Ok(false)
+            }
+            Err(OciDistributionError::ServerError { code: 404, .. })
+            | Err(OciDistributionError::ImageManifestNotFoundError(_)) => Ok(false),
+            Err(e) => Err(reg_err("HEAD manifest")(e)),
+        }
+    }
+
     /// Pushes every blob the registry lacks, then the manifest under `tag`; returns
     /// the manifest digest.
     pub async fn push(&self, repo: &str, tag: &str, img: &Image) -> Result<String, OciError> {
