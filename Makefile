@@ -78,9 +78,10 @@ moto:
 registry:
 	@if [ "$(STACK_TARGET)" = local ]; then REGISTRY_PORT=$(REGISTRY_PORT) scripts/registry-up.sh; fi
 
-# `stack diff` exits 2 when there are changes; that is not a failure for make.
-diff: moto build-local
-	@$(STACK_ENV) $(STACK) diff; rc=$$?; [ $$rc -eq 2 ] && exit 0 || exit $$rc
+# `stack diff` exits 2 when there are changes; that is not a failure for make. It
+# plans with the artifacts `make up` would deploy, so it builds them first.
+diff: moto registry up-artifacts
+	@$(UP_ENV) $(STACK) diff; rc=$$?; [ $$rc -eq 2 ] && exit 0 || exit $$rc
 
 # What `make up` deploys: the Lambda zip (bootstrap + model), the server binary the
 # image carries, and a model for both (a tiny fixture; UP_MODEL=<checkpoint dir> serves
@@ -97,8 +98,9 @@ else
 endif
 
 UP_SERVER_BIN := $(if $(filter local,$(STACK_TARGET)),$(BIN_DIR)/sentiment-server,target/release/sentiment-server)
+UP_ENV = STACK_MODEL_DIR=$(abspath $(UP_MODEL)) STACK_SERVER_BIN=$(UP_SERVER_BIN) $(STACK_ENV)
 up: moto registry up-artifacts
-	STACK_MODEL_DIR=$(abspath $(UP_MODEL)) STACK_SERVER_BIN=$(UP_SERVER_BIN) $(STACK_ENV) $(STACK) up --yes
+	$(UP_ENV) $(STACK) up --yes
 	@echo; echo "Try them:"
 	@for out in api_url service_url router_url; do \
 	  url=$$($(STACK_ENV) $(STACK) outputs $$out 2>/dev/null) && \

@@ -56,8 +56,9 @@ pub struct K8sConfig {
     pub namespace: String,
     /// Name of the Deployment, Service, HPA and PDB.
     pub app: String,
-    /// The image when none is built and pushed by the stack (e.g. a local tag).
-    pub image: String,
+    /// An image the nodes can pull, used as is; `None` (the default): the stack builds
+    /// the server image from `server_binary` and pushes it to its repository.
+    pub image: Option<String>,
     /// The HPA's bounds: it owns the Deployment's replica count, which the manifest
     /// leaves out so an apply never resets it.
     pub min_replicas: i32,
@@ -97,7 +98,7 @@ impl Default for K8sConfig {
         K8sConfig {
             namespace: "sentiment".into(),
             app: "sentiment-server".into(),
-            image: "sentiment-server:latest".into(),
+            image: None,
             min_replicas: 2,
             max_replicas: 6,
             cpu_target_percent: 70,
@@ -214,6 +215,15 @@ impl Default for LambdaConfig {
             architecture: "x86_64".into(),
             env: BTreeMap::new(),
         }
+    }
+}
+
+impl NetworkConfig {
+    /// The subnets' zones: the configured ones, else `<region>a` and `<region>b`.
+    pub fn zones(&self, region: &str) -> Vec<String> {
+        self.availability_zones
+            .clone()
+            .unwrap_or_else(|| vec![format!("{region}a"), format!("{region}b")])
     }
 }
 

@@ -395,3 +395,48 @@ async fn a_resource_not_tagged_as_ours_is_refused_until_imported() {
             .is_err()
     );
 }
+
+/// Zone names map to different zone ids in each account, and EKS cannot use some ids
+/// (`use1-az3`, moto's `us-east-1e`): on AWS, `diff` and `up` check the subnets' zones
+/// before anything is made and name the usable ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_aws_zones_eks_cannot_use_are_refused_before_anything_is_made() {
+    let m = moto();
+    let p = Project::new(&m.url, "zones");
+    let aws = |args: &[&str]| {
+        let mut c = p.cmd(&[&["--target", "aws"], args].concat());
+        c.env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .stdin(Stdio::null());
+        let out = c.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code(), text)
+    };
+    p.config("zones", |v| {
+        v["network"] = serde_json::json!({ "availability_zones": ["us-east-1e", "us-east-1a"] });
+    });
+    for command in [&["diff"][..], &["up", "--yes"]] {
+        let (code, err) = aws(command);
+        assert_eq!(code, Some(1), "{err}");
+        assert_has(
+            &err,
+            &[
+                "network.availability_zones: us-east-1e is use1-az3 in this account, a zone \
+                 EKS does not support; set two of us-east-1a, us-east-1b",
+            ],
+        );
+    }
+    p.config("zones", |v| {
+        v["network"] = serde_json::json!({ "availability_zones": ["us-east-1a", "eu-west-1a"] });
+    });
+    let (code, err) = aws(&["diff"]);
+    assert_eq!(code, Some(1));
+    assert_has(&err, &["eu-west-1a is not a zone of us-east-1"]);
+    // The default zones pass; the plan is all creates.
+    p.config("zones", |_| {});
+    let (code, err) = aws(&["diff"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(tagged(&clients(&m.url).await, "zones").await.is_empty());
+}

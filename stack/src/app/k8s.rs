@@ -37,6 +37,7 @@ use std::collections::BTreeMap;
 
 use std::path::Path;
 
+use super::BuildOptions;
 use crate::artifacts::image::ServerImage;
 use crate::config::{Config, K8sConfig};
 use crate::engine::{Handle, Input, Stack};
@@ -293,7 +294,11 @@ pub fn pdb(stack: &str, c: &K8sConfig) -> Value {
     })
 }
 
-/// Declares the server image (when the server binary exists), the namespace,
+/// The Deployment's image where no image is declared and none is needed (`down`,
+/// `synth --k8s` without a server binary).
+const NOT_BUILT: &str = "sentiment-server:not-built";
+
+/// Declares the server image (unless `k8s.image` names one), the namespace,
 /// Deployment, Service, HPA (with metrics-server as an EKS add-on) and PDB.
 pub fn declare(
     s: &mut Stack,
@@ -301,15 +306,29 @@ pub fn declare(
     server_repo: &Handle<ecr::Repository>,
     cluster: &Handle<eks::Cluster>,
     nodes: &Handle<eks::NodeGroup>,
+    opts: BuildOptions,
 ) -> Handle<k8s::Service> {
     let stack_name = cfg.stack.clone();
     let kc = &cfg.k8s;
     if kc.threads < 1 || kc.min_replicas < 1 || kc.max_replicas < kc.min_replicas {
         s.invalid("k8s: threads and min_replicas must be >= 1, max_replicas >= min_replicas");
     }
-    // The image: built from the release server binary and pushed to the server
-    // repository when the binary exists; otherwise the configured image reference.
-    let image: Input<String> = if Path::new(&kc.server_binary).is_file() {
+    // The image: the configured reference, else built from the server binary and
+    // pushed to the server repository. A missing binary is an error where the
+    // artifacts are needed (never a silent fallback to a tag nothing pushed).
+    let image: Input<String> = if let Some(image) = &kc.image {
+        Input::Value(image.clone())
+    } else if !Path::new(&kc.server_binary).is_file() {
+        if opts.artifacts {
+            s.invalid(format!(
+                "k8s: the server image needs `{}` (k8s.server_binary / STACK_SERVER_BIN), \
+                 which does not exist: build it (`make up` does), or set k8s.image to an \
+                 image the nodes can pull",
+                kc.server_binary
+            ));
+        }
+        Input::Value(NOT_BUILT.into())
+    } else {
         match ServerImage::new(
             server_repo.output("url").into(),
             &kc.server_binary,
@@ -325,11 +344,9 @@ pub fn declare(
             }
             Err(e) => {
                 s.invalid(e);
-                Input::Value(kc.image.clone())
+                Input::Value(NOT_BUILT.into())
             }
         }
-    } else {
-        Input::Value(kc.image.clone())
     };
     let ns = s.add("k8s-namespace", k8s::Namespace(namespace(&stack_name, kc)));
     s.depends_on(&ns, nodes);

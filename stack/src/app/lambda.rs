@@ -136,7 +136,7 @@ fn code(
                     }
                 }
                 Err(e) => {
-                    if opts.lambda_artifacts {
+                    if opts.artifacts {
                         s.invalid(format!(
                             "{e} (build it first with `cargo lambda build --release -p sentiment-lambda`, or set lambda.bootstrap)"
                         ));
@@ -181,7 +181,7 @@ fn code(
                 sha256: z.sha256_b64,
             },
             Err(e) => {
-                if opts.lambda_artifacts {
+                if opts.artifacts {
                     s.invalid(format!(
                         "{e} (build it first, or set lambda.zip_path / lambda.image_uri in the config)"
                     ));

@@ -20,17 +20,16 @@ use crate::providers::aws::ecr;
 /// What declaring the stack may require of the local disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BuildOptions {
-    /// Whether the Lambda artifacts (the zip, or the bootstrap for the image) must
-    /// exist. `stack synth --k8s` prints Kubernetes objects only and needs none;
-    /// `stack down` deletes what the state holds and needs none either.
-    pub lambda_artifacts: bool,
+    /// Whether the artifacts `up` deploys must exist: the Lambda's (the zip, or the
+    /// bootstrap for its image) and the server binary the server image is built from.
+    /// `stack synth --k8s` prints Kubernetes objects only and needs none; `stack down`
+    /// deletes what the state holds and needs none either.
+    pub artifacts: bool,
 }
 
 impl Default for BuildOptions {
     fn default() -> Self {
-        BuildOptions {
-            lambda_artifacts: true,
-        }
+        BuildOptions { artifacts: true }
     }
 }
 
@@ -70,7 +69,7 @@ pub fn build_with(cfg: &Config, opts: BuildOptions) -> Stack {
     let lambda = lambda::declare(&mut s, cfg, opts, &lambda_repo);
     let net = network::declare(&mut s, cfg);
     let eks = eks::declare(&mut s, cfg, net);
-    let service = k8s::declare(&mut s, cfg, &server_repo, &eks.cluster, &eks.nodes);
+    let service = k8s::declare(&mut s, cfg, &server_repo, &eks.cluster, &eks.nodes, opts);
 
     s.export("api_url", &lambda.stage.output::<String>("invoke_url"));
     s.export("function_name", &lambda.function.output::<String>("name"));
@@ -107,12 +106,7 @@ mod tests {
 
     #[test]
     fn metrics_server_sits_between_the_node_group_and_the_hpa() {
-        let s = build_with(
-            &Config::default(),
-            BuildOptions {
-                lambda_artifacts: false,
-            },
-        );
+        let s = build_with(&Config::default(), BuildOptions { artifacts: false });
         assert!(deps_of(&s, "eks-metrics-server").contains(&"eks-nodes".to_string()));
         assert!(deps_of(&s, "eks-metrics-server").contains(&"eks-cluster".to_string()));
         assert!(deps_of(&s, "k8s-hpa").contains(&"eks-metrics-server".to_string()));
@@ -121,20 +115,36 @@ mod tests {
     }
 
     #[test]
-    fn missing_lambda_artifacts_are_an_error_unless_not_needed() {
+    fn missing_artifacts_are_an_error_unless_not_needed() {
         let mut cfg = Config::default();
         cfg.lambda.zip_path = "/nonexistent/sentiment.zip".into();
         assert!(build(&cfg).validate().is_err());
-        let s = build_with(
-            &cfg,
-            BuildOptions {
-                lambda_artifacts: false,
-            },
-        );
+        let s = build_with(&cfg, BuildOptions { artifacts: false });
         assert!(s.validate().is_ok());
         cfg.lambda.package = "image".into();
         cfg.lambda.bootstrap = "/nonexistent/bootstrap".into();
         let err = build(&cfg).validate().unwrap_err().to_string();
         assert!(err.contains("/nonexistent/bootstrap"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_server_binary_is_an_error_unless_an_image_is_named() {
+        let mut cfg = Config::default();
+        cfg.lambda.image_uri = Some("registry.example/sentiment-lambda:1".into());
+        cfg.k8s.server_binary = "/nonexistent/sentiment-server".into();
+        let err = build(&cfg).validate().unwrap_err().to_string();
+        assert!(
+            err.contains("k8s: the server image needs `/nonexistent/sentiment-server`"),
+            "{err}"
+        );
+        let not_needed = BuildOptions { artifacts: false };
+        assert!(build_with(&cfg, not_needed).validate().is_ok());
+        cfg.k8s.image = Some("registry.example/sentiment-server:1".into());
+        let s = build(&cfg);
+        s.validate().unwrap();
+        assert!(s.get("server-image").is_none(), "nothing to build");
+        let deploy = &s.get("k8s-deployment").unwrap().props;
+        let image = &deploy["spec"]["template"]["spec"]["containers"][0]["image"];
+        assert_eq!(image, "registry.example/sentiment-server:1");
     }
 }

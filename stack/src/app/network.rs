@@ -3,7 +3,7 @@
 
 use crate::config::Config;
 use crate::engine::{Handle, Input, Stack};
-use crate::providers::aws::{Tags, ec2};
+use crate::providers::aws::{AwsResult, Tags, ec2};
 
 /// The subnets for the cluster and nodes, and the route table that gives them egress
 /// (none for given subnets).
@@ -12,6 +12,59 @@ pub struct Network {
     pub subnets: Vec<Input<String>>,
     /// The public route table, when this stack made the VPC.
     pub egress: Option<Handle<ec2::RouteTable>>,
+}
+
+/// Zone ids where EKS cannot place a cluster's network interfaces (EKS user guide,
+/// "View Amazon EKS networking requirements for VPC and subnets":
+/// <https://docs.aws.amazon.com/eks/latest/userguide/network-reqs.html>). Zone *names*
+/// map to ids differently in each account, so `us-east-1a` may be `use1-az3` in yours.
+const EKS_UNSUPPORTED_ZONE_IDS: &[&str] = &["use1-az3", "usw1-az2", "cac1-az3"];
+
+/// Checks, before anything is made, that the subnets' zones exist in this account,
+/// are available, and can hold an EKS cluster; the error names the zones that can.
+pub async fn check_zones(ec2: &aws_sdk_ec2::Client, cfg: &Config) -> Result<(), String> {
+    if cfg.network.subnet_ids.is_some() {
+        return Ok(());
+    }
+    let r = ec2.describe_availability_zones().send().await;
+    let r = r
+        .aws("ec2:DescribeAvailabilityZones")
+        .map_err(|e| e.to_string())?;
+    let known = r.availability_zones();
+    let usable = |z: &&aws_sdk_ec2::types::AvailabilityZone| {
+        z.state().is_some_and(|s| s.as_str() == "available")
+            && !EKS_UNSUPPORTED_ZONE_IDS.contains(&z.zone_id().unwrap_or_default())
+    };
+    let mut problems = Vec::new();
+    for zone in cfg.network.zones(&cfg.region) {
+        match known.iter().find(|z| z.zone_name() == Some(zone.as_str())) {
+            None => problems.push(format!("{zone} is not a zone of {}", cfg.region)),
+            Some(z) if !usable(&z) => problems.push(format!(
+                "{zone} is {} in this account{}",
+                z.zone_id().unwrap_or("?"),
+                if EKS_UNSUPPORTED_ZONE_IDS.contains(&z.zone_id().unwrap_or_default()) {
+                    ", a zone EKS does not support"
+                } else {
+                    ", not available"
+                }
+            )),
+            Some(_) => {}
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let mut names: Vec<&str> = known
+        .iter()
+        .filter(usable)
+        .filter_map(|z| z.zone_name())
+        .collect();
+    names.sort_unstable();
+    Err(format!(
+        "network.availability_zones: {}; set two of {}",
+        problems.join("; "),
+        names.join(", ")
+    ))
 }
 
 /// Declares the network for `cfg`.
@@ -25,10 +78,7 @@ pub fn declare(s: &mut Stack, cfg: &Config) -> Network {
             ids.iter().cloned().map(Input::Value).collect()
         }
         None => {
-            let zones =
-                cfg.network.availability_zones.clone().unwrap_or_else(|| {
-                    vec![format!("{}a", cfg.region), format!("{}b", cfg.region)]
-                });
+            let zones = cfg.network.zones(&cfg.region);
             if zones.len() != 2 || cfg.network.subnet_cidrs.len() != 2 || zones[0] == zones[1] {
                 s.invalid(
                     "network needs exactly two subnet_cidrs and two distinct availability_zones",

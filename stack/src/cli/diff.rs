@@ -2,15 +2,16 @@
 
 use anyhow::Result;
 
-use super::{Cli, load, providers};
+use super::{Cli, load_with, preflight, providers};
 use stack::engine::events::Events;
 use stack::engine::plan::plan;
 use stack::engine::state::StateStore;
 
 pub async fn run(cli: &Cli, events: &Events) -> Result<i32> {
-    let ctx = load(cli, events)?;
+    let ctx = load_with(cli, stack::app::BuildOptions::default(), events)?;
     let _lock = ctx.store.lock("diff")?;
     let provs = providers(cli, &ctx.cfg, false).await?;
+    preflight(cli, &ctx.cfg, &provs).await?;
     let state = ctx.store.load()?;
     // The plan is the output here, not progress.
     let p = plan(&ctx.stack, &state, &provs.reg, &Events::none()).await?;

@@ -218,8 +218,10 @@ fn unlock(cli: &Cli, force: bool, events: &Events) -> Result<i32> {
     }
 }
 
+/// The declaration for a command that deploys nothing (`outputs`, `status`,
+/// `refresh`, `import`, `unlock`): the artifacts `up` needs may be absent.
 fn load(cli: &Cli, events: &Events) -> Result<Ctx> {
-    load_with(cli, stack::app::BuildOptions::default(), events)
+    load_with(cli, stack::app::BuildOptions { artifacts: false }, events)
 }
 
 fn load_with(cli: &Cli, opts: stack::app::BuildOptions, events: &Events) -> Result<Ctx> {
@@ -262,6 +264,17 @@ async fn providers(cli: &Cli, cfg: &Config, start: bool) -> Result<Providers> {
         start,
     )
     .await
+}
+
+/// What AWS checks only once something has been made, checked before the plan: the
+/// subnets' zones (their names map to different zone ids in each account).
+async fn preflight(cli: &Cli, cfg: &Config, provs: &Providers) -> Result<()> {
+    if cli.target == Target::Aws {
+        stack::app::network::check_zones(&provs.clients.ec2, cfg)
+            .await
+            .map_err(anyhow::Error::msg)?;
+    }
+    Ok(())
 }
 
 fn confirm(what: &str) -> Result<bool> {
@@ -328,13 +341,14 @@ fn print_outputs(
 /// plan, confirm, apply. Returns the lock, still held for what the command does next.
 async fn plan_and_apply(cli: &Cli, a: &ApplyArgs, events: &Events, down: bool) -> Result<Applied> {
     // `down` deletes what the state holds: the artifacts an `up` needs may be gone.
-    let build = stack::app::BuildOptions {
-        lambda_artifacts: !down,
-    };
+    let build = stack::app::BuildOptions { artifacts: !down };
     let ctx = load_with(cli, build, events)?;
     let opts = apply_opts(cli, a, events)?;
     let lock = ctx.store.lock(if down { "down" } else { "up" })?;
     let provs = providers(cli, &ctx.cfg, true).await?;
+    if !down {
+        preflight(cli, &ctx.cfg, &provs).await?;
+    }
     let state = ctx.store.load()?;
     let (ctx, question) = if down {
         // An empty declaration: everything in state is planned for deletion.

@@ -10,9 +10,7 @@ use stack::engine::state::{State, StateStore};
 
 pub fn run(cli: &Cli, k8s: bool, events: &Events) -> Result<i32> {
     // The Kubernetes objects need no Lambda artifact.
-    let opts = stack::app::BuildOptions {
-        lambda_artifacts: !k8s,
-    };
+    let opts = stack::app::BuildOptions { artifacts: !k8s };
     let ctx = load_with(cli, opts, events)?;
     if k8s {
         let state = ctx.store.load()?;

@@ -207,7 +207,8 @@ pub struct Providers {
     pub fronts: Option<Fronts>,
     /// The router in front of both (local target only).
     pub router: Option<LocalRouter>,
-    clients: Arc<aws_providers::Clients>,
+    /// The SDK clients the providers use.
+    pub clients: Arc<aws_providers::Clients>,
     /// Where the local endpoints are recorded for `stack outputs`.
     endpoints_file: PathBuf,
 }

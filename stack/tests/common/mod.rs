@@ -101,8 +101,9 @@ impl Project {
             "region": "us-east-1",
             "lambda": { "zip_path": self.path("bootstrap.zip").display().to_string(), "memory_mb": 1024 },
             "eks": { "instance_type": "t3.large", "min_size": 1, "desired_size": 2, "max_size": 3 },
-            // One CPU per pod: it fits a t3.large's 1930m allocatable.
-            "k8s": { "threads": 1 }
+            // One CPU per pod: it fits a t3.large's 1930m allocatable. An image by
+            // reference: the tests build no server binary.
+            "k8s": { "threads": 1, "image": "sentiment-server:test" }
         });
         f(&mut v);
         std::fs::write(
