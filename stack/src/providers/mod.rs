@@ -275,8 +275,9 @@ pub trait ResourceProvider: Send + Sync + 'static {
     type Resource: Resource + Clone + Send + Sync;
     /// Dotted paths of the properties whose change forces a replacement (e.g.
     /// `name`, `spec.selector`); each must name a field of [`Self::Resource`]
-    /// (checked at registration).
-    const REPLACE_PATHS: &'static [&'static str] = &[];
+    /// (checked at registration). By default the resource's own, the fields its
+    /// `#[derive(Resource)]` marks `replace`.
+    const REPLACE_PATHS: &'static [&'static str] = <Self::Resource as Resource>::REPLACE_PATHS;
     /// See [`Provider::create_before_delete`].
     fn create_before_delete(&self) -> bool {
         false
