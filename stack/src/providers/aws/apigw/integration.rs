@@ -3,34 +3,23 @@
 use crate::providers::aws::prelude::*;
 use aws_sdk_apigatewayv2::types::IntegrationType;
 
-/// Kind name of [`Integration`].
-pub const INTEGRATION_KIND: &str = "aws:apigatewayv2:Integration";
-
 /// A Lambda proxy integration.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Resource)]
+#[resource(kind = "aws:apigatewayv2:Integration")]
 pub struct Integration {
     /// API id.
+    #[resource(replace)]
     pub api_id: Input<String>,
     /// `AWS_PROXY`.
+    #[resource(replace, one_of("AWS_PROXY", "HTTP_PROXY"))]
     pub integration_type: String,
     /// The Lambda function ARN.
     pub integration_uri: Input<String>,
     /// `POST` for Lambda proxies.
     pub integration_method: String,
     /// `2.0` for HTTP APIs.
+    #[resource(one_of("1.0", "2.0"))]
     pub payload_format_version: String,
-}
-
-impl Resource for Integration {
-    const KIND: &'static str = INTEGRATION_KIND;
-    const TAGGABLE: bool = false;
-    fn validate(&self) -> Vec<String> {
-        let (pfv, itype) = (&self.payload_format_version, &self.integration_type);
-        Checks::new()
-            .one_of("payload_format_version", pfv, &["1.0", "2.0"])
-            .one_of("integration_type", itype, &["AWS_PROXY", "HTTP_PROXY"])
-            .done()
-    }
 }
 
 /// Provider for [`Integration`]; id `api|integration`.
@@ -87,8 +76,6 @@ impl IntegrationProvider {
 #[async_trait]
 impl ResourceProvider for IntegrationProvider {
     type Resource = Integration;
-
-    const REPLACE_PATHS: &'static [&'static str] = &["api_id", "integration_type"];
 
     async fn read(&self, at: Lookup<'_, Integration>) -> Found<Integration> {
         let d = at.desired;

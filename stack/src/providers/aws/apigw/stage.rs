@@ -3,28 +3,21 @@
 use super::api_arn;
 use crate::providers::aws::prelude::*;
 
-/// Kind name of [`Stage`].
-pub const STAGE_KIND: &str = "aws:apigatewayv2:Stage";
-
 /// A stage (`$default` with auto-deploy serves at the API's root URL).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Resource)]
+#[resource(kind = "aws:apigatewayv2:Stage")]
 pub struct Stage {
     /// API id.
+    #[resource(replace)]
     pub api_id: Input<String>,
     /// Stage name.
+    #[resource(replace, non_empty, label = "stage name")]
     pub name: String,
     /// Deploy automatically on every change.
     pub auto_deploy: bool,
     /// Tags.
     #[serde(default)]
     pub tags: Tags,
-}
-
-impl Resource for Stage {
-    const KIND: &'static str = STAGE_KIND;
-    fn validate(&self) -> Vec<String> {
-        Checks::new().non_empty("stage name", &self.name).done()
-    }
 }
 
 /// Provider for [`Stage`]; id `api|stage`.
@@ -47,8 +40,6 @@ impl StageProvider {
 #[async_trait]
 impl ResourceProvider for StageProvider {
     type Resource = Stage;
-
-    const REPLACE_PATHS: &'static [&'static str] = &["api_id", "name"];
 
     async fn read(&self, at: Lookup<'_, Stage>) -> Found<Stage> {
         let key = join_id(at.desired.api_id.as_str(), &at.desired.name);

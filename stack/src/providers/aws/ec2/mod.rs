@@ -7,10 +7,10 @@ mod route_table;
 mod subnet;
 mod vpc;
 
-pub use internet_gateway::{IGW_KIND, InternetGateway, InternetGatewayProvider};
-pub use route_table::{ROUTE_TABLE_KIND, RouteTable, RouteTableProvider};
-pub use subnet::{SUBNET_KIND, Subnet, SubnetProvider};
-pub use vpc::{VPC_KIND, Vpc, VpcProvider};
+pub use internet_gateway::{InternetGateway, InternetGatewayProvider};
+pub use route_table::{RouteTable, RouteTableProvider};
+pub use subnet::{Subnet, SubnetProvider};
+pub use vpc::{Vpc, VpcProvider};
 
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
@@ -19,7 +19,7 @@ use std::time::Duration;
 use super::{AwsResult, Missing, Outputs, Tagging, Tags, obj, retry_on};
 use crate::engine::{TAG_RESOURCE, TAG_STACK};
 use crate::error::ProviderError;
-use crate::providers::{Found, Read};
+use crate::providers::{Checks, Found, Read};
 
 /// Checks an IPv4 CIDR like `10.0.0.0/16`.
 pub fn valid_cidr(c: &str) -> bool {
@@ -32,9 +32,11 @@ pub fn valid_cidr(c: &str) -> bool {
         && bits.parse::<u8>().is_ok_and(|b| (16..=28).contains(&b))
 }
 
-/// The message for a CIDR [`valid_cidr`] rejects.
-fn bad_cidr(c: &str) -> String {
-    format!("cidr_block `{c}` is not an IPv4 CIDR with /16../28")
+/// The `cidr_block` rule of VPCs and subnets: a CIDR [`valid_cidr`] accepts.
+fn check_cidr(c: Checks, cidr: &str) -> Checks {
+    c.require(valid_cidr(cidr), || {
+        format!("cidr_block `{cidr}` is not an IPv4 CIDR with /16../28")
+    })
 }
 
 fn ec2_tag(k: &str, v: Option<&str>) -> Tag {

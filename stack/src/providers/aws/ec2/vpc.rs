@@ -1,18 +1,15 @@
 //! A VPC.
 
-use super::{
-    bad_cidr, delete_when_free, ec2_tags, first, found, id_out, ids_or_tags, tag_spec, valid_cidr,
-};
+use super::{check_cidr, delete_when_free, ec2_tags, first, found, id_out, ids_or_tags, tag_spec};
 use crate::providers::aws::prelude::*;
 use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType, VpcAttributeName};
 
-/// Kind name of [`Vpc`].
-pub const VPC_KIND: &str = "aws:ec2:Vpc";
-
 /// A VPC.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Resource)]
+#[resource(kind = "aws:ec2:Vpc", checks = Self::checks)]
 pub struct Vpc {
     /// IPv4 CIDR (forces replacement).
+    #[resource(replace)]
     pub cidr_block: String,
     /// The Amazon DNS server (`enableDnsSupport`; AWS's default is on).
     #[serde(default = "on")]
@@ -26,13 +23,10 @@ pub struct Vpc {
     pub tags: Tags,
 }
 
-impl Resource for Vpc {
-    const KIND: &'static str = VPC_KIND;
-    fn validate(&self) -> Vec<String> {
-        let cidr = &self.cidr_block;
-        Checks::new()
-            .require(valid_cidr(cidr), || bad_cidr(cidr))
-            .done()
+impl Vpc {
+    /// The CIDR's syntax.
+    fn checks(&self, c: Checks) -> Checks {
+        check_cidr(c, &self.cidr_block)
     }
 }
 
@@ -80,8 +74,6 @@ impl VpcProvider {
 #[async_trait]
 impl ResourceProvider for VpcProvider {
     type Resource = Vpc;
-
-    const REPLACE_PATHS: &'static [&'static str] = &["cidr_block"];
 
     async fn read(&self, at: Lookup<'_, Vpc>) -> Found<Vpc> {
         let (ids, filters) = ids_or_tags(at.id, &at.desired.tags);

@@ -3,27 +3,24 @@
 use crate::providers::aws::{prelude::*, retry_on};
 use std::time::Duration;
 
-/// Kind name of [`RolePolicyAttachment`].
-pub const ATTACH_KIND: &str = "aws:iam:RolePolicyAttachment";
-
 /// Attaches a managed policy to a role.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Resource)]
+#[resource(kind = "aws:iam:RolePolicyAttachment", checks = Self::checks)]
 pub struct RolePolicyAttachment {
     /// Role name.
+    #[resource(replace)]
     pub role: Input<String>,
     /// Managed policy ARN.
+    #[resource(replace)]
     pub policy_arn: String,
 }
 
-impl Resource for RolePolicyAttachment {
-    const KIND: &'static str = ATTACH_KIND;
-    const TAGGABLE: bool = false;
-    fn validate(&self) -> Vec<String> {
-        Checks::new()
-            .require(self.policy_arn.starts_with("arn:"), || {
-                format!("policy_arn `{}` is not an ARN", self.policy_arn)
-            })
-            .done()
+impl RolePolicyAttachment {
+    /// The policy is named by its ARN.
+    fn checks(&self, c: Checks) -> Checks {
+        c.require(self.policy_arn.starts_with("arn:"), || {
+            format!("policy_arn `{}` is not an ARN", self.policy_arn)
+        })
     }
 }
 
@@ -48,8 +45,6 @@ impl AttachmentProvider {
 #[async_trait]
 impl ResourceProvider for AttachmentProvider {
     type Resource = RolePolicyAttachment;
-
-    const REPLACE_PATHS: &'static [&'static str] = &["role", "policy_arn"];
 
     async fn read(&self, at: Lookup<'_, RolePolicyAttachment>) -> Found<RolePolicyAttachment> {
         let key = join_id(at.desired.role.as_str(), &at.desired.policy_arn);
