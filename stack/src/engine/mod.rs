@@ -125,6 +125,35 @@ impl Input<String> {
 ///
 /// Usually derived (`#[derive(Resource)]`, see [`stack_derive`]): the kind on the
 /// struct, checks and replacement on its fields.
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+/// use stack::engine::Resource;
+///
+/// #[derive(Serialize, Deserialize, Resource)]
+/// #[resource(kind = "test:Thing")]
+/// struct Thing {
+///     #[resource(replace, len = 1..=8)]
+///     name: String,
+/// }
+/// assert_eq!(Thing::REPLACE_PATHS, ["name"]);
+/// let long = Thing { name: "much too long".into() };
+/// assert_eq!(long.validate(), ["name `much too long` must be 1-8 chars"]);
+/// ```
+///
+/// An attribute it does not know is a compile error (here `lenght`):
+///
+/// ```compile_fail
+/// use serde::{Deserialize, Serialize};
+/// use stack::engine::Resource;
+///
+/// #[derive(Serialize, Deserialize, Resource)]
+/// #[resource(kind = "test:Thing")]
+/// struct Thing {
+///     #[resource(replace, lenght = 1..=8)]
+///     name: String,
+/// }
+/// ```
 pub trait Resource: Serialize + DeserializeOwned {
     /// The kind, e.g. `aws:lambda:Function`.
     const KIND: &'static str;
