@@ -1,6 +1,8 @@
 //! An internet gateway attached to a VPC.
 
-use super::{dependency_violation, ec2_tags, first, found, id_out, ids_or_tags, tag_spec};
+use super::{
+    dependency_violation, ec2_tags, first, found, id_out, ids_or_tags, sync_tags_then_id, tag_spec,
+};
 use crate::providers::aws::{prelude::*, retry_on};
 use aws_sdk_ec2::types::ResourceType;
 use std::time::Duration;
@@ -58,8 +60,7 @@ impl ResourceProvider for InternetGatewayProvider {
         o: &InternetGateway,
         d: &InternetGateway,
     ) -> Result<Applied, ProviderError> {
-        sync_tags(&self.0.ec2, id, &o.tags, &d.tags).await?;
-        Ok(id_out(id).into())
+        sync_tags_then_id(&self.0.ec2, id, &o.tags, &d.tags).await
     }
 
     async fn delete(&self, id: &str, last: &InternetGateway) -> Result<(), ProviderError> {

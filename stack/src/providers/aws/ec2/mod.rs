@@ -19,7 +19,7 @@ use std::time::Duration;
 use super::{AwsResult, Missing, Outputs, Tagging, Tags, obj, retry_on};
 use crate::engine::{TAG_RESOURCE, TAG_STACK};
 use crate::error::ProviderError;
-use crate::providers::{Checks, Found, Read};
+use crate::providers::{Applied, Checks, Found, Read};
 
 /// Checks an IPv4 CIDR like `10.0.0.0/16`.
 pub fn valid_cidr(c: &str) -> bool {
@@ -80,6 +80,18 @@ fn by_tags(tags: &Tags) -> Vec<Filter> {
 /// The outputs of every EC2 resource: its id.
 fn id_out(id: &str) -> Outputs {
     obj(serde_json::json!({ "id": id }))
+}
+
+/// The end of every EC2 update: the tags brought from `old` to `new` (EC2 tags by
+/// id), and the id as the outputs.
+async fn sync_tags_then_id(
+    ec2: &aws_sdk_ec2::Client,
+    id: &str,
+    old: &Tags,
+    new: &Tags,
+) -> Result<Applied, ProviderError> {
+    super::sync_tags(ec2, id, old, new).await?;
+    Ok(id_out(id).into())
 }
 
 /// What an EC2 describe call asks for (its `ids` and `filters`): the id in state, or

@@ -1,6 +1,6 @@
 //! A route table with a default route to an internet gateway, associated with subnets.
 
-use super::{ec2_tags, first, found, id_out, ids_or_tags, tag_spec};
+use super::{ec2_tags, first, found, id_out, ids_or_tags, sync_tags_then_id, tag_spec};
 use crate::providers::aws::{prelude::*, same_order};
 use aws_sdk_ec2::types::ResourceType;
 
@@ -140,8 +140,7 @@ impl ResourceProvider for RouteTableProvider {
                 self.associate(id, s).await?;
             }
         }
-        sync_tags(&self.0.ec2, id, &o.tags, &d.tags).await?;
-        Ok(id_out(id).into())
+        sync_tags_then_id(&self.0.ec2, id, &o.tags, &d.tags).await
     }
 
     async fn delete(&self, id: &str, _last: &RouteTable) -> Result<(), ProviderError> {

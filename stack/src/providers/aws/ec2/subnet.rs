@@ -1,6 +1,9 @@
 //! A subnet in one availability zone.
 
-use super::{check_cidr, delete_when_free, ec2_tags, first, found, id_out, ids_or_tags, tag_spec};
+use super::{
+    check_cidr, delete_when_free, ec2_tags, first, found, id_out, ids_or_tags, sync_tags_then_id,
+    tag_spec,
+};
 use crate::providers::aws::prelude::*;
 use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType};
 
@@ -86,8 +89,7 @@ impl ResourceProvider for SubnetProvider {
         if o.map_public_ip_on_launch != d.map_public_ip_on_launch {
             self.set_public_ip(id, d.map_public_ip_on_launch).await?;
         }
-        sync_tags(&self.0.ec2, id, &o.tags, &d.tags).await?;
-        Ok(id_out(id).into())
+        sync_tags_then_id(&self.0.ec2, id, &o.tags, &d.tags).await
     }
 
     async fn delete(&self, id: &str, _last: &Subnet) -> Result<(), ProviderError> {

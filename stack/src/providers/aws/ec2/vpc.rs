@@ -1,6 +1,9 @@
 //! A VPC.
 
-use super::{check_cidr, delete_when_free, ec2_tags, first, found, id_out, ids_or_tags, tag_spec};
+use super::{
+    check_cidr, delete_when_free, ec2_tags, first, found, id_out, ids_or_tags, sync_tags_then_id,
+    tag_spec,
+};
 use crate::providers::aws::prelude::*;
 use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType, VpcAttributeName};
 
@@ -111,8 +114,7 @@ impl ResourceProvider for VpcProvider {
 
     async fn update(&self, id: &str, o: &Vpc, d: &Vpc) -> Result<Applied, ProviderError> {
         self.set_dns(id, Some(o), d).await?;
-        sync_tags(&self.0.ec2, id, &o.tags, &d.tags).await?;
-        Ok(id_out(id).into())
+        sync_tags_then_id(&self.0.ec2, id, &o.tags, &d.tags).await
     }
 
     async fn delete(&self, id: &str, _last: &Vpc) -> Result<(), ProviderError> {
