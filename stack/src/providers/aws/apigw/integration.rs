@@ -94,7 +94,7 @@ impl ResourceProvider for IntegrationProvider {
         };
         let iid = iid.unwrap_or_default();
         Ok(Some(Read {
-            id: format!("{api_id}|{iid}"),
+            id: join_id(api_id, &iid),
             props: Integration {
                 api_id: Input::Value(api_id.to_string()),
                 integration_type: itype.map_or(String::new(), |t| t.as_str().to_string()),
@@ -118,7 +118,7 @@ impl ResourceProvider for IntegrationProvider {
             .payload_format_version(&d.payload_format_version);
         let r = r.send().await.aws("apigateway:CreateIntegration")?;
         let iid = r.integration_id().unwrap_or_default();
-        let id = format!("{}|{iid}", d.api_id.as_str());
+        let id = join_id(d.api_id.as_str(), iid);
         Ok(Created::new(id, integ_outputs(iid)))
     }
 

@@ -70,7 +70,7 @@ impl ResourceProvider for RouteProvider {
             }
         };
         Ok(Some(Read {
-            id: format!("{api_id}|{rid}"),
+            id: join_id(api_id, &rid),
             props: Route {
                 api_id: Input::Value(api_id.to_string()),
                 route_key: key.unwrap_or_default(),
@@ -85,7 +85,7 @@ impl ResourceProvider for RouteProvider {
         let r = r.route_key(&d.route_key).target(d.target.as_str());
         let r = r.send().await.aws("apigateway:CreateRoute")?;
         let rid = r.route_id().unwrap_or_default();
-        let id = format!("{}|{rid}", d.api_id.as_str());
+        let id = join_id(d.api_id.as_str(), rid);
         Ok(Created::new(id, route_outputs(rid)))
     }
 

@@ -54,7 +54,7 @@ impl ResourceProvider for StageProvider {
             return Ok(None);
         };
         Ok(Some(Read {
-            id: format!("{api_id}|{name}"),
+            id: join_id(api_id, name),
             props: Stage {
                 api_id: Input::Value(api_id.to_string()),
                 name: s.stage_name().unwrap_or(name).to_string(),
@@ -77,7 +77,7 @@ impl ResourceProvider for StageProvider {
             .set_tags(Some(d.tags.clone().into_iter().collect()));
         r.send().await.aws("apigateway:CreateStage")?;
         let outputs = self.outputs(api_id, &d.name).await?;
-        Ok(Created::new(format!("{api_id}|{}", d.name), outputs))
+        Ok(Created::new(join_id(api_id, &d.name), outputs))
     }
 
     async fn update(&self, id: &str, o: &Stage, d: &Stage) -> Result<Applied, ProviderError> {

@@ -71,7 +71,7 @@ fn stand_in_for(name: &str) -> String {
 
 /// The id of an add-on: `cluster|name`.
 fn addon_id(d: &Addon) -> String {
-    format!("{}|{}", d.cluster.as_str(), d.name)
+    join_id(d.cluster.as_str(), &d.name)
 }
 
 async fn wait_active(c: &Clients, cluster: &str, name: &str) -> Result<(), ProviderError> {

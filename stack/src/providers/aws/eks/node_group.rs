@@ -159,7 +159,7 @@ impl ResourceProvider for NodeGroupProvider {
             outputs.insert(FAILED_OUTPUT.into(), reason.into());
         }
         Ok(Some(Read {
-            id: format!("{cluster}|{name}"),
+            id: join_id(cluster, name),
             props,
             outputs,
         }))
@@ -180,7 +180,7 @@ impl ResourceProvider for NodeGroupProvider {
             .set_tags(Some(d.tags.clone().into_iter().collect()));
         r.send().await.aws("eks:CreateNodegroup")?;
         self.wait_active(cluster, &d.name).await?;
-        Ok(Created::read_back(format!("{cluster}|{}", d.name)))
+        Ok(Created::read_back(join_id(cluster, &d.name)))
     }
 
     async fn update(

@@ -59,7 +59,7 @@ impl ResourceProvider for AttachmentProvider {
             return Ok(None);
         }
         Ok(Some(Read {
-            id: format!("{role}|{arn}"),
+            id: join_id(role, arn),
             props: RolePolicyAttachment {
                 role: Input::Value(role.to_string()),
                 policy_arn: arn.to_string(),
@@ -78,7 +78,7 @@ impl ResourceProvider for AttachmentProvider {
             }
             r => r?,
         }
-        let id = format!("{role}|{}", d.policy_arn);
+        let id = join_id(role, &d.policy_arn);
         Ok(Created::new(id, Outputs::new()))
     }
 

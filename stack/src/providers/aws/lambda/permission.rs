@@ -59,7 +59,7 @@ impl ResourceProvider for PermissionProvider {
             .pointer("/Principal/Service")
             .or_else(|| s.get("Principal"));
         Ok(Some(Read {
-            id: format!("{function}|{sid}"),
+            id: join_id(function, sid),
             props: Permission {
                 function: Input::Value(function.to_string()),
                 statement_id: sid.to_string(),
@@ -82,7 +82,7 @@ impl ResourceProvider for PermissionProvider {
             .principal(&d.principal)
             .source_arn(d.source_arn.as_str());
         r.send().await.aws("lambda:AddPermission")?;
-        let id = format!("{}|{}", d.function.as_str(), d.statement_id);
+        let id = join_id(d.function.as_str(), &d.statement_id);
         Ok(Created::new(id, Outputs::new()))
     }
 

@@ -60,7 +60,7 @@ impl ResourceProvider for ObjectProvider {
         }
         // Content-addressed: the key is the content; the source path is local knowledge.
         Ok(Some(Read {
-            id: format!("{bucket}|{key}"),
+            id: join_id(bucket, key),
             props: Object {
                 bucket: Input::Value(bucket.into()),
                 key: key.into(),
@@ -81,7 +81,7 @@ impl ResourceProvider for ObjectProvider {
         let r = self.0.s3.put_object().bucket(bucket).key(&d.key).body(body);
         let r = r.checksum_sha256(&d.sha256).send().await;
         r.aws("s3:PutObject")?;
-        let id = format!("{bucket}|{}", d.key);
+        let id = join_id(bucket, &d.key);
         Ok(Created::new(id, object_outputs(bucket, &d.key)))
     }
 
