@@ -6,6 +6,9 @@
 //! applies. Providers (one per resource kind) live under [`providers`]; the project's own
 //! infrastructure is declared in [`app`].
 
+// `::stack` in the code `#[derive(Resource)]` generates names this crate here too.
+extern crate self as stack;
+
 pub mod app;
 pub mod artifacts;
 pub mod aws_rules;

@@ -14,6 +14,8 @@ use std::collections::BTreeMap;
 use std::marker::PhantomData;
 
 pub use error::EngineError;
+/// `#[derive(Resource)]` (a macro of the same name as the trait, as with serde's).
+pub use stack_derive::Resource;
 
 /// The JSON key marking a reference to another resource's output inside properties.
 pub const REF_KEY: &str = "$ref";
@@ -120,11 +122,49 @@ impl Input<String> {
 
 /// A declarable resource type. The serialized value is the resource's desired
 /// properties; a provider for [`Resource::KIND`] knows how to realize them.
+///
+/// Usually derived (`#[derive(Resource)]`, see [`stack_derive`]): the kind on the
+/// struct, checks and replacement on its fields.
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+/// use stack::engine::Resource;
+///
+/// #[derive(Serialize, Deserialize, Resource)]
+/// #[resource(kind = "test:Thing")]
+/// struct Thing {
+///     #[resource(replace, len = 1..=8)]
+///     name: String,
+/// }
+/// assert_eq!(Thing::REPLACE_PATHS, ["name"]);
+/// let long = Thing { name: "much too long".into() };
+/// assert_eq!(long.validate(), ["name `much too long` must be 1-8 chars"]);
+/// ```
+///
+/// An attribute it does not know is a compile error (here `lenght`):
+///
+/// ```compile_fail
+/// use serde::{Deserialize, Serialize};
+/// use stack::engine::Resource;
+///
+/// #[derive(Serialize, Deserialize, Resource)]
+/// #[resource(kind = "test:Thing")]
+/// struct Thing {
+///     #[resource(replace, lenght = 1..=8)]
+///     name: String,
+/// }
+/// ```
 pub trait Resource: Serialize + DeserializeOwned {
     /// The kind, e.g. `aws:lambda:Function`.
     const KIND: &'static str;
-    /// Whether the kind supports tags (the engine then adds the stack's tags).
+    /// Whether the kind supports tags (the engine then adds the stack's tags to its
+    /// `tags` property).
     const TAGGABLE: bool = true;
+    /// Dotted paths of the properties whose change forces a replacement (delete and
+    /// create), e.g. `name`: what the provider's
+    /// [`ResourceProvider::REPLACE_PATHS`](crate::providers::ResourceProvider::REPLACE_PATHS)
+    /// defaults to.
+    const REPLACE_PATHS: &'static [&'static str] = &[];
     /// Checks the properties without any API call; each problem is one message
     /// (see [`Checks`](crate::providers::Checks)). None by default.
     fn validate(&self) -> Vec<String> {

@@ -31,9 +31,10 @@ use tokio::sync::mpsc;
 
 use super::daemon::Daemon;
 use super::process;
+use crate::engine::Resource;
 use crate::engine::state::State;
-use crate::providers::aws::apigw::API_KIND;
-use crate::providers::aws::lambda::{self, Code};
+use crate::providers::aws::apigw::Api;
+use crate::providers::aws::lambda::{self, Code, Function};
 use crate::providers::aws::{AwsResult, Clients};
 
 /// Why a front could not be brought up; each names the API or function and what to do.
@@ -151,7 +152,7 @@ impl Fronts {
         let apis: Vec<String> = state
             .resources
             .values()
-            .filter(|r| r.kind == API_KIND && !r.id.is_empty())
+            .filter(|r| r.kind == Api::KIND && !r.id.is_empty())
             .map(|r| r.id.clone())
             .collect();
         if apis.is_empty() {
@@ -371,8 +372,8 @@ impl Fronts {
         let declared = state
             .resources
             .values()
-            .filter(|r| r.kind == lambda::FUNCTION_KIND)
-            .filter_map(|r| serde_json::from_value::<lambda::Function>(r.props.clone()).ok())
+            .filter(|r| r.kind == Function::KIND)
+            .filter_map(|r| serde_json::from_value::<Function>(r.props.clone()).ok())
             .find(|f| f.name == function)
             .ok_or_else(|| {
                 code_err("not in this stack's state, so its code cannot be found".into())

@@ -174,3 +174,100 @@ mod tests {
         assert_eq!(alternatives(&["x86_64", "arm64"]), "x86_64 or arm64");
     }
 }
+
+/// `#[derive(Resource)]`: each field rule is the `Checks` call of the same name.
+#[cfg(test)]
+mod derive_tests {
+    use super::*;
+    use crate::engine::Resource;
+    use serde::{Deserialize, Serialize};
+
+    const LOWER: Charset = Charset {
+        name: "[a-z]",
+        allows: |c| c.is_ascii_lowercase(),
+    };
+
+    /// One field per rule, two of them forcing replacement, and a hook.
+    #[derive(Debug, Serialize, Deserialize, Resource)]
+    #[resource(kind = "test:Everything", checks = Self::checks)]
+    struct Everything {
+        #[resource(replace, len = 1..=128)]
+        name: String,
+        #[resource(chars(1..=64, Charset::WORD), label = "function name")]
+        function: String,
+        #[resource(word(LOWER))]
+        statement_id: String,
+        #[resource(non_empty)]
+        availability_zone: String,
+        #[resource(one_of("API", "API_AND_CONFIG_MAP", "CONFIG_MAP"), replace)]
+        mode: String,
+        #[resource(within = 128..=10240)]
+        memory_mb: i32,
+        min: i32,
+        max: i32,
+    }
+
+    impl Everything {
+        fn checks(&self, c: Checks) -> Checks {
+            c.require(self.min <= self.max, || "min must not exceed max".into())
+        }
+    }
+
+    fn everything(bad: bool) -> Everything {
+        let pick = |bad_value: &str, good: &str| if bad { bad_value } else { good }.to_string();
+        Everything {
+            name: pick("", "api"),
+            function: pick("a b", "a_b-1"),
+            statement_id: pick("A", "sid"),
+            availability_zone: pick("", "us-east-1a"),
+            mode: pick("X", "API"),
+            memory_mb: if bad { 100_000 } else { 1024 },
+            min: if bad { 2 } else { 1 },
+            max: 1,
+        }
+    }
+
+    #[test]
+    fn field_rules_run_in_field_order_then_the_hook() {
+        assert_eq!(
+            everything(true).validate(),
+            [
+                "name `` must be 1-128 chars",
+                "function name `a b` must be 1-64 chars of [A-Za-z0-9_-]",
+                "statement_id `A` must be non-empty [a-z]",
+                "availability_zone must not be empty",
+                "mode `X` must be API, API_AND_CONFIG_MAP or CONFIG_MAP",
+                "memory_mb 100000 must be between 128 and 10240",
+                "min must not exceed max",
+            ]
+        );
+        assert!(everything(false).validate().is_empty());
+    }
+
+    #[test]
+    fn kind_replace_paths_and_tagging_come_from_the_declaration() {
+        assert_eq!(Everything::KIND, "test:Everything");
+        assert_eq!(Everything::REPLACE_PATHS, ["name", "mode"]);
+        const { assert!(!Everything::TAGGABLE, "no tags field") };
+        // A replace path the derive makes names a field of the serialized shape.
+        assert!(crate::providers::check_paths::<Everything>(Everything::REPLACE_PATHS).is_ok());
+    }
+
+    /// Nothing to check: the trait's `validate` (no problems); taggable by its field.
+    #[derive(Debug, Serialize, Deserialize, Resource)]
+    #[resource(kind = "test:Tagged")]
+    struct Tagged {
+        #[serde(default)]
+        tags: std::collections::BTreeMap<String, String>,
+    }
+
+    #[test]
+    fn a_tags_field_makes_a_kind_taggable() {
+        let t = Tagged {
+            tags: Default::default(),
+        };
+        const { assert!(Tagged::TAGGABLE) };
+        assert!(Tagged::REPLACE_PATHS.is_empty());
+        assert!(t.validate().is_empty());
+    }
+}

@@ -23,16 +23,16 @@
 //!    ```text
 //!    use crate::providers::aws::prelude::*;
 //!
-//!    pub const QUEUE_KIND: &str = "aws:sqs:Queue";
-//!
-//!    #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-//!    pub struct Queue { pub name: String, #[serde(default)] pub tags: Tags }
-//!
-//!    impl Resource for Queue {
-//!        const KIND: &'static str = QUEUE_KIND;
-//!        fn validate(&self) -> Vec<String> { // optional: nothing to check by default
-//!            Checks::new().len("name", &self.name, 1..=80).done()
-//!        }
+//!    /// A queue.
+//!    #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Resource)]
+//!    #[resource(kind = "aws:sqs:Queue")]
+//!    pub struct Queue {
+//!        /// Queue name (forces replacement).
+//!        #[resource(replace, len = 1..=80)]
+//!        pub name: String,
+//!        /// Tags (a `tags` field makes the kind taggable: the engine adds the stack's).
+//!        #[serde(default)]
+//!        pub tags: Tags,
 //!    }
 //!
 //!    pub struct QueueProvider(pub Arc<Clients>);
@@ -40,7 +40,6 @@
 //!    #[async_trait]
 //!    impl ResourceProvider for QueueProvider {
 //!        type Resource = Queue;
-//!        const REPLACE_PATHS: &'static [&'static str] = &["name"]; // checked
 //!        async fn read(&self, at: Lookup<'_, Queue>) -> Found<Queue> {
 //!            let d = at.desired; // at.id: the id in state, None to look up by name or tags
 //!            let r = self.0.sqs.get_queue_url().queue_name(at.id_or(&d.name)).send().await;
@@ -63,13 +62,20 @@
 //!    }
 //!    ```
 //!
-//!    The provider never touches JSON: the adapter decodes the properties and builds
-//!    what the engine sees. [`Checks`] spells the usual property rules (lengths,
-//!    character sets, allowed values) with messages naming the field and the value. A new *service* also gets its client in
+//!    `#[derive(Resource)]` ([`stack_derive`]) declares the kind on the struct and the
+//!    rest on the fields: `replace` (a change forces a replacement; the provider's
+//!    [`ResourceProvider::REPLACE_PATHS`] default to these fields), and the [`Checks`]
+//!    rules `len = a..=b`, `chars(a..=b, CHARSET)`, `word(CHARSET)`, `non_empty`,
+//!    `one_of("A", "B")`, `within = a..=b`, whose messages name the field (or its
+//!    `label = "..."`) and the value. A rule that is no one field's (a cross-field
+//!    bound, a syntax) is Rust in a hook, `#[resource(kind = "..", checks =
+//!    Self::checks)]` with `fn checks(&self, c: Checks) -> Checks`, run after the
+//!    field rules. The provider never touches JSON: the adapter decodes the properties
+//!    and builds what the engine sees. A new *service* also gets its client in
 //!    [`aws::Clients`] and one [`aws::Tagging`] impl in its `mod.rs`
 //!    ([`aws::map_tagging!`](aws) for services with map-shaped tag calls).
-//! 2. `mod queue;` and `pub use queue::{QUEUE_KIND, Queue, QueueProvider};` in the
-//!    service's `mod.rs` (a service's `mod.rs` holds only its shared helpers).
+//! 2. `mod queue;` and `pub use queue::{Queue, QueueProvider};` in the service's
+//!    `mod.rs` (a service's `mod.rs` holds only its shared helpers).
 //! 3. One line in [`aws::register`]: `reg.add(sqs::QueueProvider(c.clone()));`. It is
 //!    keyed by `Queue::KIND`, and panics when a replace path names no field of
 //!    `Queue` (the `aws` unit tests register every provider, so `cargo test` catches
@@ -275,8 +281,9 @@ pub trait ResourceProvider: Send + Sync + 'static {
     type Resource: Resource + Clone + Send + Sync;
     /// Dotted paths of the properties whose change forces a replacement (e.g.
     /// `name`, `spec.selector`); each must name a field of [`Self::Resource`]
-    /// (checked at registration).
-    const REPLACE_PATHS: &'static [&'static str] = &[];
+    /// (checked at registration). By default the resource's own, the fields its
+    /// `#[derive(Resource)]` marks `replace`.
+    const REPLACE_PATHS: &'static [&'static str] = <Self::Resource as Resource>::REPLACE_PATHS;
     /// See [`Provider::create_before_delete`].
     fn create_before_delete(&self) -> bool {
         false

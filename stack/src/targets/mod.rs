@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use stack::artifacts::image::{self, ImageProvider};
 use stack::config::Config;
-use stack::engine::Stack;
 use stack::engine::state::State;
+use stack::engine::{Resource, Stack};
 use stack::local::apigw::Fronts;
 use stack::local::control_plane::ControlPlane;
 use stack::local::router::LocalRouter;
@@ -297,7 +297,7 @@ pub async fn providers(
     });
     if addons == Addons::State {
         reg.register(
-            aws_providers::eks::ADDON_KIND,
+            aws_providers::eks::Addon::KIND,
             Arc::new(aws_providers::eks::AddonProvider::StateOnly),
         );
     }

@@ -4,15 +4,21 @@ use super::prelude::*;
 use super::user_tags;
 use aws_sdk_ecr::types::ImageScanningConfiguration;
 
-/// Kind name.
-pub const KIND: &str = "aws:ecr:Repository";
+/// The characters of a repository name.
+const NAMES: Charset = Charset {
+    name: "[a-z0-9._/-]",
+    allows: |c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-/".contains(c),
+};
 
 /// An ECR repository.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Resource)]
+#[resource(kind = "aws:ecr:Repository")]
 pub struct Repository {
     /// Repository name (fixed: forces replacement).
+    #[resource(replace, chars(2..=256, NAMES))]
     pub name: String,
     /// `MUTABLE` or `IMMUTABLE`.
+    #[resource(one_of("MUTABLE", "IMMUTABLE"))]
     pub image_tag_mutability: String,
     /// Scan images on push.
     pub scan_on_push: bool,
@@ -30,25 +36,6 @@ impl Repository {
             scan_on_push: false,
             tags: Tags::new(),
         }
-    }
-}
-
-impl Resource for Repository {
-    const KIND: &'static str = KIND;
-    fn validate(&self) -> Vec<String> {
-        let names = Charset {
-            name: "[a-z0-9._/-]",
-            allows: |c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-/".contains(c),
-        };
-        let mutability = &self.image_tag_mutability;
-        Checks::new()
-            .chars("name", &self.name, 2..=256, names)
-            .one_of(
-                "image_tag_mutability",
-                mutability,
-                &["MUTABLE", "IMMUTABLE"],
-            )
-            .done()
     }
 }
 
@@ -105,8 +92,6 @@ impl Tagging for aws_sdk_ecr::Client {
 #[async_trait]
 impl ResourceProvider for RepositoryProvider {
     type Resource = Repository;
-
-    const REPLACE_PATHS: &'static [&'static str] = &["name"];
 
     async fn read(&self, at: Lookup<'_, Repository>) -> Found<Repository> {
         let name = at.id_or(&at.desired.name);

@@ -3,9 +3,6 @@
 use super::prelude::*;
 use super::read_back_and_tag;
 
-/// Kind name.
-pub const KIND: &str = "aws:logs:LogGroup";
-
 /// The retention values CloudWatch Logs accepts.
 pub const RETENTION_DAYS: &[i32] = &[
     1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
@@ -13,9 +10,11 @@ pub const RETENTION_DAYS: &[i32] = &[
 ];
 
 /// A log group with a retention policy.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Resource)]
+#[resource(kind = "aws:logs:LogGroup", checks = Self::checks)]
 pub struct LogGroup {
     /// Name (forces replacement).
+    #[resource(replace, len = 1..=512)]
     pub name: String,
     /// Retention in days (one of [`RETENTION_DAYS`]).
     pub retention_days: i32,
@@ -24,16 +23,13 @@ pub struct LogGroup {
     pub tags: Tags,
 }
 
-impl Resource for LogGroup {
-    const KIND: &'static str = KIND;
-    fn validate(&self) -> Vec<String> {
+impl LogGroup {
+    /// A retention CloudWatch Logs accepts.
+    fn checks(&self, c: Checks) -> Checks {
         let days = self.retention_days;
-        Checks::new()
-            .len("name", &self.name, 1..=512)
-            .require(RETENTION_DAYS.contains(&days), || {
-                format!("retention_days {days} is not one of {RETENTION_DAYS:?}")
-            })
-            .done()
+        c.require(RETENTION_DAYS.contains(&days), || {
+            format!("retention_days {days} is not one of {RETENTION_DAYS:?}")
+        })
     }
 }
 
@@ -64,8 +60,6 @@ super::map_tagging!(
 #[async_trait]
 impl ResourceProvider for LogGroupProvider {
     type Resource = LogGroup;
-
-    const REPLACE_PATHS: &'static [&'static str] = &["name"];
 
     async fn read(&self, at: Lookup<'_, LogGroup>) -> Found<LogGroup> {
         let name = at.id_or(&at.desired.name);

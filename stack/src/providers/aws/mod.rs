@@ -674,4 +674,92 @@ mod tests {
             assert!(!p.replace_fields().is_empty(), "{kind}");
         }
     }
+
+    /// Each kind's name, whether the engine tags it and what forces its replacement,
+    /// as its resource type declares them (`#[derive(Resource)]`) and its provider
+    /// serves them: pinned, since states and plans depend on them.
+    #[test]
+    fn every_aws_kind_keeps_its_name_tagging_and_replace_paths() {
+        type Decl = (&'static str, bool, &'static [&'static str]);
+        fn decl<P: ResourceProvider>() -> Decl {
+            use crate::engine::Resource;
+            let (kind, taggable) = (P::Resource::KIND, P::Resource::TAGGABLE);
+            (kind, taggable, P::REPLACE_PATHS)
+        }
+        let declared = [
+            decl::<apigw::ApiProvider>(),
+            decl::<apigw::IntegrationProvider>(),
+            decl::<apigw::RouteProvider>(),
+            decl::<apigw::StageProvider>(),
+            decl::<ec2::InternetGatewayProvider>(),
+            decl::<ec2::RouteTableProvider>(),
+            decl::<ec2::SubnetProvider>(),
+            decl::<ec2::VpcProvider>(),
+            decl::<ecr::RepositoryProvider>(),
+            decl::<eks::AddonProvider>(),
+            decl::<eks::ClusterProvider>(),
+            decl::<eks::NodeGroupProvider>(),
+            decl::<iam::AttachmentProvider>(),
+            decl::<iam::RoleProvider>(),
+            decl::<lambda::FunctionProvider>(),
+            decl::<lambda::PermissionProvider>(),
+            decl::<logs::LogGroupProvider>(),
+            decl::<s3::BucketProvider>(),
+            decl::<s3::ObjectProvider>(),
+        ];
+        let want: [Decl; 19] = [
+            ("aws:apigatewayv2:Api", true, &["protocol_type"]),
+            (
+                "aws:apigatewayv2:Integration",
+                false,
+                &["api_id", "integration_type"],
+            ),
+            ("aws:apigatewayv2:Route", false, &["api_id"]),
+            ("aws:apigatewayv2:Stage", true, &["api_id", "name"]),
+            ("aws:ec2:InternetGateway", true, &["vpc_id"]),
+            ("aws:ec2:RouteTable", true, &["vpc_id"]),
+            (
+                "aws:ec2:Subnet",
+                true,
+                &["vpc_id", "cidr_block", "availability_zone"],
+            ),
+            ("aws:ec2:Vpc", true, &["cidr_block"]),
+            ("aws:ecr:Repository", true, &["name"]),
+            ("aws:eks:Addon", true, &["cluster", "name"]),
+            ("aws:eks:Cluster", true, &["name", "role_arn", "subnet_ids"]),
+            (
+                "aws:eks:NodeGroup",
+                true,
+                &[
+                    "cluster",
+                    "name",
+                    "node_role",
+                    "subnet_ids",
+                    "instance_types",
+                ],
+            ),
+            (
+                "aws:iam:RolePolicyAttachment",
+                false,
+                &["role", "policy_arn"],
+            ),
+            ("aws:iam:Role", true, &["name"]),
+            ("aws:lambda:Function", true, &["name", "package_type"]),
+            (
+                "aws:lambda:Permission",
+                false,
+                &[
+                    "function",
+                    "statement_id",
+                    "action",
+                    "principal",
+                    "source_arn",
+                ],
+            ),
+            ("aws:logs:LogGroup", true, &["name"]),
+            ("aws:s3:Bucket", true, &["name", "account_suffix"]),
+            ("aws:s3:Object", false, &["bucket", "key"]),
+        ];
+        assert_eq!(declared, want);
+    }
 }

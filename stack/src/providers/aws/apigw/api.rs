@@ -5,29 +5,19 @@ use crate::engine::{TAG_RESOURCE, TAG_STACK};
 use crate::providers::aws::prelude::*;
 use aws_sdk_apigatewayv2::types::ProtocolType;
 
-/// Kind name of [`Api`].
-pub const API_KIND: &str = "aws:apigatewayv2:Api";
-
 /// An HTTP API.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Resource)]
+#[resource(kind = "aws:apigatewayv2:Api")]
 pub struct Api {
     /// Display name.
+    #[resource(len = 1..=128)]
     pub name: String,
     /// `HTTP` (forces replacement).
+    #[resource(replace, one_of("HTTP", "WEBSOCKET"))]
     pub protocol_type: String,
     /// Tags.
     #[serde(default)]
     pub tags: Tags,
-}
-
-impl Resource for Api {
-    const KIND: &'static str = API_KIND;
-    fn validate(&self) -> Vec<String> {
-        Checks::new()
-            .len("name", &self.name, 1..=128)
-            .one_of("protocol_type", &self.protocol_type, &["HTTP", "WEBSOCKET"])
-            .done()
-    }
 }
 
 /// Provider for [`Api`]. AWS assigns the id; an API made by an interrupted run is
@@ -76,8 +66,6 @@ impl ApiProvider {
 #[async_trait]
 impl ResourceProvider for ApiProvider {
     type Resource = Api;
-
-    const REPLACE_PATHS: &'static [&'static str] = &["protocol_type"];
 
     async fn read(&self, at: Lookup<'_, Api>) -> Found<Api> {
         let id = match at.id {

@@ -3,34 +3,23 @@
 use crate::providers::aws::prelude::*;
 use aws_sdk_apigatewayv2::types::IntegrationType;
 
-/// Kind name of [`Integration`].
-pub const INTEGRATION_KIND: &str = "aws:apigatewayv2:Integration";
-
 /// A Lambda proxy integration.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Resource)]
+#[resource(kind = "aws:apigatewayv2:Integration")]
 pub struct Integration {
     /// API id.
+    #[resource(replace)]
     pub api_id: Input<String>,
     /// `AWS_PROXY`.
+    #[resource(replace, one_of("AWS_PROXY", "HTTP_PROXY"))]
     pub integration_type: String,
     /// The Lambda function ARN.
     pub integration_uri: Input<String>,
     /// `POST` for Lambda proxies.
     pub integration_method: String,
     /// `2.0` for HTTP APIs.
+    #[resource(one_of("1.0", "2.0"))]
     pub payload_format_version: String,
-}
-
-impl Resource for Integration {
-    const KIND: &'static str = INTEGRATION_KIND;
-    const TAGGABLE: bool = false;
-    fn validate(&self) -> Vec<String> {
-        let (pfv, itype) = (&self.payload_format_version, &self.integration_type);
-        Checks::new()
-            .one_of("payload_format_version", pfv, &["1.0", "2.0"])
-            .one_of("integration_type", itype, &["AWS_PROXY", "HTTP_PROXY"])
-            .done()
-    }
 }
 
 /// Provider for [`Integration`]; id `api|integration`.
@@ -88,8 +77,6 @@ impl IntegrationProvider {
 impl ResourceProvider for IntegrationProvider {
     type Resource = Integration;
 
-    const REPLACE_PATHS: &'static [&'static str] = &["api_id", "integration_type"];
-
     async fn read(&self, at: Lookup<'_, Integration>) -> Found<Integration> {
         let d = at.desired;
         let (api_id, found) = match at.id {
@@ -107,7 +94,7 @@ impl ResourceProvider for IntegrationProvider {
         };
         let iid = iid.unwrap_or_default();
         Ok(Some(Read {
-            id: format!("{api_id}|{iid}"),
+            id: join_id(api_id, &iid),
             props: Integration {
                 api_id: Input::Value(api_id.to_string()),
                 integration_type: itype.map_or(String::new(), |t| t.as_str().to_string()),
@@ -131,7 +118,7 @@ impl ResourceProvider for IntegrationProvider {
             .payload_format_version(&d.payload_format_version);
         let r = r.send().await.aws("apigateway:CreateIntegration")?;
         let iid = r.integration_id().unwrap_or_default();
-        let id = format!("{}|{iid}", d.api_id.as_str());
+        let id = join_id(d.api_id.as_str(), iid);
         Ok(Created::new(id, integ_outputs(iid)))
     }
 

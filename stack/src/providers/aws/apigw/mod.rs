@@ -5,10 +5,10 @@ mod integration;
 mod route;
 mod stage;
 
-pub use api::{API_KIND, Api, ApiProvider};
-pub use integration::{INTEGRATION_KIND, Integration, IntegrationProvider};
-pub use route::{ROUTE_KIND, Route, RouteProvider};
-pub use stage::{STAGE_KIND, Stage, StageProvider};
+pub use api::{Api, ApiProvider};
+pub use integration::{Integration, IntegrationProvider};
+pub use route::{Route, RouteProvider};
+pub use stage::{Stage, StageProvider};
 
 use super::Clients;
 

@@ -2,13 +2,12 @@
 
 use crate::providers::aws::prelude::*;
 
-/// Kind name of [`Route`].
-pub const ROUTE_KIND: &str = "aws:apigatewayv2:Route";
-
 /// A route, e.g. `POST /predict` → an integration.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Resource)]
+#[resource(kind = "aws:apigatewayv2:Route", checks = Self::checks)]
 pub struct Route {
     /// API id.
+    #[resource(replace)]
     pub api_id: Input<String>,
     /// Route key, e.g. `POST /predict`.
     pub route_key: String,
@@ -16,23 +15,20 @@ pub struct Route {
     pub target: Input<String>,
 }
 
-impl Resource for Route {
-    const KIND: &'static str = ROUTE_KIND;
-    const TAGGABLE: bool = false;
-    fn validate(&self) -> Vec<String> {
+impl Route {
+    /// The route key's syntax.
+    fn checks(&self, c: Checks) -> Checks {
         let valid = self.route_key == "$default"
             || self
                 .route_key
                 .split_once(' ')
                 .is_some_and(|(m, p)| !m.is_empty() && p.starts_with('/'));
-        Checks::new()
-            .require(valid, || {
-                format!(
-                    "route_key `{}` must be `METHOD /path` or $default",
-                    self.route_key
-                )
-            })
-            .done()
+        c.require(valid, || {
+            format!(
+                "route_key `{}` must be `METHOD /path` or $default",
+                self.route_key
+            )
+        })
     }
 }
 
@@ -46,8 +42,6 @@ fn route_outputs(rid: &str) -> Outputs {
 #[async_trait]
 impl ResourceProvider for RouteProvider {
     type Resource = Route;
-
-    const REPLACE_PATHS: &'static [&'static str] = &["api_id"];
 
     async fn read(&self, at: Lookup<'_, Route>) -> Found<Route> {
         let d = at.desired;
@@ -76,7 +70,7 @@ impl ResourceProvider for RouteProvider {
             }
         };
         Ok(Some(Read {
-            id: format!("{api_id}|{rid}"),
+            id: join_id(api_id, &rid),
             props: Route {
                 api_id: Input::Value(api_id.to_string()),
                 route_key: key.unwrap_or_default(),
@@ -91,7 +85,7 @@ impl ResourceProvider for RouteProvider {
         let r = r.route_key(&d.route_key).target(d.target.as_str());
         let r = r.send().await.aws("apigateway:CreateRoute")?;
         let rid = r.route_id().unwrap_or_default();
-        let id = format!("{}|{rid}", d.api_id.as_str());
+        let id = join_id(d.api_id.as_str(), rid);
         Ok(Created::new(id, route_outputs(rid)))
     }
 

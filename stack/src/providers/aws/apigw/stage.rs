@@ -3,28 +3,21 @@
 use super::api_arn;
 use crate::providers::aws::prelude::*;
 
-/// Kind name of [`Stage`].
-pub const STAGE_KIND: &str = "aws:apigatewayv2:Stage";
-
 /// A stage (`$default` with auto-deploy serves at the API's root URL).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Resource)]
+#[resource(kind = "aws:apigatewayv2:Stage")]
 pub struct Stage {
     /// API id.
+    #[resource(replace)]
     pub api_id: Input<String>,
     /// Stage name.
+    #[resource(replace, non_empty, label = "stage name")]
     pub name: String,
     /// Deploy automatically on every change.
     pub auto_deploy: bool,
     /// Tags.
     #[serde(default)]
     pub tags: Tags,
-}
-
-impl Resource for Stage {
-    const KIND: &'static str = STAGE_KIND;
-    fn validate(&self) -> Vec<String> {
-        Checks::new().non_empty("stage name", &self.name).done()
-    }
 }
 
 /// Provider for [`Stage`]; id `api|stage`.
@@ -48,8 +41,6 @@ impl StageProvider {
 impl ResourceProvider for StageProvider {
     type Resource = Stage;
 
-    const REPLACE_PATHS: &'static [&'static str] = &["api_id", "name"];
-
     async fn read(&self, at: Lookup<'_, Stage>) -> Found<Stage> {
         let key = join_id(at.desired.api_id.as_str(), &at.desired.name);
         let (api_id, name) = split_id(at.id_or(&key));
@@ -63,7 +54,7 @@ impl ResourceProvider for StageProvider {
             return Ok(None);
         };
         Ok(Some(Read {
-            id: format!("{api_id}|{name}"),
+            id: join_id(api_id, name),
             props: Stage {
                 api_id: Input::Value(api_id.to_string()),
                 name: s.stage_name().unwrap_or(name).to_string(),
@@ -86,7 +77,7 @@ impl ResourceProvider for StageProvider {
             .set_tags(Some(d.tags.clone().into_iter().collect()));
         r.send().await.aws("apigateway:CreateStage")?;
         let outputs = self.outputs(api_id, &d.name).await?;
-        Ok(Created::new(format!("{api_id}|{}", d.name), outputs))
+        Ok(Created::new(join_id(api_id, &d.name), outputs))
     }
 
     async fn update(&self, id: &str, o: &Stage, d: &Stage) -> Result<Applied, ProviderError> {

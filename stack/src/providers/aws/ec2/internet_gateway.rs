@@ -1,25 +1,22 @@
 //! An internet gateway attached to a VPC.
 
-use super::{dependency_violation, ec2_tags, first, found, id_out, ids_or_tags, tag_spec};
+use super::{
+    dependency_violation, ec2_tags, first, found, id_out, ids_or_tags, sync_tags_then_id, tag_spec,
+};
 use crate::providers::aws::{prelude::*, retry_on};
 use aws_sdk_ec2::types::ResourceType;
 use std::time::Duration;
 
-/// Kind name of [`InternetGateway`].
-pub const IGW_KIND: &str = "aws:ec2:InternetGateway";
-
 /// An internet gateway attached to a VPC.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Resource)]
+#[resource(kind = "aws:ec2:InternetGateway")]
 pub struct InternetGateway {
     /// The VPC it is attached to (forces replacement).
+    #[resource(replace)]
     pub vpc_id: Input<String>,
     /// Tags.
     #[serde(default)]
     pub tags: Tags,
-}
-
-impl Resource for InternetGateway {
-    const KIND: &'static str = IGW_KIND;
 }
 
 /// Provider for [`InternetGateway`].
@@ -28,8 +25,6 @@ pub struct InternetGatewayProvider(pub Arc<Clients>);
 #[async_trait]
 impl ResourceProvider for InternetGatewayProvider {
     type Resource = InternetGateway;
-
-    const REPLACE_PATHS: &'static [&'static str] = &["vpc_id"];
 
     async fn read(&self, at: Lookup<'_, InternetGateway>) -> Found<InternetGateway> {
         let (ids, filters) = ids_or_tags(at.id, &at.desired.tags);
@@ -65,8 +60,7 @@ impl ResourceProvider for InternetGatewayProvider {
         o: &InternetGateway,
         d: &InternetGateway,
     ) -> Result<Applied, ProviderError> {
-        sync_tags(&self.0.ec2, id, &o.tags, &d.tags).await?;
-        Ok(id_out(id).into())
+        sync_tags_then_id(&self.0.ec2, id, &o.tags, &d.tags).await
     }
 
     async fn delete(&self, id: &str, last: &InternetGateway) -> Result<(), ProviderError> {

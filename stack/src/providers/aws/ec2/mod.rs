@@ -7,10 +7,10 @@ mod route_table;
 mod subnet;
 mod vpc;
 
-pub use internet_gateway::{IGW_KIND, InternetGateway, InternetGatewayProvider};
-pub use route_table::{ROUTE_TABLE_KIND, RouteTable, RouteTableProvider};
-pub use subnet::{SUBNET_KIND, Subnet, SubnetProvider};
-pub use vpc::{VPC_KIND, Vpc, VpcProvider};
+pub use internet_gateway::{InternetGateway, InternetGatewayProvider};
+pub use route_table::{RouteTable, RouteTableProvider};
+pub use subnet::{Subnet, SubnetProvider};
+pub use vpc::{Vpc, VpcProvider};
 
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
@@ -19,7 +19,7 @@ use std::time::Duration;
 use super::{AwsResult, Missing, Outputs, Tagging, Tags, obj, retry_on};
 use crate::engine::{TAG_RESOURCE, TAG_STACK};
 use crate::error::ProviderError;
-use crate::providers::{Found, Read};
+use crate::providers::{Applied, Checks, Found, Read};
 
 /// Checks an IPv4 CIDR like `10.0.0.0/16`.
 pub fn valid_cidr(c: &str) -> bool {
@@ -32,9 +32,11 @@ pub fn valid_cidr(c: &str) -> bool {
         && bits.parse::<u8>().is_ok_and(|b| (16..=28).contains(&b))
 }
 
-/// The message for a CIDR [`valid_cidr`] rejects.
-fn bad_cidr(c: &str) -> String {
-    format!("cidr_block `{c}` is not an IPv4 CIDR with /16../28")
+/// The `cidr_block` rule of VPCs and subnets: a CIDR [`valid_cidr`] accepts.
+fn check_cidr(c: Checks, cidr: &str) -> Checks {
+    c.require(valid_cidr(cidr), || {
+        format!("cidr_block `{cidr}` is not an IPv4 CIDR with /16../28")
+    })
 }
 
 fn ec2_tag(k: &str, v: Option<&str>) -> Tag {
@@ -78,6 +80,18 @@ fn by_tags(tags: &Tags) -> Vec<Filter> {
 /// The outputs of every EC2 resource: its id.
 fn id_out(id: &str) -> Outputs {
     obj(serde_json::json!({ "id": id }))
+}
+
+/// The end of every EC2 update: the tags brought from `old` to `new` (EC2 tags by
+/// id), and the id as the outputs.
+async fn sync_tags_then_id(
+    ec2: &aws_sdk_ec2::Client,
+    id: &str,
+    old: &Tags,
+    new: &Tags,
+) -> Result<Applied, ProviderError> {
+    super::sync_tags(ec2, id, old, new).await?;
+    Ok(id_out(id).into())
 }
 
 /// What an EC2 describe call asks for (its `ids` and `filters`): the id in state, or

@@ -1,19 +1,18 @@
 //! A route table with a default route to an internet gateway, associated with subnets.
 
-use super::{ec2_tags, first, found, id_out, ids_or_tags, tag_spec};
+use super::{ec2_tags, first, found, id_out, ids_or_tags, sync_tags_then_id, tag_spec};
 use crate::providers::aws::{prelude::*, same_order};
 use aws_sdk_ec2::types::ResourceType;
-
-/// Kind name of [`RouteTable`].
-pub const ROUTE_TABLE_KIND: &str = "aws:ec2:RouteTable";
 
 /// The destination of the default route.
 const ANYWHERE: &str = "0.0.0.0/0";
 
 /// A route table with a default route to an internet gateway, associated with subnets.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Resource)]
+#[resource(kind = "aws:ec2:RouteTable")]
 pub struct RouteTable {
     /// VPC id (forces replacement).
+    #[resource(replace)]
     pub vpc_id: Input<String>,
     /// Target of the `0.0.0.0/0` route.
     pub gateway_id: Input<String>,
@@ -22,10 +21,6 @@ pub struct RouteTable {
     /// Tags.
     #[serde(default)]
     pub tags: Tags,
-}
-
-impl Resource for RouteTable {
-    const KIND: &'static str = ROUTE_TABLE_KIND;
 }
 
 /// Provider for [`RouteTable`].
@@ -81,8 +76,6 @@ impl RouteTableProvider {
 #[async_trait]
 impl ResourceProvider for RouteTableProvider {
     type Resource = RouteTable;
-
-    const REPLACE_PATHS: &'static [&'static str] = &["vpc_id"];
 
     async fn read(&self, at: Lookup<'_, RouteTable>) -> Found<RouteTable> {
         let (ids, filters) = ids_or_tags(at.id, &at.desired.tags);
@@ -147,8 +140,7 @@ impl ResourceProvider for RouteTableProvider {
                 self.associate(id, s).await?;
             }
         }
-        sync_tags(&self.0.ec2, id, &o.tags, &d.tags).await?;
-        Ok(id_out(id).into())
+        sync_tags_then_id(&self.0.ec2, id, &o.tags, &d.tags).await
     }
 
     async fn delete(&self, id: &str, _last: &RouteTable) -> Result<(), ProviderError> {

@@ -1,22 +1,24 @@
 //! A subnet in one availability zone.
 
 use super::{
-    bad_cidr, delete_when_free, ec2_tags, first, found, id_out, ids_or_tags, tag_spec, valid_cidr,
+    check_cidr, delete_when_free, ec2_tags, first, found, id_out, ids_or_tags, sync_tags_then_id,
+    tag_spec,
 };
 use crate::providers::aws::prelude::*;
 use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType};
 
-/// Kind name of [`Subnet`].
-pub const SUBNET_KIND: &str = "aws:ec2:Subnet";
-
 /// A subnet in one availability zone.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Resource)]
+#[resource(kind = "aws:ec2:Subnet", checks = Self::checks)]
 pub struct Subnet {
     /// VPC id.
+    #[resource(replace)]
     pub vpc_id: Input<String>,
     /// IPv4 CIDR.
+    #[resource(replace)]
     pub cidr_block: String,
     /// Availability zone, e.g. `us-east-1a`.
+    #[resource(replace, non_empty)]
     pub availability_zone: String,
     /// Give instances launched here a public IP (nodes in public subnets need it).
     #[serde(default)]
@@ -26,14 +28,10 @@ pub struct Subnet {
     pub tags: Tags,
 }
 
-impl Resource for Subnet {
-    const KIND: &'static str = SUBNET_KIND;
-    fn validate(&self) -> Vec<String> {
-        let cidr = &self.cidr_block;
-        Checks::new()
-            .require(valid_cidr(cidr), || bad_cidr(cidr))
-            .non_empty("availability_zone", &self.availability_zone)
-            .done()
+impl Subnet {
+    /// The CIDR's syntax.
+    fn checks(&self, c: Checks) -> Checks {
+        check_cidr(c, &self.cidr_block)
     }
 }
 
@@ -52,8 +50,6 @@ impl SubnetProvider {
 #[async_trait]
 impl ResourceProvider for SubnetProvider {
     type Resource = Subnet;
-
-    const REPLACE_PATHS: &'static [&'static str] = &["vpc_id", "cidr_block", "availability_zone"];
 
     async fn read(&self, at: Lookup<'_, Subnet>) -> Found<Subnet> {
         let (ids, filters) = ids_or_tags(at.id, &at.desired.tags);
@@ -93,8 +89,7 @@ impl ResourceProvider for SubnetProvider {
         if o.map_public_ip_on_launch != d.map_public_ip_on_launch {
             self.set_public_ip(id, d.map_public_ip_on_launch).await?;
         }
-        sync_tags(&self.0.ec2, id, &o.tags, &d.tags).await?;
-        Ok(id_out(id).into())
+        sync_tags_then_id(&self.0.ec2, id, &o.tags, &d.tags).await
     }
 
     async fn delete(&self, id: &str, _last: &Subnet) -> Result<(), ProviderError> {

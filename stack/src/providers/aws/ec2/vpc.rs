@@ -1,18 +1,18 @@
 //! A VPC.
 
 use super::{
-    bad_cidr, delete_when_free, ec2_tags, first, found, id_out, ids_or_tags, tag_spec, valid_cidr,
+    check_cidr, delete_when_free, ec2_tags, first, found, id_out, ids_or_tags, sync_tags_then_id,
+    tag_spec,
 };
 use crate::providers::aws::prelude::*;
 use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType, VpcAttributeName};
 
-/// Kind name of [`Vpc`].
-pub const VPC_KIND: &str = "aws:ec2:Vpc";
-
 /// A VPC.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Resource)]
+#[resource(kind = "aws:ec2:Vpc", checks = Self::checks)]
 pub struct Vpc {
     /// IPv4 CIDR (forces replacement).
+    #[resource(replace)]
     pub cidr_block: String,
     /// The Amazon DNS server (`enableDnsSupport`; AWS's default is on).
     #[serde(default = "on")]
@@ -26,13 +26,10 @@ pub struct Vpc {
     pub tags: Tags,
 }
 
-impl Resource for Vpc {
-    const KIND: &'static str = VPC_KIND;
-    fn validate(&self) -> Vec<String> {
-        let cidr = &self.cidr_block;
-        Checks::new()
-            .require(valid_cidr(cidr), || bad_cidr(cidr))
-            .done()
+impl Vpc {
+    /// The CIDR's syntax.
+    fn checks(&self, c: Checks) -> Checks {
+        check_cidr(c, &self.cidr_block)
     }
 }
 
@@ -81,8 +78,6 @@ impl VpcProvider {
 impl ResourceProvider for VpcProvider {
     type Resource = Vpc;
 
-    const REPLACE_PATHS: &'static [&'static str] = &["cidr_block"];
-
     async fn read(&self, at: Lookup<'_, Vpc>) -> Found<Vpc> {
         let (ids, filters) = ids_or_tags(at.id, &at.desired.tags);
         let r = self
@@ -119,8 +114,7 @@ impl ResourceProvider for VpcProvider {
 
     async fn update(&self, id: &str, o: &Vpc, d: &Vpc) -> Result<Applied, ProviderError> {
         self.set_dns(id, Some(o), d).await?;
-        sync_tags(&self.0.ec2, id, &o.tags, &d.tags).await?;
-        Ok(id_out(id).into())
+        sync_tags_then_id(&self.0.ec2, id, &o.tags, &d.tags).await
     }
 
     async fn delete(&self, id: &str, _last: &Vpc) -> Result<(), ProviderError> {

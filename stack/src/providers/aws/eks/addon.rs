@@ -5,18 +5,24 @@ use crate::providers::aws::{prelude::*, read_back_and_tag, user_tags, wait_for};
 use aws_sdk_eks::client::Waiters;
 use aws_sdk_eks::types::ResolveConflicts;
 
-/// Kind name of [`Addon`].
-pub const ADDON_KIND: &str = "aws:eks:Addon";
+/// The characters of an add-on name.
+const NAMES: Charset = Charset {
+    name: "[a-z0-9-]",
+    allows: |c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-',
+};
 
 /// An EKS add-on, e.g. `metrics-server` (the community add-on the HPA's CPU metric
 /// needs). Created with `resolveConflicts=OVERWRITE` so it takes over a hand-installed
 /// copy; waits for `ACTIVE` after create and update, and for its disappearance after
 /// delete.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Resource)]
+#[resource(kind = "aws:eks:Addon", checks = Self::checks)]
 pub struct Addon {
     /// Cluster name (forces replacement).
+    #[resource(replace)]
     pub cluster: Input<String>,
     /// Add-on name, e.g. `metrics-server` (forces replacement).
+    #[resource(replace, chars(1..=100, NAMES), label = "add-on name")]
     pub name: String,
     /// Add-on version, e.g. `v0.7.2-eksbuild.1`; `None`: EKS's default for the
     /// cluster's Kubernetes version (then version changes by EKS are not drift).
@@ -27,21 +33,14 @@ pub struct Addon {
     pub tags: Tags,
 }
 
-impl Resource for Addon {
-    const KIND: &'static str = ADDON_KIND;
-    fn validate(&self) -> Vec<String> {
-        let names = Charset {
-            name: "[a-z0-9-]",
-            allows: |c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-',
-        };
+impl Addon {
+    /// The version's form.
+    fn checks(&self, c: Checks) -> Checks {
         let version = self.version.as_deref();
-        Checks::new()
-            .chars("add-on name", &self.name, 1..=100, names)
-            .require(version.is_none_or(|v| v.starts_with('v')), || {
-                let v = version.unwrap_or_default();
-                format!("add-on version `{v}` must look like v0.7.2-eksbuild.1")
-            })
-            .done()
+        c.require(version.is_none_or(|v| v.starts_with('v')), || {
+            let v = version.unwrap_or_default();
+            format!("add-on version `{v}` must look like v0.7.2-eksbuild.1")
+        })
     }
 }
 
@@ -72,7 +71,7 @@ fn stand_in_for(name: &str) -> String {
 
 /// The id of an add-on: `cluster|name`.
 fn addon_id(d: &Addon) -> String {
-    format!("{}|{}", d.cluster.as_str(), d.name)
+    join_id(d.cluster.as_str(), &d.name)
 }
 
 async fn wait_active(c: &Clients, cluster: &str, name: &str) -> Result<(), ProviderError> {
@@ -85,8 +84,6 @@ async fn wait_active(c: &Clients, cluster: &str, name: &str) -> Result<(), Provi
 #[async_trait]
 impl ResourceProvider for AddonProvider {
     type Resource = Addon;
-
-    const REPLACE_PATHS: &'static [&'static str] = &["cluster", "name"];
 
     async fn read(&self, at: Lookup<'_, Addon>) -> Found<Addon> {
         let (d, prior) = (at.desired, at.prior);

@@ -9,43 +9,40 @@ use aws_sdk_eks::types::{
     VpcConfigRequest,
 };
 
-/// Kind name of [`Cluster`].
-pub const CLUSTER_KIND: &str = "aws:eks:Cluster";
-
 /// An EKS cluster.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Resource)]
+#[resource(kind = "aws:eks:Cluster", checks = Self::checks)]
 pub struct Cluster {
     /// Cluster name (forces replacement).
+    #[resource(replace, chars(1..=100, Charset::WORD))]
     pub name: String,
     /// Cluster role ARN (forces replacement).
+    #[resource(replace)]
     pub role_arn: Input<String>,
     /// Kubernetes version, e.g. `1.31`.
     pub version: String,
     /// Subnets in at least two zones (forces replacement).
+    #[resource(replace)]
     pub subnet_ids: Vec<Input<String>>,
     /// Authentication mode; `API_AND_CONFIG_MAP` so access entries work.
+    #[resource(one_of("API", "API_AND_CONFIG_MAP", "CONFIG_MAP"))]
     pub access_mode: String,
     /// Tags.
     #[serde(default)]
     pub tags: Tags,
 }
 
-impl Resource for Cluster {
-    const KIND: &'static str = CLUSTER_KIND;
-    fn validate(&self) -> Vec<String> {
+impl Cluster {
+    /// The version's form and the subnet count.
+    fn checks(&self, c: Checks) -> Checks {
         let version = &self.version;
         let numeric = version.split('.').all(|p| p.parse::<u32>().is_ok());
-        let modes = ["API", "API_AND_CONFIG_MAP", "CONFIG_MAP"];
-        Checks::new()
-            .chars("name", &self.name, 1..=100, Charset::WORD)
-            .require(numeric && version.split('.').count() == 2, || {
-                format!("version `{version}` must look like 1.31")
-            })
-            .require(self.subnet_ids.len() >= 2, || {
-                "at least two subnets (in two availability zones) are required".into()
-            })
-            .one_of("access_mode", &self.access_mode, &modes)
-            .done()
+        c.require(numeric && version.split('.').count() == 2, || {
+            format!("version `{version}` must look like 1.31")
+        })
+        .require(self.subnet_ids.len() >= 2, || {
+            "at least two subnets (in two availability zones) are required".into()
+        })
     }
 }
 
@@ -63,8 +60,6 @@ impl ClusterProvider {
 #[async_trait]
 impl ResourceProvider for ClusterProvider {
     type Resource = Cluster;
-
-    const REPLACE_PATHS: &'static [&'static str] = &["name", "role_arn", "subnet_ids"];
 
     async fn read(&self, at: Lookup<'_, Cluster>) -> Found<Cluster> {
         let (d, prior) = (at.desired, at.prior);

@@ -6,9 +6,9 @@ mod addon;
 mod cluster;
 mod node_group;
 
-pub use addon::{ADDON_KIND, Addon, AddonProvider};
-pub use cluster::{CLUSTER_KIND, Cluster, ClusterProvider};
-pub use node_group::{NODEGROUP_KIND, NodeGroup, NodeGroupProvider, valid_instance_type};
+pub use addon::{Addon, AddonProvider};
+pub use cluster::{Cluster, ClusterProvider};
+pub use node_group::{NodeGroup, NodeGroupProvider, valid_instance_type};
 
 use super::Missing;
 

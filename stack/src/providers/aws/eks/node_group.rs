@@ -6,21 +6,24 @@ use crate::providers::aws::{prelude::*, read_back_and_tag, same_order, strs, use
 use aws_sdk_eks::client::Waiters;
 use aws_sdk_eks::types::{NodegroupScalingConfig, NodegroupStatus};
 
-/// Kind name of [`NodeGroup`].
-pub const NODEGROUP_KIND: &str = "aws:eks:NodeGroup";
-
 /// A managed node group.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Resource)]
+#[resource(kind = "aws:eks:NodeGroup", checks = Self::checks)]
 pub struct NodeGroup {
     /// Cluster name.
+    #[resource(replace)]
     pub cluster: Input<String>,
     /// Node group name.
+    #[resource(replace, len = 1..=63)]
     pub name: String,
     /// Node role ARN.
+    #[resource(replace)]
     pub node_role: Input<String>,
     /// Subnets.
+    #[resource(replace)]
     pub subnet_ids: Vec<Input<String>>,
     /// Instance types, e.g. `["t3.large"]` (forces replacement).
+    #[resource(replace)]
     pub instance_types: Vec<String>,
     /// Minimum size.
     pub min_size: i32,
@@ -51,15 +54,13 @@ pub fn valid_instance_type(t: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
 }
 
-impl Resource for NodeGroup {
-    const KIND: &'static str = NODEGROUP_KIND;
-    fn validate(&self) -> Vec<String> {
+impl NodeGroup {
+    /// The instance types' form, the scaling bounds and the subnet count.
+    fn checks(&self, c: Checks) -> Checks {
         let (min, desired, max) = (self.min_size, self.desired_size, self.max_size);
-        let c = Checks::new()
-            .len("name", &self.name, 1..=63)
-            .require(!self.instance_types.is_empty(), || {
-                "at least one instance type is required".into()
-            });
+        let c = c.require(!self.instance_types.is_empty(), || {
+            "at least one instance type is required".into()
+        });
         let c = self.instance_types.iter().fold(c, |c, t| {
             c.require(valid_instance_type(t), || {
                 format!("instance type `{t}` is not of the form family.size (e.g. t3.large)")
@@ -73,7 +74,6 @@ impl Resource for NodeGroup {
         .require(!self.subnet_ids.is_empty(), || {
             "at least one subnet is required".into()
         })
-        .done()
     }
 }
 
@@ -119,14 +119,6 @@ fn scaling(d: &NodeGroup) -> NodegroupScalingConfig {
 impl ResourceProvider for NodeGroupProvider {
     type Resource = NodeGroup;
 
-    const REPLACE_PATHS: &'static [&'static str] = &[
-        "cluster",
-        "name",
-        "node_role",
-        "subnet_ids",
-        "instance_types",
-    ];
-
     async fn read(&self, at: Lookup<'_, NodeGroup>) -> Found<NodeGroup> {
         let d = at.desired;
         let key = join_id(d.cluster.as_str(), &d.name);
@@ -167,7 +159,7 @@ impl ResourceProvider for NodeGroupProvider {
             outputs.insert(FAILED_OUTPUT.into(), reason.into());
         }
         Ok(Some(Read {
-            id: format!("{cluster}|{name}"),
+            id: join_id(cluster, name),
             props,
             outputs,
         }))
@@ -188,7 +180,7 @@ impl ResourceProvider for NodeGroupProvider {
             .set_tags(Some(d.tags.clone().into_iter().collect()));
         r.send().await.aws("eks:CreateNodegroup")?;
         self.wait_active(cluster, &d.name).await?;
-        Ok(Created::read_back(format!("{cluster}|{}", d.name)))
+        Ok(Created::read_back(join_id(cluster, &d.name)))
     }
 
     async fn update(

@@ -3,27 +3,24 @@
 use crate::providers::aws::{prelude::*, retry_on};
 use std::time::Duration;
 
-/// Kind name of [`RolePolicyAttachment`].
-pub const ATTACH_KIND: &str = "aws:iam:RolePolicyAttachment";
-
 /// Attaches a managed policy to a role.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Resource)]
+#[resource(kind = "aws:iam:RolePolicyAttachment", checks = Self::checks)]
 pub struct RolePolicyAttachment {
     /// Role name.
+    #[resource(replace)]
     pub role: Input<String>,
     /// Managed policy ARN.
+    #[resource(replace)]
     pub policy_arn: String,
 }
 
-impl Resource for RolePolicyAttachment {
-    const KIND: &'static str = ATTACH_KIND;
-    const TAGGABLE: bool = false;
-    fn validate(&self) -> Vec<String> {
-        Checks::new()
-            .require(self.policy_arn.starts_with("arn:"), || {
-                format!("policy_arn `{}` is not an ARN", self.policy_arn)
-            })
-            .done()
+impl RolePolicyAttachment {
+    /// The policy is named by its ARN.
+    fn checks(&self, c: Checks) -> Checks {
+        c.require(self.policy_arn.starts_with("arn:"), || {
+            format!("policy_arn `{}` is not an ARN", self.policy_arn)
+        })
     }
 }
 
@@ -49,8 +46,6 @@ impl AttachmentProvider {
 impl ResourceProvider for AttachmentProvider {
     type Resource = RolePolicyAttachment;
 
-    const REPLACE_PATHS: &'static [&'static str] = &["role", "policy_arn"];
-
     async fn read(&self, at: Lookup<'_, RolePolicyAttachment>) -> Found<RolePolicyAttachment> {
         let key = join_id(at.desired.role.as_str(), &at.desired.policy_arn);
         let (role, arn) = split_id(at.id_or(&key));
@@ -64,7 +59,7 @@ impl ResourceProvider for AttachmentProvider {
             return Ok(None);
         }
         Ok(Some(Read {
-            id: format!("{role}|{arn}"),
+            id: join_id(role, arn),
             props: RolePolicyAttachment {
                 role: Input::Value(role.to_string()),
                 policy_arn: arn.to_string(),
@@ -83,7 +78,7 @@ impl ResourceProvider for AttachmentProvider {
             }
             r => r?,
         }
-        let id = format!("{role}|{}", d.policy_arn);
+        let id = join_id(role, &d.policy_arn);
         Ok(Created::new(id, Outputs::new()))
     }
 

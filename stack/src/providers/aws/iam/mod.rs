@@ -3,8 +3,8 @@
 mod attachment;
 mod role;
 
-pub use attachment::{ATTACH_KIND, AttachmentProvider, RolePolicyAttachment};
-pub use role::{ROLE_KIND, Role, RoleProvider, percent_decode};
+pub use attachment::{AttachmentProvider, RolePolicyAttachment};
+pub use role::{Role, RoleProvider, percent_decode};
 
 use async_trait::async_trait;
 use aws_sdk_iam::types::Tag;

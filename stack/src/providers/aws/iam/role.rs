@@ -4,13 +4,18 @@ use super::iam_tags;
 use crate::providers::aws::{prelude::*, user_tags};
 use serde_json::Value;
 
-/// Kind name of [`Role`].
-pub const ROLE_KIND: &str = "aws:iam:Role";
+/// The characters of a role name.
+const NAMES: Charset = Charset {
+    name: "[A-Za-z0-9+=,.@_-]",
+    allows: |c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c),
+};
 
 /// An IAM role.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Resource)]
+#[resource(kind = "aws:iam:Role", checks = Self::checks)]
 pub struct Role {
     /// Role name (forces replacement).
+    #[resource(replace, chars(1..=64, NAMES))]
     pub name: String,
     /// The trust policy as JSON.
     pub assume_role_policy: Value,
@@ -37,19 +42,12 @@ impl Role {
     }
 }
 
-impl Resource for Role {
-    const KIND: &'static str = ROLE_KIND;
-    fn validate(&self) -> Vec<String> {
-        let names = Charset {
-            name: "[A-Za-z0-9+=,.@_-]",
-            allows: |c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c),
-        };
-        Checks::new()
-            .chars("name", &self.name, 1..=64, names)
-            .require(self.assume_role_policy.is_object(), || {
-                "assume_role_policy must be a JSON object".into()
-            })
-            .done()
+impl Role {
+    /// The trust policy is a JSON object.
+    fn checks(&self, c: Checks) -> Checks {
+        c.require(self.assume_role_policy.is_object(), || {
+            "assume_role_policy must be a JSON object".into()
+        })
     }
 }
 
@@ -89,8 +87,6 @@ pub struct RoleProvider(pub Arc<Clients>);
 #[async_trait]
 impl ResourceProvider for RoleProvider {
     type Resource = Role;
-
-    const REPLACE_PATHS: &'static [&'static str] = &["name"];
 
     async fn read(&self, at: Lookup<'_, Role>) -> Found<Role> {
         let name = at.id_or(&at.desired.name);

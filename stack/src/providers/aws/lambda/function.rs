@@ -8,9 +8,6 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// Kind name of [`Function`].
-pub const FUNCTION_KIND: &str = "aws:lambda:Function";
-
 const WAIT: Duration = Duration::from_secs(300);
 
 /// Where the function's code comes from.
@@ -134,11 +131,14 @@ pub fn b64(data: &[u8]) -> String {
 }
 
 /// A Lambda function.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Resource)]
+#[resource(kind = "aws:lambda:Function", checks = Self::checks)]
 pub struct Function {
     /// Function name (forces replacement).
+    #[resource(replace, chars(1..=64, Charset::WORD))]
     pub name: String,
     /// `Zip` or `Image` (forces replacement).
+    #[resource(replace)]
     pub package_type: String,
     /// Execution role ARN.
     pub role: Input<String>,
@@ -151,10 +151,13 @@ pub struct Function {
     #[serde(default)]
     pub handler: Option<String>,
     /// Memory in MB (128-10240).
+    #[resource(within = 128..=10240)]
     pub memory_mb: i32,
     /// Timeout in seconds (1-900).
+    #[resource(within = 1..=900)]
     pub timeout_s: i32,
     /// `x86_64` or `arm64`.
+    #[resource(one_of("x86_64", "arm64"))]
     pub architecture: String,
     /// Environment variables.
     #[serde(default)]
@@ -186,30 +189,22 @@ impl Function {
     }
 }
 
-impl Resource for Function {
-    const KIND: &'static str = FUNCTION_KIND;
-    fn validate(&self) -> Vec<String> {
+impl Function {
+    /// The package type matches the code; environment variable names.
+    fn checks(&self, c: Checks) -> Checks {
         let package_type = &self.package_type;
-        let c = Checks::new()
-            .chars("name", &self.name, 1..=64, Charset::WORD)
-            .within("memory_mb", self.memory_mb, 128..=10240)
-            .within("timeout_s", self.timeout_s, 1..=900)
-            .one_of("architecture", &self.architecture, &["x86_64", "arm64"])
-            .require(package_type == self.code.package_type(), || {
-                format!("package_type `{package_type}` does not match the code")
-            });
+        let c = c.require(package_type == self.code.package_type(), || {
+            format!("package_type `{package_type}` does not match the code")
+        });
         let env_name = |k: &str| {
             k.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
                 && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
         };
-        self.env
-            .keys()
-            .fold(c, |c, k| {
-                c.require(env_name(k), || {
-                    format!("environment variable name `{k}` is invalid")
-                })
+        self.env.keys().fold(c, |c, k| {
+            c.require(env_name(k), || {
+                format!("environment variable name `{k}` is invalid")
             })
-            .done()
+        })
     }
 }
 
@@ -290,8 +285,6 @@ impl FunctionProvider {
 #[async_trait]
 impl ResourceProvider for FunctionProvider {
     type Resource = Function;
-
-    const REPLACE_PATHS: &'static [&'static str] = &["name", "package_type"];
 
     async fn read(&self, at: Lookup<'_, Function>) -> Found<Function> {
         let d = at.desired;

@@ -3,10 +3,8 @@
 mod function;
 mod permission;
 
-pub use function::{
-    Code, DIRECT_UPLOAD_MAX, FUNCTION_KIND, Function, FunctionProvider, ZipFacts, b64,
-};
-pub use permission::{PERMISSION_KIND, Permission, PermissionProvider};
+pub use function::{Code, DIRECT_UPLOAD_MAX, Function, FunctionProvider, ZipFacts, b64};
+pub use permission::{Permission, PermissionProvider};
 
 // Lambda tags by function ARN.
 super::map_tagging!(

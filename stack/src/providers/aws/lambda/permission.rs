@@ -3,32 +3,26 @@
 use crate::providers::aws::prelude::*;
 use serde_json::Value;
 
-/// Kind name of [`Permission`].
-pub const PERMISSION_KIND: &str = "aws:lambda:Permission";
-
 /// A statement in a function's resource policy (e.g. letting API Gateway invoke it).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// Every property forces replacement: a statement cannot be changed in place.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Resource)]
+#[resource(kind = "aws:lambda:Permission")]
 pub struct Permission {
     /// Function name.
+    #[resource(replace)]
     pub function: Input<String>,
     /// Statement id.
+    #[resource(replace, word(Charset::WORD))]
     pub statement_id: String,
     /// Action, e.g. `lambda:InvokeFunction`.
+    #[resource(replace)]
     pub action: String,
     /// Service principal, e.g. `apigateway.amazonaws.com`.
+    #[resource(replace)]
     pub principal: String,
     /// Source ARN condition.
+    #[resource(replace)]
     pub source_arn: Input<String>,
-}
-
-impl Resource for Permission {
-    const KIND: &'static str = PERMISSION_KIND;
-    const TAGGABLE: bool = false;
-    fn validate(&self) -> Vec<String> {
-        Checks::new()
-            .word("statement_id", &self.statement_id, Charset::WORD)
-            .done()
-    }
 }
 
 /// Provider for [`Permission`]; its id is `function|statement_id`.
@@ -37,14 +31,6 @@ pub struct PermissionProvider(pub Arc<Clients>);
 #[async_trait]
 impl ResourceProvider for PermissionProvider {
     type Resource = Permission;
-
-    const REPLACE_PATHS: &'static [&'static str] = &[
-        "function",
-        "statement_id",
-        "action",
-        "principal",
-        "source_arn",
-    ];
 
     async fn read(&self, at: Lookup<'_, Permission>) -> Found<Permission> {
         let key = join_id(at.desired.function.as_str(), &at.desired.statement_id);
@@ -73,7 +59,7 @@ impl ResourceProvider for PermissionProvider {
             .pointer("/Principal/Service")
             .or_else(|| s.get("Principal"));
         Ok(Some(Read {
-            id: format!("{function}|{sid}"),
+            id: join_id(function, sid),
             props: Permission {
                 function: Input::Value(function.to_string()),
                 statement_id: sid.to_string(),
@@ -96,7 +82,7 @@ impl ResourceProvider for PermissionProvider {
             .principal(&d.principal)
             .source_arn(d.source_arn.as_str());
         r.send().await.aws("lambda:AddPermission")?;
-        let id = format!("{}|{}", d.function.as_str(), d.statement_id);
+        let id = join_id(d.function.as_str(), &d.statement_id);
         Ok(Created::new(id, Outputs::new()))
     }
 

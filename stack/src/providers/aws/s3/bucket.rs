@@ -3,35 +3,35 @@
 use crate::providers::aws::prelude::*;
 use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
 
-/// Kind name of [`Bucket`].
-pub const BUCKET_KIND: &str = "aws:s3:Bucket";
+/// The characters of a bucket name.
+const NAMES: Charset = Charset {
+    name: "[a-z0-9.-]",
+    allows: |c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.',
+};
 
 /// A private bucket.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Resource)]
+#[resource(kind = "aws:s3:Bucket", checks = Self::checks)]
 pub struct Bucket {
     /// Bucket name, or its prefix when `account_suffix` is set (forces replacement).
+    #[resource(replace)]
     pub name: String,
     /// Append `-<account id>` to `name`: bucket names are global across accounts, so
     /// a fixed name would collide with someone else's stack of the same prefix.
     #[serde(default)]
+    #[resource(replace)]
     pub account_suffix: bool,
     /// Tags.
     #[serde(default)]
     pub tags: Tags,
 }
 
-impl Resource for Bucket {
-    const KIND: &'static str = BUCKET_KIND;
-    fn validate(&self) -> Vec<String> {
-        let names = Charset {
-            name: "[a-z0-9.-]",
-            allows: |c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.',
-        };
+impl Bucket {
+    /// The name, whose length depends on `account_suffix`.
+    fn checks(&self, c: Checks) -> Checks {
         // With the account suffix (13 chars) the name must still fit in 63.
         let max = if self.account_suffix { 50 } else { 63 };
-        Checks::new()
-            .chars("bucket name", &self.name, 3..=max, names)
-            .done()
+        c.chars("bucket name", &self.name, 3..=max, NAMES)
     }
 }
 
@@ -55,8 +55,6 @@ fn bucket_outputs(name: &str) -> Outputs {
 #[async_trait]
 impl ResourceProvider for BucketProvider {
     type Resource = Bucket;
-
-    const REPLACE_PATHS: &'static [&'static str] = &["name", "account_suffix"];
 
     async fn read(&self, at: Lookup<'_, Bucket>) -> Found<Bucket> {
         let d = at.desired;

@@ -5,8 +5,8 @@
 mod bucket;
 mod object;
 
-pub use bucket::{BUCKET_KIND, Bucket, BucketProvider};
-pub use object::{OBJECT_KIND, Object, ObjectProvider};
+pub use bucket::{Bucket, BucketProvider};
+pub use object::{Object, ObjectProvider};
 
 use async_trait::async_trait;
 use aws_sdk_s3::types::{Tag, Tagging as TagSet};

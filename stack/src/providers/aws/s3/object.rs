@@ -3,17 +3,17 @@
 use crate::providers::aws::prelude::*;
 use aws_sdk_s3::primitives::ByteStream;
 
-/// Kind name of [`Object`].
-pub const OBJECT_KIND: &str = "aws:s3:Object";
-
 /// A local file uploaded as an object. The key should name the content (e.g. its
 /// sha256): an existing key is taken to hold that content, so nothing is uploaded
 /// twice.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Resource)]
+#[resource(kind = "aws:s3:Object", checks = Self::checks)]
 pub struct Object {
     /// Bucket (forces replacement).
+    #[resource(replace)]
     pub bucket: Input<String>,
     /// Key (forces replacement).
+    #[resource(replace)]
     pub key: String,
     /// Local file uploaded on create.
     pub source: String,
@@ -22,16 +22,13 @@ pub struct Object {
     pub sha256: String,
 }
 
-impl Resource for Object {
-    const KIND: &'static str = OBJECT_KIND;
-    const TAGGABLE: bool = false;
-    fn validate(&self) -> Vec<String> {
+impl Object {
+    /// The key is relative.
+    fn checks(&self, c: Checks) -> Checks {
         let relative = !self.key.is_empty() && !self.key.starts_with('/');
-        Checks::new()
-            .require(relative, || {
-                format!("object key `{}` must be non-empty and relative", self.key)
-            })
-            .done()
+        c.require(relative, || {
+            format!("object key `{}` must be non-empty and relative", self.key)
+        })
     }
 }
 
@@ -45,8 +42,6 @@ fn object_outputs(bucket: &str, key: &str) -> Outputs {
 #[async_trait]
 impl ResourceProvider for ObjectProvider {
     type Resource = Object;
-
-    const REPLACE_PATHS: &'static [&'static str] = &["bucket", "key"];
 
     // A new key is a new object (keys never collide): upload it before the old one
     // goes, so a failed upload leaves the old object in place. Lambda copies the code
@@ -65,7 +60,7 @@ impl ResourceProvider for ObjectProvider {
         }
         // Content-addressed: the key is the content; the source path is local knowledge.
         Ok(Some(Read {
-            id: format!("{bucket}|{key}"),
+            id: join_id(bucket, key),
             props: Object {
                 bucket: Input::Value(bucket.into()),
                 key: key.into(),
@@ -86,7 +81,7 @@ impl ResourceProvider for ObjectProvider {
         let r = self.0.s3.put_object().bucket(bucket).key(&d.key).body(body);
         let r = r.checksum_sha256(&d.sha256).send().await;
         r.aws("s3:PutObject")?;
-        let id = format!("{bucket}|{}", d.key);
+        let id = join_id(bucket, &d.key);
         Ok(Created::new(id, object_outputs(bucket, &d.key)))
     }
 
