@@ -453,6 +453,10 @@ mod tests {
         }
     }
 
+    fn create_function(params: Value) -> LoggedRequest {
+        req("Lambda", "CreateFunction", params)
+    }
+
     fn violations(requests: &[LoggedRequest], k8s: &[Value]) -> Vec<(&'static str, String)> {
         let e = Evidence {
             requests,
@@ -488,18 +492,13 @@ mod tests {
     #[test]
     fn a_zip_function_from_s3_without_runtime_and_handler_is_refused() {
         // The shape before issue 19's fix: S3 code, no runtime, no handler.
-        let from_s3 = req(
-            "Lambda",
-            "CreateFunction",
-            json!({"FunctionName": "f", "Code": {"S3Bucket": "b", "S3Key": "k"}}),
-        );
+        let from_s3 =
+            create_function(json!({"FunctionName": "f", "Code": {"S3Bucket": "b", "S3Key": "k"}}));
         let v = violations(&[from_s3], &[]);
         assert_eq!(v.len(), 2, "{v:?}");
         assert!(v[0].1.contains("needs Runtime"), "{v:?}");
         assert!(v[1].1.contains("needs Handler"), "{v:?}");
-        let ok = req(
-            "Lambda",
-            "CreateFunction",
+        let ok = create_function(
             json!({"FunctionName": "f", "Runtime": "provided.al2023", "Handler": "bootstrap",
                    "Code": {"S3Bucket": "b", "S3Key": "k"}}),
         );
@@ -508,9 +507,7 @@ mod tests {
 
     #[test]
     fn an_image_function_takes_an_image_uri_and_no_runtime() {
-        let image = req(
-            "Lambda",
-            "CreateFunction",
+        let image = create_function(
             json!({"FunctionName": "f", "PackageType": "Image", "Runtime": "provided.al2023",
                    "Code": {"ZipFile": "UEs="}}),
         );
@@ -522,9 +519,7 @@ mod tests {
 
     #[test]
     fn an_inline_zip_over_50_mb_is_refused() {
-        let big = req(
-            "Lambda",
-            "CreateFunction",
+        let big = create_function(
             json!({"FunctionName": "f", "Runtime": "provided.al2023", "Handler": "bootstrap",
                    "Code": {"ZipFile": {"omitted_chars": 80_000_000}}}),
         );
