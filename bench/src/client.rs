@@ -30,6 +30,14 @@ use tokio::net::TcpStream;
 
 use crate::stats::{ErrorKind, Record};
 
+/// A connection idle this long is not reused: the next request opens a new one. A
+/// server closes an idle keep-alive connection on its own clock (actix-web after 5 s,
+/// an ALB after 60 s), and a request written in the instant it does is lost, an error
+/// that a client with a shorter idle timeout never meets; in `make bench` this was the
+/// only k8s error (a connection idle 4.7 s). Below every server's keep-alive here, as
+/// production clients set theirs (Go's `IdleConnTimeout`, reqwest's pool).
+pub const IDLE_REUSE_LIMIT: Duration = Duration::from_secs(4);
+
 fn header_f64(h: &HeaderMap, name: &str) -> Option<f64> {
     h.get(name)?.to_str().ok()?.trim().parse().ok()
 }
@@ -59,7 +67,7 @@ fn fill(rec: &mut Record, status: u16, h: &HeaderMap) {
 pub fn reqwest_client() -> anyhow::Result<reqwest::Client> {
     reqwest::Client::builder()
         .tcp_nodelay(true)
-        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_idle_timeout(IDLE_REUSE_LIMIT)
         .build()
         .context("building the HTTP client")
 }
@@ -187,6 +195,10 @@ enum Failure {
 pub struct Conn {
     endpoint: Arc<Endpoint>,
     open: Option<Open>,
+    /// When the open connection last carried anything (opened, or answered).
+    last_active: Instant,
+    /// See [`IDLE_REUSE_LIMIT`].
+    idle_limit: Duration,
 }
 
 impl Conn {
@@ -194,6 +206,8 @@ impl Conn {
         Self {
             endpoint,
             open: None,
+            last_active: Instant::now(),
+            idle_limit: IDLE_REUSE_LIMIT,
         }
     }
 
@@ -202,6 +216,7 @@ impl Conn {
     pub async fn connect(&mut self) {
         if let (None, Endpoint::Plain { addr, .. }) = (&self.open, &*self.endpoint) {
             self.open = Open::connect(addr).await.ok();
+            self.last_active = Instant::now();
         }
     }
 
@@ -230,7 +245,7 @@ impl Conn {
                 )
                 .await;
                 match sent {
-                    Ok(Ok(())) => {}
+                    Ok(Ok(())) => self.last_active = Instant::now(),
                     Ok(Err(f)) => {
                         self.open = None;
                         rec.error = Some(match f {
@@ -273,18 +288,22 @@ impl Conn {
         // At most two tries: the second only when the first connection turned out
         // closed before the request was written (nothing reached the server).
         for _ in 0..2 {
-            if self
-                .open
-                .as_ref()
-                .is_some_and(|o| o.done || o.sender.is_closed())
+            let idle_too_long = self.last_active.elapsed() >= self.idle_limit;
+            if idle_too_long
+                || self
+                    .open
+                    .as_ref()
+                    .is_some_and(|o| o.done || o.sender.is_closed())
             {
                 self.open = None;
             }
             let open = match &mut self.open {
                 Some(o) => o,
-                None => self
-                    .open
-                    .insert(Open::connect(addr).await.map_err(|_| Failure::Connect)?),
+                None => {
+                    let opened = Open::connect(addr).await.map_err(|_| Failure::Connect)?;
+                    self.last_active = Instant::now();
+                    self.open.insert(opened)
+                }
             };
             let Open { sender, conn, done } = open;
             let answer = Open::drive(conn, done, async {
@@ -435,6 +454,54 @@ mod tests {
                 .await;
             assert_eq!((rec.status, rec.error), (Some(200), None), "request {n}");
             conn.idle_until(tokio::time::sleep(Duration::from_millis(100)))
+                .await;
+        }
+    }
+
+    /// A server that stops answering a connection once it has been idle 150 ms, and
+    /// says nothing (a keep-alive close whose FIN crossed the next request, or an idle
+    /// flow a middlebox dropped): a connection idle past the client's limit is not
+    /// reused, so no request is lost to it.
+    #[tokio::test]
+    async fn a_connection_idle_past_the_limit_is_not_reused() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = listener.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let mut last = std::time::Instant::now();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        let mut buf = Vec::new();
+                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match s.read(&mut chunk).await {
+                                Ok(k) if k > 0 => buf.extend_from_slice(&chunk[..k]),
+                                _ => return,
+                            }
+                        }
+                        if last.elapsed() > Duration::from_millis(150) {
+                            // Expired: swallow this and everything after.
+                            tokio::time::sleep(Duration::from_secs(60)).await;
+                        }
+                        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
+                        s.write_all(ok).await.unwrap();
+                        last = std::time::Instant::now();
+                    }
+                });
+            }
+        });
+        let mut none = None;
+        let url = format!("http://{addr}/predict");
+        let mut conn = Conn::new(Arc::new(Endpoint::new(&url, &mut none).unwrap()));
+        conn.idle_limit = Duration::from_millis(100);
+        // Reused after 50 ms; after 300 ms a new connection (the old one would swallow it).
+        for (n, idle_ms) in [50, 300, 0].into_iter().enumerate() {
+            let mut rec = blank();
+            conn.send(Bytes::from_static(b"{}"), Duration::from_secs(2), &mut rec)
+                .await;
+            assert_eq!((rec.status, rec.error), (Some(200), None), "request {n}");
+            conn.idle_until(tokio::time::sleep(Duration::from_millis(idle_ms)))
                 .await;
         }
     }
