@@ -1,19 +1,25 @@
 //! EKS: the cluster and node roles, the cluster (access mode `API_AND_CONFIG_MAP`) and
 //! a managed node group, after its role policies and the network's egress.
 
-use super::eks_versions;
+use super::{eks_versions, managed_policy};
 use crate::config::Config;
 use crate::engine::{Handle, Stack};
 use crate::providers::aws::{eks, iam};
 
 use super::network::Network;
 
-const EKS_CLUSTER: &str = "arn:aws:iam::aws:policy/AmazonEKSClusterPolicy";
+const EKS_CLUSTER: &str = "AmazonEKSClusterPolicy";
 const EKS_NODE: [&str; 3] = [
-    "arn:aws:iam::aws:policy/AmazonEKSWorkerNodePolicy",
-    "arn:aws:iam::aws:policy/AmazonEKS_CNI_Policy",
-    "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryReadOnly",
+    "AmazonEKSWorkerNodePolicy",
+    "AmazonEKS_CNI_Policy",
+    "AmazonEC2ContainerRegistryReadOnly",
 ];
+
+/// EC2's service principal: `ec2.amazonaws.com.cn` in the China regions, where EC2
+/// alone among the services here takes the regional DNS suffix.
+fn ec2_principal(region: &str) -> String {
+    format!("ec2.{}", crate::providers::aws::dns_suffix(region))
+}
 
 /// The cluster and its node group.
 pub struct Eks {
@@ -36,22 +42,22 @@ pub fn declare(s: &mut Stack, cfg: &Config, net: Network) -> Eks {
         "eks-cluster-role-policy",
         iam::RolePolicyAttachment {
             role: cluster_role.output("name").into(),
-            policy_arn: EKS_CLUSTER.into(),
+            policy_arn: managed_policy(&cfg.region, EKS_CLUSTER),
         },
     );
     let node_role = s.add(
         "eks-node-role",
-        iam::Role::for_service(format!("{p}-eks-node"), "ec2.amazonaws.com"),
+        iam::Role::for_service(format!("{p}-eks-node"), &ec2_principal(&cfg.region)),
     );
     let node_attach: Vec<_> = EKS_NODE
         .iter()
         .enumerate()
-        .map(|(i, arn)| {
+        .map(|(i, name)| {
             s.add(
                 &format!("eks-node-role-policy-{i}"),
                 iam::RolePolicyAttachment {
                     role: node_role.output("name").into(),
-                    policy_arn: (*arn).into(),
+                    policy_arn: managed_policy(&cfg.region, name),
                 },
             )
         })

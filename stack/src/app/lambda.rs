@@ -8,9 +8,9 @@ use crate::config::Config;
 use crate::engine::{Handle, Stack, UNKNOWN};
 use crate::providers::aws::{apigw, ecr, iam, lambda, logs, s3};
 
-use super::BuildOptions;
+use super::{BuildOptions, managed_policy};
 
-const LAMBDA_BASIC: &str = "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole";
+const LAMBDA_BASIC: &str = "service-role/AWSLambdaBasicExecutionRole";
 
 /// What the rest of the stack uses of the Lambda side.
 pub struct Lambda {
@@ -36,7 +36,7 @@ pub fn declare(
         "lambda-role-basic",
         iam::RolePolicyAttachment {
             role: lambda_role.output("name").into(),
-            policy_arn: LAMBDA_BASIC.into(),
+            policy_arn: managed_policy(&cfg.region, LAMBDA_BASIC),
         },
     );
     let fn_name = format!("{p}-predict");

@@ -35,6 +35,13 @@ impl Default for BuildOptions {
 
 /// Declares the stack for `cfg`. Configuration problems are collected in the stack and
 /// reported by [`Stack::validate`], before any API call.
+/// The ARN of the AWS managed IAM policy `name` (`service-role/…` included) in
+/// `region`'s partition.
+fn managed_policy(region: &str, name: &str) -> String {
+    let partition = crate::providers::aws::partition(region);
+    format!("arn:{partition}:iam::aws:policy/{name}")
+}
+
 pub fn build(cfg: &Config) -> Stack {
     build_with(cfg, BuildOptions::default())
 }
@@ -125,6 +132,45 @@ mod tests {
         cfg.lambda.bootstrap = "/nonexistent/bootstrap".into();
         let err = build(&cfg).validate().unwrap_err().to_string();
         assert!(err.contains("/nonexistent/bootstrap"), "{err}");
+    }
+
+    #[test]
+    fn arns_and_principals_follow_the_region_s_partition() {
+        let attached = |region: &str| {
+            let cfg = Config {
+                region: region.into(),
+                ..Config::default()
+            };
+            let s = build_with(&cfg, BuildOptions { artifacts: false });
+            let arn = |name: &str| s.get(name).unwrap().props["policy_arn"].clone();
+            let node_role = &s.get("eks-node-role").unwrap().props;
+            let principal =
+                node_role["assume_role_policy"]["Statement"][0]["Principal"]["Service"].clone();
+            (
+                arn("lambda-role-basic"),
+                arn("eks-node-role-policy-0"),
+                principal,
+            )
+        };
+        let (lambda, node, ec2) = attached("us-east-1");
+        assert_eq!(
+            lambda,
+            "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
+        );
+        assert_eq!(node, "arn:aws:iam::aws:policy/AmazonEKSWorkerNodePolicy");
+        assert_eq!(ec2, "ec2.amazonaws.com");
+        let (lambda, node, ec2) = attached("cn-north-1");
+        assert_eq!(
+            lambda,
+            "arn:aws-cn:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
+        );
+        assert_eq!(node, "arn:aws-cn:iam::aws:policy/AmazonEKSWorkerNodePolicy");
+        assert_eq!(ec2, "ec2.amazonaws.com.cn");
+        let (_, node, _) = attached("us-gov-west-1");
+        assert_eq!(
+            node,
+            "arn:aws-us-gov:iam::aws:policy/AmazonEKSWorkerNodePolicy"
+        );
     }
 
     #[test]

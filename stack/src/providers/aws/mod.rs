@@ -40,6 +40,28 @@ pub(crate) mod prelude {
     pub use std::sync::Arc;
 }
 
+/// The partition of `region`, the first field of its ARNs: `aws-cn` for China,
+/// `aws-us-gov` for GovCloud, `aws` elsewhere (AWS General Reference, "Amazon Resource
+/// Names": <https://docs.aws.amazon.com/IAM/latest/UserGuide/reference-arns.html>).
+pub fn partition(region: &str) -> &'static str {
+    if region.starts_with("cn-") {
+        "aws-cn"
+    } else if region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else {
+        "aws"
+    }
+}
+
+/// The DNS suffix of `region`'s endpoints: `amazonaws.com.cn` in China.
+pub fn dns_suffix(region: &str) -> &'static str {
+    if region.starts_with("cn-") {
+        "amazonaws.com.cn"
+    } else {
+        "amazonaws.com"
+    }
+}
+
 /// Where the SDK points.
 #[derive(Debug, Clone)]
 pub enum AwsTarget {
@@ -142,6 +164,11 @@ impl Clients {
             s3: with_log!(self.s3, aws_sdk_s3),
             ..self
         }
+    }
+
+    /// The partition of the clients' region (see [`partition`]).
+    pub fn partition(&self) -> &'static str {
+        partition(&self.region)
     }
 
     /// The account id of the caller (asked once per process).

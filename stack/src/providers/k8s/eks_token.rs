@@ -37,8 +37,8 @@ pub fn presigned_url(creds: &Creds, region: &str, cluster: &str, epoch_secs: u64
     use aws_sigv4::http_request::{
         SignableBody, SignableRequest, SignatureLocation, SigningSettings, sign,
     };
-    let url =
-        format!("https://sts.{region}.amazonaws.com/?Action=GetCallerIdentity&Version=2011-06-15");
+    let suffix = crate::providers::aws::dns_suffix(region);
+    let url = format!("https://sts.{region}.{suffix}/?Action=GetCallerIdentity&Version=2011-06-15");
     let identity = aws_credential_types::Credentials::new(
         &creds.access_key,
         &creds.secret_key,
@@ -218,6 +218,25 @@ pub async fn client(
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_presigned_url_uses_the_region_s_sts_endpoint() {
+        let creds = Creds {
+            access_key: "AKID".into(),
+            secret_key: "secret".into(),
+            session_token: None,
+        };
+        let china = presigned_url(&creds, "cn-north-1", "c", 1_700_000_000);
+        assert!(
+            china.starts_with("https://sts.cn-north-1.amazonaws.com.cn/?"),
+            "{china}"
+        );
+        let gov = presigned_url(&creds, "us-gov-west-1", "c", 1_700_000_000);
+        assert!(
+            gov.starts_with("https://sts.us-gov-west-1.amazonaws.com/?"),
+            "{gov}"
+        );
+    }
 
     #[test]
     fn the_token_file_is_readable_by_its_owner_only() {

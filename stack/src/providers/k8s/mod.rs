@@ -370,6 +370,9 @@ fn outputs(live: &Value) -> Map<String, Value> {
     if let Some(uid) = live["metadata"]["uid"].as_str() {
         o.insert("uid".into(), uid.into());
     }
+    if let Some(why) = failed_rollout(live) {
+        o.insert(super::FAILED_OUTPUT.into(), why.into());
+    }
     if let Some(h) = load_balancer_address(live) {
         o.insert("hostname".into(), h.into());
         let port = live["spec"]["ports"][0]["port"].as_i64().unwrap_or(80);
@@ -381,6 +384,34 @@ fn outputs(live: &Value) -> Map<String, Value> {
         o.insert("url".into(), url.into());
     }
     o
+}
+
+/// Why a Deployment's controller gave up on its current spec: its `Progressing`
+/// condition is False (`ProgressDeadlineExceeded`: pods crash-looping or never ready
+/// within `progressDeadlineSeconds`; `ReplicaSetCreateError`) for the generation it
+/// has observed. Such a Deployment reads as failed, so the plan replaces it and says
+/// why, instead of "No changes". (The local kubelet's own `ErrImagePull` and
+/// `Unschedulable` reasons are warnings about this machine, not failures.)
+fn failed_rollout(live: &Value) -> Option<String> {
+    if live["kind"] != "Deployment"
+        || live["status"]["observedGeneration"] != live["metadata"]["generation"]
+    {
+        return None;
+    }
+    let conditions = live["status"]["conditions"].as_array()?;
+    let c = conditions.iter().find(|c| {
+        c["type"] == "Progressing"
+            && c["status"] == "False"
+            && matches!(
+                c["reason"].as_str(),
+                Some("ProgressDeadlineExceeded" | "ReplicaSetCreateError")
+            )
+    })?;
+    Some(format!(
+        "rollout failed ({}): {}",
+        c["reason"].as_str().unwrap_or_default(),
+        c["message"].as_str().unwrap_or_default()
+    ))
 }
 
 /// The address a cloud controller gave a LoadBalancer Service (an ELB's DNS name on
@@ -635,4 +666,42 @@ pub fn labels(stack: &str, app: &str) -> Value {
         LABEL_PART_OF: stack,
         "app.kubernetes.io/name": app,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deployment(generation: i64, observed: i64, reason: &str, status: &str) -> Value {
+        json!({
+            "kind": "Deployment",
+            "metadata": {"name": "server", "generation": generation},
+            "status": {"observedGeneration": observed, "conditions": [
+                {"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable"},
+                {"type": "Progressing", "status": status, "reason": reason,
+                 "message": "ReplicaSet \"server-7d\" has timed out progressing."}
+            ]}
+        })
+    }
+
+    #[test]
+    fn a_deployment_whose_rollout_failed_reads_as_failed() {
+        let crash_looping = deployment(3, 3, "ProgressDeadlineExceeded", "False");
+        let why = outputs(&crash_looping)[crate::providers::FAILED_OUTPUT].clone();
+        assert_eq!(
+            why,
+            "rollout failed (ProgressDeadlineExceeded): ReplicaSet \"server-7d\" has timed out progressing."
+        );
+        // Healthy, not yet judged for its new spec, or only a local warning: not failed.
+        for ok in [
+            deployment(3, 3, "NewReplicaSetAvailable", "True"),
+            deployment(4, 3, "ProgressDeadlineExceeded", "False"),
+            deployment(3, 3, "ErrImagePull", "False"),
+        ] {
+            assert!(
+                !outputs(&ok).contains_key(crate::providers::FAILED_OUTPUT),
+                "{ok}"
+            );
+        }
+    }
 }

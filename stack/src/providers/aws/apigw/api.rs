@@ -27,7 +27,8 @@ pub struct ApiProvider(pub Arc<Clients>);
 impl ApiProvider {
     async fn outputs(&self, id: &str, endpoint: &str) -> Result<Outputs, ProviderError> {
         let account = self.0.account_id().await?;
-        let exec = format!("arn:aws:execute-api:{}:{account}:{id}", self.0.region);
+        let (partition, region) = (self.0.partition(), &self.0.region);
+        let exec = format!("arn:{partition}:execute-api:{region}:{account}:{id}");
         // What a Lambda permission's SourceArn must match: AWS compares it with
         // `<execution arn>/<stage>/<method>/<path>`, so the bare execution ARN matches
         // no request (every invocation would be refused and answered 500).

@@ -14,7 +14,7 @@ use super::Clients;
 
 /// The ARN API Gateway tags an API by.
 fn api_arn(c: &Clients, id: &str) -> String {
-    format!("arn:aws:apigateway:{}::/apis/{id}", c.region)
+    format!("arn:{}:apigateway:{}::/apis/{id}", c.partition(), c.region)
 }
 
 // API Gateway tags by ARN.

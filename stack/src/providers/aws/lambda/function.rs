@@ -213,7 +213,8 @@ pub struct FunctionProvider(pub Arc<Clients>);
 
 fn fn_outputs(c: &Clients, arn: &str, name: &str) -> Outputs {
     let invoke = format!(
-        "arn:aws:apigateway:{}:lambda:path/2015-03-31/functions/{arn}/invocations",
+        "arn:{}:apigateway:{}:lambda:path/2015-03-31/functions/{arn}/invocations",
+        c.partition(),
         c.region
     );
     obj(json!({ "arn": arn, "name": name, "invoke_arn": invoke }))

@@ -48,8 +48,9 @@ impl BucketProvider {
     }
 }
 
-fn bucket_outputs(name: &str) -> Outputs {
-    obj(json!({ "name": name, "arn": format!("arn:aws:s3:::{name}") }))
+fn bucket_outputs(c: &Clients, name: &str) -> Outputs {
+    let arn = format!("arn:{}:s3:::{name}", c.partition());
+    obj(json!({ "name": name, "arn": arn }))
 }
 
 #[async_trait]
@@ -72,7 +73,7 @@ impl ResourceProvider for BucketProvider {
             tags: self.0.s3.tags(&name).await?,
         };
         Ok(Some(Read {
-            outputs: bucket_outputs(&name),
+            outputs: bucket_outputs(&self.0, &name),
             id: name,
             props,
         }))
@@ -89,12 +90,12 @@ impl ResourceProvider for BucketProvider {
         }
         req.send().await.aws("s3:CreateBucket")?;
         sync_tags(&self.0.s3, &name, &Tags::new(), &d.tags).await?;
-        Ok(Created::new(&name, bucket_outputs(&name)))
+        Ok(Created::new(&name, bucket_outputs(&self.0, &name)))
     }
 
     async fn update(&self, id: &str, o: &Bucket, d: &Bucket) -> Result<Applied, ProviderError> {
         sync_tags(&self.0.s3, id, &o.tags, &d.tags).await?;
-        Ok(bucket_outputs(id).into())
+        Ok(bucket_outputs(&self.0, id).into())
     }
 
     async fn delete(&self, id: &str, _last: &Bucket) -> Result<(), ProviderError> {
