@@ -399,3 +399,30 @@ async fn a_load_balancer_service_waits_for_its_address() {
         "http://a1b2-123.us-east-1.elb.amazonaws.com/"
     );
 }
+
+/// Once the EKS cluster is gone (deleted outside the stack, or by a `down` that
+/// stopped after it), its objects are gone with it: a read finds nothing and a delete
+/// succeeds, so `down` can finish; any other failure to reach the cluster stays an
+/// error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_of_a_cluster_that_no_longer_exists_read_as_gone() {
+    let m = common::moto();
+    let c = common::clients(&m.url).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let p = ObjectProvider::new(
+        Kube::new(KubeSource::Eks {
+            eks: c.eks.clone(),
+            sdk: Box::new(c.sdk.clone()),
+            cluster: "gone".into(),
+            token_file: tmp.path().join("token"),
+        }),
+        None,
+    );
+    let dep = manifests::deployment(STACK, &cfg(), &image("a"));
+    let id = "Deployment ml/sentiment-server";
+    assert!(p.read(Some(id), &dep, None).await.unwrap().is_none());
+    p.delete(id, &dep).await.unwrap();
+    // An apply still needs the cluster, and says which.
+    let err = p.create(&dep).await.unwrap_err().to_string();
+    assert!(err.contains("EKS cluster does not exist"), "{err}");
+}

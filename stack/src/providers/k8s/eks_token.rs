@@ -158,17 +158,21 @@ pub async fn client(
     cluster: &str,
     token_file: &Path,
 ) -> Result<kube::Client, K8sError> {
-    let d = eks
-        .describe_cluster()
-        .name(cluster)
-        .send()
-        .await
-        .map_err(|e| {
-            K8sError::Client(format!(
+    let d = match eks.describe_cluster().name(cluster).send().await {
+        Ok(d) => d,
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_resource_not_found_exception()) =>
+        {
+            return Err(K8sError::ClusterGone(cluster.to_string()));
+        }
+        Err(e) => {
+            return Err(K8sError::Client(format!(
                 "eks:DescribeCluster {cluster}: {}",
                 aws_sdk_eks::error::DisplayErrorContext(e)
-            ))
-        })?;
+            )));
+        }
+    };
     let c = d
         .cluster
         .ok_or_else(|| K8sError::Client(format!("cluster {cluster} not found")))?;

@@ -60,6 +60,9 @@ pub enum K8sError {
     /// The EKS token could not be made.
     #[error("eks token: {0}")]
     Token(String),
+    /// The EKS cluster does not exist (deleted, or not made yet): nothing is in it.
+    #[error("EKS cluster {0} does not exist")]
+    ClusterGone(String),
 }
 
 impl From<K8sError> for ProviderError {
@@ -296,7 +299,32 @@ struct Target {
     kind: String,
 }
 
-async fn target(kube: &Kube, m: &Value) -> Result<Target, ProviderError> {
+/// Why an object's API cannot be reached.
+enum TargetError {
+    /// Its EKS cluster does not exist.
+    ClusterGone,
+    /// Anything else.
+    Provider(ProviderError),
+}
+
+impl From<ProviderError> for TargetError {
+    fn from(e: ProviderError) -> Self {
+        TargetError::Provider(e)
+    }
+}
+
+impl From<TargetError> for ProviderError {
+    fn from(e: TargetError) -> Self {
+        match e {
+            TargetError::ClusterGone => {
+                K8sError::Client("the EKS cluster does not exist".into()).into()
+            }
+            TargetError::Provider(e) => e,
+        }
+    }
+}
+
+async fn target(kube: &Kube, m: &Value) -> Result<Target, TargetError> {
     let av = m["apiVersion"].as_str().unwrap_or_default();
     let kind = m["kind"].as_str().unwrap_or_default();
     let (ar, namespaced) = api_resource(av, kind)
@@ -305,7 +333,11 @@ async fn target(kube: &Kube, m: &Value) -> Result<Target, ProviderError> {
         .as_str()
         .unwrap_or_default()
         .to_string();
-    let client = kube.client().await?;
+    let client = match kube.client().await {
+        Ok(c) => c,
+        Err(K8sError::ClusterGone(_)) => return Err(TargetError::ClusterGone),
+        Err(e) => return Err(TargetError::Provider(e.into())),
+    };
     let (api, what) = if namespaced {
         let ns = m["metadata"]["namespace"].as_str().unwrap_or("default");
         (
@@ -514,9 +546,11 @@ impl super::Provider for ObjectProvider {
         };
         let t = match target(&self.kube, m).await {
             Ok(t) => t,
-            // No cluster yet (e.g. EKS before its first `up`): nothing can exist in it.
+            // No cluster yet (e.g. EKS before its first `up`), or no longer: nothing
+            // exists in it.
             Err(_) if id.is_none() => return Ok(None),
-            Err(e) => return Err(e),
+            Err(TargetError::ClusterGone) => return Ok(None),
+            Err(TargetError::Provider(e)) => return Err(e),
         };
         let Some(live) = t
             .api
@@ -562,7 +596,14 @@ impl super::Provider for ObjectProvider {
     }
 
     async fn delete(&self, _id: &str, props: &Value) -> Result<(), ProviderError> {
-        let t = target(&self.kube, props).await?;
+        let t = match target(&self.kube, props).await {
+            Ok(t) => t,
+            // The cluster went first (deleted outside the stack, or by an earlier
+            // `down` that stopped): its objects, and their load balancers' finalizers,
+            // went with it, so `down` can finish.
+            Err(TargetError::ClusterGone) => return Ok(()),
+            Err(TargetError::Provider(e)) => return Err(e),
+        };
         match t.api.delete(&t.name, &DeleteParams::foreground()).await {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
