@@ -184,6 +184,10 @@ async fn replacing_the_network_replaces_dependents_in_order() {
             "-/+ aws:ec2:Subnet `subnet-a`: replace (forced by cidr_block, vpc_id)",
             "-/+ aws:eks:Cluster `eks-cluster`: replace (forced by subnet_ids)",
             "-/+ aws:eks:NodeGroup `eks-nodes`",
+            // The Kubernetes objects live in the cluster: they go with it and are
+            // applied again in the new one.
+            "-/+ k8s:core/v1:Service `k8s-service`: replace (forced by `eks-cluster`, which it lives in)",
+            "-/+ k8s:apps/v1:Deployment `k8s-deployment`: replace (forced by `eks-cluster`, which it lives in)",
         ],
     );
     let (code, out, err) = p.run(&["up", "--yes"]);
@@ -195,6 +199,11 @@ async fn replacing_the_network_replaces_dependents_in_order() {
     };
     assert!(
         pos("deleting aws:eks:NodeGroup `eks-nodes`")
+            < pos("deleting aws:eks:Cluster `eks-cluster`")
+    );
+    // The Service (and a load balancer it has on EKS) goes before its cluster.
+    assert!(
+        pos("deleting k8s:core/v1:Service `k8s-service`")
             < pos("deleting aws:eks:Cluster `eks-cluster`")
     );
     assert!(

@@ -379,5 +379,12 @@ pub fn declare(
     s.depends_on(&hpa, &deploy);
     let pdb = s.add("k8s-pdb", k8s::PodDisruptionBudget(pdb(&stack_name, kc)));
     s.depends_on(&pdb, &ns);
+    // The objects live in the cluster: a new cluster gets them applied again, and the
+    // old one loses them (the Service's load balancer with it) before it is deleted.
+    s.lives_in(&ns, cluster);
+    s.lives_in(&deploy, cluster);
+    s.lives_in(&svc, cluster);
+    s.lives_in(&hpa, cluster);
+    s.lives_in(&pdb, cluster);
     svc
 }

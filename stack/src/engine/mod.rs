@@ -215,6 +215,11 @@ pub struct ResourceDecl {
     /// Explicit dependencies where no data flows.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<String>,
+    /// The resource this one exists inside (a Kubernetes object's cluster): when that
+    /// is replaced, this one is gone with it, so it is replaced too: deleted first
+    /// (a Service's load balancer with it), created again in the new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lives_in: Option<String>,
 }
 
 impl ResourceDecl {
@@ -356,6 +361,7 @@ impl Stack {
             kind: R::KIND.into(),
             props,
             depends_on: vec![],
+            lives_in: None,
         });
         Handle {
             name: name.into(),
@@ -367,6 +373,15 @@ impl Stack {
     pub fn depends_on<A, B>(&mut self, who: &Handle<A>, on: &Handle<B>) {
         if let Some(d) = self.resources.iter_mut().find(|d| d.name == who.name) {
             d.depends_on.push(on.name.clone());
+        }
+    }
+
+    /// Declares that `who` exists inside `container` (see [`ResourceDecl::lives_in`]);
+    /// also a dependency.
+    pub fn lives_in<A, B>(&mut self, who: &Handle<A>, container: &Handle<B>) {
+        if let Some(d) = self.resources.iter_mut().find(|d| d.name == who.name) {
+            d.depends_on.push(container.name.clone());
+            d.lives_in = Some(container.name.clone());
         }
     }
 

@@ -325,6 +325,33 @@ fn check_ownership(
     })
 }
 
+/// What lives inside a replaced resource (its `lives_in`) goes with it: replaced too,
+/// in dependency order so that residents of residents follow.
+fn replace_residents(stack: &Stack, order: &[String], steps: &mut BTreeMap<String, Step>) {
+    for name in order {
+        let Some(container) = stack.get(name).and_then(|d| d.lives_in.clone()) else {
+            continue;
+        };
+        let container_replaced = steps
+            .get(&container)
+            .is_some_and(|s| matches!(s.action, Action::Replace { .. }));
+        if let Some(step) = steps.get_mut(name)
+            && container_replaced
+            && step.id.is_some()
+        {
+            let why = format!("`{container}`, which it lives in");
+            match &mut step.action {
+                Action::Replace { forced_by } => forced_by.push(why),
+                _ => {
+                    step.action = Action::Replace {
+                        forced_by: vec![why],
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Every step that changes something is also reported as [`Event::Planned`].
 pub async fn plan(
     stack: &Stack,
@@ -460,6 +487,7 @@ pub async fn plan(
     // Declared order for creates/updates, then deletions of what is no longer declared,
     // dependents first.
     let order = graph::order(&stack.resources)?;
+    replace_residents(stack, &order, &mut steps);
     let mut ordered: Vec<Step> = order.iter().filter_map(|n| steps.remove(n)).collect();
     let gone: Vec<(String, Vec<String>)> = state
         .resources
