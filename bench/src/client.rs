@@ -374,47 +374,59 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    /// A server that answers each request on a connection with the next of `answers`
-    /// (raw bytes), closing the connection after any answer that says so.
-    async fn scripted(answers: Vec<&'static [u8]>) -> String {
+    /// A loopback server running `handle` on each connection; its `/predict` URL.
+    async fn serve<F, Fut>(handle: F) -> String
+    where
+        F: Fn(TcpStream) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let answers = Arc::new(answers);
         tokio::spawn(async move {
             loop {
-                let (mut s, _) = listener.accept().await.unwrap();
-                let answers = answers.clone();
-                tokio::spawn(async move {
-                    let mut n = 0;
-                    let mut buf = Vec::new();
-                    loop {
-                        // Good enough for these requests: a head and a 2-byte body.
-                        let mut chunk = [0u8; 4096];
-                        let Ok(k) = s.read(&mut chunk).await else {
-                            return;
-                        };
-                        if k == 0 {
-                            return;
-                        }
-                        buf.extend_from_slice(&chunk[..k]);
-                        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                            continue;
-                        };
-                        if buf.len() < end + 4 + 2 {
-                            continue;
-                        }
-                        buf.drain(..end + 6);
-                        let a = answers[n % answers.len()];
-                        n += 1;
-                        s.write_all(a).await.unwrap();
-                        if a.windows(17).any(|w| w == b"connection: close") {
-                            return;
-                        }
-                    }
-                });
+                let (s, _) = listener.accept().await.unwrap();
+                tokio::spawn(handle(s));
             }
         });
         format!("http://{addr}/predict")
+    }
+
+    /// A server that answers each request on a connection with the next of `answers`
+    /// (raw bytes), closing the connection after any answer that says so.
+    async fn scripted(answers: Vec<&'static [u8]>) -> String {
+        let answers = Arc::new(answers);
+        serve(move |mut s| {
+            let answers = answers.clone();
+            async move {
+                let mut n = 0;
+                let mut buf = Vec::new();
+                loop {
+                    // Good enough for these requests: a head and a 2-byte body.
+                    let mut chunk = [0u8; 4096];
+                    let Ok(k) = s.read(&mut chunk).await else {
+                        return;
+                    };
+                    if k == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..k]);
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
+                    if buf.len() < end + 4 + 2 {
+                        continue;
+                    }
+                    buf.drain(..end + 6);
+                    let a = answers[n % answers.len()];
+                    n += 1;
+                    s.write_all(a).await.unwrap();
+                    if a.windows(17).any(|w| w == b"connection: close") {
+                        return;
+                    }
+                }
+            }
+        })
+        .await
     }
 
     /// Like a TCP proxy whose upstream closed an idle keep-alive connection: after one
@@ -423,30 +435,23 @@ mod tests {
     /// one that is not gets its next request swallowed until the timeout.
     #[tokio::test]
     async fn a_connection_closed_while_idle_is_not_reused() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            loop {
-                let (mut s, _) = listener.accept().await.unwrap();
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                        let k = s.read(&mut chunk).await.unwrap();
-                        buf.extend_from_slice(&chunk[..k]);
-                    }
-                    s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
-                        .await
-                        .unwrap();
-                    s.shutdown().await.unwrap();
-                    // Half-closed: whatever comes next is read and never answered.
-                    while s.read(&mut chunk).await.is_ok_and(|k| k > 0) {}
-                    tokio::time::sleep(Duration::from_secs(60)).await;
-                });
+        let url = serve(|mut s| async move {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                let k = s.read(&mut chunk).await.unwrap();
+                buf.extend_from_slice(&chunk[..k]);
             }
-        });
+            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+                .await
+                .unwrap();
+            s.shutdown().await.unwrap();
+            // Half-closed: whatever comes next is read and never answered.
+            while s.read(&mut chunk).await.is_ok_and(|k| k > 0) {}
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        })
+        .await;
         let mut none = None;
-        let url = format!("http://{addr}/predict");
         let mut conn = Conn::new(Arc::new(Endpoint::new(&url, &mut none).unwrap()));
         for n in 0..3 {
             let mut rec = blank();
@@ -464,35 +469,28 @@ mod tests {
     /// reused, so no request is lost to it.
     #[tokio::test]
     async fn a_connection_idle_past_the_limit_is_not_reused() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
+        let url = serve(|mut s| async move {
+            let mut last = std::time::Instant::now();
+            let mut chunk = [0u8; 4096];
             loop {
-                let (mut s, _) = listener.accept().await.unwrap();
-                tokio::spawn(async move {
-                    let mut last = std::time::Instant::now();
-                    let mut chunk = [0u8; 4096];
-                    loop {
-                        let mut buf = Vec::new();
-                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                            match s.read(&mut chunk).await {
-                                Ok(k) if k > 0 => buf.extend_from_slice(&chunk[..k]),
-                                _ => return,
-                            }
-                        }
-                        if last.elapsed() > Duration::from_millis(150) {
-                            // Expired: swallow this and everything after.
-                            tokio::time::sleep(Duration::from_secs(60)).await;
-                        }
-                        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
-                        s.write_all(ok).await.unwrap();
-                        last = std::time::Instant::now();
+                let mut buf = Vec::new();
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(k) if k > 0 => buf.extend_from_slice(&chunk[..k]),
+                        _ => return,
                     }
-                });
+                }
+                if last.elapsed() > Duration::from_millis(150) {
+                    // Expired: swallow this and everything after.
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                }
+                let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
+                s.write_all(ok).await.unwrap();
+                last = std::time::Instant::now();
             }
-        });
+        })
+        .await;
         let mut none = None;
-        let url = format!("http://{addr}/predict");
         let mut conn = Conn::new(Arc::new(Endpoint::new(&url, &mut none).unwrap()));
         conn.idle_limit = Duration::from_millis(100);
         // Reused after 50 ms; after 300 ms a new connection (the old one would swallow it).

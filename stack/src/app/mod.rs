@@ -152,25 +152,17 @@ mod tests {
                 principal,
             )
         };
-        let (lambda, node, ec2) = attached("us-east-1");
-        assert_eq!(
-            lambda,
-            "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
-        );
-        assert_eq!(node, "arn:aws:iam::aws:policy/AmazonEKSWorkerNodePolicy");
-        assert_eq!(ec2, "ec2.amazonaws.com");
-        let (lambda, node, ec2) = attached("cn-north-1");
-        assert_eq!(
-            lambda,
-            "arn:aws-cn:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
-        );
-        assert_eq!(node, "arn:aws-cn:iam::aws:policy/AmazonEKSWorkerNodePolicy");
-        assert_eq!(ec2, "ec2.amazonaws.com.cn");
-        let (_, node, _) = attached("us-gov-west-1");
-        assert_eq!(
-            node,
-            "arn:aws-us-gov:iam::aws:policy/AmazonEKSWorkerNodePolicy"
-        );
+        for (region, partition, ec2) in [
+            ("us-east-1", "aws", "ec2.amazonaws.com"),
+            ("cn-north-1", "aws-cn", "ec2.amazonaws.com.cn"),
+            ("us-gov-west-1", "aws-us-gov", "ec2.amazonaws.com"),
+        ] {
+            let (lambda, node, principal) = attached(region);
+            let policy = |name: &str| format!("arn:{partition}:iam::aws:policy/{name}");
+            assert_eq!(lambda, policy("service-role/AWSLambdaBasicExecutionRole"));
+            assert_eq!(node, policy("AmazonEKSWorkerNodePolicy"));
+            assert_eq!(principal, ec2, "{region}");
+        }
     }
 
     #[test]
