@@ -164,6 +164,11 @@ struct Sim<'a> {
     last_sync: u64,
     recommendations: VecDeque<(u64, u32)>,
     out: K8sOut,
+    /// Pods the Deployment counts (Pending, Starting or Ready) and nodes not gone,
+    /// kept as counts: the loop reads both at every event and arrival, and a scan of
+    /// the pods and nodes there was most of the Kubernetes side's time at 300 pods.
+    replicas: u32,
+    live_nodes: u64,
 }
 
 impl Sim<'_> {
@@ -173,20 +178,32 @@ impl Sim<'_> {
     }
 
     fn live_nodes(&self) -> u64 {
-        self.nodes.iter().filter(|n| !n.gone).count() as u64
+        debug_assert_eq!(
+            self.live_nodes,
+            self.nodes.iter().filter(|n| !n.gone).count() as u64
+        );
+        self.live_nodes
     }
 
     /// Pods the Deployment counts (not terminating or gone).
     fn replicas(&self) -> u32 {
-        self.pods
-            .iter()
-            .filter(|p| {
-                matches!(
+        debug_assert_eq!(
+            self.replicas,
+            self.pods
+                .iter()
+                .filter(|p| matches!(
                     p.state,
                     PodState::Pending | PodState::Starting | PodState::Ready
-                )
-            })
-            .count() as u32
+                ))
+                .count() as u32
+        );
+        self.replicas
+    }
+
+    fn add_node(&mut self, node: Node) {
+        debug_assert!(!node.gone);
+        self.nodes.push(node);
+        self.live_nodes += 1;
     }
 
     fn place(&mut self, pod: usize, now: u64) {
@@ -226,6 +243,7 @@ impl Sim<'_> {
             window: 0,
             waiting: false,
         });
+        self.replicas += 1;
         self.out.pods_started += 1;
         let i = self.pods.len() - 1;
         self.place(i, now);
@@ -248,6 +266,11 @@ impl Sim<'_> {
 
     fn terminate(&mut self, pod: usize, now: u64) {
         let was = self.pods[pod].state;
+        debug_assert!(matches!(
+            was,
+            PodState::Pending | PodState::Starting | PodState::Ready
+        ));
+        self.replicas -= 1;
         self.ready.retain(|&r| r != pod);
         if was == PodState::Ready && (self.pods[pod].busy || !self.pods[pod].queue.is_empty()) {
             self.pods[pod].state = PodState::Terminating;
@@ -479,7 +502,7 @@ impl Sim<'_> {
             .div_ceil(per_node);
         let room = p.max_nodes.saturating_sub(self.live_nodes() as u32);
         for _ in 0..need.min(room) {
-            self.nodes.push(Node {
+            self.add_node(Node {
                 ready: false,
                 gone: false,
                 used_m: 0,
@@ -508,6 +531,7 @@ impl Sim<'_> {
                 && pending == 0
             {
                 node.gone = true;
+                self.live_nodes -= 1;
             }
         }
     }
@@ -551,9 +575,11 @@ pub fn run(
         last_sync: 0,
         recommendations: VecDeque::new(),
         out: K8sOut::default(),
+        replicas: 0,
+        live_nodes: 0,
     };
     for _ in 0..p.initial_nodes.max(p.min_nodes).min(p.max_nodes.max(1)) {
-        s.nodes.push(Node {
+        s.add_node(Node {
             ready: true,
             gone: false,
             used_m: 0,
