@@ -18,7 +18,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use super::inputs::{Inputs, Words, tokens};
+use super::inputs::Inputs;
 use super::tally::Tally;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -545,19 +545,16 @@ impl Sim<'_> {
     }
 }
 
+/// `arrivals`: each arrival's time (µs) and its text's tokens; `rng`: the service
+/// times' stream.
 pub fn run(
-    arrivals: impl Iterator<Item = u64>,
-    words: &Words,
+    arrivals: impl Iterator<Item = super::Arrival>,
     inputs: &Inputs,
     p: &K8sParams,
     duration_us: u64,
-    rngs: super::lambda::Rngs<'_>,
+    rng: &mut ChaCha8Rng,
     tally: &mut Tally,
 ) -> K8sOut {
-    let super::lambda::Rngs {
-        words: wrng,
-        service: rng,
-    } = rngs;
     let mut s = Sim {
         p,
         inputs,
@@ -598,7 +595,7 @@ pub fn run(
     let (mut area, mut last) = (0.0f64, 0u64);
     let (mut node_area, mut pod_area) = (0.0f64, 0.0f64);
     loop {
-        let ta = arrivals.peek().copied().unwrap_or(u64::MAX);
+        let ta = arrivals.peek().map_or(u64::MAX, |a| a.0);
         let te = s.heap.peek().map_or(u64::MAX, |r| r.0.0);
         let t = ta.min(te);
         if t == u64::MAX {
@@ -664,8 +661,7 @@ pub fn run(
             s.out.peak_nodes = s.out.peak_nodes.max(nodes);
             continue;
         }
-        arrivals.next();
-        let tok = tokens(words.sample(wrng)) as u16;
+        let (_, tok) = arrivals.next().expect("peeked");
         s.arrival(t, tok);
     }
     s.out.node_seconds = node_area;
