@@ -18,7 +18,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use super::inputs::{Inputs, Words, tokens};
+use super::inputs::Inputs;
 use super::tally::Tally;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -164,6 +164,11 @@ struct Sim<'a> {
     last_sync: u64,
     recommendations: VecDeque<(u64, u32)>,
     out: K8sOut,
+    /// Pods the Deployment counts (Pending, Starting or Ready) and nodes not gone,
+    /// kept as counts: the loop reads both at every event and arrival, and a scan of
+    /// the pods and nodes there was most of the Kubernetes side's time at 300 pods.
+    replicas: u32,
+    live_nodes: u64,
 }
 
 impl Sim<'_> {
@@ -173,20 +178,32 @@ impl Sim<'_> {
     }
 
     fn live_nodes(&self) -> u64 {
-        self.nodes.iter().filter(|n| !n.gone).count() as u64
+        debug_assert_eq!(
+            self.live_nodes,
+            self.nodes.iter().filter(|n| !n.gone).count() as u64
+        );
+        self.live_nodes
     }
 
     /// Pods the Deployment counts (not terminating or gone).
     fn replicas(&self) -> u32 {
-        self.pods
-            .iter()
-            .filter(|p| {
-                matches!(
+        debug_assert_eq!(
+            self.replicas,
+            self.pods
+                .iter()
+                .filter(|p| matches!(
                     p.state,
                     PodState::Pending | PodState::Starting | PodState::Ready
-                )
-            })
-            .count() as u32
+                ))
+                .count() as u32
+        );
+        self.replicas
+    }
+
+    fn add_node(&mut self, node: Node) {
+        debug_assert!(!node.gone);
+        self.nodes.push(node);
+        self.live_nodes += 1;
     }
 
     fn place(&mut self, pod: usize, now: u64) {
@@ -226,6 +243,7 @@ impl Sim<'_> {
             window: 0,
             waiting: false,
         });
+        self.replicas += 1;
         self.out.pods_started += 1;
         let i = self.pods.len() - 1;
         self.place(i, now);
@@ -248,6 +266,11 @@ impl Sim<'_> {
 
     fn terminate(&mut self, pod: usize, now: u64) {
         let was = self.pods[pod].state;
+        debug_assert!(matches!(
+            was,
+            PodState::Pending | PodState::Starting | PodState::Ready
+        ));
+        self.replicas -= 1;
         self.ready.retain(|&r| r != pod);
         if was == PodState::Ready && (self.pods[pod].busy || !self.pods[pod].queue.is_empty()) {
             self.pods[pod].state = PodState::Terminating;
@@ -479,7 +502,7 @@ impl Sim<'_> {
             .div_ceil(per_node);
         let room = p.max_nodes.saturating_sub(self.live_nodes() as u32);
         for _ in 0..need.min(room) {
-            self.nodes.push(Node {
+            self.add_node(Node {
                 ready: false,
                 gone: false,
                 used_m: 0,
@@ -508,6 +531,7 @@ impl Sim<'_> {
                 && pending == 0
             {
                 node.gone = true;
+                self.live_nodes -= 1;
             }
         }
     }
@@ -521,19 +545,16 @@ impl Sim<'_> {
     }
 }
 
+/// `arrivals`: each arrival's time (µs) and its text's tokens; `rng`: the service
+/// times' stream.
 pub fn run(
-    arrivals: impl Iterator<Item = u64>,
-    words: &Words,
+    arrivals: impl Iterator<Item = super::Arrival>,
     inputs: &Inputs,
     p: &K8sParams,
     duration_us: u64,
-    rngs: super::lambda::Rngs<'_>,
+    rng: &mut ChaCha8Rng,
     tally: &mut Tally,
 ) -> K8sOut {
-    let super::lambda::Rngs {
-        words: wrng,
-        service: rng,
-    } = rngs;
     let mut s = Sim {
         p,
         inputs,
@@ -551,9 +572,11 @@ pub fn run(
         last_sync: 0,
         recommendations: VecDeque::new(),
         out: K8sOut::default(),
+        replicas: 0,
+        live_nodes: 0,
     };
     for _ in 0..p.initial_nodes.max(p.min_nodes).min(p.max_nodes.max(1)) {
-        s.nodes.push(Node {
+        s.add_node(Node {
             ready: true,
             gone: false,
             used_m: 0,
@@ -572,7 +595,7 @@ pub fn run(
     let (mut area, mut last) = (0.0f64, 0u64);
     let (mut node_area, mut pod_area) = (0.0f64, 0.0f64);
     loop {
-        let ta = arrivals.peek().copied().unwrap_or(u64::MAX);
+        let ta = arrivals.peek().map_or(u64::MAX, |a| a.0);
         let te = s.heap.peek().map_or(u64::MAX, |r| r.0.0);
         let t = ta.min(te);
         if t == u64::MAX {
@@ -638,8 +661,7 @@ pub fn run(
             s.out.peak_nodes = s.out.peak_nodes.max(nodes);
             continue;
         }
-        arrivals.next();
-        let tok = tokens(words.sample(wrng)) as u16;
+        let (_, tok) = arrivals.next().expect("peeked");
         s.arrival(t, tok);
     }
     s.out.node_seconds = node_area;

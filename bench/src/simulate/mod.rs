@@ -4,11 +4,11 @@
 //!
 //! Simulated time is in µs; nothing sleeps. Arrivals are generated lazily
 //! ([`arrivals`]) and every latency goes into HDR histograms ([`tally`]), so memory
-//! does not grow with the request count. Each side ([`lambda`], [`k8s`]) runs its own
-//! event loop (a `BinaryHeap` of timed events merged with the arrival stream) on its
-//! own thread; both see the same arrivals and the same text lengths (the same seeded
-//! streams), and draw their service times from their own streams, so a seed gives
-//! the same result whatever the thread timing.
+//! does not grow with the request count. The arrivals and their texts' lengths are
+//! drawn once, on a thread of their own, and handed to both sides in blocks
+//! ([`Fed`]); each side ([`lambda`], [`k8s`]) runs its own event loop (timed events
+//! merged with the arrival stream) on its own thread and draws its service times from
+//! its own seeded stream, so a seed gives the same result whatever the thread timing.
 
 pub mod arrivals;
 pub mod inputs;
@@ -20,6 +20,8 @@ pub mod validate;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use anyhow::Context;
 use rand::SeedableRng;
@@ -106,23 +108,78 @@ impl SimConfig {
         r
     }
 
-    /// One side's `run` with its own tally of `duration_us`, the text lengths from
-    /// stream 1 (the same texts on both sides) and its service times from
+    /// One side's `run` with its own tally of `duration_us` and its service times from
     /// `service_stream`.
     fn side<O>(
         &self,
         duration_us: u64,
         service_stream: u64,
-        run: impl FnOnce(lambda::Rngs<'_>, &mut Tally) -> O,
+        run: impl FnOnce(&mut ChaCha8Rng, &mut Tally) -> O,
     ) -> (Tally, O) {
         let mut tally = Tally::new(duration_us, self.bucket_us());
-        let (mut words, mut service) = (self.stream(1), self.stream(service_stream));
-        let rngs = lambda::Rngs {
-            words: &mut words,
-            service: &mut service,
-        };
-        let out = run(rngs, &mut tally);
+        let out = run(&mut self.stream(service_stream), &mut tally);
+        tally.flush();
         (tally, out)
+    }
+}
+
+/// One arrival: its time (µs) and its text's tokens.
+pub type Arrival = (u64, u16);
+
+/// Arrivals per block handed to the sides (128 KB).
+const BLOCK: usize = 8192;
+
+/// Draws the arrivals (stream 0) and their texts' tokens (stream 1) once for both
+/// sides, in blocks, until the arrivals end or a side stops listening.
+fn feed(
+    arrivals: Arrivals,
+    words: &inputs::Words,
+    mut wrng: ChaCha8Rng,
+    to: [SyncSender<Arc<[Arrival]>>; 2],
+) {
+    let mut arrivals = arrivals.map(|t| (t, inputs::tokens(words.sample(&mut wrng)) as u16));
+    loop {
+        let block: Arc<[Arrival]> = arrivals.by_ref().take(BLOCK).collect();
+        if block.is_empty() {
+            return;
+        }
+        for tx in &to {
+            if tx.send(Arc::clone(&block)).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// One side's view of [`feed`]'s blocks, an arrival at a time.
+pub struct Fed {
+    rx: Receiver<Arc<[Arrival]>>,
+    block: Arc<[Arrival]>,
+    i: usize,
+}
+
+impl Fed {
+    fn new(rx: Receiver<Arc<[Arrival]>>) -> Self {
+        Self {
+            rx,
+            block: Arc::new([]),
+            i: 0,
+        }
+    }
+}
+
+impl Iterator for Fed {
+    type Item = Arrival;
+
+    #[inline]
+    fn next(&mut self) -> Option<Arrival> {
+        if self.i == self.block.len() {
+            self.block = self.rx.recv().ok()?;
+            self.i = 0;
+        }
+        let a = self.block[self.i];
+        self.i += 1;
+        Some(a)
     }
 }
 
@@ -162,7 +219,7 @@ pub struct SimResult {
     pub notes: Vec<String>,
 }
 
-/// Runs both sides (one thread each) and prices them.
+/// Runs both sides (one thread each, fed by a third) and prices them.
 pub fn run(cfg: &SimConfig, prices: &Prices) -> anyhow::Result<SimResult> {
     let duration_us = match &cfg.trace {
         Some(t) => (t.iter().copied().fold(cfg.curve.duration_s, f64::max) * 1e6) as u64,
@@ -188,17 +245,23 @@ pub fn run(cfg: &SimConfig, prices: &Prices) -> anyhow::Result<SimResult> {
         k8s_params.instance_type,
         k8s_params.node_cpu_m
     );
-    let (la, ka) = (cfg.arrivals()?, cfg.arrivals()?);
+    let arrivals = cfg.arrivals()?;
+    // A few blocks of slack each: the faster side runs ahead of the slower by at most
+    // that much.
+    let (ltx, lrx) = sync_channel(4);
+    let (ktx, krx) = sync_channel(4);
     let ((lt, lo), (kt, ko)) = std::thread::scope(|s| {
-        let (words, inputs) = (&cfg.inputs.words, &cfg.inputs);
+        let inputs = &cfg.inputs;
+        let words = cfg.stream(1);
+        s.spawn(move || feed(arrivals, &inputs.words, words, [ltx, ktx]));
         let l = s.spawn(|| {
-            cfg.side(duration_us, 2, |rngs, t| {
-                lambda::run(la, words, inputs, &cfg.lambda, duration_us, rngs, t)
+            cfg.side(duration_us, 2, |rng, t| {
+                lambda::run(Fed::new(lrx), inputs, &cfg.lambda, duration_us, rng, t)
             })
         });
         let k = s.spawn(|| {
-            cfg.side(duration_us, 3, |rngs, t| {
-                k8s::run(ka, words, inputs, &k8s_params, duration_us, rngs, t)
+            cfg.side(duration_us, 3, |rng, t| {
+                k8s::run(Fed::new(krx), inputs, &k8s_params, duration_us, rng, t)
             })
         });
         (

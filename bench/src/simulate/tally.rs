@@ -32,6 +32,20 @@ pub struct Tally {
     pub buckets: Vec<Bucket>,
     /// Σ latency (µs), for the mean without histogram rounding (Little's law).
     pub latency_sum_us: f64,
+    /// Histogram updates not made yet: `n` requests of the same latency, error and
+    /// bucket in a row, recorded at once (`record_n`, the same histograms as `n`
+    /// `record`s) when one differs or at [`Tally::flush`]. A Lambda with fixed inputs
+    /// answers most requests in the same µs, and an HDR update costs more than the
+    /// rest of a request's bookkeeping.
+    pending: Pending,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+struct Pending {
+    bucket: usize,
+    latency_us: u64,
+    failed: bool,
+    n: u64,
 }
 
 impl Tally {
@@ -54,11 +68,21 @@ impl Tally {
                 })
                 .collect(),
             latency_sum_us: 0.0,
+            pending: Pending {
+                bucket: 0,
+                latency_us: 0,
+                failed: false,
+                n: 0,
+            },
         }
     }
 
+    fn bucket_index(&self, at_us: u64) -> usize {
+        ((at_us / self.bucket_us) as usize).min(self.buckets.len() - 1)
+    }
+
     pub fn bucket(&mut self, at_us: u64) -> &mut Bucket {
-        let i = ((at_us / self.bucket_us) as usize).min(self.buckets.len() - 1);
+        let i = self.bucket_index(at_us);
         &mut self.buckets[i]
     }
 
@@ -70,21 +94,49 @@ impl Tally {
         let v = latency_us.max(1);
         self.requests += 1;
         self.latency_sum_us += latency_us as f64;
-        match error {
-            None => {
-                let _ = self.ok.record(v);
-            }
-            Some(k) => {
-                let _ = self.failed.record(v);
-                *self.errors.entry(k).or_default() += 1;
-            }
-        }
-        let b = self.bucket(at_us);
+        let i = self.bucket_index(at_us);
+        let b = &mut self.buckets[i];
         b.requests += 1;
-        let _ = b.latency.record(v);
         if let Some(k) = error {
+            *self.errors.entry(k).or_default() += 1;
             *b.errors.entry(k).or_default() += 1;
         }
+        let p = &mut self.pending;
+        if p.n > 0 && p.bucket == i && p.latency_us == v && p.failed == error.is_some() {
+            p.n += 1;
+            return;
+        }
+        self.flush();
+        self.pending = Pending {
+            bucket: i,
+            latency_us: v,
+            failed: error.is_some(),
+            n: 1,
+        };
+    }
+
+    /// Makes the pending histogram updates (see `pending`); [`Tally::summary`] needs
+    /// none left.
+    pub fn flush(&mut self) {
+        let p = std::mem::replace(&mut self.pending.n, 0);
+        if p == 0 {
+            return;
+        }
+        let Pending {
+            bucket,
+            latency_us: v,
+            failed,
+            ..
+        } = self.pending;
+        let all = if failed {
+            &mut self.failed
+        } else {
+            &mut self.ok
+        };
+        let _ = all.record_n(v, p);
+        // A bucket's counts are u32 (saturating, as `record` would).
+        let n = u32::try_from(p).unwrap_or(u32::MAX);
+        let _ = self.buckets[bucket].latency.record_n(v, n);
     }
 
     pub fn instances(&mut self, at_us: u64, n: u64) {
@@ -98,6 +150,7 @@ impl Tally {
     }
 
     pub fn summary(&self) -> SideSummary {
+        assert_eq!(self.pending.n, 0, "Tally::flush before the summary");
         let mut all = self.ok.clone();
         let _ = all.add(&self.failed);
         let share =
