@@ -255,6 +255,7 @@ fn vpc_dns(e: &Evidence) -> Vec<String> {
         .sent("EC2", "CreateSubnet")
         .filter_map(|r| r.param("VpcId"))
         .collect();
+    vpcs.sort_unstable();
     vpcs.dedup();
     vpcs.into_iter()
         .filter_map(|vpc| {

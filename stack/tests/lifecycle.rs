@@ -371,6 +371,7 @@ async fn full_lifecycle() {
         .map(stack::aws_rules::iam_action)
         .filter(|a| !stack::aws_rules::policy_allows(&policy, a))
         .collect();
+    denied.sort();
     denied.dedup();
     assert!(
         denied.is_empty(),

@@ -31,24 +31,26 @@ pub async fn check_zones(ec2: &aws_sdk_ec2::Client, cfg: &Config) -> Result<(), 
         .aws("ec2:DescribeAvailabilityZones")
         .map_err(|e| e.to_string())?;
     let known = r.availability_zones();
-    let usable = |z: &&aws_sdk_ec2::types::AvailabilityZone| {
-        z.state().is_some_and(|s| s.as_str() == "available")
-            && !EKS_UNSUPPORTED_ZONE_IDS.contains(&z.zone_id().unwrap_or_default())
+    // Why a zone cannot hold the cluster's subnets, if it cannot.
+    let unusable = |z: &aws_sdk_ec2::types::AvailabilityZone| {
+        if EKS_UNSUPPORTED_ZONE_IDS.contains(&z.zone_id().unwrap_or_default()) {
+            Some("a zone EKS does not support")
+        } else if z.state().is_none_or(|s| s.as_str() != "available") {
+            Some("not available")
+        } else {
+            None
+        }
     };
     let mut problems = Vec::new();
     for zone in cfg.network.zones(&cfg.region) {
         match known.iter().find(|z| z.zone_name() == Some(zone.as_str())) {
             None => problems.push(format!("{zone} is not a zone of {}", cfg.region)),
-            Some(z) if !usable(&z) => problems.push(format!(
-                "{zone} is {} in this account{}",
-                z.zone_id().unwrap_or("?"),
-                if EKS_UNSUPPORTED_ZONE_IDS.contains(&z.zone_id().unwrap_or_default()) {
-                    ", a zone EKS does not support"
-                } else {
-                    ", not available"
+            Some(z) => {
+                if let Some(why) = unusable(z) {
+                    let id = z.zone_id().unwrap_or("?");
+                    problems.push(format!("{zone} is {id} in this account, {why}"));
                 }
-            )),
-            Some(_) => {}
+            }
         }
     }
     if problems.is_empty() {
@@ -56,7 +58,7 @@ pub async fn check_zones(ec2: &aws_sdk_ec2::Client, cfg: &Config) -> Result<(), 
     }
     let mut names: Vec<&str> = known
         .iter()
-        .filter(usable)
+        .filter(|z| unusable(z).is_none())
         .filter_map(|z| z.zone_name())
         .collect();
     names.sort_unstable();

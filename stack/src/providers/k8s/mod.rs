@@ -67,6 +67,15 @@ pub enum K8sError {
 
 impl From<K8sError> for ProviderError {
     fn from(e: K8sError) -> Self {
+        if let K8sError::ClusterGone(cluster) = &e {
+            // Not found, as the AWS providers' errors say it: a read finds nothing.
+            return ProviderError::Api {
+                op: "eks:DescribeCluster".into(),
+                code: "ResourceNotFoundException".into(),
+                message: format!("the EKS cluster does not exist: {cluster}"),
+                hint: None,
+            };
+        }
         if let K8sError::Api { op, source } = &e
             && let kube::Error::Api(s) = source.as_ref()
         {
@@ -299,32 +308,7 @@ struct Target {
     kind: String,
 }
 
-/// Why an object's API cannot be reached.
-enum TargetError {
-    /// Its EKS cluster does not exist.
-    ClusterGone,
-    /// Anything else.
-    Provider(ProviderError),
-}
-
-impl From<ProviderError> for TargetError {
-    fn from(e: ProviderError) -> Self {
-        TargetError::Provider(e)
-    }
-}
-
-impl From<TargetError> for ProviderError {
-    fn from(e: TargetError) -> Self {
-        match e {
-            TargetError::ClusterGone => {
-                K8sError::Client("the EKS cluster does not exist".into()).into()
-            }
-            TargetError::Provider(e) => e,
-        }
-    }
-}
-
-async fn target(kube: &Kube, m: &Value) -> Result<Target, TargetError> {
+async fn target(kube: &Kube, m: &Value) -> Result<Target, ProviderError> {
     let av = m["apiVersion"].as_str().unwrap_or_default();
     let kind = m["kind"].as_str().unwrap_or_default();
     let (ar, namespaced) = api_resource(av, kind)
@@ -333,11 +317,7 @@ async fn target(kube: &Kube, m: &Value) -> Result<Target, TargetError> {
         .as_str()
         .unwrap_or_default()
         .to_string();
-    let client = match kube.client().await {
-        Ok(c) => c,
-        Err(K8sError::ClusterGone(_)) => return Err(TargetError::ClusterGone),
-        Err(e) => return Err(TargetError::Provider(e.into())),
-    };
+    let client = kube.client().await?;
     let (api, what) = if namespaced {
         let ns = m["metadata"]["namespace"].as_str().unwrap_or("default");
         (
@@ -548,9 +528,8 @@ impl super::Provider for ObjectProvider {
             Ok(t) => t,
             // No cluster yet (e.g. EKS before its first `up`), or no longer: nothing
             // exists in it.
-            Err(_) if id.is_none() => return Ok(None),
-            Err(TargetError::ClusterGone) => return Ok(None),
-            Err(TargetError::Provider(e)) => return Err(e),
+            Err(e) if id.is_none() || e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e),
         };
         let Some(live) = t
             .api
@@ -601,8 +580,8 @@ impl super::Provider for ObjectProvider {
             // The cluster went first (deleted outside the stack, or by an earlier
             // `down` that stopped): its objects, and their load balancers' finalizers,
             // went with it, so `down` can finish.
-            Err(TargetError::ClusterGone) => return Ok(()),
-            Err(TargetError::Provider(e)) => return Err(e),
+            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) => return Err(e),
         };
         match t.api.delete(&t.name, &DeleteParams::foreground()).await {
             Ok(_) => {}
