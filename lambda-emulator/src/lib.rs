@@ -25,6 +25,7 @@
 
 pub mod apigw;
 pub mod cgroup;
+mod output;
 
 pub use apigw::ApiConfig;
 
@@ -328,6 +329,8 @@ struct Instance {
     exited: watch::Receiver<Option<String>>,
     last_used: Mutex<Instant>,
     retired: AtomicBool,
+    /// Its stdout and stderr readers, flushed before each `END` line.
+    output: Vec<output::Flush>,
     kill: Mutex<Option<oneshot::Sender<()>>>,
     server: Mutex<Option<tokio::task::AbortHandle>>,
 }
@@ -411,6 +414,9 @@ impl Shared {
                 InvokeError::Timeout(self.config.timeout)
             }),
         };
+        for pipe in &instance.output {
+            pipe.written_so_far().await;
+        }
         match outcome {
             Ok((answer, duration)) => {
                 let init_duration = if cold {
@@ -557,11 +563,12 @@ impl Shared {
         // Joined right after the fork: the process has not loaded its model yet, so its
         // init runs under the limits.
         let cgroup = self.cgroup_for(id, child.id());
+        let mut output = Vec::new();
         if let Some(out) = child.stdout.take() {
-            self.forward_output(out, stream.clone());
+            output.push(self.forward_output(out, stream.clone()));
         }
         if let Some(err) = child.stderr.take() {
-            self.forward_output(err, stream.clone());
+            output.push(self.forward_output(err, stream.clone()));
         }
         let (queue, events) = mpsc::channel(1);
         let (exited_tx, exited) = watch::channel(None);
@@ -578,6 +585,7 @@ impl Shared {
             exited,
             last_used: Mutex::new(spawned_at),
             retired: AtomicBool::new(false),
+            output,
             kill: Mutex::new(Some(kill)),
             server: Mutex::new(None),
         });
@@ -639,28 +647,22 @@ impl Shared {
     }
 
     /// Sends each line the function writes to the log, in its environment's stream.
-    fn forward_output(
-        self: &Arc<Self>,
-        output: impl tokio::io::AsyncRead + Unpin + Send + 'static,
-        stream: String,
-    ) {
+    fn forward_output<R>(self: &Arc<Self>, output: R, stream: String) -> output::Flush
+    where
+        R: tokio::io::AsyncRead + std::os::fd::AsRawFd + Unpin + Send + 'static,
+    {
         let weak = Arc::downgrade(self);
-        tokio::spawn(async move {
-            use tokio::io::AsyncBufReadExt;
-            let mut lines = tokio::io::BufReader::new(output).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                match weak.upgrade() {
-                    Some(shared) => {
-                        // The function's own output always reaches stderr, as before.
-                        if !shared.config.print_reports {
-                            eprintln!("{line}");
-                        }
-                        shared.log(&stream, line);
-                    }
-                    None => return,
+        output::forward(output, move |line| match weak.upgrade() {
+            Some(shared) => {
+                // The function's own output always reaches stderr, as before.
+                if !shared.config.print_reports {
+                    eprintln!("{line}");
                 }
+                shared.log(&stream, line);
+                true
             }
-        });
+            None => false,
+        })
     }
 }
 
