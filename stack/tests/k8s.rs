@@ -248,6 +248,78 @@ async fn rollout_wait_follows_the_deployment_status() {
     controller.await.unwrap();
 }
 
+/// After a rollout that completed, pods that keep dying leave `Progressing` True:
+/// only `Available` False and the pods' own status say so. Such a Deployment reads as
+/// failed (planned for replacement, with the reason) rather than as "No changes".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_crash_looping_after_its_rollout_reads_as_failed() {
+    use k8s_openapi::api::core::v1::Pod;
+    let s = server().await;
+    let p = provider(&s, None);
+    let c = cfg();
+    let ns = manifests::namespace(STACK, &c);
+    let dep = manifests::deployment(STACK, &c, &image("reg/server@sha256:aaa"));
+    p.create(&ns).await.unwrap();
+    p.create(&dep).await.unwrap();
+    let client = s.client().unwrap();
+    let deps: Api<Deployment> = Api::namespaced(client.clone(), "ml");
+    let report = |available: &str| {
+        json!({ "status": {
+            "observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 0,
+            "conditions": [
+                {"type": "Available", "status": available, "reason": "MinimumReplicasUnavailable"},
+                {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}
+            ]
+        }})
+    };
+    deps.patch_status(
+        "sentiment-server",
+        &PatchParams::default(),
+        &Patch::Merge(&report("False")),
+    )
+    .await
+    .unwrap();
+    let selector = dep["spec"]["selector"]["matchLabels"].clone();
+    let pods: Api<Pod> = Api::namespaced(client, "ml");
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "sentiment-server-7d-x1", "namespace": "ml", "labels": selector},
+        "spec": {"containers": [{"name": "server", "image": "reg/server@sha256:aaa"}]},
+        "status": {"containerStatuses": [{
+            "name": "server", "image": "reg/server@sha256:aaa", "imageID": "", "ready": false,
+            "restartCount": 6,
+            "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+            "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}
+        }]}
+    }))
+    .unwrap();
+    pods.create(&Default::default(), &pod).await.unwrap();
+    let failed = |o: stack::providers::Observed| {
+        o.outputs
+            .get(stack::providers::FAILED_OUTPUT)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let o = p.read(None, &dep, None).await.unwrap().expect("exists");
+    assert_eq!(
+        failed(o).as_deref(),
+        Some(
+            "pods crash-looping: pod sentiment-server-7d-x1 container server: \
+             CrashLoopBackOff, 6 restarts, last exit 137 (OOMKilled)"
+        )
+    );
+
+    // Still serving its minimum: degraded, not failed.
+    deps.patch_status(
+        "sentiment-server",
+        &PatchParams::default(),
+        &Patch::Merge(&report("True")),
+    )
+    .await
+    .unwrap();
+    let o = p.read(None, &dep, None).await.unwrap().expect("exists");
+    assert_eq!(failed(o), None);
+}
+
 #[test]
 fn rollout_complete_needs_every_replica_updated_and_available() {
     let mut d = json!({

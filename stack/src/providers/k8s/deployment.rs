@@ -84,3 +84,83 @@ pub async fn wait_rollout(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Why a Deployment whose rollout finished is not serving: its `Available` condition
+/// is False and pods it selects are crash-looping (a container in `CrashLoopBackOff`,
+/// say, after an OOM kill or a bad model). The controller reports neither: once a
+/// rollout completed, `Progressing` stays True however often the pods die. A
+/// Deployment that still has its minimum available is degraded, not failed.
+pub async fn crash_looping(
+    client: &kube::Client,
+    live: &Value,
+) -> Result<Option<String>, ProviderError> {
+    let unavailable = live["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Available" && c["status"] == "False");
+    let selector = live["spec"]["selector"]["matchLabels"].as_object();
+    let (true, Some(selector), Some(ns)) = (
+        unavailable,
+        selector,
+        live["metadata"]["namespace"].as_str(),
+    ) else {
+        return Ok(None);
+    };
+    let labels: Vec<String> = selector
+        .iter()
+        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+        .collect();
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), ns);
+    let listed = pods
+        .list(&kube::api::ListParams::default().labels(&labels.join(",")))
+        .await
+        .map_err(api_err(format!(
+            "list the pods of Deployment {ns}/{}",
+            name(live)
+        )))?;
+    let looping: Vec<String> = listed
+        .items
+        .iter()
+        .flat_map(|p| {
+            let pod = p.metadata.name.clone().unwrap_or_default();
+            let statuses = p.status.as_ref().and_then(|s| s.container_statuses.clone());
+            statuses
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(move |c| crash_loop(&pod, &c))
+        })
+        .collect();
+    Ok((!looping.is_empty()).then(|| format!("pods crash-looping: {}", looping.join("; "))))
+}
+
+fn name(live: &Value) -> &str {
+    live["metadata"]["name"].as_str().unwrap_or_default()
+}
+
+/// `pod P container C: CrashLoopBackOff, N restarts, last exit 137 (OOMKilled)`.
+fn crash_loop(pod: &str, c: &k8s_openapi::api::core::v1::ContainerStatus) -> Option<String> {
+    let waiting = c.state.as_ref()?.waiting.as_ref()?;
+    if waiting.reason.as_deref() != Some("CrashLoopBackOff") {
+        return None;
+    }
+    let last = c
+        .last_state
+        .as_ref()
+        .and_then(|s| s.terminated.as_ref())
+        .map(|t| {
+            format!(
+                ", last exit {}{}",
+                t.exit_code,
+                t.reason
+                    .as_deref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
+            )
+        })
+        .unwrap_or_default();
+    Some(format!(
+        "pod {pod} container {}: CrashLoopBackOff, {} restarts{last}",
+        c.name, c.restart_count
+    ))
+}

@@ -16,7 +16,7 @@ mod deployment;
 pub mod eks_token;
 pub mod fake;
 
-pub use deployment::{rollout_complete, wait_rollout};
+pub use deployment::{crash_looping, rollout_complete, wait_rollout};
 
 use async_trait::async_trait;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
@@ -540,7 +540,13 @@ impl super::Provider for ObjectProvider {
             return Ok(None);
         };
         let live = to_json(&live)?;
-        let out = outputs(&live);
+        let mut out = outputs(&live);
+        if t.kind == "Deployment"
+            && !out.contains_key(super::FAILED_OUTPUT)
+            && let Some(why) = crash_looping(&self.kube.client().await?, &live).await?
+        {
+            out.insert(super::FAILED_OUTPUT.into(), why.into());
+        }
         let id = id_of(&live);
         // What would an apply of the declaration change? Ask the server (dry run):
         // defaults it fills in then appear on both sides.
