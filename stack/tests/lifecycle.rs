@@ -4,6 +4,7 @@
 mod common;
 
 use common::{Project, assert_has, clients, function, moto, nodegroup, tagged};
+use stack::providers::aws::request_log::LoggedRequest;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_lifecycle() {
@@ -377,4 +378,56 @@ async fn full_lifecycle() {
         denied.is_empty(),
         "stack/aws/deployer-policy.json lacks {denied:?}"
     );
+}
+
+/// `stack synth --target aws --requests`: every request a first `up` sends, rehearsed
+/// against a throwaway moto (the project's endpoint is never used), with what AWS
+/// would assign as placeholders, and checked against AWS's rules and the deployer
+/// policy. Nothing of the project's own state is written.
+#[test]
+fn synth_requests_rehearses_a_first_up_and_shows_placeholders() {
+    let p = Project::new("http://127.0.0.1:9", "rehearse");
+    let (code, out, err) = p.run(&["synth", "--target", "aws", "--requests"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_has(
+        &out,
+        &[
+            "EC2 DescribeAvailabilityZones",
+            "EC2 CreateVpc",
+            "EC2 CreateSubnet",
+            "IAM CreateRole",
+            "Lambda CreateFunction",
+            "Lambda AddPermission",
+            "ApiGatewayV2 CreateApi",
+            "EKS CreateCluster",
+            "EKS CreateNodegroup",
+            "\"VpcId\": \"<vpc.id>\"",
+            "<account-id>",
+            "not as AWS SDK requests above",
+        ],
+    );
+    assert!(
+        !out.contains("123456789012"),
+        "moto's account id leaked:\n{out}"
+    );
+    assert_has(
+        &err,
+        &[
+            "AWS's rules: 8 of 8 hold",
+            "deployer policy: allows every one",
+        ],
+    );
+    assert!(
+        !p.path(".stack").exists(),
+        "the rehearsal wrote the project's state"
+    );
+
+    let (code, out, err) = p.run(&["synth", "--target", "aws", "--requests", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let sent: Vec<LoggedRequest> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let subnets = sent.iter().filter(|r| r.operation == "CreateSubnet");
+    assert!(subnets.count() >= 2, "{out}");
 }

@@ -1,4 +1,5 @@
-//! Helpers every crate's integration tests share, so each external service is started
+//! Helpers every crate's integration tests share (and `stack synth --requests`, which
+//! rehearses a deployment against a throwaway moto), so each external service is started
 //! one way: moto_server on a free loopback port ([`Moto`]), a registry ([`Registry`]),
 //! free ports ([`free_port`]),
 //! a raw HTTP/1.1 client that can also send what no client library would ([`http`]),
@@ -78,6 +79,11 @@ impl Moto {
     /// the other test's server. Only a server that is still ours once it answers HTTP
     /// is used; otherwise, another port.
     pub fn start() -> Moto {
+        Moto::try_start().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Moto::start`], with what went wrong as an error rather than a panic.
+    pub fn try_start() -> Result<Moto, String> {
         for _ in 0..5 {
             let port = free_port();
             let child = Command::new("moto_server")
@@ -86,7 +92,7 @@ impl Moto {
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
-                .expect("moto_server is not installed: run scripts/test-deps.sh (pip install 'moto[server]')");
+                .map_err(|e| format!("cannot run moto_server ({e}): run scripts/test-deps.sh (pip install 'moto[server]')"))?;
             let mut moto = Moto {
                 child: ChildGuard(child),
                 url: format!("http://127.0.0.1:{port}"),
@@ -97,18 +103,17 @@ impl Moto {
                 if answers_http(addr, "/moto-api/") {
                     std::thread::sleep(Duration::from_millis(100));
                     if !moto.child.exited() {
-                        return moto;
+                        return Ok(moto);
                     }
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
-            assert!(
-                Instant::now() < deadline,
-                "moto_server did not start on {addr} within 60 s"
-            );
+            if Instant::now() >= deadline {
+                return Err(format!("moto_server did not start on {addr} within 60 s"));
+            }
         }
-        panic!("moto_server kept exiting at start (5 ports tried)");
+        Err("moto_server kept exiting at start (5 ports tried)".into())
     }
 
     /// The server's process id.

@@ -105,12 +105,20 @@ enum Command {
         /// One output's name.
         name: Option<String>,
     },
-    /// Print the declared desired state as JSON (no API calls).
+    /// Print the declared desired state as JSON (no API calls), or what deploying it
+    /// sends.
     Synth {
         /// Print only the Kubernetes objects, as multi-document YAML for
         /// `kubectl apply -f -` (references resolved from state where known).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "requests")]
         k8s: bool,
+        /// Print every AWS API request a first `up` sends (with `--json`, as JSON
+        /// lines), rehearsed against a throwaway moto; ids, ARNs and the account
+        /// AWS would assign are `<resource.output>` placeholders. Nothing reaches AWS.
+        /// Also checks each request against AWS's documented rules and the deployer
+        /// IAM policy: exit 1 when one fails.
+        #[arg(long)]
+        requests: bool,
     },
     /// The local data plane's front: a TCP proxy over the running server processes
     /// (started by `up` on the local Kubernetes API; not for direct use).
@@ -171,7 +179,14 @@ pub async fn run(cli: Cli) -> Result<i32> {
             stack::local::apigw::serve(spec).await?;
             Ok(0)
         }
-        Command::Synth { k8s } => synth::run(&cli, *k8s, &events),
+        Command::Synth { k8s, requests } => {
+            let output = match (k8s, requests) {
+                (true, _) => synth::Output::K8s,
+                (_, true) => synth::Output::Requests,
+                _ => synth::Output::Declaration,
+            };
+            synth::run(&cli, output, &events).await
+        }
         Command::Outputs { name } => outputs::run(&cli, name.as_deref(), &events),
         Command::Diff => diff::run(&cli, &events).await,
         Command::Up(a) => up::run(&cli, a, &events).await,
