@@ -421,6 +421,21 @@ fn s3_action<'a>(service: &str, operation: &'a str) -> &'a str {
     }
 }
 
+/// The IAM actions `requests` need that [`DEPLOYER_POLICY`] does not allow, sorted,
+/// each once: empty when a principal with only that policy can send them all.
+pub fn denied_by_deployer_policy(requests: &[LoggedRequest]) -> Vec<String> {
+    let policy: Value =
+        serde_json::from_str(DEPLOYER_POLICY).expect("deployer-policy.json is JSON (tested)");
+    let mut denied: Vec<String> = requests
+        .iter()
+        .map(iam_action)
+        .filter(|a| !policy_allows(&policy, a))
+        .collect();
+    denied.sort();
+    denied.dedup();
+    denied
+}
+
 /// Whether an IAM policy document allows `action` (on some resource): an `Allow`
 /// statement naming it, or a `*` pattern covering it.
 pub fn policy_allows(policy: &Value, action: &str) -> bool {

@@ -46,6 +46,17 @@ fn image(s: &str) -> Input<String> {
     Input::Value(s.into())
 }
 
+/// Writes the Deployment's status, as its controller would.
+async fn report_status(deps: &Api<Deployment>, status: &Value) {
+    deps.patch_status(
+        "sentiment-server",
+        &PatchParams::default(),
+        &Patch::Merge(status),
+    )
+    .await
+    .unwrap();
+}
+
 /// Whether a read finds the object matching the declaration (no diff).
 async fn unchanged(p: &ObjectProvider, desired: &Value) -> bool {
     let o = p.read(None, desired, None).await.unwrap().expect("exists");
@@ -235,13 +246,7 @@ async fn rollout_wait_follows_the_deployment_status() {
             "observedGeneration": generation,
             "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1
         }});
-        deps.patch_status(
-            "sentiment-server",
-            &PatchParams::default(),
-            &Patch::Merge(&status),
-        )
-        .await
-        .unwrap();
+        report_status(&deps, &status).await;
     });
     let p = provider(&s, Some(Duration::from_secs(10)));
     p.update("ml/sentiment-server", &dep, &dep).await.unwrap();
@@ -256,36 +261,17 @@ async fn a_deployment_crash_looping_after_its_rollout_reads_as_failed() {
     use k8s_openapi::api::core::v1::Pod;
     let s = server().await;
     let p = provider(&s, None);
-    let c = cfg();
-    let ns = manifests::namespace(STACK, &c);
-    let dep = manifests::deployment(STACK, &c, &image("reg/server@sha256:aaa"));
-    p.create(&ns).await.unwrap();
+    let dep = manifests::deployment(STACK, &cfg(), &image("a"));
     p.create(&dep).await.unwrap();
     let client = s.client().unwrap();
     let deps: Api<Deployment> = Api::namespaced(client.clone(), "ml");
-    let report = |available: &str| {
-        json!({ "status": {
-            "observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 0,
-            "conditions": [
-                {"type": "Available", "status": available, "reason": "MinimumReplicasUnavailable"},
-                {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}
-            ]
-        }})
-    };
-    deps.patch_status(
-        "sentiment-server",
-        &PatchParams::default(),
-        &Patch::Merge(&report("False")),
-    )
-    .await
-    .unwrap();
     let selector = dep["spec"]["selector"]["matchLabels"].clone();
     let pods: Api<Pod> = Api::namespaced(client, "ml");
     let pod: Pod = serde_json::from_value(json!({
         "metadata": {"name": "sentiment-server-7d-x1", "namespace": "ml", "labels": selector},
-        "spec": {"containers": [{"name": "server", "image": "reg/server@sha256:aaa"}]},
+        "spec": {"containers": [{"name": "server", "image": "a"}]},
         "status": {"containerStatuses": [{
-            "name": "server", "image": "reg/server@sha256:aaa", "imageID": "", "ready": false,
+            "name": "server", "image": "a", "imageID": "", "ready": false,
             "restartCount": 6,
             "state": {"waiting": {"reason": "CrashLoopBackOff"}},
             "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}
@@ -293,31 +279,26 @@ async fn a_deployment_crash_looping_after_its_rollout_reads_as_failed() {
     }))
     .unwrap();
     pods.create(&Default::default(), &pod).await.unwrap();
-    let failed = |o: stack::providers::Observed| {
-        o.outputs
-            .get(stack::providers::FAILED_OUTPUT)
-            .and_then(Value::as_str)
-            .map(str::to_string)
-    };
-    let o = p.read(None, &dep, None).await.unwrap().expect("exists");
-    assert_eq!(
-        failed(o).as_deref(),
-        Some(
-            "pods crash-looping: pod sentiment-server-7d-x1 container server: \
-             CrashLoopBackOff, 6 restarts, last exit 137 (OOMKilled)"
-        )
-    );
-
-    // Still serving its minimum: degraded, not failed.
-    deps.patch_status(
-        "sentiment-server",
-        &PatchParams::default(),
-        &Patch::Merge(&report("True")),
-    )
-    .await
-    .unwrap();
-    let o = p.read(None, &dep, None).await.unwrap().expect("exists");
-    assert_eq!(failed(o), None);
+    let crash_looping = "pods crash-looping: pod sentiment-server-7d-x1 container server: \
+                         CrashLoopBackOff, 6 restarts, last exit 137 (OOMKilled)";
+    // Below its minimum: failed. Still serving its minimum: degraded, not failed.
+    for (available, failed) in [("False", Some(crash_looping)), ("True", None)] {
+        let status = json!({ "status": {
+            "observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 0,
+            "conditions": [
+                {"type": "Available", "status": available, "reason": "MinimumReplicasUnavailable"},
+                {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}
+            ]
+        }});
+        report_status(&deps, &status).await;
+        let o = p.read(None, &dep, None).await.unwrap().expect("exists");
+        let read = o.outputs.get(stack::providers::FAILED_OUTPUT);
+        assert_eq!(
+            read.and_then(Value::as_str),
+            failed,
+            "Available={available}"
+        );
+    }
 }
 
 #[test]

@@ -364,16 +364,7 @@ async fn full_lifecycle() {
 
     // Every request of the whole lifecycle is one the documented deployer policy
     // allows, so a principal with only that policy can run it.
-    let policy: serde_json::Value =
-        serde_json::from_str(stack::aws_rules::DEPLOYER_POLICY).unwrap();
-    let mut denied: Vec<String> = p
-        .requests()
-        .iter()
-        .map(stack::aws_rules::iam_action)
-        .filter(|a| !stack::aws_rules::policy_allows(&policy, a))
-        .collect();
-    denied.sort();
-    denied.dedup();
+    let denied = stack::aws_rules::denied_by_deployer_policy(&p.requests());
     assert!(
         denied.is_empty(),
         "stack/aws/deployer-policy.json lacks {denied:?}"

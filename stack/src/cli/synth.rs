@@ -123,14 +123,7 @@ async fn requests(cli: &Cli, ctx: &super::Ctx) -> Result<i32> {
         k8s: &k8s,
         today: stack::app::eks_versions::today(),
     });
-    let policy: Value = serde_json::from_str(stack::aws_rules::DEPLOYER_POLICY)?;
-    let mut denied: Vec<String> = sent
-        .iter()
-        .map(stack::aws_rules::iam_action)
-        .filter(|a| !stack::aws_rules::policy_allows(&policy, a))
-        .collect();
-    denied.sort();
-    denied.dedup();
+    let denied = stack::aws_rules::denied_by_deployer_policy(&sent);
 
     let placeholders = placeholders(&ctx.stack, &state);
     let sent: Vec<LoggedRequest> = sent
