@@ -4,9 +4,10 @@
 //! `results.json`.
 
 use std::path::Path;
+use std::process::Stdio;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use crate::coldstart::{self, ColdStart};
@@ -69,19 +70,8 @@ struct StatusJson {
 
 /// The pods of the stack's Deployment, from `stack status --json`.
 pub fn pods(stack_bin: &Path) -> anyhow::Result<Vec<PodInfo>> {
-    let out = std::process::Command::new(stack_bin)
-        .args(["status", "--json"])
-        .stderr(std::process::Stdio::null())
-        .output()
-        .with_context(|| format!("running {} status --json", stack_bin.display()))?;
-    if !out.status.success() {
-        bail!(
-            "{} status --json exited {}",
-            stack_bin.display(),
-            out.status
-        );
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
+    // The status command's own messages are not the bench's: dropped.
+    let text = sentiment_router::config::stack_json(stack_bin, "status", Stdio::null())?;
     let status: StatusJson = serde_json::from_str(text.trim())
         .with_context(|| format!("{} status --json printed no status", stack_bin.display()))?;
     Ok(status.pods)

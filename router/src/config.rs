@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -186,17 +187,23 @@ fn default_stack_bin() -> anyhow::Result<PathBuf> {
         .context("no `stack` on PATH and no target/debug/stack; pass --stack-bin")
 }
 
-/// Runs `bin outputs --json`; its stdout.
-pub fn outputs_json_from_stack(bin: &Path) -> anyhow::Result<String> {
+/// Runs `bin <command> --json` (a `stack` subcommand), its messages going to `stderr`;
+/// its stdout. Shared with the bench, which reads `stack status --json` the same way.
+pub fn stack_json(bin: &Path, command: &str, stderr: Stdio) -> anyhow::Result<String> {
     let out = std::process::Command::new(bin)
-        .args(["outputs", "--json"])
-        .stderr(std::process::Stdio::inherit())
+        .args([command, "--json"])
+        .stderr(stderr)
         .output()
-        .with_context(|| format!("running {} outputs --json", bin.display()))?;
+        .with_context(|| format!("running {} {command} --json", bin.display()))?;
     if !out.status.success() {
-        bail!("{} outputs --json failed: {}", bin.display(), out.status);
+        bail!("{} {command} --json failed: {}", bin.display(), out.status);
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Runs `bin outputs --json`; its stdout.
+pub fn outputs_json_from_stack(bin: &Path) -> anyhow::Result<String> {
+    stack_json(bin, "outputs", Stdio::inherit())
 }
 
 /// Runs `bin outputs --json` and reads its URL outputs (see [`url_outputs`]).
