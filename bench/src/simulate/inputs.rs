@@ -248,10 +248,7 @@ impl Inputs {
             .map(|w| w as u32)
             .collect();
         if !words.is_empty() {
-            inp.sources.insert(
-                "words",
-                format!("measured: the {} records' lengths", words.len()),
-            );
+            inp.note_measured("words", format!("the {} records' lengths", words.len()));
             inp.words = Words::Empirical(words);
         }
         let ok = |r: &&serde_json::Value, backend: &str| {
@@ -270,10 +267,10 @@ impl Inputs {
             .filter_map(|r| Some((tok(r), r["inference_ms"].as_f64()?)))
             .collect();
         if let Some(fit) = Linear::fit(&k8s) {
-            inp.sources.insert(
+            inp.note_measured(
                 "k8s_batch",
                 format!(
-                    "measured: {:.2} ms + {:.4} ms x texts x padded tokens, fitted on {} unqueued \
+                    "{:.2} ms + {:.4} ms x texts x padded tokens, fitted on {} unqueued \
                      k8s records' inference_ms, noise resampled from their residuals",
                     fit.a_ms, fit.b_ms_per_token, fit.points
                 ),
@@ -288,9 +285,9 @@ impl Inputs {
             })
             .collect();
         if let Some(d) = Dist::of(over) {
-            inp.sources.insert(
+            inp.note_measured(
                 "k8s_overhead_ms",
-                "measured: service_ms - server_total_ms of the k8s records".into(),
+                "service_ms - server_total_ms of the k8s records",
             );
             inp.k8s_overhead_ms = d;
         }
@@ -312,10 +309,10 @@ impl Inputs {
             .filter_map(|r| Some((tok(r), (r["service_ms"].as_f64()? - overhead).max(0.1))))
             .collect();
         if let Some(fit) = Linear::fit(&warm) {
-            inp.sources.insert(
+            inp.note_measured(
                 "lambda_duration",
                 format!(
-                    "measured: {:.2} ms + {:.4} ms/token, fitted on {} warm lambda records' \
+                    "{:.2} ms + {:.4} ms/token, fitted on {} warm lambda records' \
                      service_ms less the overhead, noise resampled from their residuals",
                     fit.a_ms, fit.b_ms_per_token, fit.points
                 ),
@@ -331,23 +328,23 @@ impl Inputs {
             .filter(|v| *v > 0.0)
             .collect();
         if let Some(d) = Dist::of(inits) {
-            inp.sources.insert(
-                "lambda_init_ms",
-                "measured: cold_starts[].init_ms of the lambda".into(),
-            );
+            inp.note_measured("lambda_init_ms", "cold_starts[].init_ms of the lambda");
             inp.lambda_init_ms = d;
         }
         if let Some(mb) = results["platform"]["lambda"]["memory_mb"]
             .as_f64()
             .filter(|m| *m > 0.0)
         {
-            inp.sources.insert(
-                "lambda_memory_mb",
-                "measured: platform.lambda.memory_mb".into(),
-            );
+            inp.note_measured("lambda_memory_mb", "platform.lambda.memory_mb");
             inp.lambda_memory_mb = mb;
         }
         inp
+    }
+
+    /// Records that `input` came from the run, and how; the `measured` prefix is what
+    /// [`Inputs::any_measured`] looks for.
+    fn note_measured(&mut self, input: &'static str, how: impl std::fmt::Display) {
+        self.sources.insert(input, format!("measured: {how}"));
     }
 
     /// Whether any input came from a run.
