@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use super::daemon::Daemon;
 use super::hpa::{Autoscaler, PodSample, Policy, cpu_target_percent};
-use super::kubelet::{Nodes, cpu_usage_ns, running};
+use super::kubelet::{Kubelet, Nodes, cpu_usage_ns, running};
 use super::process;
 use crate::providers::k8s::dataplane::DataPlane;
 use crate::providers::k8s::{FIELD_MANAGER, K8sError, LABEL_MANAGED_BY, LABEL_PART_OF, fake};
@@ -72,12 +72,14 @@ impl Spec {
     /// The data plane its kubelet runs.
     pub fn dataplane(&self) -> DataPlane {
         DataPlane {
-            dir: self.dataplane_dir.clone(),
-            registry: self.registry.clone(),
-            runtime: None,
+            kubelet: Kubelet {
+                dir: self.dataplane_dir.clone(),
+                registry: self.registry.clone(),
+                runtime: None,
+                ready_timeout: Duration::from_secs(self.ready_timeout_s),
+            },
             front_port: self.front_port,
             front_exe: self.exe.clone(),
-            ready_timeout: Duration::from_secs(self.ready_timeout_s),
             nodes: Nodes::of(&self.instance_type, self.nodes),
         }
     }

@@ -73,7 +73,9 @@
 //!    field rules. The provider never touches JSON: the adapter decodes the properties
 //!    and builds what the engine sees. A new *service* also gets its client in
 //!    [`aws::Clients`] and one [`aws::Tagging`] impl in its `mod.rs`
-//!    ([`aws::map_tagging!`](aws) for services with map-shaped tag calls).
+//!    ([`aws::map_tagging!`](aws) for services with map-shaped tag calls,
+//!    `aws::list_tagging!` for lists of key/value tags). A kind whose every property
+//!    forces replacement leaves out `update`: the default changes nothing in place.
 //! 2. `mod queue;` and `pub use queue::{Queue, QueueProvider};` in the service's
 //!    `mod.rs` (a service's `mod.rs` holds only its shared helpers).
 //! 3. One line in [`aws::register`]: `reg.add(sqs::QueueProvider(c.clone()));`. It is
@@ -296,13 +298,19 @@ pub trait ResourceProvider: Send + Sync + 'static {
     async fn read(&self, at: Lookup<'_, Self::Resource>) -> Found<Self::Resource>;
     /// Creates the resource.
     async fn create(&self, desired: &Self::Resource) -> Result<Created, ProviderError>;
-    /// Brings resource `id` from `observed` to `desired` in place.
+    /// Brings resource `id` from `observed` to `desired` in place. The default changes
+    /// nothing and reports no outputs: right only for a kind whose every property
+    /// forces replacement (an IAM policy attachment, a Lambda permission statement),
+    /// which the engine never has anything to update in place for; every other
+    /// provider overrides it.
     async fn update(
         &self,
-        id: &str,
-        observed: &Self::Resource,
-        desired: &Self::Resource,
-    ) -> Result<Applied, ProviderError>;
+        _id: &str,
+        _observed: &Self::Resource,
+        _desired: &Self::Resource,
+    ) -> Result<Applied, ProviderError> {
+        Ok(Outputs::new().into())
+    }
     /// Deletes the resource (`last`: its last-applied properties) and waits until it
     /// is gone. Deleting something already gone succeeds.
     async fn delete(&self, id: &str, last: &Self::Resource) -> Result<(), ProviderError>;

@@ -1,7 +1,6 @@
 //! ECR repositories.
 
 use super::prelude::*;
-use super::user_tags;
 use aws_sdk_ecr::types::ImageScanningConfiguration;
 
 /// The characters of a repository name.
@@ -64,30 +63,16 @@ fn scanning(on: bool) -> ImageScanningConfiguration {
         .build()
 }
 
-/// ECR tags by repository ARN.
-#[async_trait]
-impl Tagging for aws_sdk_ecr::Client {
-    async fn tags(&self, arn: &str) -> Result<Tags, ProviderError> {
-        let r = self.list_tags_for_resource().resource_arn(arn).send().await;
-        let r = r.aws("ecr:ListTagsForResource")?;
-        let tags = r.tags().iter();
-        Ok(user_tags(
-            tags.map(|t| (t.key().to_string(), t.value().to_string())),
-        ))
-    }
-    async fn tag(&self, arn: &str, tags: Tags) -> Result<(), ProviderError> {
-        let r = self.tag_resource().resource_arn(arn);
-        let r = r.set_tags(Some(ecr_tags(&tags)?)).send().await;
-        r.aws("ecr:TagResource").map(|_| ())
-    }
-    async fn untag(&self, arn: &str, keys: Vec<String>) -> Result<(), ProviderError> {
-        let r = self
-            .untag_resource()
-            .resource_arn(arn)
-            .set_tag_keys(Some(keys));
-        r.send().await.aws("ecr:UntagResource").map(|_| ())
-    }
-}
+// ECR tags by repository ARN.
+super::list_tagging!(
+    aws_sdk_ecr::Client,
+    "ecr",
+    resource_arn,
+    ecr_tags,
+    list_tags_for_resource => "ListTagsForResource",
+    tag_resource => "TagResource",
+    untag_resource => "UntagResource"
+);
 
 #[async_trait]
 impl ResourceProvider for RepositoryProvider {

@@ -356,46 +356,101 @@ pub trait Tagging: Sync {
     }
 }
 
-/// The [`Tagging`] impl of a service whose tag API is `TagResource` with a map and
-/// `UntagResource` with keys on a resource named by `$arn` (the request field), and a
-/// list call `$list` answering with a map: API Gateway, EKS, Lambda, CloudWatch Logs.
-macro_rules! map_tagging {
-    ($client:ty, $svc:literal, $arn:ident, $list:ident, $list_op:literal) => {
+/// The [`Tagging`] impl of a service: its list, tag and untag calls (`$list`, `$tag`,
+/// `$untag`, each with its operation name) on a resource named by `$name` (the request
+/// field), `observed` turning the list call's answer `$r` into `(key, value)` pairs and
+/// `sdk` turning [`Tags`] `$t` into what the tag call's `set_tags` takes. Every
+/// service's impl is one of these, so all list, tag and untag alike.
+macro_rules! tagging {
+    (
+        $client:ty,
+        $svc:literal,
+        $name:ident,
+        $list:ident => $list_op:literal,
+        observed: |$r:ident| $observed:expr,
+        $tag:ident => $tag_op:literal,
+        sdk: |$t:ident| $sdk:expr,
+        $untag:ident => $untag_op:literal
+    ) => {
         #[async_trait::async_trait]
         impl $crate::providers::aws::Tagging for $client {
             async fn tags(
                 &self,
-                arn: &str,
+                name: &str,
             ) -> Result<$crate::providers::aws::Tags, $crate::error::ProviderError> {
-                let r = self.$list().$arn(arn).send().await;
+                let r = self.$list().$name(name).send().await;
                 let op = concat!($svc, ":", $list_op);
-                let r = $crate::providers::aws::AwsResult::aws(r, op)?;
-                let tags = r.tags().cloned().unwrap_or_default();
-                Ok($crate::providers::aws::user_tags(tags))
+                let $r = $crate::providers::aws::AwsResult::aws(r, op)?;
+                Ok($crate::providers::aws::user_tags($observed))
             }
             async fn tag(
                 &self,
-                arn: &str,
-                tags: $crate::providers::aws::Tags,
+                name: &str,
+                $t: $crate::providers::aws::Tags,
             ) -> Result<(), $crate::error::ProviderError> {
-                let r = self.tag_resource().$arn(arn);
-                let r = r.set_tags(Some(tags.into_iter().collect())).send().await;
-                let op = concat!($svc, ":TagResource");
-                $crate::providers::aws::AwsResult::aws(r, op).map(|_| ())
+                let r = self.$tag().$name(name).set_tags(Some($sdk));
+                let op = concat!($svc, ":", $tag_op);
+                $crate::providers::aws::AwsResult::aws(r.send().await, op).map(|_| ())
             }
             async fn untag(
                 &self,
-                arn: &str,
+                name: &str,
                 keys: Vec<String>,
             ) -> Result<(), $crate::error::ProviderError> {
-                let r = self.untag_resource().$arn(arn).set_tag_keys(Some(keys));
-                let op = concat!($svc, ":UntagResource");
+                let r = self.$untag().$name(name).set_tag_keys(Some(keys));
+                let op = concat!($svc, ":", $untag_op);
                 $crate::providers::aws::AwsResult::aws(r.send().await, op).map(|_| ())
             }
         }
     };
 }
+pub(crate) use tagging;
+
+/// The [`Tagging`] impl of a service whose tag API is `TagResource` with a map and
+/// `UntagResource` with keys on a resource named by `$arn` (the request field), and a
+/// list call `$list` answering with a map: API Gateway, EKS, Lambda, CloudWatch Logs.
+macro_rules! map_tagging {
+    ($client:ty, $svc:literal, $arn:ident, $list:ident, $list_op:literal) => {
+        $crate::providers::aws::tagging!(
+            $client,
+            $svc,
+            $arn,
+            $list => $list_op,
+            observed: |r| r.tags().cloned().unwrap_or_default(),
+            tag_resource => "TagResource",
+            sdk: |tags| tags.into_iter().collect(),
+            untag_resource => "UntagResource"
+        );
+    };
+}
 pub(crate) use map_tagging;
+
+/// The [`Tagging`] impl of a service whose tags are a list of `Tag { key, value }`
+/// (`$sdk_tags`, a `fn(&Tags) -> Result<Vec<Tag>, ProviderError>`, builds it) on a
+/// resource named by `$name`: ECR (repositories, by ARN) and IAM (roles, by name).
+macro_rules! list_tagging {
+    (
+        $client:ty,
+        $svc:literal,
+        $name:ident,
+        $sdk_tags:path,
+        $list:ident => $list_op:literal,
+        $tag:ident => $tag_op:literal,
+        $untag:ident => $untag_op:literal
+    ) => {
+        $crate::providers::aws::tagging!(
+            $client,
+            $svc,
+            $name,
+            $list => $list_op,
+            observed: |r| r.tags().iter().map(|t| (t.key().to_string(), t.value().to_string())),
+            $tag => $tag_op,
+            sdk: |tags| $sdk_tags(&tags)?,
+            $untag => $untag_op
+        );
+    };
+}
+pub(crate) use list_tagging;
 
 /// Brings the tags of `arn` from `old` to `new` through the service's [`Tagging`].
 pub async fn sync_tags(

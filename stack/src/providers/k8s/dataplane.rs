@@ -22,7 +22,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use super::{FIELD_MANAGER, K8sError, LABEL_MANAGED_BY, LABEL_PART_OF};
-use crate::local::kubelet::{Kubelet, Nodes, Pod, Runtime, Template, requests, running};
+use crate::local::kubelet::{Kubelet, Nodes, Pod, Template, requests, running};
 use crate::local::process::{alive, free_port, listening, stop};
 
 /// The front's process.
@@ -40,18 +40,13 @@ pub struct Replica {
 /// The data plane rooted at a directory.
 #[derive(Debug, Clone)]
 pub struct DataPlane {
-    /// Where pods, images, logs and the backend list live.
-    pub dir: PathBuf,
-    /// The local registry images are pushed to (see [`Kubelet::registry`]).
-    pub registry: Option<String>,
-    /// How pods run (`None`: runc where it can).
-    pub runtime: Option<Runtime>,
+    /// What runs the pods, rooted where pods, images, logs and the backend list live
+    /// (its `dir`).
+    pub kubelet: Kubelet,
     /// Port of the front (0: any free port, recorded in `front.json`).
     pub front_port: u16,
     /// The executable that serves the front (`<exe> front --listen … --backends …`).
     pub front_exe: PathBuf,
-    /// How long a pod may take to pass its readiness probe.
-    pub ready_timeout: Duration,
     /// The node group pods are scheduled on (`None`: no capacity check).
     pub nodes: Option<Nodes>,
 }
@@ -110,17 +105,8 @@ async fn stop_all(k: &Kubelet, pods: Vec<Pod>) {
 }
 
 impl DataPlane {
-    fn kubelet(&self) -> Kubelet {
-        Kubelet {
-            dir: self.dir.clone(),
-            registry: self.registry.clone(),
-            runtime: self.runtime,
-            ready_timeout: self.ready_timeout,
-        }
-    }
-
     fn pods_file(&self, key: &str) -> PathBuf {
-        self.dir.join(format!("{key}.json"))
+        self.kubelet.dir.join(format!("{key}.json"))
     }
 
     /// The pods recorded for a Deployment (records of earlier versions, host
@@ -144,7 +130,7 @@ impl DataPlane {
         client: &kube::Client,
         stack: &str,
     ) -> Result<Option<SocketAddr>, K8sError> {
-        std::fs::create_dir_all(&self.dir).map_err(lerr)?;
+        std::fs::create_dir_all(&self.kubelet.dir).map_err(lerr)?;
         let all: Api<Deployment> = Api::all(client.clone());
         let sel = format!("{LABEL_MANAGED_BY}={FIELD_MANAGER},{LABEL_PART_OF}={stack}");
         let deps = all
@@ -156,10 +142,13 @@ impl DataPlane {
         // Every Deployment's Ready pods as recorded, updated as pods come and go, so
         // the front follows a rollout while it happens.
         let mut eps = Endpoints {
-            file: self.dir.join("backends"),
+            file: self.kubelet.dir.join("backends"),
             by_key: Default::default(),
         };
-        for e in std::fs::read_dir(&self.dir).map_err(lerr)?.flatten() {
+        for e in std::fs::read_dir(&self.kubelet.dir)
+            .map_err(lerr)?
+            .flatten()
+        {
             let f = e.file_name().to_string_lossy().into_owned();
             if let Some(key) = f.strip_suffix(".json").filter(|k| *k != "front") {
                 let pods = self.pods(key);
@@ -181,8 +170,11 @@ impl DataPlane {
             }
         }
         // Deployments that are gone: stop their pods.
-        let k = self.kubelet();
-        for e in std::fs::read_dir(&self.dir).map_err(lerr)?.flatten() {
+        let k = self.kubelet.clone();
+        for e in std::fs::read_dir(&self.kubelet.dir)
+            .map_err(lerr)?
+            .flatten()
+        {
             let f = e.file_name().to_string_lossy().into_owned();
             let Some(key) = f.strip_suffix(".json") else {
                 continue;
@@ -196,7 +188,7 @@ impl DataPlane {
         }
         if keys.is_empty() {
             // Nothing deployed (`stack down`): the pulled images go too.
-            let _ = std::fs::remove_dir_all(self.dir.join("images"));
+            let _ = std::fs::remove_dir_all(self.kubelet.dir.join("images"));
         }
         eps.by_key.retain(|k, _| keys.contains(k));
         eps.write();
@@ -211,8 +203,8 @@ impl DataPlane {
     /// Stops every pod and the front, whatever the API says (its state directory is
     /// gone: nobody else could).
     pub async fn stop_everything(&self) {
-        let k = self.kubelet();
-        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+        let k = self.kubelet.clone();
+        let Ok(entries) = std::fs::read_dir(&self.kubelet.dir) else {
             return;
         };
         for e in entries.flatten() {
@@ -221,13 +213,13 @@ impl DataPlane {
                 stop_all(&k, self.pods(key)).await;
             }
         }
-        let _ = self.front(false, &self.dir.join("backends"));
-        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = self.front(false, &self.kubelet.dir.join("backends"));
+        let _ = std::fs::remove_dir_all(&self.kubelet.dir);
     }
 
     /// The Service's front, when it runs.
     pub fn front_addr(&self) -> Option<SocketAddr> {
-        std::fs::read_to_string(self.dir.join("front.json"))
+        std::fs::read_to_string(self.kubelet.dir.join("front.json"))
             .ok()
             .and_then(|t| serde_json::from_str::<Replica>(&t).ok())
             .filter(|r| alive(r.pid))
@@ -243,7 +235,7 @@ impl DataPlane {
         d: &Deployment,
         eps: &mut Endpoints,
     ) -> Result<(Vec<Pod>, Option<Problem>), K8sError> {
-        let k = self.kubelet();
+        let k = self.kubelet.clone();
         let want =
             usize::try_from(d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)).unwrap_or(0);
         let t = match Template::of(d) {
@@ -454,7 +446,7 @@ impl DataPlane {
     }
 
     fn front(&self, want: bool, list: &Path) -> Result<Option<SocketAddr>, K8sError> {
-        let f = self.dir.join("front.json");
+        let f = self.kubelet.dir.join("front.json");
         let cur = std::fs::read_to_string(&f)
             .ok()
             .and_then(|t| serde_json::from_str::<Replica>(&t).ok())

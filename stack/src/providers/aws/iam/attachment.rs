@@ -82,15 +82,8 @@ impl ResourceProvider for AttachmentProvider {
         Ok(Created::new(id, Outputs::new()))
     }
 
-    async fn update(
-        &self,
-        _id: &str,
-        _o: &RolePolicyAttachment,
-        _d: &RolePolicyAttachment,
-    ) -> Result<Applied, ProviderError> {
-        // Every property forces replacement; nothing to change in place.
-        Ok(Outputs::new().into())
-    }
+    // Every property forces replacement: the default `update` (nothing to change in
+    // place) serves.
 
     async fn delete(&self, id: &str, _last: &RolePolicyAttachment) -> Result<(), ProviderError> {
         let (role, arn) = split_id(id);

@@ -86,15 +86,8 @@ impl ResourceProvider for PermissionProvider {
         Ok(Created::new(id, Outputs::new()))
     }
 
-    async fn update(
-        &self,
-        _id: &str,
-        _o: &Permission,
-        _d: &Permission,
-    ) -> Result<Applied, ProviderError> {
-        // Every property forces replacement; nothing to change in place.
-        Ok(Outputs::new().into())
-    }
+    // Every property forces replacement: the default `update` (nothing to change in
+    // place) serves.
 
     async fn delete(&self, id: &str, _last: &Permission) -> Result<(), ProviderError> {
         let (function, sid) = split_id(id);
