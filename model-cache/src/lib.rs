@@ -85,18 +85,39 @@ impl ModelError {
 
 /// Hex sha256 of a file's content.
 pub fn sha256_file(path: &Path) -> Result<String, ModelError> {
-    use sha2::Digest;
     let mut file = std::fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
+    // Writing to a sink never fails, so every error is the file's.
+    let (sha256, _size) = copy_hashing(&mut file, &mut std::io::sink())
+        .map_err(|(CopyError::Read(e) | CopyError::Write(e))| ModelError::io(path, e))?;
+    Ok(sha256)
+}
+
+/// Which side of [`copy_hashing`] failed, so the caller can name the right file.
+pub(crate) enum CopyError {
+    Read(std::io::Error),
+    Write(std::io::Error),
+}
+
+/// Copies `input` to `output` in 1 MiB pieces, hashing them on the way: the content's
+/// hex sha256 and its size in bytes. To hash only, copy to [`std::io::sink`].
+pub(crate) fn copy_hashing(
+    input: &mut impl Read,
+    output: &mut impl Write,
+) -> Result<(String, u64), CopyError> {
+    use sha2::Digest;
     let mut hasher = sha2::Sha256::new();
+    let mut size = 0u64;
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = file.read(&mut buf).map_err(|e| ModelError::io(path, e))?;
+        let n = input.read(&mut buf).map_err(CopyError::Read)?;
         if n == 0 {
             break;
         }
         hasher.update(&buf[..n]);
+        output.write_all(&buf[..n]).map_err(CopyError::Write)?;
+        size += n as u64;
     }
-    Ok(hex::encode(hasher.finalize()))
+    Ok((hex::encode(hasher.finalize()), size))
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same directory and a

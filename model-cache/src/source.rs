@@ -5,16 +5,14 @@
 
 use std::fmt;
 use std::fs::File;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::UNIX_EPOCH;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::checkpoint::Checkpoint;
-use crate::{ModelError, sha256_file, write_atomically};
+use crate::{CopyError, ModelError, copy_hashing, sha256_file, write_atomically};
 
 /// The model the servers serve when none is named.
 pub const DEFAULT_MODEL_ID: &str = "distilbert/distilbert-base-uncased-finetuned-sst-2-english";
@@ -494,20 +492,10 @@ fn install_file(from: &Path, to: &Path, name: &str) -> Result<ManifestFile, Sour
     let tmp = to.with_file_name(format!(".{name}.partial-{}", std::process::id()));
     let mut input = File::open(from).map_err(|e| SourceError::io(from, e))?;
     let mut output = File::create(&tmp).map_err(|e| SourceError::io(&tmp, e))?;
-    let mut hasher = Sha256::new();
-    let mut size = 0u64;
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = input.read(&mut buf).map_err(|e| SourceError::io(from, e))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        output
-            .write_all(&buf[..n])
-            .map_err(|e| SourceError::io(&tmp, e))?;
-        size += n as u64;
-    }
+    let (sha256, size) = copy_hashing(&mut input, &mut output).map_err(|e| match e {
+        CopyError::Read(e) => SourceError::io(from, e),
+        CopyError::Write(e) => SourceError::io(&tmp, e),
+    })?;
     output.sync_all().map_err(|e| SourceError::io(&tmp, e))?;
     drop(output);
     std::fs::rename(&tmp, to).map_err(|e| SourceError::io(to, e))?;
@@ -515,7 +503,7 @@ fn install_file(from: &Path, to: &Path, name: &str) -> Result<ManifestFile, Sour
     Ok(ManifestFile {
         name: name.into(),
         size,
-        sha256: hex::encode(hasher.finalize()),
+        sha256,
         verified_mtime_ns: mtime_ns(&meta).unwrap_or_default(),
     })
 }
