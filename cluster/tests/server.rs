@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use model_cache::{Checkpoint, Classifier, ClassifierOptions, Prediction};
 use serde_json::json;
-use support::{Server, fixture, metric, parse_metrics, request, spawn_predict, try_request};
+use support::{
+    Server, fixture, metric, parse_metrics, request, spawn_predict, spawn_predicts, try_request,
+};
 use tokio::io::AsyncWriteExt;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -177,10 +179,7 @@ async fn a_full_queue_answers_503_then_recovers() {
         "2",
     ])
     .await;
-    let addr = server.addr;
-    let burst: Vec<_> = (0..12)
-        .map(|i| spawn_predict(addr, &json!({"text": format!("burst {i}")})))
-        .collect();
+    let burst = spawn_predicts(server.addr, "burst", 12);
     let mut ok = 0;
     let mut overloaded = 0;
     for task in burst {
@@ -219,9 +218,7 @@ async fn sigterm_drains_every_request_in_flight_then_exits_0() {
     ])
     .await;
     let addr = server.addr;
-    let in_flight: Vec<_> = (0..8)
-        .map(|i| spawn_predict(addr, &json!({"text": format!("in flight {i}")})))
-        .collect();
+    let in_flight = spawn_predicts(addr, "in flight", 8);
     // Let them all reach the queue (8 texts at 2 per 250 ms pass: about 1 s of work).
     let until = Instant::now() + Duration::from_secs(10);
     loop {

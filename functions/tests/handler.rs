@@ -9,7 +9,7 @@ use std::time::Duration;
 use base64::Engine;
 use model_cache::{Checkpoint, Classifier, ClassifierOptions};
 use sentiment_lambda::event::Source;
-use sentiment_lambda::handler::Function;
+use sentiment_lambda::handler::{Function, Outcome};
 use serde_json::{Value, json};
 
 fn function() -> &'static Function {
@@ -55,6 +55,16 @@ fn http_answer(payload: &Value) -> (u16, Value) {
     (status, body)
 }
 
+/// Handles the HTTP-shaped event file `name`, which must be read as coming from `source`
+/// and answered 200; the outcome and its parsed body.
+fn http_event_answered_200(name: &str, source: Source) -> (Outcome, Value) {
+    let outcome = function().handle(&event(name));
+    assert_eq!(outcome.source, source, "{name}");
+    let (status, body) = http_answer(&outcome.payload);
+    assert_eq!(status, 200, "{name}: {body}");
+    (outcome, body)
+}
+
 fn assert_prediction(p: &Value) {
     let label = p["label"].as_str().expect("label");
     assert!(label == "NEGATIVE" || label == "POSITIVE", "{p}");
@@ -64,10 +74,7 @@ fn assert_prediction(p: &Value) {
 
 #[test]
 fn apigw_v2_event_gets_an_http_response_with_one_prediction() {
-    let outcome = function().handle(&event("apigw-v2.json"));
-    assert_eq!(outcome.source, Source::ApiGatewayV2);
-    let (status, body) = http_answer(&outcome.payload);
-    assert_eq!(status, 200);
+    let (outcome, body) = http_event_answered_200("apigw-v2.json", Source::ApiGatewayV2);
     // Scores print as the server prints them: an f32's shortest form, not an f64's.
     let text = outcome.payload["body"].as_str().unwrap();
     let score = text
@@ -82,10 +89,7 @@ fn apigw_v2_event_gets_an_http_response_with_one_prediction() {
 
 #[test]
 fn function_url_event_with_base64_batch_body_gets_a_list() {
-    let outcome = function().handle(&event("function-url.json"));
-    assert_eq!(outcome.source, Source::FunctionUrl);
-    let (status, body) = http_answer(&outcome.payload);
-    assert_eq!(status, 200);
+    let (_, body) = http_event_answered_200("function-url.json", Source::FunctionUrl);
     let list = body.as_array().expect("a list for inputs");
     assert_eq!(list.len(), 2);
     list.iter().for_each(assert_prediction);

@@ -233,11 +233,13 @@ fn an_uploaded_manifest_is_checked_file_by_file() {
     let err = moto.resolve_err("s3://models/bad", cache.path());
     let text = err.to_string();
     assert!(matches!(err, SourceError::S3 { .. }), "{text}");
-    assert!(
-        text.contains("s3://models/bad/model.safetensors")
-            && text.contains("corrupt: sha256")
-            && text.contains("manifest.json says"),
-        "{text}"
+    common::assert_mentions(
+        &text,
+        &[
+            "s3://models/bad/model.safetensors",
+            "corrupt: sha256",
+            "manifest.json says",
+        ],
     );
     let entry = cache.path().join("s3--models").join("bad");
     assert!(
@@ -271,10 +273,7 @@ fn an_object_whose_s3_checksum_does_not_match_is_refused() {
     let text = moto
         .resolve_err("s3://models/sum", cache.path())
         .to_string();
-    assert!(
-        text.contains("s3://models/sum/model.safetensors") && text.contains("checksum"),
-        "{text}"
-    );
+    common::assert_mentions(&text, &["s3://models/sum/model.safetensors", "checksum"]);
 }
 
 #[test]
@@ -302,19 +301,13 @@ fn missing_objects_and_buckets_are_named() {
     let text = moto
         .resolve_err("s3://no-such-bucket/x", cache.path())
         .to_string();
-    assert!(
-        text.contains("s3://no-such-bucket/x/") && text.contains("NoSuchBucket"),
-        "{text}"
-    );
+    common::assert_mentions(&text, &["s3://no-such-bucket/x/", "NoSuchBucket"]);
 
     // Offline never contacts S3 and says where it looked.
     let mut offline = moto.source("s3://empty/none", cache.path());
     offline.offline = true;
     let text = offline.resolve().unwrap_err().to_string();
-    assert!(
-        text.contains("S3 s3://empty/none/") && text.contains("offline"),
-        "{text}"
-    );
+    common::assert_mentions(&text, &["S3 s3://empty/none/", "offline"]);
 }
 
 #[test]

@@ -26,8 +26,7 @@ async fn two_503s_then_an_answer_takes_three_attempts() {
         Healthz::Absent,
     )
     .await;
-    let k8s = healthy(Healthz::Up).await;
-    let router = router(config(&lambda.url(), &k8s.url())).await;
+    let (k8s, router) = healthy_k8s_and_router(&lambda).await;
     let r = predict(&router, "?backend=lambda", TEXT).await;
     assert_eq!(r.status(), 200);
     assert_eq!(header(&r, "x-attempts"), "3");
@@ -159,8 +158,7 @@ async fn a_422_is_not_retried() {
     const INVALID: &str =
         r#"{"error":"invalid_input","detail":"text is empty or whitespace-only"}"#;
     let lambda = backend(vec![], reply(422, INVALID), Healthz::Absent).await;
-    let k8s = healthy(Healthz::Up).await;
-    let router = router(config(&lambda.url(), &k8s.url())).await;
+    let (k8s, router) = healthy_k8s_and_router(&lambda).await;
     for query in ["?backend=lambda", "?backend=auto"] {
         let r = predict(&router, query, r#"{"text":"   "}"#).await;
         assert_eq!(r.status(), 422);
@@ -193,8 +191,7 @@ async fn the_lambda_front_throttle_is_retried_and_failed_over() {
         Healthz::Absent,
     )
     .await;
-    let k8s = healthy(Healthz::Up).await;
-    let router1 = router(config(&lambda.url(), &k8s.url())).await;
+    let (k8s, router1) = healthy_k8s_and_router(&lambda).await;
     let r = predict(&router1, "?backend=lambda", TEXT).await;
     assert_eq!(r.status(), 200);
     assert_eq!(header(&r, "x-attempts"), "2");
@@ -442,8 +439,7 @@ async fn probes_mark_a_failing_k8s_down_and_leave_a_lambda_without_healthz_up() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_expose_the_named_families() {
     let lambda = backend(vec![reply(503, "{}")], reply(200, OK_BODY), Healthz::Absent).await;
-    let k8s = healthy(Healthz::Up).await;
-    let router = router(config(&lambda.url(), &k8s.url())).await;
+    let (_k8s, router) = healthy_k8s_and_router(&lambda).await;
     // Lambda (first under auto on a tie) answers 503: retried on k8s.
     let r = predict(&router, "?backend=auto", TEXT).await;
     assert_eq!(r.status(), 200);
@@ -475,8 +471,7 @@ async fn metrics_expose_the_named_families() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn other_routes_and_methods_are_json_errors() {
     let lambda = healthy(Healthz::Absent).await;
-    let k8s = healthy(Healthz::Up).await;
-    let router = router(config(&lambda.url(), &k8s.url())).await;
+    let (k8s, router) = healthy_k8s_and_router(&lambda).await;
     let base = format!("http://{}", router.addr);
     let r = client().get(format!("{base}/nope")).send().await.unwrap();
     assert_eq!(r.status(), 404);
@@ -510,8 +505,7 @@ async fn other_routes_and_methods_are_json_errors() {
 async fn shutdown_lets_in_flight_requests_finish_and_stops_accepting() {
     let slow = Step::After(Duration::from_millis(800), Box::new(reply(200, OK_BODY)));
     let lambda = backend(vec![], slow, Healthz::Absent).await;
-    let k8s = healthy(Healthz::Up).await;
-    let router = router(config(&lambda.url(), &k8s.url())).await;
+    let (_k8s, router) = healthy_k8s_and_router(&lambda).await;
     let addr = router.addr;
     let in_flight = tokio::spawn(async move {
         client()

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use stack::artifacts::oci;
-use stack::local::kubelet::{Nodes, Pod, Runtime, runc_ids};
+use stack::local::kubelet::{Kubelet, Nodes, Pod, Runtime, runc_ids};
 use stack::providers::Provider;
 use stack::providers::k8s::dataplane::DataPlane;
 use stack::providers::k8s::{Kube, KubeSource, ObjectProvider, fake, labels};
@@ -119,12 +119,14 @@ fn data_plane(
     nodes: Option<Nodes>,
 ) -> DataPlane {
     DataPlane {
-        dir: dir.join("dataplane"),
-        registry: Some(reg.url.clone()),
-        runtime: Some(runtime),
+        kubelet: Kubelet {
+            dir: dir.join("dataplane"),
+            registry: Some(reg.url.clone()),
+            runtime: Some(runtime),
+            ready_timeout: Duration::from_secs(ready_timeout_secs),
+        },
         front_port: 0,
         front_exe: env!("CARGO_BIN_EXE_stack").into(),
-        ready_timeout: Duration::from_secs(ready_timeout_secs),
         nodes,
     }
 }
@@ -188,14 +190,22 @@ fn namespace() -> serde_json::Value {
            "metadata": {"name": "kt", "labels": labels("kt", "probe")}})
 }
 
-/// Pods whose CPU requests do not fit the node group stay Pending, and the
-/// Deployment's status says why.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pods_that_fit_no_node_stay_pending() {
+/// The probe server built in a new temporary directory and pushed to a new registry as
+/// `v1`: the registry, the directory (removed on drop), the server binary and the `v1`
+/// image.
+async fn probe_image() -> (test_support::Registry, tempfile::TempDir, PathBuf, String) {
     let reg = registry();
     let tmp = tempfile::tempdir().unwrap();
     let bin = probe_server(tmp.path());
     let v1 = push(&reg, &bin, "v1").await;
+    (reg, tmp, bin, v1)
+}
+
+/// Pods whose CPU requests do not fit the node group stay Pending, and the
+/// Deployment's status says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_that_fit_no_node_stay_pending() {
+    let (reg, tmp, _, v1) = probe_image().await;
     let (_server, client, p) = api().await;
     p.create(&namespace()).await.unwrap();
     // One t3.large: 1930m allocatable, room for one 1-CPU pod of the two.
@@ -240,10 +250,7 @@ async fn pods_that_fit_no_node_stay_pending() {
 }
 
 async fn scenario(runtime: Runtime) {
-    let reg = registry();
-    let tmp = tempfile::tempdir().unwrap();
-    let bin = probe_server(tmp.path());
-    let v1 = push(&reg, &bin, "v1").await;
+    let (reg, tmp, bin, v1) = probe_image().await;
 
     let (_server, client, p) = api().await;
     p.create(&namespace()).await.unwrap();
@@ -258,7 +265,14 @@ async fn scenario(runtime: Runtime) {
     if runtime == Runtime::Runc {
         assert_eq!(ours(&first).len(), 2, "runc runs both");
         let cfg: Value = serde_json::from_slice(
-            &std::fs::read(dp.dir.join("pods").join(&first[0].name).join("config.json")).unwrap(),
+            &std::fs::read(
+                dp.kubelet
+                    .dir
+                    .join("pods")
+                    .join(&first[0].name)
+                    .join("config.json"),
+            )
+            .unwrap(),
         )
         .unwrap();
         assert_eq!(cfg["linux"]["resources"]["memory"]["limit"], 64 << 20);
@@ -283,7 +297,11 @@ async fn scenario(runtime: Runtime) {
 
     // A failing liveness probe restarts that container, from a fresh root filesystem.
     std::fs::write(
-        dp.dir.join("pods").join(&first[0].name).join("rootfs/sick"),
+        dp.kubelet
+            .dir
+            .join("pods")
+            .join(&first[0].name)
+            .join("rootfs/sick"),
         b"",
     )
     .unwrap();
@@ -392,12 +410,12 @@ async fn scenario(runtime: Runtime) {
     p.delete("", &deployment(&v2, 1)).await.unwrap();
     assert!(dp.reconcile(&client, "kt").await.unwrap().is_none());
     assert!(!listens(last[0].port));
-    assert!(!dp.dir.join("kt.probe.json").exists());
+    assert!(!dp.kubelet.dir.join("kt.probe.json").exists());
     if runtime == Runtime::Runc {
         assert!(ours(&last).is_empty());
     }
     assert!(
-        !dp.dir.join("pods").join(&last[0].name).exists(),
+        !dp.kubelet.dir.join("pods").join(&last[0].name).exists(),
         "bundle removed"
     );
 }

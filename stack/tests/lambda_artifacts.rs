@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Project, assert_has, clients, function, moto, write_zip};
+use common::{Project, assert_has, clients, function, project_on_moto, write_zip};
 
 /// Incompressible bytes (xorshift64*), so the zip really is over the limit.
 fn noise(len: usize, seed: u64) -> Vec<u8> {
@@ -24,8 +24,7 @@ const BIG: usize = 51 * 1024 * 1024;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zip_over_50_mb_goes_through_s3() {
-    let m = moto();
-    let p = Project::new(&m.url, "big");
+    let (m, p) = project_on_moto("big");
     let c = clients(&m.url).await;
     let zip = p.path("bootstrap.zip");
     write_zip(&zip, &noise(BIG, 1));
@@ -127,16 +126,14 @@ async fn zip_over_50_mb_goes_through_s3() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_zip_is_uploaded_directly() {
-    let m = moto();
-    let p = Project::new(&m.url, "small");
+    let (_moto, p) = project_on_moto("small");
     let out = p.expect(&["diff"], 2);
     assert!(!out.contains("aws:s3:"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lambda_from_a_container_image() {
-    let m = moto();
-    let p = Project::new(&m.url, "img");
+    let (m, p) = project_on_moto("img");
     let c = clients(&m.url).await;
     // Any executable stands in for bootstrap; no zip is needed for this package.
     std::fs::remove_file(p.path("bootstrap.zip")).unwrap();

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Project, clients, moto, write_zip};
+use common::{clients, project_on_moto, write_zip};
 use serde_json::json;
 
 /// A function that sleeps the body's `sleep` seconds and echoes its event.
@@ -76,8 +76,7 @@ async fn post(addr: SocketAddr, path: &'static str, body: &'static str) -> test_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_url_runs_the_uploaded_zip_like_api_gateway_and_lambda() {
-    let m = moto();
-    let p = Project::new(&m.url, "front");
+    let (m, p) = project_on_moto("front");
     write_zip(&p.path("bootstrap.zip"), BOOTSTRAP.as_bytes());
     let fronts = Fronts(p.path(".stack/front.local.apigw"));
     let env = [("STACK_LAMBDA_CONCURRENCY", "2")];

@@ -2,15 +2,14 @@
 
 mod common;
 
-use common::{Project, assert_has, clients, moto, tagged};
+use common::{Project, assert_has, clients, project_on_moto, tagged};
 use std::io::Write;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interrupted_up_resumes_without_duplicates_or_orphans() {
-    let m = moto();
-    let p = Project::new(&m.url, "crash");
+    let (m, p) = project_on_moto("crash");
     let c = clients(&m.url).await;
 
     // A fault after 7 operations: the apply stops cleanly with state saved.
@@ -86,8 +85,7 @@ async fn interrupted_up_resumes_without_duplicates_or_orphans() {
 
 #[test]
 fn concurrent_up_is_refused_naming_the_holder() {
-    let m = moto();
-    let p = Project::new(&m.url, "lock");
+    let (_moto, p) = project_on_moto("lock");
     // The first `up` waits at its confirmation prompt, holding the lock.
     let mut first = p
         .cmd(&["up"])
@@ -167,8 +165,7 @@ fn invalid_config_is_rejected_before_any_api_call() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replacing_the_network_replaces_dependents_in_order() {
-    let m = moto();
-    let p = Project::new(&m.url, "net");
+    let (m, p) = project_on_moto("net");
     let c = clients(&m.url).await;
     assert_eq!(p.run(&["up", "--yes"]).0, 0);
 
@@ -253,8 +250,7 @@ fn unreachable_endpoint_error_names_resource_operation_code_and_hint() {
 /// over silently: `stack unlock` names it and wants `--force`; then runs go on.
 #[test]
 fn a_lock_from_another_host_needs_unlock_force() {
-    let m = moto();
-    let p = Project::new(&m.url, "unlock");
+    let (_moto, p) = project_on_moto("unlock");
     let lock = p.path(".stack/unlock.local.lock");
     std::fs::create_dir_all(lock.parent().unwrap()).unwrap();
     std::fs::write(
@@ -326,8 +322,7 @@ fn an_sso_profile_without_a_session_fails_on_the_credentials() {
 /// `stack import` takes it over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resource_not_tagged_as_ours_is_refused_until_imported() {
-    let m = moto();
-    let p = Project::new(&m.url, "owner");
+    let (m, p) = project_on_moto("owner");
     let c = clients(&m.url).await;
     // Another stack's role, with the name this stack gives its Lambda role.
     let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"lambda.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
@@ -410,8 +405,7 @@ async fn a_resource_not_tagged_as_ours_is_refused_until_imported() {
 /// before anything is made and name the usable ones.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_aws_zones_eks_cannot_use_are_refused_before_anything_is_made() {
-    let m = moto();
-    let p = Project::new(&m.url, "zones");
+    let (m, p) = project_on_moto("zones");
     let aws = |args: &[&str]| {
         let mut c = p.cmd(&[&["--target", "aws"], args].concat());
         c.env("AWS_ACCESS_KEY_ID", "test")

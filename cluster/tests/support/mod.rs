@@ -241,6 +241,18 @@ pub fn spawn_predict(
     })
 }
 
+/// `count` predictions sent at once, the texts `"{label} 0"`, `"{label} 1"`, ...: a
+/// burst for the queue and the drain to deal with.
+pub fn spawn_predicts(
+    addr: SocketAddr,
+    label: &str,
+    count: usize,
+) -> Vec<tokio::task::JoinHandle<Response>> {
+    (0..count)
+        .map(|i| spawn_predict(addr, &serde_json::json!({"text": format!("{label} {i}")})))
+        .collect()
+}
+
 /// One request on a fresh connection (`Connection: close`), read to the end. The body
 /// is written from its own task so a server that answers early (413) and stops
 /// reading cannot deadlock the test.

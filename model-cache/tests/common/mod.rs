@@ -86,3 +86,10 @@ pub fn assert_cached_copy(copy: &Path, original: &Path, files: &[&str]) {
         model_cache::sha256_file(&original.join("model.safetensors")).unwrap()
     );
 }
+
+/// Asserts that `text` (an error's message, mostly) names every one of `needles`.
+pub fn assert_mentions(text: &str, needles: &[&str]) {
+    for needle in needles {
+        assert!(text.contains(needle), "{needle:?} not in {text}");
+    }
+}

@@ -192,6 +192,14 @@ pub async fn router(config: Config) -> server::Running {
     .unwrap()
 }
 
+/// A healthy k8s backend (`/healthz` up, always `OK_BODY`) and a router over it and
+/// `lambda`; the backend comes back first so it outlives the router, and its hits count.
+pub async fn healthy_k8s_and_router(lambda: &TestBackend) -> (TestBackend, server::Running) {
+    let k8s = healthy(Healthz::Up).await;
+    let router = router(config(&lambda.url(), &k8s.url())).await;
+    (k8s, router)
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().unwrap()
 }

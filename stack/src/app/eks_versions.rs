@@ -28,43 +28,14 @@ pub struct EksVersion {
 }
 
 /// Newest first.
+#[rustfmt::skip]
 pub const VERSIONS: &[EksVersion] = &[
-    v(
-        "1.35",
-        date(2026, 1, 28),
-        date(2027, 3, 27),
-        date(2028, 3, 27),
-    ),
-    v(
-        "1.34",
-        date(2025, 10, 6),
-        date(2026, 12, 2),
-        date(2027, 12, 2),
-    ),
-    v(
-        "1.33",
-        date(2025, 5, 28),
-        date(2026, 7, 29),
-        date(2027, 7, 29),
-    ),
-    v(
-        "1.32",
-        date(2025, 1, 25),
-        date(2026, 3, 23),
-        date(2027, 3, 23),
-    ),
-    v(
-        "1.31",
-        date(2024, 9, 26),
-        date(2025, 11, 26),
-        date(2026, 11, 26),
-    ),
-    v(
-        "1.30",
-        date(2024, 5, 23),
-        date(2025, 7, 23),
-        date(2026, 7, 23),
-    ),
+    v("1.35", date(2026, 1, 28), date(2027, 3, 27), date(2028, 3, 27)),
+    v("1.34", date(2025, 10, 6), date(2026, 12, 2), date(2027, 12, 2)),
+    v("1.33", date(2025, 5, 28), date(2026, 7, 29), date(2027, 7, 29)),
+    v("1.32", date(2025, 1, 25), date(2026, 3, 23), date(2027, 3, 23)),
+    v("1.31", date(2024, 9, 26), date(2025, 11, 26), date(2026, 11, 26)),
+    v("1.30", date(2024, 5, 23), date(2025, 7, 23), date(2026, 7, 23)),
 ];
 
 const fn v(version: &'static str, released: Date, standard: Date, extended: Date) -> EksVersion {

@@ -12,6 +12,14 @@ pub fn moto() -> test_support::Moto {
     test_support::Moto::start()
 }
 
+/// A project for stack `stack` against a moto server of its own, which stops when the
+/// returned `Moto` drops: hold it for as long as the test uses the project.
+pub fn project_on_moto(stack: &str) -> (test_support::Moto, Project) {
+    let m = moto();
+    let p = Project::new(&m.url, stack);
+    (m, p)
+}
+
 fn crc32(data: &[u8]) -> u32 {
     let mut crc = 0xFFFF_FFFFu32;
     for &b in data {
