@@ -24,11 +24,17 @@ use crate::schedule::Planned;
 use crate::stats::{BackendStats, Record};
 use crate::targets::Target;
 
-/// A send more than this after its scheduled time counts as late. Tokio's timer
-/// fires on whole milliseconds and rounds a deadline up, so a send up to ~1 ms after
-/// its time is the timer's resolution, not the generator falling behind; 2 ms leaves
-/// that out and still catches any real stall.
+/// A send more than this after its scheduled time counts as late: it catches any real
+/// stall, and leaves out the thread sleep's slack (~0.1 ms, see [`TIMER_LEAD`]).
 pub const DEFAULT_LATE_THRESHOLD: Duration = Duration::from_millis(2);
+
+/// How long before a send is due tokio's timer wakes the dispatcher, which then waits
+/// out the rest with a thread sleep (nanosleep: ~0.05 ms of slack). Tokio's timer fires
+/// on whole milliseconds and rounds a deadline up, so a send it timed left up to ~2 ms
+/// late, and every latency (counted from the scheduled time) carried that lag. The
+/// thread sleep blocks the dispatcher's runtime thread for at most this long, while
+/// nothing is due; the connection workers run on the other threads meanwhile.
+const TIMER_LEAD: Duration = Duration::from_millis(1);
 
 /// How requests leave.
 #[derive(Debug, Clone)]
@@ -326,9 +332,17 @@ async fn open_loop(
             return;
         }
         // Wake for the next due time; for the reports only when a request waits for
-        // a free worker, or when nothing is left to send.
+        // a free worker, or when nothing is left to send. Tokio's timer wakes the
+        // dispatcher [`TIMER_LEAD`] early; a thread sleep finishes the wait.
         let due = schedule.get(next).map(|p| start + p.at);
-        match due {
+        if let Some(due) = due {
+            let wait = due.saturating_duration_since(Instant::now());
+            if wait <= TIMER_LEAD {
+                std::thread::sleep(wait);
+                continue;
+            }
+        }
+        match due.map(|due| due - TIMER_LEAD) {
             Some(due) if !waiting => tokio::time::sleep_until(due.into()).await,
             Some(due) => {
                 tokio::select! {
