@@ -64,6 +64,21 @@ fn ceil_ms(x: f64) -> u64 {
     t.saturating_add(u64::from((t as f64) < x))
 }
 
+/// Moves the busy environments' ends due by `t` to the idle list, oldest first.
+fn settle(done: &mut BinaryHeap<Reverse<u64>>, idle: &mut VecDeque<u64>, t: u64) {
+    while done.peek().is_some_and(|r| r.0 <= t) {
+        let Reverse(end) = done.pop().expect("peeked");
+        idle.push_back(end);
+    }
+}
+
+/// Drops the idle environments unused for the keep-alive.
+fn reap(idle: &mut VecDeque<u64>, t: u64, keep_alive: u64) {
+    while idle.front().is_some_and(|&u| u + keep_alive <= t) {
+        idle.pop_front();
+    }
+}
+
 /// `arrivals`: each arrival's time (µs) and its text's tokens; `rng`: the service
 /// times' stream.
 pub fn run(
@@ -77,44 +92,50 @@ pub fn run(
     let keep_alive = (p.keep_alive_s * 1e6) as u64;
     let refill_per_us = p.burst / (p.burst_window_s * 1e6);
     let mut arrivals = arrivals.peekable();
+    // Busy environments' end times. An end is not an event of its own: the next
+    // arrival or tick settles the ends due by its time. An arrival that finds one
+    // due rewrites the earliest in place (one sift of the heap, not a pop and a push)
+    // and the environment it reuses is still the one idle since the latest end, as
+    // the emulator picks (most recently used first): only the idle times are kept.
     let mut done: BinaryHeap<Reverse<u64>> = BinaryHeap::new();
     // Idle environments' last use, oldest first.
     let mut idle: VecDeque<u64> = VecDeque::new();
-    let mut busy: u64 = 0;
     let mut tokens_left = p.burst;
     let mut refilled_at = 0u64;
     let mut out = LambdaOut::default();
-    let mut area = 0.0f64;
+    // Σ invocation µs = ∫ busy dt over the run, in an integer.
+    let mut busy_us = 0u128;
     let mut last = 0u64;
     let mut next_tick = 0u64;
     let bucket = tally.bucket_us;
     loop {
         let ta = arrivals.peek().map_or(u64::MAX, |a| a.0);
-        let tc = done.peek().map_or(u64::MAX, |r| r.0);
         let tt = if next_tick <= duration_us {
             next_tick
         } else {
             u64::MAX
         };
-        let t = ta.min(tc).min(tt);
+        let t = ta.min(tt);
         if t == u64::MAX {
             break;
         }
-        area += busy as f64 * (t - last) as f64;
         last = t;
-        if tc == t {
-            done.pop();
-            busy -= 1;
-            idle.push_back(t);
-            continue;
-        }
-        while idle.front().is_some_and(|&u| u + keep_alive <= t) {
-            idle.pop_front();
-        }
         if tt == t {
-            tally.instances(t, busy + idle.len() as u64);
+            settle(&mut done, &mut idle, t);
+            reap(&mut idle, t, keep_alive);
+            tally.instances(t, (done.len() + idle.len()) as u64);
             next_tick += bucket;
             continue;
+        }
+        reap(&mut idle, t, keep_alive);
+        // Idle ends are older than the busy ones: the earliest busy end, if due and
+        // not past the keep-alive, means an environment to reuse.
+        let due_end_warm = done
+            .peek()
+            .is_some_and(|r| r.0 <= t && r.0 + keep_alive > t);
+        if !due_end_warm {
+            settle(&mut done, &mut idle, t);
+            reap(&mut idle, t, keep_alive);
         }
         let (_, tok) = arrivals.next().expect("peeked");
         let tok = f64::from(tok);
@@ -122,19 +143,36 @@ pub fn run(
         tokens_left = (tokens_left + (t - refilled_at) as f64 * refill_per_us).min(p.burst);
         refilled_at = t;
         let mut cold = false;
-        let (latency_ms, error) = if idle.pop_back().is_some() {
+        let (latency_ms, error) = if due_end_warm || !idle.is_empty() {
             let d = inputs.lambda_duration.sample(tok, rng);
-            done.push(Reverse(t + (d * 1000.0) as u64));
-            busy += 1;
+            let us = (d * 1000.0) as u64;
+            if due_end_warm {
+                let mut top = done.peek_mut().expect("peeked");
+                let mut reused = top.0;
+                *top = Reverse(t + us);
+                drop(top);
+                // The other ends due go idle, all but the latest, whose environment
+                // this request took.
+                while done.peek().is_some_and(|r| r.0 <= t) {
+                    let Reverse(end) = done.pop().expect("peeked");
+                    idle.push_back(reused);
+                    reused = end;
+                }
+            } else {
+                idle.pop_back();
+                done.push(Reverse(t + us));
+            }
+            busy_us += u128::from(us);
             out.invocations += 1;
             out.billed_ms += ceil_ms(d);
             (overhead + d, None)
-        } else if busy + (idle.len() as u64) < p.concurrency && tokens_left >= 1.0 {
+        } else if ((done.len() + idle.len()) as u64) < p.concurrency && tokens_left >= 1.0 {
             tokens_left -= 1.0;
             let init = inputs.lambda_init_ms.sample(rng);
             let d = inputs.lambda_duration.sample(tok, rng);
-            done.push(Reverse(t + ((init + d) * 1000.0) as u64));
-            busy += 1;
+            let us = ((init + d) * 1000.0) as u64;
+            done.push(Reverse(t + us));
+            busy_us += u128::from(us);
             out.invocations += 1;
             out.billed_ms += ceil_ms(init + d);
             tally.cold += 1;
@@ -146,12 +184,18 @@ pub fn run(
         tally.record(t, (latency_ms * 1000.0) as u64, error);
         if cold {
             // The count only grows at a cold start (ticks sample it otherwise).
-            let live = busy + idle.len() as u64;
+            let live = (done.len() + idle.len()) as u64;
             out.peak_environments = out.peak_environments.max(live);
             tally.instances(t, live);
         }
     }
+    // The run ends with the last invocation.
+    last = last.max(done.iter().map(|r| r.0).max().unwrap_or(0));
     out.billed_gb_s = out.billed_ms as f64 / 1000.0 * inputs.lambda_memory_mb / 1024.0;
-    out.mean_in_system = if last > 0 { area / last as f64 } else { 0.0 };
+    out.mean_in_system = if last > 0 {
+        busy_us as f64 / last as f64
+    } else {
+        0.0
+    };
     out
 }
