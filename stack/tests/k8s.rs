@@ -35,6 +35,14 @@ fn provider(s: &fake::Server, rollout: Option<Duration>) -> ObjectProvider {
     p
 }
 
+/// An API server, a provider without rollout waits on it (the server must outlive it)
+/// and the test configuration: what most tests start from.
+async fn cluster() -> (fake::Server, ObjectProvider, K8sConfig) {
+    let s = server().await;
+    let p = provider(&s, None);
+    (s, p, cfg())
+}
+
 fn cfg() -> K8sConfig {
     K8sConfig {
         namespace: "ml".into(),
@@ -65,9 +73,7 @@ async fn unchanged(p: &ObjectProvider, desired: &Value) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deployment_service_hpa_create_diff_update_delete() {
-    let s = server().await;
-    let p = provider(&s, None);
-    let c = cfg();
+    let (s, p, c) = cluster().await;
     let ns = manifests::namespace(STACK, &c);
     let dep = manifests::deployment(STACK, &c, &image("reg/server@sha256:aaa"));
     let svc = manifests::service(STACK, &c);
@@ -180,9 +186,7 @@ async fn deployment_service_hpa_create_diff_update_delete() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dry_run_diff_persists_nothing() {
-    let s = server().await;
-    let p = provider(&s, None);
-    let c = cfg();
+    let (_s, p, c) = cluster().await;
     let dep = manifests::deployment(STACK, &c, &image("a"));
     p.create(&dep).await.unwrap();
     let changed = manifests::deployment(STACK, &c, &image("b"));
@@ -197,9 +201,7 @@ async fn dry_run_diff_persists_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prune_deletes_labelled_objects_no_longer_declared() {
-    let s = server().await;
-    let p = provider(&s, None);
-    let c = cfg();
+    let (s, p, c) = cluster().await;
     let dep = manifests::deployment(STACK, &c, &image("a"));
     let svc = manifests::service(STACK, &c);
     let pdb = manifests::pdb(STACK, &c);
@@ -324,9 +326,7 @@ fn rollout_complete_needs_every_replica_updated_and_available() {
 /// the provider does not rely on either (a real server's dry run shows the removal).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn known_difference_fake_merges_fields_no_longer_applied() {
-    let s = server().await;
-    let p = provider(&s, None);
-    let c = cfg();
+    let (s, p, c) = cluster().await;
     let mut with = manifests::service(STACK, &c);
     with["metadata"]["annotations"] = json!({ "example.com/extra": "1" });
     p.create(&with).await.unwrap();
