@@ -60,18 +60,16 @@ async fn every_status_code_comes_with_the_shared_error_body() {
         )
         .await
         .assert_error(413, "payload_too_large");
-    server
-        .predict(&json!({"text": "   \n"}))
-        .await
-        .assert_error(422, "invalid_input");
-    server
-        .predict(&json!({"text": 5}))
-        .await
-        .assert_error(422, "invalid_input");
-    server
-        .predict(&json!({"inputs": "x"}))
-        .await
-        .assert_error(422, "invalid_input");
+    for invalid in [
+        json!({"text": "   \n"}),
+        json!({"text": 5}),
+        json!({"inputs": "x"}),
+    ] {
+        server
+            .predict(&invalid)
+            .await
+            .assert_error(422, "invalid_input");
+    }
     let too_many: Vec<String> = (0..=sentiment_api::MAX_BATCH_INPUTS)
         .map(|i| format!("t{i}"))
         .collect();

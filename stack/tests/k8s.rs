@@ -5,7 +5,7 @@ mod common;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Probe, Service};
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
@@ -103,26 +103,9 @@ async fn deployment_service_hpa_create_diff_update_delete() {
     assert_eq!(ctr.image.as_deref(), Some("reg/server@sha256:aaa"));
     let res = ctr.resources.clone().unwrap();
     assert_eq!(res.limits.unwrap()["cpu"].0, "2", "CPU limit = threads");
-    assert_eq!(
-        ctr.readiness_probe
-            .clone()
-            .unwrap()
-            .http_get
-            .unwrap()
-            .path
-            .as_deref(),
-        Some("/readyz")
-    );
-    assert_eq!(
-        ctr.liveness_probe
-            .clone()
-            .unwrap()
-            .http_get
-            .unwrap()
-            .path
-            .as_deref(),
-        Some("/healthz")
-    );
+    let probe_path = |probe: &Option<Probe>| probe.clone().unwrap().http_get.unwrap().path;
+    assert_eq!(probe_path(&ctr.readiness_probe).as_deref(), Some("/readyz"));
+    assert_eq!(probe_path(&ctr.liveness_probe).as_deref(), Some("/healthz"));
     let mf = d.metadata.managed_fields.unwrap_or_default();
     assert!(mf.iter().any(|m| m.manager.as_deref() == Some("stack")));
 

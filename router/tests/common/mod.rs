@@ -233,3 +233,10 @@ pub fn header(r: &reqwest::Response, name: &str) -> String {
         .map(|v| v.to_str().unwrap().to_string())
         .unwrap_or_default()
 }
+
+/// Asserts that the router answered 200 from `backend` after `attempts` attempts.
+pub fn assert_answered(r: &reqwest::Response, backend: &str, attempts: u32) {
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(r, "x-backend"), backend);
+    assert_eq!(header(r, "x-attempts"), attempts.to_string());
+}

@@ -306,26 +306,12 @@ pub async fn tagged(c: &stack::providers::aws::Clients, stack: &str) -> Vec<Stri
         }
     }
     let f = Filter::builder().name("tag:stack").values(stack).build();
-    for v in c
-        .ec2
-        .describe_vpcs()
-        .filters(f.clone())
-        .send()
-        .await
-        .unwrap()
-        .vpcs()
-    {
+    let vpcs = c.ec2.describe_vpcs().filters(f.clone()).send().await;
+    for v in vpcs.unwrap().vpcs() {
         out.push(format!("vpc:{}", v.vpc_id().unwrap()));
     }
-    for s in c
-        .ec2
-        .describe_subnets()
-        .filters(f.clone())
-        .send()
-        .await
-        .unwrap()
-        .subnets()
-    {
+    let subnets = c.ec2.describe_subnets().filters(f.clone()).send().await;
+    for s in subnets.unwrap().subnets() {
         out.push(format!("subnet:{}", s.subnet_id().unwrap()));
     }
     let igws = c
