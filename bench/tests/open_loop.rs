@@ -128,6 +128,25 @@ async fn late_sends_are_counted_when_the_generator_is_held_back() {
     assert!(s.latency_ms.max >= 200.0, "{:?}", s.latency_ms);
 }
 
+#[tokio::test(flavor = "current_thread")]
+async fn on_one_thread_the_dispatcher_leaves_room_for_the_workers() {
+    // 2,000 req/s: the next send is always under the timer lead away, so the
+    // dispatcher waits with thread sleeps; the workers share its thread and must still
+    // send on time, not once the schedule is over.
+    let server = Loopback::start(Duration::ZERO).await.unwrap();
+    let result = run(config(
+        vec![target("k8s", server.url())],
+        constant(2000.0, Duration::from_millis(500)),
+    ))
+    .await
+    .unwrap();
+    let s = result.stats["k8s"].summary();
+    assert_eq!((s.requests, s.ok), (1000, 1000));
+    // Starved workers would send everything after the last due time: a lag p50 of
+    // ~250 ms.
+    assert!(s.send_lag_ms.p50 < 20.0, "{:?}", s.send_lag_ms);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closed_loop_workers_go_back_to_back() {
     // 2 workers, 20 requests of 50 ms each: at least 10 rounds, ~500 ms.
