@@ -19,6 +19,7 @@ left alone. Stdlib only; `make test` runs it after the cargo tests.
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -166,11 +167,10 @@ def check_lambda_concurrency(url, want):
     fail(f"no request was throttled over a concurrency limit of {LAMBDA_LIMIT}")
 
 
-def check_bench(env):
+def check_bench(env, out):
     """`make check`, then a spike whose idle part outlasts the Lambda keep-alive, so
     its burst meets a cold function."""
     run(["make", "check", *MAKE_VARS], env)
-    out = Path(tempfile.mkdtemp(prefix="e2e-bench-"))
     run([str(BIN / "bench"), "run", "--profile", "spike", "--duration", "10s", "--burst", "3s",
          "--rate", "5", "--out", str(out)], env)
     results = json.loads((out / "results.json").read_text())
@@ -344,7 +344,7 @@ def main():
         new = {p["pid"] for p in status(env)["pods"]} - pods
         if new:
             fail(f"a second make up restarted pods (new pids {sorted(new)})")
-        check_bench(env)
+        check_bench(env, tmp / "bench")
         check_router_fails_over(urls, want)
         ports = {int(u.rsplit(":", 1)[1].strip("/")) for u in urls.values()}
         ports |= {int(MOTO_PORT), int(REGISTRY_PORT)}
@@ -366,6 +366,8 @@ def main():
     if still:
         fail(f"make down left ports listening: {sorted(still)}")
     log(f"passed in {time.time() - started:.0f} s")
+    # Kept when it fails: the stack config and the bench's results are in it.
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

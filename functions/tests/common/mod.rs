@@ -13,9 +13,11 @@ use model_cache::fixture::{FixtureSize, FixtureSpec};
 pub fn tiny_model() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
+        // Under target/tmp (statics are never dropped, so it outlives the tests; a
+        // `cargo clean` removes it), one per test binary.
         let dir = tempfile::Builder::new()
             .prefix("lambda-tiny-")
-            .tempdir()
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
             .expect("temp dir")
             .keep();
         model_cache::fixture::write(&dir, &FixtureSpec::new(FixtureSize::Tiny)).expect("fixture");
