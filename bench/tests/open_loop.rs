@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use bench::corpus::{Corpus, Texts};
 use bench::loopback::Loopback;
-use bench::runner::{DEFAULT_LATE_THRESHOLD, DEFAULT_MAX_IN_FLIGHT, Mode, RunConfig, run};
+use bench::runner::{
+    DEFAULT_LATE_THRESHOLD, DEFAULT_MAX_IN_FLIGHT, Mode, RunConfig, RunResult, run,
+};
 use bench::schedule::{Spec, generate};
 use bench::stats::{ErrorKind, Record};
 use bench::targets::Target;
@@ -33,6 +35,16 @@ fn config(targets: Vec<Target>, mode: Mode) -> RunConfig {
         keep_records: true,
         max_in_flight: DEFAULT_MAX_IN_FLIGHT,
     }
+}
+
+/// `rate` req/s for `duration` to `server` as the one backend, `k8s`.
+async fn constant_to_k8s(server: &Loopback, rate: f64, duration: Duration) -> RunResult {
+    run(config(
+        vec![target("k8s", server.url())],
+        constant(rate, duration),
+    ))
+    .await
+    .unwrap()
 }
 
 fn of<'a>(records: &'a [Record], backend: &str) -> Vec<&'a Record> {
@@ -111,12 +123,7 @@ async fn late_sends_are_counted_when_the_generator_is_held_back() {
         tokio::time::sleep(Duration::from_millis(200)).await;
         std::thread::sleep(Duration::from_millis(300));
     });
-    let result = run(config(
-        vec![target("k8s", server.url())],
-        constant(100.0, Duration::from_secs(1)),
-    ))
-    .await
-    .unwrap();
+    let result = constant_to_k8s(&server, 100.0, Duration::from_secs(1)).await;
     let s = result.stats["k8s"].summary();
     assert_eq!(s.requests, 100);
     assert!(s.late_sends >= 20, "only {} late sends", s.late_sends);
@@ -134,12 +141,7 @@ async fn on_one_thread_the_dispatcher_leaves_room_for_the_workers() {
     // dispatcher waits with thread sleeps; the workers share its thread and must still
     // send on time, not once the schedule is over.
     let server = Loopback::start(Duration::ZERO).await.unwrap();
-    let result = run(config(
-        vec![target("k8s", server.url())],
-        constant(2000.0, Duration::from_millis(500)),
-    ))
-    .await
-    .unwrap();
+    let result = constant_to_k8s(&server, 2000.0, Duration::from_millis(500)).await;
     let s = result.stats["k8s"].summary();
     assert_eq!((s.requests, s.ok), (1000, 1000));
     // Starved workers would send everything after the last due time: a lag p50 of
