@@ -108,6 +108,36 @@ fn validate_agrees_with_the_constructed_run() {
     assert_eq!(printed.matches(" ok").count(), 4, "{printed}");
 }
 
+/// `make bench`'s suite of 2026-12-08 02:49 UTC on this project's 2-core machine, quiet
+/// (local default, full-size f16 fixture, 60 s a profile): recorded live data. Steady
+/// ran right after `make up` (cold Lambda); step and spike found the Lambda's
+/// environments warm from the runs before them.
+fn live(profile: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/live-20261208")
+        .join(profile)
+}
+
+#[test]
+fn validate_agrees_with_recorded_live_runs() {
+    for profile in ["steady", "spike"] {
+        let o = bench(&["validate", live(profile).to_str().unwrap()]);
+        assert!(o.status.success(), "{profile}: {}", text(&o));
+    }
+    // Step: all within 20 % but the Lambda's p99 (bench/README.md, Validation).
+    let o = bench(&["validate", live("step").to_str().unwrap(), "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let missed: Vec<_> = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["ok"] == false)
+        .map(|c| format!("{} {}", c["backend"], c["quantile"]))
+        .collect();
+    assert_eq!(missed, [r#""lambda" "p99""#], "{v}");
+}
+
 #[test]
 fn validate_fails_beyond_the_tolerance() {
     // The same run with every k8s latency summary 50 % higher than its records say.

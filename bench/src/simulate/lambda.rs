@@ -32,6 +32,9 @@ pub struct LambdaParams {
     /// New environments per `burst_window_s` (AWS: 1,000 per 10 s).
     pub burst: f64,
     pub burst_window_s: f64,
+    /// Environments already initialized and idle when the run starts (a live run that
+    /// followed another one on the same function).
+    pub warm_at_start: u64,
 }
 
 impl Default for LambdaParams {
@@ -41,6 +44,7 @@ impl Default for LambdaParams {
             keep_alive_s: 300.0,
             burst: 1000.0,
             burst_window_s: 10.0,
+            warm_at_start: 0,
         }
     }
 }
@@ -99,10 +103,13 @@ pub fn run(
     // the emulator picks (most recently used first): only the idle times are kept.
     let mut done: BinaryHeap<Reverse<u64>> = BinaryHeap::new();
     // Idle environments' last use, oldest first.
-    let mut idle: VecDeque<u64> = VecDeque::new();
+    let mut idle: VecDeque<u64> = std::iter::repeat_n(0, p.warm_at_start as usize).collect();
     let mut tokens_left = p.burst;
     let mut refilled_at = 0u64;
-    let mut out = LambdaOut::default();
+    let mut out = LambdaOut {
+        peak_environments: p.warm_at_start,
+        ..LambdaOut::default()
+    };
     // Σ invocation µs = ∫ busy dt over the run, in an integer.
     let mut busy_us = 0u128;
     let mut last = 0u64;

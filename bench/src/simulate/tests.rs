@@ -64,6 +64,30 @@ fn no_cold_starts_when_the_keep_alive_outlasts_the_gap() {
 }
 
 #[test]
+fn environments_warm_at_the_start_serve_without_an_init() {
+    let mut c = cfg(SimProfile::Constant, 1.0, 60.0);
+    c.spacing = Spacing::Uniform;
+    c.inputs.lambda_init_ms = Dist::Fixed(100.0);
+    assert_eq!(run(&c, &prices()).unwrap().lambda.summary.cold_starts, 1);
+    c.lambda.warm_at_start = 2;
+    let r = run(&c, &prices()).unwrap();
+    assert_eq!(r.lambda.summary.cold_starts, 0);
+    assert_eq!(r.lambda.platform.peak_environments, 2);
+}
+
+#[test]
+fn a_run_warm_at_the_start_is_told_by_its_records() {
+    let records: Vec<serde_json::Value> = serde_json::from_str(
+        r#"[{"lambda_instance": "a", "cold": true}, {"lambda_instance": "a", "cold": false},
+            {"lambda_instance": "b", "cold": false}, {"lambda_instance": "c"},
+            {"lambda_instance": null}, {"backend": "k8s"}]"#,
+    )
+    .unwrap();
+    // b and c answered and never cold: they were up before the run.
+    assert_eq!(super::validate::warm_at_start(&records), 2);
+}
+
+#[test]
 fn the_hpa_never_exceeds_max_replicas() {
     let mut c = cfg(SimProfile::Ramp, 2000.0, 900.0);
     c.k8s.max_replicas = 5;

@@ -86,7 +86,27 @@ pub fn config_for(
     cfg.k8s.initial_nodes = pods;
     cfg.k8s.max_nodes = pods;
     cfg.lambda.concurrency = lambda_concurrency;
+    cfg.lambda.warm_at_start = warm_at_start(records);
     Ok(cfg)
+}
+
+/// The Lambda environments that were already warm when the run started: those that
+/// answered (directly or through the router, by `x-lambda-instance`) and never with
+/// a cold start (`x-lambda-cold`) during it. A suite's later runs start warm from the
+/// earlier ones: simulated from cold, their first requests would wait for inits the
+/// live run never had.
+pub fn warm_at_start(records: &[serde_json::Value]) -> u64 {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut started_cold = std::collections::BTreeSet::new();
+    for r in records {
+        if let Some(instance) = r["lambda_instance"].as_str() {
+            seen.insert(instance);
+            if r["cold"].as_bool() == Some(true) {
+                started_cold.insert(instance);
+            }
+        }
+    }
+    seen.difference(&started_cold).count() as u64
 }
 
 pub fn validate(
