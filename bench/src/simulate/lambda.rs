@@ -134,7 +134,6 @@ pub fn run(
             next_tick += bucket;
             continue;
         }
-        reap(&mut idle, t, keep_alive);
         // Idle ends are older than the busy ones: the earliest busy end, if due and
         // not past the keep-alive, means an environment to reuse.
         let due_end_warm = done
@@ -142,8 +141,8 @@ pub fn run(
             .is_some_and(|r| r.0 <= t && r.0 + keep_alive > t);
         if !due_end_warm {
             settle(&mut done, &mut idle, t);
-            reap(&mut idle, t, keep_alive);
         }
+        reap(&mut idle, t, keep_alive);
         let (_, tok) = arrivals.next().expect("peeked");
         let tok = f64::from(tok);
         let overhead = inputs.lambda_overhead_ms.sample(rng);

@@ -3,7 +3,6 @@
 
 use anyhow::{Context, Result, anyhow};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
 
 use super::{Cli, load_with};
 use crate::targets::{self, Addons, KubeChoice};
@@ -76,8 +75,11 @@ async fn requests(cli: &Cli, ctx: &super::Ctx) -> Result<i32> {
     let moto = tokio::task::spawn_blocking(test_support::Moto::try_start)
         .await?
         .map_err(|e| anyhow!("the rehearsal needs a throwaway moto: {e}"))?;
-    let dir = Scratch::new()?;
-    let log = dir.0.join("requests.jsonl");
+    let dir = tempfile::Builder::new()
+        .prefix("stack-rehearsal-")
+        .tempdir()
+        .context("creating the rehearsal's scratch directory")?;
+    let log = dir.path().join("requests.jsonl");
     let mut settings = cli.settings.clone();
     settings.request_log = Some(log.clone());
     settings.registry = None;
@@ -90,7 +92,7 @@ async fn requests(cli: &Cli, ctx: &super::Ctx) -> Result<i32> {
     let provs = targets::providers(
         targets::Target::Local,
         &moto.url,
-        &dir.0,
+        dir.path(),
         &settings,
         &ctx.cfg,
         false,
@@ -99,7 +101,7 @@ async fn requests(cli: &Cli, ctx: &super::Ctx) -> Result<i32> {
     stack::app::network::check_zones(&provs.clients.ec2, &ctx.cfg)
         .await
         .map_err(anyhow::Error::msg)?;
-    let store = LocalStore::new(&dir.0, &ctx.cfg.stack, "rehearsal");
+    let store = LocalStore::new(dir.path(), &ctx.cfg.stack, "rehearsal");
     let empty = State::default();
     let p = plan(&ctx.stack, &empty, &provs.reg, &Events::none()).await?;
     // One at a time, so the requests come in an order a reviewer can follow.
@@ -247,21 +249,4 @@ fn sent_by_sdk(kind: &str) -> bool {
     !(kind.starts_with("k8s:")
         || kind == stack::artifacts::image::KIND
         || kind == stack::providers::aws::eks::Addon::KIND)
-}
-
-/// A directory of its own for the rehearsal's state and log, removed afterwards.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Result<Scratch> {
-        let dir = std::env::temp_dir().join(format!("stack-rehearsal-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        Ok(Scratch(dir))
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(Path::new(&self.0));
-    }
 }

@@ -170,7 +170,7 @@ impl DataPlane {
             }
         }
         // Deployments that are gone: stop their pods.
-        let k = self.kubelet.clone();
+        let k = &self.kubelet;
         for e in std::fs::read_dir(&self.kubelet.dir)
             .map_err(lerr)?
             .flatten()
@@ -183,7 +183,7 @@ impl DataPlane {
                 continue;
             }
             eps.set(key, [].iter());
-            stop_all(&k, self.pods(key)).await;
+            stop_all(k, self.pods(key)).await;
             let _ = std::fs::remove_file(e.path());
         }
         if keys.is_empty() {
@@ -203,14 +203,14 @@ impl DataPlane {
     /// Stops every pod and the front, whatever the API says (its state directory is
     /// gone: nobody else could).
     pub async fn stop_everything(&self) {
-        let k = self.kubelet.clone();
+        let k = &self.kubelet;
         let Ok(entries) = std::fs::read_dir(&self.kubelet.dir) else {
             return;
         };
         for e in entries.flatten() {
             let f = e.file_name().to_string_lossy().into_owned();
             if let Some(key) = f.strip_suffix(".json").filter(|k| *k != "front") {
-                stop_all(&k, self.pods(key)).await;
+                stop_all(k, self.pods(key)).await;
             }
         }
         let _ = self.front(false, &self.kubelet.dir.join("backends"));
@@ -235,7 +235,7 @@ impl DataPlane {
         d: &Deployment,
         eps: &mut Endpoints,
     ) -> Result<(Vec<Pod>, Option<Problem>), K8sError> {
-        let k = self.kubelet.clone();
+        let k = &self.kubelet;
         let want =
             usize::try_from(d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)).unwrap_or(0);
         let t = match Template::of(d) {
@@ -297,7 +297,7 @@ impl DataPlane {
                 key,
                 new.iter().chain(&old).filter(|p| p.name != new[i].name),
             );
-            stop_all(&k, vec![new[i].clone()]).await;
+            stop_all(k, vec![new[i].clone()]).await;
             let restarts = new[i].restarts + 1;
             let (name, node) = (new[i].name.clone(), new[i].node);
             new[i] = k.start(ns, &t, &image, img, Some(&name)).map_err(lerr)?;
@@ -334,7 +334,7 @@ impl DataPlane {
             let stopped = !going.is_empty();
             // Out of the front first, then stopped (what `preStop` pauses for).
             eps.set(key, new.iter().chain(&old));
-            stop_all(&k, going).await;
+            stop_all(k, going).await;
             self.save(key, &new.iter().chain(&old).collect::<Vec<_>>())?;
             if old.is_empty() && new.len() == want {
                 break;

@@ -116,8 +116,8 @@ pub async fn crash_looping(
         .list(&kube::api::ListParams::default().labels(&labels.join(",")))
         .await
         .map_err(api_err(format!(
-            "list the pods of Deployment {ns}/{}",
-            name(live)
+            "list the pods of Deployment {}",
+            super::id_of(live)
         )))?;
     let looping: Vec<String> = listed
         .items
@@ -132,10 +132,6 @@ pub async fn crash_looping(
         })
         .collect();
     Ok((!looping.is_empty()).then(|| format!("pods crash-looping: {}", looping.join("; "))))
-}
-
-fn name(live: &Value) -> &str {
-    live["metadata"]["name"].as_str().unwrap_or_default()
 }
 
 /// `pod P container C: CrashLoopBackOff, N restarts, last exit 137 (OOMKilled)`.
